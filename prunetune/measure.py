@@ -1,0 +1,131 @@
+"""Measurement: MACs/FLOPs, params, size, and the latency/FPS protocol.
+
+Conventions (also in the README):
+- MACs are multiply-accumulates of conv and linear layers, counted with torch's FlopCounterMode on
+  the float model (FLOPs = 2 x MACs). torchvision's `_ops` figures are MACs.
+- Latency: warm-up calls, then `repeats` samples, each the mean of enough calls to last ~2 ms;
+  candidates measured together are interleaved sample by sample so they share the machine's noise.
+  Reported: median, quartiles, spread = IQR / median, FPS = batch / median, threads, runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def _unwrap_parametrized(name: str) -> str:
+    return name.replace(".parametrizations.weight.original", "")
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, example_input: torch.Tensor, *, per_module: bool = False
+               ) -> int | tuple[int, dict[str, int]]:
+    """Multiply-accumulates of one forward pass at the example's batch size divided by that batch
+    size (so: MACs per image). With per_module, also MACs per leaf module name."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(example_input)
+    model.train(was_training)
+    batch = example_input.shape[0]
+    total = counter.get_total_flops() // 2 // batch
+    if not per_module:
+        return int(total)
+    per: dict[str, int] = {}
+    leaves = {name for name, m in model.named_modules() if not list(m.children())}
+    for key, ops in counter.get_flop_counts().items():
+        name = key.removeprefix("Global").lstrip(".")
+        if name in leaves:
+            per[name] = int(sum(ops.values()) // 2 // batch)
+    return int(total), per
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (float weights counted once even when fake-quantized)."""
+    seen, n = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    return n
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency statistics of one candidate under the protocol."""
+
+    runtime: str
+    threads: int
+    batch_size: int
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    repeats: int
+
+    @property
+    def fps(self) -> float:
+        return self.batch_size / (self.median_ms / 1000.0)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median."""
+        return (self.p75_ms - self.p25_ms) / self.median_ms if self.median_ms else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"fps": self.fps, "spread": self.spread}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Temporarily run torch with `n` intra-op threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
+    t = time.perf_counter()
+    fn()
+    dt = max(time.perf_counter() - t, 1e-7)
+    return max(1, min(10_000, int(target_s / dt)))
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], *, runtime: dict[str, str] | str,
+                     threads: int, batch_size: int, warmup: int = 5, repeats: int = 21,
+                     target_sample_s: float = 0.002) -> dict[str, Timing]:
+    """Time several zero-argument callables side by side: sample k of every callable is taken
+    before sample k+1 of any, so a noisy neighbour hits all of them alike."""
+    with torch_threads(threads):
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        inner = {k: _calls_per_sample(fn, target_sample_s) for k, fn in fns.items()}
+        samples: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                t = time.perf_counter()
+                for _ in range(inner[k]):
+                    fn()
+                samples[k].append((time.perf_counter() - t) / inner[k] * 1000.0)
+    out = {}
+    for k, s in samples.items():
+        q = statistics.quantiles(s, n=4) if len(s) > 1 else [s[0]] * 3
+        rt = runtime if isinstance(runtime, str) else runtime[k]
+        out[k] = Timing(rt, threads, batch_size, statistics.median(s), q[0], q[2], len(s))
+    return out
+
+
+def timing_summary(t: Timing) -> str:
+    return (f"{t.fps:,.0f} FPS (median {t.median_ms:.3f} ms, IQR {t.spread:.0%}, batch {t.batch_size}, "
+            f"{t.threads} thread{'s' if t.threads > 1 else ''}, {t.runtime})")

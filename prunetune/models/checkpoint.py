@@ -1,0 +1,129 @@
+"""Base-model checkpoints: saved as plain tensors + metadata (loads with weights_only=True), and a
+cache keyed by (model, dataset, seed, recipe) so searches reuse a trained base model."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prunetune.data.bundle import DataBundle
+from prunetune.errors import CheckpointError
+from prunetune.models.registry import create_model
+from prunetune.models.training import Recipe, evaluate, train
+
+FORMAT = "prunetune-base/1"
+
+
+def home_dir() -> Path:
+    """Where caches live: $PRUNETUNE_HOME, else ~/.cache/prunetune."""
+    return Path(os.environ.get("PRUNETUNE_HOME", Path.home() / ".cache" / "prunetune"))
+
+
+@dataclass
+class BaseModel:
+    """A trained base model and what is known about it."""
+
+    model: nn.Module
+    meta: dict
+    path: Path | None
+
+
+def build_for(model_name: str, bundle_or_shape: DataBundle | tuple, num_classes: int | None = None) -> nn.Module:
+    """An untrained model sized for a DataBundle, or for (C, H, W) + num_classes."""
+    if isinstance(bundle_or_shape, DataBundle):
+        shape, k = bundle_or_shape.input_shape, bundle_or_shape.num_classes
+    else:
+        shape, k = tuple(bundle_or_shape), int(num_classes)
+    return create_model(model_name, in_channels=shape[0], num_classes=k, input_size=(shape[1], shape[2]))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
+    """Write atomically (temp file + rename) so an interrupted save never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "meta": meta, "state_dict": sd}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(meta, state_dict) of a prunetune checkpoint or of a plain state_dict file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle of arbitrary objects, not a torch file
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj["meta"], obj["state_dict"]
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {}, obj
+    raise CheckpointError(f"{str(path)!r} is neither a prunetune checkpoint nor a state_dict")
+
+
+def load_into(model: nn.Module, state_dict: dict, source: str) -> nn.Module:
+    """load_state_dict with a one-line error when the checkpoint belongs to another model."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CheckpointError(f"checkpoint {source!r} does not fit this model ({detail[:160]})") from None
+    return model.eval()
+
+
+def cache_key(model_name: str, dataset: str, seed: int, recipe: Recipe) -> str:
+    blob = json.dumps({"model": model_name, "dataset": dataset, "seed": seed,
+                       "recipe": recipe.as_dict(), "format": FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed: int = 0,
+                   checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
+                   log=lambda msg: None) -> BaseModel:
+    """The base model to compress: from `checkpoint` when given, else from the cache, else trained
+    now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`."""
+    if checkpoint is not None:
+        meta, sd = read_checkpoint(checkpoint)
+        model = load_into(build_for(model_name, bundle), sd, str(checkpoint))
+        if meta.get("model") not in (None, model_name):
+            raise CheckpointError(f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, "
+                                  f"not {model_name!r}")
+        if "metrics" not in meta:
+            meta = {**meta, "model": model_name, "dataset": bundle.name, "metrics": _metrics(model, bundle)}
+        return BaseModel(model, meta, Path(checkpoint))
+    cache = Path(cache_dir) if cache_dir else home_dir() / "checkpoints"
+    path = cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-" \
+                   f"{cache_key(model_name, bundle.name, seed, recipe)}.pt"
+    if path.is_file():
+        try:
+            meta, sd = read_checkpoint(path)
+            log(f"base model from cache {path}")
+            return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
+        except CheckpointError as exc:
+            log(f"ignoring broken cached checkpoint ({exc}); retraining")
+    model = build_for(model_name, bundle)
+    log(f"training base {model_name} on {bundle.name} for {recipe.epochs} epochs (cached afterwards)")
+    hist = train(model, bundle.train, recipe, seed=seed)
+    meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
+            "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
+            "train_loss": hist.loss, "train_seconds": hist.seconds,
+            "metrics": _metrics(model, bundle), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "torch": torch.__version__}
+    save_checkpoint(path, model, meta)
+    return BaseModel(model, meta, path)
+
+
+def _metrics(model: nn.Module, bundle: DataBundle) -> dict:
+    val, test = evaluate(model, bundle.val), evaluate(model, bundle.test)
+    return {"val_" + k: v for k, v in val.items()} | {"test_" + k: v for k, v in test.items()}
