@@ -1,0 +1,481 @@
+"""Pareto analysis of finished trials: front, hypervolume, knee point and selection rules.
+
+Pure functions: they compute and return values; nothing here prints, plots or logs.
+
+Data model
+----------
+A *point* is one trial's metrics, a mapping from metric key to number, e.g.
+``{"accuracy": 0.981, "flops": 1.2e6, "fps": 5400.0, "size_bytes": 48_000}``; extra keys are
+ignored. ``points`` is a sequence of such mappings and every result that names a point is an
+index into that sequence. An *objective* is a metric key with a direction (:class:`Objective`);
+wherever objectives are taken, a standard objective's name (``"size"``) may stand for it.
+
+Normalisation and reference point (hypervolume)
+-----------------------------------------------
+Each objective value is divided by the base model's value (``normalise_by``, a point: the base
+model's metrics), so the base model is 1.0 everywhere, then negated for "maximize" objectives so
+that every objective is minimised. The default reference point is the value 0 for "maximize"
+objectives (accuracy 0, FPS 0) and the base model's value for "minimize" ones (1.0 x base), so the
+hypervolume measures how much cheaper than the base model the front is, weighted by how much of
+the base model's benefit (accuracy, speed) it keeps. Points not strictly better than the reference
+in every objective contribute nothing. ``normalise_by=None`` means the points are already relative
+to the base model (base value 1.0 for every objective).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+
+from prunetune.errors import ConfigError, UnknownNameError
+
+__all__ = [
+    "OBJECTIVES",
+    "Condition",
+    "Objective",
+    "Rule",
+    "get_objective",
+    "hypervolume",
+    "hypervolume_history",
+    "knee_point",
+    "non_dominated",
+    "parse_rule",
+    "select",
+]
+
+Point = Mapping[str, float]
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric to optimise: ``name`` is what users type, ``key`` the metric key in a point.
+
+    ``key`` defaults to ``name``; ``direction`` is ``"maximize"`` or ``"minimize"``.
+    """
+
+    name: str
+    direction: Direction
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("maximize", "minimize"):
+            raise ConfigError(
+                f"objective {self.name!r}: direction must be 'maximize' or 'minimize', "
+                f"not {self.direction!r}"
+            )
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
+
+
+OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
+    {
+        o.name: o
+        for o in (
+            Objective("accuracy", "maximize"),
+            Objective("flops", "minimize"),
+            Objective("macs", "minimize"),
+            Objective("fps", "maximize"),
+            Objective("size", "minimize", key="size_bytes"),
+            Objective("params", "minimize"),
+        )
+    }
+)
+"""The project's standard objectives, by name (read-only)."""
+
+
+def get_objective(name: str) -> Objective:
+    """Return the standard objective called ``name``; raise UnknownNameError if there is none."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise UnknownNameError("objective", name, list(OBJECTIVES)) from None
+
+
+def _resolve(objectives: Sequence[Objective | str]) -> list[Objective]:
+    if isinstance(objectives, (str, Objective)):
+        raise ConfigError("objectives must be a sequence of objectives, not a single one")
+    resolved = [o if isinstance(o, Objective) else get_objective(o) for o in objectives]
+    if not resolved:
+        raise ConfigError("at least one objective is needed")
+    return resolved
+
+
+def _number(point: Point, key: str, where: str) -> float:
+    """``point[key]`` as a float; ConfigError if it is missing, not a number, or NaN."""
+    if key not in point:
+        raise ConfigError(f"{where} has no metric {key!r}; it has: {', '.join(sorted(point))}")
+    try:
+        value = float(point[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: metric {key!r} is not a number: {point[key]!r}") from None
+    if math.isnan(value):
+        raise ConfigError(f"{where}: metric {key!r} is NaN")
+    return value
+
+
+def _bases(objectives: list[Objective], normalise_by: Point | None) -> np.ndarray:
+    if normalise_by is None:
+        return np.ones(len(objectives))
+    bases = np.array([_number(normalise_by, o.key, "normalise_by") for o in objectives])
+    bad = [o.key for o, b in zip(objectives, bases) if not (0 < b < math.inf)]
+    if bad:
+        raise ConfigError(
+            f"normalise_by: base values must be positive and finite: {', '.join(bad)}"
+        )
+    return bases
+
+
+def _signs(objectives: list[Objective]) -> np.ndarray:
+    return np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objectives])
+
+
+def _min_space(
+    points: Sequence[Point], objectives: list[Objective], bases: np.ndarray
+) -> np.ndarray:
+    """An (n, d) array: each value divided by its base and negated where maximised."""
+    values = np.array(
+        [[_number(p, o.key, f"point {i}") for o in objectives] for i, p in enumerate(points)],
+        dtype=float,
+    )
+    return values / bases * _signs(objectives)
+
+
+def _front_mask(m: np.ndarray) -> np.ndarray:
+    """True for rows of minimisation matrix ``m`` that no other row dominates.
+
+    Row j dominates row i when it is <= in every column and < in at least one, so equal rows do
+    not dominate each other.
+    """
+    le = (m[:, None, :] <= m[None, :, :]).all(axis=2)  # le[j, i]: m[j] <= m[i] everywhere
+    lt = (m[:, None, :] < m[None, :, :]).any(axis=2)
+    return ~(le & lt).any(axis=0)
+
+
+def non_dominated(points: Sequence[Point], objectives: Sequence[Objective | str]) -> list[int]:
+    """Indices (ascending) of the points on the Pareto front.
+
+    A point is dominated when another is at least as good in every objective and strictly better
+    in one. Points equal in every objective do not dominate each other, so duplicates on the
+    front are all kept. Works for any number (>= 1) of objectives; no points gives ``[]``.
+    Raises ConfigError if a point lacks an objective's metric or it is not a number.
+    """
+    objs = _resolve(objectives)
+    if not points:
+        return []
+    m = _min_space(points, objs, np.ones(len(objs)))
+    return [int(i) for i in np.flatnonzero(_front_mask(m))]
+
+
+def _reference(
+    objectives: list[Objective], bases: np.ndarray, reference: Point | None
+) -> np.ndarray:
+    """The reference point in normalised minimisation space (defaults: module docstring)."""
+    given = dict(reference or {})
+    unknown = sorted(set(given) - {o.key for o in objectives})
+    if unknown:
+        raise ConfigError(
+            f"reference has keys that are no objective's metric: {', '.join(unknown)}; "
+            f"objective metrics: {', '.join(o.key for o in objectives)}"
+        )
+    raw = np.array(
+        [
+            _number(given, o.key, "reference")
+            if o.key in given
+            else (0.0 if o.direction == "maximize" else b)
+            for o, b in zip(objectives, bases)
+        ]
+    )
+    return raw / bases * _signs(objectives)
+
+
+def _hv2d(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact 2-D hypervolume by a sweep over x; every point is strictly below ``ref``."""
+    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
+    volume, y_bound = 0.0, ref[1]
+    for x, y in pts:
+        if y < y_bound:
+            volume += (ref[0] - x) * (y_bound - y)
+            y_bound = y
+    return float(volume)
+
+
+def _exclusive(p: np.ndarray, others: np.ndarray, ref: np.ndarray) -> float:
+    """Volume dominated by ``p`` and by none of ``others``: p's box minus the hypervolume of
+    ``others`` limited to (clipped into) that box."""
+    limited = np.maximum(others, p)
+    if len(limited):
+        limited = limited[_front_mask(limited)]
+    return float(np.prod(ref - p)) - _hv(limited, ref)
+
+
+def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume of minimisation points all strictly below ``ref``.
+
+    1-D: a length; 2-D: a sweep; beyond: WFG (While, Bradstreet, Barone 2012), the sum over the
+    sorted points of each one's exclusive contribution relative to the points after it.
+    """
+    n, d = pts.shape
+    if n == 0:
+        return 0.0
+    if d == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if d == 2:
+        return _hv2d(pts, ref)
+    pts = pts[np.lexsort(pts.T[::-1])]
+    return sum(_exclusive(pts[i], pts[i + 1 :], ref) for i in range(n))
+
+
+def hypervolume(
+    points: Sequence[Point],
+    objectives: Sequence[Objective | str],
+    reference: Point | None = None,
+    *,
+    normalise_by: Point | None = None,
+) -> float:
+    """Exact hypervolume dominated by ``points`` with respect to a reference point.
+
+    Values are normalised by ``normalise_by`` (the base model's metrics; ``None``: already
+    relative) and turned into minimisation as the module docstring describes; the result is in
+    those unitless normalised units. ``reference`` is a point in the same units as ``points``
+    (keyed by objective metric keys); objectives it leaves out take the default (0 for
+    "maximize", the base value for "minimize"). Only points strictly better than the reference in
+    every objective contribute. Exact for any number of objectives (2-D sweep, WFG beyond).
+    No points gives 0.0. Raises ConfigError for missing or non-numeric metrics, non-positive
+    base values, or reference keys that are no objective's metric.
+    """
+    objs = _resolve(objectives)
+    bases = _bases(objs, normalise_by)
+    ref = _reference(objs, bases, reference)
+    if not points:
+        return 0.0
+    m = _min_space(points, objs, bases)
+    m = m[(m < ref).all(axis=1)]
+    return _hv(m[_front_mask(m)], ref) if len(m) else 0.0
+
+
+def hypervolume_history(
+    points_in_trial_order: Sequence[Point],
+    objectives: Sequence[Objective | str],
+    reference: Point | None = None,
+    *,
+    normalise_by: Point | None = None,
+) -> list[float]:
+    """``hypervolume`` of the first k points for k = 1 .. len(points): one value per trial.
+
+    Same arguments and conventions as :func:`hypervolume`. Each trial adds its exclusive
+    contribution to the running front's volume, so the series is non-decreasing by construction
+    (a contribution that round-off makes negative counts as 0).
+    """
+    objs = _resolve(objectives)
+    bases = _bases(objs, normalise_by)
+    ref = _reference(objs, bases, reference)
+    if not points_in_trial_order:
+        return []
+    m = _min_space(points_in_trial_order, objs, bases)
+    history: list[float] = []
+    front = np.empty((0, len(objs)))
+    volume = 0.0
+    for row in m:
+        if (row < ref).all() and not (front <= row).all(axis=1).any():
+            volume += max(0.0, _exclusive(row, front, ref))
+            front = np.vstack([front, row])
+            front = front[_front_mask(front)]
+        history.append(volume)
+    return history
+
+
+def knee_point(points: Sequence[Point], objectives: Sequence[Objective | str]) -> int:
+    """Index of the front member closest to the ideal point: the balanced compromise.
+
+    Each objective is rescaled to [0, 1] over the front's range (0 = best value on the front,
+    1 = worst; an objective constant on the front is 0 for all), and the knee is the front member
+    with the smallest Euclidean distance to the ideal point (all zeros). Ties go to the lowest
+    index. Because the rescaling is to the front's own range, dividing by a base model would not
+    change the answer, so there is no normalisation argument. Raises ConfigError for no points.
+    """
+    objs = _resolve(objectives)
+    if not points:
+        raise ConfigError("knee_point needs at least one point")
+    m = _min_space(points, objs, np.ones(len(objs)))
+    front = np.flatnonzero(_front_mask(m))
+    fm = m[front]
+    low, span = fm.min(axis=0), np.ptp(fm, axis=0)
+    scaled = np.divide(fm - low, span, out=np.zeros_like(fm), where=span > 0)
+    distance = np.sqrt((scaled**2).sum(axis=1))
+    return int(front[np.argmin(distance)])  # argmin: first of equal minima = lowest index
+
+
+# --- selection rules --------------------------------------------------------------------------
+
+_GRAMMAR = (
+    "(max|min) METRIC [where METRIC OP NUMBER (and METRIC OP NUMBER)*], OP one of >= <= > < =="
+)
+_KEYWORDS = ("max", "min", "where", "and")
+_TOKEN = re.compile(
+    r"(?P<op>>=|<=|==|>|<)"
+    r"|(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+    r"|(?P<word>[A-Za-z_][\w.]*)"
+)
+_OPS = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``metric op value``; a point satisfies it when it has the metric and the comparison holds.
+
+    ``==`` compares exactly (use a ``>=`` and ``<=`` pair for a tolerance).
+    """
+
+    metric: str
+    op: Literal[">=", "<=", ">", "<", "=="]
+    value: float
+
+    def holds(self, point: Point) -> bool:
+        """Whether ``point`` satisfies the condition (False if it lacks the metric or it is NaN)."""
+        return self.metric in point and _OPS[self.op](_rule_number(point, self.metric), self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value!r}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Pick the point with the largest (``goal="max"``) or smallest ``metric`` among those that
+    satisfy every condition. ``str(rule)`` is its canonical text, which :func:`parse_rule` reads.
+    """
+
+    goal: Literal["max", "min"]
+    metric: str
+    conditions: tuple[Condition, ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.goal} {self.metric}"
+        if self.conditions:
+            text += " where " + " and ".join(str(c) for c in self.conditions)
+        return text
+
+
+def _tokens(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, position) tokens; ConfigError at the first character that starts none."""
+    tokens: list[tuple[str, str, int]] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return tokens
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise ConfigError(
+                f"bad rule {text!r}: unexpected {text[pos]!r} at position {pos}; "
+                f"grammar: {_GRAMMAR}"
+            )
+        kind = match.lastgroup
+        assert kind is not None
+        tokens.append((kind, match.group(), pos))
+        pos = match.end()
+
+
+def parse_rule(text: str) -> Rule:
+    """Parse ``(max|min) METRIC [where COND (and COND)*]``, COND = ``METRIC OP NUMBER``.
+
+    OP is one of ``>= <= > < ==``; keywords are case-insensitive and cannot be metric names,
+    whitespace is optional around operators (``accuracy>=0.97``), NUMBER may use an exponent
+    (``1e6``). Metric names are not checked here (that needs the points: see :func:`select`).
+    Raises ConfigError naming the position of the first problem and the grammar.
+    """
+    tokens = _tokens(text)
+    pos = 0
+    grammar = f"grammar: {_GRAMMAR}"
+
+    def take(kind: str, expected: str, keywords: tuple[str, ...] = ()) -> str:
+        """Consume the next token: of ``kind``, one of ``keywords`` if given, else no keyword.
+
+        Keywords come back lower-cased, anything else as written.
+        """
+        nonlocal pos
+        if pos == len(tokens):
+            raise ConfigError(f"bad rule {text!r}: expected {expected}, found the end; {grammar}")
+        token_kind, token, at = tokens[pos]
+        word = token.lower()
+        if token_kind != kind or (word not in keywords if keywords else word in _KEYWORDS):
+            raise ConfigError(
+                f"bad rule {text!r}: expected {expected}, found {token!r} at position {at}; "
+                f"{grammar}"
+            )
+        pos += 1
+        return word if keywords else token
+
+    goal = take("word", "'max' or 'min'", ("max", "min"))
+    metric = take("word", "a metric name")
+    conditions: list[Condition] = []
+    if pos < len(tokens):
+        take("word", "'where' or the end", ("where",))
+        while True:
+            name = take("word", "a metric name")
+            op = take("op", "a comparison (>=, <=, >, <, ==)")
+            value = float(take("number", "a number"))
+            conditions.append(Condition(name, op, value))  # type: ignore[arg-type]
+            if pos == len(tokens):
+                break
+            take("word", "'and' or the end", ("and",))
+    return Rule(goal, metric, tuple(conditions))  # type: ignore[arg-type]
+
+
+def _rule_number(point: Point, key: str) -> float:
+    """``point[key]`` as a float (NaN allowed: it satisfies no comparison and never wins)."""
+    try:
+        return float(point[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"metric {key!r} is not a number: {point[key]!r}") from None
+
+
+def select(points: Sequence[Point], rule: Rule | str) -> int:
+    """Index of the point ``rule`` picks (a string is parsed with :func:`parse_rule`).
+
+    Candidates are the points that satisfy every condition and have a non-NaN value of the
+    rule's metric; among them the largest (max) or smallest (min) value wins, ties going to the
+    lowest index. Raises ConfigError when the rule is malformed, names a metric no point has,
+    compares a non-numeric value, there are no points, or no point satisfies the rule.
+    """
+    if isinstance(rule, str):
+        rule = parse_rule(rule)
+    if not points:
+        raise ConfigError(f"rule {str(rule)!r}: there are no points to select from")
+    known = set().union(*(p.keys() for p in points))
+    missing = sorted({rule.metric, *(c.metric for c in rule.conditions)} - known)
+    if missing:
+        raise ConfigError(
+            f"rule {str(rule)!r}: unknown metric {', '.join(map(repr, missing))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    best: int | None = None
+    best_value = math.nan
+    sign = 1.0 if rule.goal == "max" else -1.0
+    for i, point in enumerate(points):
+        if rule.metric not in point or not all(c.holds(point) for c in rule.conditions):
+            continue
+        value = sign * _rule_number(point, rule.metric)
+        if not math.isnan(value) and (best is None or value > best_value):
+            best, best_value = i, value
+    if best is None:
+        passing = ", ".join(
+            f"{c}: {sum(c.holds(p) for p in points)} pass" for c in rule.conditions
+        )
+        raise ConfigError(
+            f"no point satisfies rule {str(rule)!r} ({len(points)} points"
+            + (f"; {passing})" if passing else f" without a number for {rule.metric!r})")
+        )
+    return best
