@@ -52,28 +52,41 @@ class DataBundle:
                 "num_classes": self.num_classes}
 
 
+def _apportion(quotas: list[float], capacity: list[int], size: int) -> list[int]:
+    """Whole counts near `quotas` (largest remainder first), each within its capacity, summing
+    to `size` (which must not exceed the total capacity)."""
+    counts = [min(int(q), cap) for q, cap in zip(quotas, capacity)]
+    order = sorted(range(len(quotas)), key=lambda c: (counts[c] - quotas[c], c))
+    missing = size - sum(counts)
+    while missing > 0:
+        for c in order:
+            if missing and counts[c] < capacity[c]:
+                counts[c] += 1
+                missing -= 1
+    return counts
+
+
 def stratified_split(labels: torch.Tensor, sizes: tuple[int, int, int], seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded split of indices into three parts of the given sizes, each with the class mix of
-    the whole (up to rounding)."""
-    total = sum(sizes)
-    if total > len(labels):
+    """Seeded split of indices into three disjoint parts of exactly the given sizes, each with
+    the class mix of the whole (up to rounding)."""
+    if min(sizes) < 0 or sum(sizes) > len(labels):
         raise ValueError(f"split sizes {sizes} exceed {len(labels)} samples")
     g = torch.Generator().manual_seed(seed)
-    parts: list[list[int]] = [[], [], []]
-    classes = torch.unique(labels)
-    for c in classes:
+    per_class = []
+    for c in torch.unique(labels):
         idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        share = len(idx) / len(labels)
-        start = 0
-        for k, size in enumerate(sizes):
-            n = int(round(size * share))
-            parts[k].extend(idx[start:start + n].tolist())
-            start += n
-    out = []
+        per_class.append(idx[torch.randperm(len(idx), generator=g)])
+    used = [0] * len(per_class)
+    parts: list[list[int]] = [[], [], []]
     for k, size in enumerate(sizes):
-        p = torch.tensor(parts[k], dtype=torch.long)
-        p = p[torch.randperm(len(p), generator=g)][:size]
-        out.append(p)
+        quotas = [size * len(idx) / len(labels) for idx in per_class]
+        capacity = [len(idx) - u for idx, u in zip(per_class, used)]
+        for c, n in enumerate(_apportion(quotas, capacity, size)):
+            parts[k].extend(per_class[c][used[c]:used[c] + n].tolist())
+            used[c] += n
+    out = []
+    for part in parts:
+        p = torch.tensor(part, dtype=torch.long)
+        out.append(p[torch.randperm(len(p), generator=g)])
     return out[0], out[1], out[2]

