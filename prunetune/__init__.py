@@ -2,3 +2,8 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from prunetune.compress import CompressionConfig, compress, prune
+from prunetune.measure import count_macs
+
+__all__ = ["CompressionConfig", "__version__", "compress", "count_macs", "prune"]

@@ -1,0 +1,260 @@
+"""Dependency analysis shared by the inventory and the pruner.
+
+torch-pruning's DependencyGraph traces a model and couples every layer whose channels must shrink
+together (residual adds, depthwise convs, concatenations, the first linear after a flatten). This
+module wraps it so that models it cannot fully map never crash or get silently mis-pruned, and
+partitions a model into channel groups named after their first conv/linear layer.
+
+Call order: `analyse(model, example_input)` -> `Analysis` (the graph, the groups in module order,
+the layers left alone and why). The pruner then asks the graph for a pruning group per `GroupInfo`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning import ops
+
+ROOT_TYPES = (nn.Conv2d, nn.Linear)
+
+# torch-pruning's own graph nodes for tensor ops (they carry no channel count of their own)
+_OP_CLASSES = (ops._ElementWiseOp, ops._ConcatOp, ops._SplitOp, ops._ReshapeOp, ops._UnbindOp,
+               ops._ExpandOp, ops._SliceOp, ops._OutputOp)
+
+
+class SafeDependencyGraph(tp.DependencyGraph):
+    """A DependencyGraph that checks, after tracing, every reshape and element-wise op against the
+    tensor shapes it really saw. An op that moves or resizes the channel dimension in a way
+    torch-pruning cannot index-map (anything but a no-op or an (N, C, H, W) -> (N, C*H*W) flatten;
+    e.g. the view/transpose/view of a channel shuffle, pixel shuffle, a permute to channels-last)
+    becomes *opaque*: it is kept out of the index mapping and `opaque[node]` says why. Groups that
+    reach an opaque node must not be pruned. Shapes come from autograd's per-node metadata
+    (`grad_fn._input_metadata`); where it is missing, every reshape counts as opaque."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opaque: dict[tp.Node, str] = {}
+
+    def _trace(self, model, example_inputs, forward_fn, output_transform):  # type: ignore[override]
+        module2node = super()._trace(model, example_inputs, forward_fn, output_transform)
+        for node in module2node.values():
+            if node.type in (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.RESHAPE):
+                reason = _unmappable(node)
+                if reason is not None:
+                    node.type = ops.OPTYPE.ELEMENTWISE  # keeps update_reshape_index_mapping away
+                    self.opaque[node] = reason
+        return module2node
+
+
+def _out_shape(grad_fn) -> tuple[int, ...] | None:
+    """Shape of the tensor the op produced (autograd keeps it as the backward's input metadata)."""
+    meta = getattr(grad_fn, "_input_metadata", None)
+    return tuple(meta[0].shape) if meta else None
+
+
+def _in_shapes(grad_fn) -> list[tuple[int, ...]]:
+    """Shapes of the op's non-parameter tensor inputs."""
+    shapes = []
+    for fn, idx in getattr(grad_fn, "next_functions", ()):
+        if fn is None or fn.name().endswith("AccumulateGrad"):
+            continue
+        meta = getattr(fn, "_input_metadata", None)
+        if meta and idx < len(meta):
+            shapes.append(tuple(meta[idx].shape))
+    return shapes
+
+
+def _moves_channels(grad_fn, rank: int) -> bool:
+    name = grad_fn.name()
+    if name.startswith("Permute"):
+        dims = tuple(getattr(grad_fn, "_saved_dims", ()))
+        return len(dims) > 1 and dims[1] % rank != 1
+    if name.startswith("Transpose"):
+        d0, d1 = (getattr(grad_fn, f"_saved_dim{i}", 0) % rank for i in (0, 1))
+        return d0 != d1 and 1 in (d0, d1)
+    return False
+
+
+def _same_channels(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Element-wise op input vs output: same channel count (a lower-rank operand broadcasts from
+    the right, so its channel entry may also be 1 or absent)."""
+    missing = len(out) - len(shape)
+    if missing <= 0:
+        return len(shape) < 2 or shape[1] == out[1]
+    return missing > 1 or shape[0] in (1, out[1])
+
+
+def _reshape_ok(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """A no-op, an (N, C, H, W) -> (N, C*H*W) flatten or an (N, C) -> (N, C, 1, 1) unsqueeze: the
+    reshapes torch-pruning maps correctly."""
+    flatten = len(shape) == 4 and len(out) == 2 and out[1] == math.prod(shape[1:])
+    unsqueeze = len(shape) == 2 and len(out) == 4 and out[1] == shape[1] and out[2] == out[3] == 1
+    return shape == out or flatten or unsqueeze
+
+
+def _unmappable(node: tp.Node) -> str | None:
+    """Why torch-pruning cannot map channel indices through this op, or None if it can."""
+    fn = node.grad_fn
+    if fn is None or not hasattr(fn, "name"):
+        return None
+    is_reshape = node.type == ops.OPTYPE.RESHAPE
+    out = _out_shape(fn)
+    if out is None or len(out) < 2:
+        return f"{fn.name()} (output shape {list(out) if out else 'unknown'})" if is_reshape else None
+    if _moves_channels(fn, len(out)):
+        return f"{fn.name()} moves the channel dimension"
+    for shape in _in_shapes(fn):
+        if not (_reshape_ok(shape, out) if is_reshape else _same_channels(shape, out)):
+            return f"{fn.name()} {list(shape)} -> {list(out)}"
+    return None
+
+
+@dataclass
+class GroupInfo:
+    """One set of channels that must be pruned together, rooted at its first conv/linear layer
+    (in `model.named_modules()` order). `problem` is None for a prunable group."""
+
+    name: str
+    root: nn.Module
+    channels: int
+    divisor: int  # kept channels must be a multiple of this (grouped convolutions)
+    kind: str
+    layers: tuple[str, ...]  # every named layer the group touches (outputs or inputs)
+    out_layers: tuple[str, ...]  # conv/linear layers whose outputs it removes
+    full_group: tp.Group
+    problem: str | None = None
+
+
+@dataclass
+class Analysis:
+    """The traced graph of one model and its partition into channel groups."""
+
+    graph: SafeDependencyGraph
+    groups: list[GroupInfo]
+    skipped: list[tuple[str, str]]
+
+    @property
+    def prunable(self) -> list[GroupInfo]:
+        return [g for g in self.groups if g.problem is None]
+
+
+def build_graph(model: nn.Module, example_input: torch.Tensor) -> SafeDependencyGraph:
+    """Trace `model` (its train/eval mode and requires_grad flags are restored afterwards)."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(True)
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return SafeDependencyGraph().build_dependency(model, example_input, verbose=False)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def analyse(model: nn.Module, example_input: torch.Tensor) -> Analysis:
+    """Partition `model` into channel groups. A conv/linear layer is left alone (listed in
+    `skipped` with the reason) when its outputs are the model's output (the classifier), when its
+    group reaches an op that cannot be index-mapped, when it has a single output channel, or when
+    the traced forward pass never reaches it. If tracing itself fails, every layer is skipped."""
+    names = {m: n for n, m in model.named_modules()}
+    modules = {n: m for m, n in names.items()}
+    try:
+        graph = build_graph(model, example_input)
+    except Exception as exc:  # noqa: BLE001 - any tracer failure means: nothing prunable
+        reason = f"dependency tracing failed ({type(exc).__name__}: {_first_line(exc)})"
+        return Analysis(SafeDependencyGraph(), [], [(n, reason) for m, n in names.items()
+                                                    if isinstance(m, ROOT_TYPES)])
+    groups: list[GroupInfo] = []
+    skipped: list[tuple[str, str]] = []
+    visited: set[nn.Module] = set()
+    for module, name in names.items():
+        if not isinstance(module, ROOT_TYPES) or module in visited:
+            continue
+        if module not in graph.module2node:
+            skipped.append((name, "not reached by the traced forward pass"))
+            continue
+        info = _group_info(graph, module, names)
+        visited.update(modules[layer] for layer in info.out_layers)
+        if info.problem is not None:
+            skipped.extend((layer, info.problem) for layer in info.out_layers)
+        groups.append(info)
+    return Analysis(graph, groups, skipped)
+
+
+def _group_info(graph: SafeDependencyGraph, root: nn.Module, names: dict[nn.Module, str]) -> GroupInfo:
+    pruner = graph.get_pruner_of_module(root)
+    channels = pruner.get_out_channels(root)
+    try:
+        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+    except Exception as exc:  # noqa: BLE001 - an index mapping torch-pruning cannot follow
+        kind = "linear" if isinstance(root, nn.Linear) else "conv"
+        problem = f"torch-pruning cannot build its group ({type(exc).__name__}: {_first_line(exc)})"
+        return GroupInfo(names[root], root, channels, 1, kind, (names[root],), (names[root],), tp.Group(),
+                         problem)
+    touched, outs, divisor, depthwise = [], [], 1, False
+    for dep, _ in group:
+        module, is_out = dep.target.module, graph.is_out_channel_pruning_fn(dep.handler)
+        if module in names and names[module] not in touched:
+            touched.append(names[module])
+        if isinstance(module, ROOT_TYPES) and is_out and names.get(module) not in outs:
+            outs.append(names[module])
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            if ops.module2type(module) == ops.OPTYPE.DEPTHWISE_CONV:
+                depthwise = True
+            else:
+                divisor = math.lcm(divisor, module.groups)
+    order = {n: i for i, n in enumerate(names.values())}
+    touched.sort(key=order.__getitem__)
+    outs.sort(key=order.__getitem__)
+    if depthwise:
+        kind = "depthwise-coupled"
+    elif divisor > 1:
+        kind = "grouped"
+    elif len(outs) > 1:
+        kind = "residual"
+    else:
+        kind = "linear" if isinstance(root, nn.Linear) else "conv"
+    info = GroupInfo(names[root], root, channels, divisor, kind, tuple(touched), tuple(outs), group)
+    info.problem = _problem(graph, group, channels, divisor)
+    return info
+
+
+def _problem(graph: SafeDependencyGraph, group: tp.Group, channels: int, divisor: int) -> str | None:
+    """Why this group must be left alone, or None."""
+    for dep, _ in group:
+        node = dep.target
+        keeps_width = isinstance(node.module, ROOT_TYPES) and not graph.is_out_channel_pruning_fn(dep.handler)
+        if not node.outputs and not keeps_width:
+            return "produces the model output"
+    for dep, _ in group:
+        if dep.target in graph.opaque:
+            return f"coupled through an op torch-pruning cannot map: {graph.opaque[dep.target]}"
+    for dep, idxs in group:
+        limit = _width(graph, dep)
+        if limit is not None and idxs and max(idxs) >= limit:
+            return f"channel index mapping out of range at {dep.target.name}"
+    if channels <= divisor:
+        return "has a single output channel" if divisor == 1 else \
+            f"has one channel per convolution group ({channels} channels, {divisor} groups)"
+    return None
+
+
+def _width(graph: SafeDependencyGraph, dep: tp.Dependency) -> int | None:
+    pruner = graph.get_pruner_of_module(dep.target.module)
+    if pruner is None or isinstance(dep.target.module, _OP_CLASSES):
+        return None
+    if graph.is_out_channel_pruning_fn(dep.handler):
+        return pruner.get_out_channels(dep.target.module)
+    return pruner.get_in_channels(dep.target.module)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "no message"
