@@ -1,3 +1,389 @@
-"""Command-line interface (placeholder until the commands land)."""
-def main(argv=None) -> int:
+"""Command-line interface: thin commands over library functions.
+
+One place (`main`) turns user errors (PrunetuneError) into one line on stderr and exit code 2,
+and Ctrl-C into a one-line note (exit 130) saying how to resume.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from prunetune import render
+from prunetune.errors import PrunetuneError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+FLAG_HELP = {
+    "model": "model: a zoo name (see `prunetune models`), torchvision:NAME or package.module:function",
+    "dataset": "dataset name (see `prunetune datasets`)",
+    "data_root": "folder with the dataset's files (torchvision layouts, or class folders for imagefolder)",
+    "checkpoint": "trained base model (prunetune checkpoint or a state_dict); default: train and cache one",
+    "base_epochs": "epochs to train the base model when no checkpoint is given",
+    "seed": "study seed: every trial's seed derives from it and the trial number",
+    "study": "study name (default MODEL-DATASET); the same name resumes the study",
+    "storage": "Optuna storage URL (default sqlite:///mlruns/optuna.db)",
+    "tracking_uri": "MLflow tracking URI (default sqlite:///mlruns/mlflow.db)",
+    "trials": "total number of finished trials in the study (resuming counts earlier ones)",
+    "sampler": "tpe | nsga2 | nsga3 | random | gp",
+    "objectives": "comma list of accuracy, flops, macs, fps, size, params",
+    "min_accuracy": "constraint: validation accuracy (fraction) at least this",
+    "max_flops": "constraint: FLOPs at most this (checked before fine-tuning: rejected, not trained)",
+    "space": "search space YAML (from `prunetune space`); default: derived from the model",
+    "granularity": "ratio per group (layer), per block, or one global ratio",
+    "ratio_min": "smallest pruning ratio searched", "ratio_max": "largest pruning ratio searched (< 1)",
+    "ratio_step": "grid step of pruning ratios", "round_to": "round kept channels to a multiple of this",
+    "bits": "comma list of bit-width choices per layer (2..8, 32 = float)",
+    "importance": "comma list of filter-importance criteria to search (l1, l2, taylor, bn_scale, random)",
+    "subset": "fine-tune on this many class-balanced training images per epoch (redrawn each epoch)",
+    "epochs": "fine-tune epochs per trial", "lr": "fine-tune learning rate (Adam)",
+    "batch_size": "fine-tune batch size", "distill": "weight of distillation from the base model (0 = off)",
+    "runtime": "runtime whose FPS is measured and optimised: torch | onnxruntime | onnxruntime-int8",
+    "threads": "threads for FPS measurement", "fps_repeats": "timing samples per FPS measurement",
+    "backend": "optuna (embedded, one process) or ray (parallel trials, Ray cluster)",
+    "workers": "ray: trials at once", "cpus_per_trial": "ray: CPUs reserved per trial",
+    "gpus_per_trial": "ray: GPUs reserved per trial", "address": "ray: cluster address (auto or HOST:PORT)",
+    "keep_all_weights": "keep every trial's weights (default: only the Pareto front's)",
+    "select": 'the model to export/register, e.g. "max fps where accuracy>=0.97" (default: knee)',
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _csv(kind):
+    def parse(s: str):
+        try:
+            return [kind(x.strip()) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {kind.__name__}, got {s!r}") from None
+    return parse
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from prunetune.config import SearchConfig
+
+    p.add_argument("--config", help="YAML file with the same keys as these flags (flags win)")
+    list_types = {"objectives": str, "bits": int, "importance": str}
+    for f in dataclasses.fields(SearchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in list_types:
+            p.add_argument(flag, type=_csv(list_types[f.name]), default=None, help=FLAG_HELP[f.name])
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None, help=FLAG_HELP[f.name])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            p.add_argument(flag, type=kind, default=None, help=FLAG_HELP[f.name])
+
+
+def _config_from_args(args):
+    from prunetune.config import SearchConfig
+
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    return SearchConfig.from_sources(args.config, {k: v for k, v in vars(args).items() if k in names})
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_models(args) -> int:
+    from prunetune.models import MODELS
+
+    for name in MODELS.names():
+        doc = (MODELS.get(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:14s} {doc}")
+    print("torchvision:NAME  any torchvision classification model (untrained)")
+    print("package.module:function  your own factory (called with in_channels, num_classes, input_size)")
     return 0
+
+
+def cmd_datasets(args) -> int:
+    from prunetune.data import DATASETS
+
+    for name in DATASETS.names():
+        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:14s} {doc}")
+    return 0
+
+
+def _shape_for(args) -> tuple[tuple[int, int, int], int]:
+    if args.dataset:
+        from prunetune.data import create_dataset
+
+        b = create_dataset(args.dataset, data_root=getattr(args, "data_root", None))
+        return b.input_shape, b.num_classes
+    try:
+        shape = tuple(int(x) for x in args.input_size.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise PrunetuneError(f"--input-size must be C,H,W (e.g. 3,32,32), got {args.input_size!r}")
+    return shape, args.num_classes
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from prunetune.compress import inventory
+    from prunetune.measure import count_macs, count_params
+    from prunetune.models import build_for
+
+    shape, k = _shape_for(args)
+    model = build_for(args.model, shape, k)
+    example = torch.zeros(1, *shape)
+    macs, per = count_macs(model, example, per_module=True)
+    inv = inventory(model, example)
+    layers = []
+    for name, m in model.named_modules():
+        if name in per or isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+            ch = getattr(m, "out_channels", getattr(m, "out_features", None))
+            cin = getattr(m, "in_channels", getattr(m, "in_features", None))
+            layers.append({"layer": name, "type": type(m).__name__, "in": cin, "out": ch,
+                           "macs": per.get(name, 0), "params": count_params(m)})
+    groups = [{"group": g.name, "channels": g.channels, "macs_share": g.macs_share,
+               "layers": len(g.layers)} for g in inv.groups]
+    data = {"model": args.model, "input_shape": list(shape), "num_classes": k, "macs": macs,
+            "flops": 2 * macs, "params": count_params(model), "layers": layers, "groups": groups,
+            "unprunable": [{"layer": n, "reason": r} for n, r in inv.skipped]}
+    if args.format == "json":
+        print(render.to_json(data))
+        return 0
+    print(f"{args.model}  input {'x'.join(map(str, shape))}  classes {k}")
+    print(render.table(layers, ["layer", "type", "in", "out", "macs", "params"]))
+    print(f"\ntotal: {macs:,} MACs ({2 * macs:,} FLOPs = 2 x MACs), {data['params']:,} params\n")
+    print(render.table(groups, ["group", "channels", "macs_share", "layers"],
+                       headers={"macs_share": "MACs share"}))
+    for n, r in inv.skipped:
+        print(f"left unpruned: {n} ({r})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from prunetune.data import create_dataset
+    from prunetune.models import Recipe, get_base_model, save_checkpoint
+
+    bundle = create_dataset(args.dataset, data_root=args.data_root)
+    recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
+    base = get_base_model(args.model, bundle, recipe=recipe, seed=args.seed, log=_log)
+    if args.out:
+        save_checkpoint(args.out, base.model, base.meta)
+    m = base.meta["metrics"]
+    print(f"{args.model} on {bundle.name}: val accuracy {m['val_accuracy']:.2%}, "
+          f"test accuracy {m['test_accuracy']:.2%}")
+    print(f"checkpoint: {args.out or base.path}")
+    return 0
+
+
+def cmd_space(args) -> int:
+    import torch
+
+    from prunetune.compress import inventory
+    from prunetune.models import build_for
+    from prunetune.spaces import SearchSpace
+
+    shape, k = _shape_for(args)
+    inv = inventory(build_for(args.model, shape, k), torch.zeros(1, *shape))
+    space = SearchSpace.from_inventory(inv, granularity=args.granularity, ratio_max=args.ratio_max,
+                                       ratio_step=args.ratio_step, bits=args.bits, model=args.model)
+    text = space.to_yaml()
+    if args.out:
+        Path(args.out).write_text(text)
+        _log(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from prunetune.search.api import search_and_report
+
+    cfg = _config_from_args(args)
+    search_and_report(cfg, log=_log, out=print, export_dir=args.export)
+    return 0
+
+
+def cmd_pareto(args) -> int:
+    from prunetune.search.api import pareto_report
+
+    print(pareto_report(args.study, storage=args.storage, fmt=args.format))
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from prunetune import sensitivity
+    from prunetune.compress import inventory
+    from prunetune.config import SearchConfig
+    from prunetune.data import create_dataset
+    from prunetune.models import get_base_model
+    from prunetune.search.objective import base_recipe, build_space
+
+    cfg = SearchConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
+                       checkpoint=args.checkpoint, base_epochs=args.base_epochs, seed=args.seed)
+    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed,
+                          checkpoint=cfg.checkpoint, log=_log)
+    inv = inventory(base.model, bundle.example_input(1))
+    for r in args.ratios:
+        if not 0.0 <= r < 1.0:
+            raise PrunetuneError(f"ratios must be in [0, 1), got {r}")
+    rows = sensitivity.scan(base.model, bundle, [g.name for g in inv.groups], args.ratios,
+                            importance=args.importance, base_accuracy=base.meta["metrics"]["val_accuracy"])
+    if args.plot:
+        sensitivity.plot(rows, Path(args.plot), title=f"{cfg.model} on {cfg.dataset}: sensitivity")
+        _log(f"wrote {args.plot}")
+    if args.space_out:
+        space = sensitivity.narrow(build_space(cfg, inv), rows, max_drop=args.max_drop)
+        Path(args.space_out).write_text(space.to_yaml())
+        _log(f"wrote {args.space_out} (ratio ranges narrowed to accuracy drops <= {args.max_drop:.0%})")
+    if args.format == "json":
+        print(render.to_json(rows))
+    else:
+        print(render.table(rows, ["group", "ratio", "accuracy", "drop", "macs"],
+                           headers={"accuracy": "val acc (no fine-tune)"}))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from prunetune.search.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    _log(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    return subprocess.call(cmd)
+
+
+def cmd_export(args) -> int:
+    from prunetune.export import export_model
+
+    card = export_model(args.study, storage=args.storage, out_dir=args.out, trial=args.trial,
+                        select=args.select, fmt=args.format, int8=args.int8,
+                        retrain_epochs=args.retrain_epochs, tracking_uri=args.tracking_uri, log=_log)
+    print(card.summary())
+    print(f"report card: {Path(args.out) / 'card.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="prunetune", description="Search per-layer structured pruning ratios and "
+                "bit-widths of a PyTorch CNN (Optuna / Ray Tune), tracked in MLflow.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("models", help="list the model zoo").set_defaults(fn=cmd_models)
+    sub.add_parser("datasets", help="list the datasets").set_defaults(fn=cmd_datasets)
+
+    def shape_flags(q):
+        q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
+        q.add_argument("--dataset", help="take input shape and classes from this dataset")
+        q.add_argument("--data-root", help=FLAG_HELP["data_root"])
+        q.add_argument("--input-size", default="1,28,28", help="C,H,W when no --dataset (default 1,28,28)")
+        q.add_argument("--num-classes", type=int, default=10, help="classes when no --dataset")
+
+    q = sub.add_parser("info", help="layers, MACs, params and prunable groups of a model")
+    shape_flags(q)
+    q.add_argument("--format", choices=["table", "json"], default="table")
+    q.set_defaults(fn=cmd_info)
+
+    q = sub.add_parser("train", help="train a base model and save a checkpoint (cached)")
+    q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
+    q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
+    q.add_argument("--data-root", help=FLAG_HELP["data_root"])
+    q.add_argument("--epochs", type=int, default=5)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", help="also write the checkpoint here")
+    q.set_defaults(fn=cmd_train)
+
+    q = sub.add_parser("space", help="print a model's default search space as YAML (edit, then --space)")
+    shape_flags(q)
+    q.add_argument("--granularity", choices=["layer", "block", "global"], default="layer")
+    q.add_argument("--ratio-max", type=float, default=0.95)
+    q.add_argument("--ratio-step", type=float, default=0.05)
+    q.add_argument("--bits", type=_csv(int), default=[32, 8, 6, 4])
+    q.add_argument("--out", help="write to this file instead of stdout")
+    q.set_defaults(fn=cmd_space)
+
+    q = sub.add_parser("search", help="run or resume a multi-objective compression search")
+    _add_config_flags(q)
+    q.add_argument("--export", metavar="DIR", help="after the search, export the selected model here")
+    q.set_defaults(fn=cmd_search)
+
+    q = sub.add_parser("pareto", help="the Pareto front of a study")
+    q.add_argument("--study", required=True)
+    q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.set_defaults(fn=cmd_pareto)
+
+    q = sub.add_parser("export", help="export a trial's compressed model, verified, with a report card")
+    q.add_argument("--study", required=True)
+    q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
+    q.add_argument("--tracking-uri", help=FLAG_HELP["tracking_uri"])
+    pick = q.add_mutually_exclusive_group()
+    pick.add_argument("--trial", type=int, help="export this trial (default: the knee of the front)")
+    pick.add_argument("--select", help=FLAG_HELP["select"])
+    q.add_argument("--format", choices=["onnx", "pt2", "state-dict"], default="onnx")
+    q.add_argument("--int8", action="store_true", help="ONNX Runtime static int8 (QDQ, per-channel)")
+    q.add_argument("--retrain-epochs", type=int, default=0,
+                   help="fine-tune this many epochs on the full training split before export")
+    q.add_argument("--out", required=True, help="output folder (model, card.json, card.md)")
+    q.set_defaults(fn=cmd_export)
+
+    q = sub.add_parser("sensitivity", help="prune each group alone at several ratios (no fine-tuning)")
+    q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
+    q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
+    q.add_argument("--data-root", help=FLAG_HELP["data_root"])
+    q.add_argument("--checkpoint", help=FLAG_HELP["checkpoint"])
+    q.add_argument("--base-epochs", type=int, default=5, help=FLAG_HELP["base_epochs"])
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--ratios", type=_csv(float), default=[0.25, 0.5, 0.75, 0.9])
+    q.add_argument("--importance", default="l2")
+    q.add_argument("--plot", help="write a PNG of accuracy vs ratio per group")
+    q.add_argument("--space-out", help="write a search space narrowed by the scan")
+    q.add_argument("--max-drop", type=float, default=0.1, help="accuracy drop allowed when narrowing")
+    q.add_argument("--format", choices=["table", "json"], default="table")
+    q.set_defaults(fn=cmd_sensitivity)
+
+    q = sub.add_parser("ui", help="serve the MLflow UI for ./mlruns (127.0.0.1 unless told otherwise)")
+    q.add_argument("--host", default="127.0.0.1")
+    q.add_argument("--port", type=int, default=5000)
+    q.add_argument("--tracking-uri", help=FLAG_HELP["tracking_uri"])
+    q.set_defaults(fn=cmd_ui)
+    return p
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (MLflow's database set-up, Optuna's per-trial lines) off the screen."""
+    import logging
+    import warnings
+
+    for name in ("mlflow", "alembic", "optuna", "torch_pruning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.fn(args)
+    except PrunetuneError as exc:
+        print(f"prunetune: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\nprunetune: interrupted; finished trials are saved. Re-run the same command to resume.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -53,7 +53,7 @@ class SearchConfig:
     distill: float = 0.0
     runtime: str = "torch"
     threads: int = 1
-    fps_repeats: int = 15
+    fps_repeats: int = 11
     backend: str = "optuna"
     workers: int = 2
     cpus_per_trial: float = 1.0

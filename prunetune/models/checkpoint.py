@@ -119,7 +119,7 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
             "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
             "train_loss": hist.loss, "train_seconds": hist.seconds,
             "metrics": _metrics(model, bundle), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
     save_checkpoint(path, model, meta)
     return BaseModel(model, meta, path)
 

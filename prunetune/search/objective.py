@@ -1,0 +1,217 @@
+"""One trial: params -> compress the base model -> fine-tune on a fresh class-balanced subset ->
+measure on the validation split -> TrialRecord.
+
+`prepare_search` builds, once per search (or once per Ray worker), everything trials share: data,
+base model, inventory, space, the base model's metrics and the machine's QuietLock. `run_trial` is
+a pure function of (setup, params, trial number): its seed is derived from the study seed and the
+trial number, so a trial can be replayed and a resumed study behaves like an uninterrupted one.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prunetune.compress import CompressionConfig, compress, compressed_size_bytes, inventory, save_compressed, size_bytes
+from prunetune.config import SearchConfig
+from prunetune.data import BalancedSubsetSampler, DataBundle, create_dataset
+from prunetune.measure import count_macs, count_params
+from prunetune.models import BaseModel, Recipe, evaluate, get_base_model, train
+from prunetune.models.training import DivergedError
+from prunetune.runtimes import make_runner, measure_fps
+from prunetune.search.quiet import QuietLock
+from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
+from prunetune.spaces import SearchSpace
+
+CALIBRATION_BATCHES = 8
+
+
+@dataclass
+class SearchSetup:
+    """What every trial of one search shares. Picklable (Ray ships it to workers once)."""
+
+    config: SearchConfig
+    bundle: DataBundle
+    base: BaseModel
+    space: SearchSpace
+    base_metrics: dict
+    weights_dir: Path
+    skipped_layers: list
+
+    @property
+    def lock(self) -> QuietLock:
+        return QuietLock(self.config.study_name)
+
+    def example_input(self) -> torch.Tensor:
+        return self.bundle.example_input(1)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """Deterministic per-trial seed (subset draws, fine-tuning, calibration)."""
+    return (study_seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
+
+
+def base_recipe(cfg: SearchConfig) -> Recipe:
+    return Recipe(epochs=cfg.base_epochs, lr=1e-3, batch_size=64)
+
+
+def build_space(cfg: SearchConfig, inv) -> SearchSpace:
+    """The space from `--space FILE` (checked against the model) or derived from the inventory."""
+    if cfg.space:
+        space = SearchSpace.from_yaml(cfg.space)
+        space.check_fits(inv)
+        space.model = space.model or cfg.model
+        return space
+    return SearchSpace.from_inventory(inv, granularity=cfg.granularity, ratio_min=cfg.ratio_min,
+                                      ratio_max=cfg.ratio_max, ratio_step=cfg.ratio_step,
+                                      round_to=cfg.round_to, bits=cfg.bits, importance=cfg.importance,
+                                      model=cfg.model)
+
+
+def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
+    """Load data and the base model (training and caching it if needed), derive the space,
+    measure the base model. Raises PrunetuneError subclasses for user mistakes."""
+    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed,
+                          checkpoint=cfg.checkpoint, log=log)
+    example = bundle.example_input(1)
+    inv = inventory(base.model, example)
+    space = build_space(cfg, inv)
+    setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
+                        weights_dir=weights_dir, skipped_layers=list(inv.skipped))
+    setup.base_metrics = measure_base(setup)
+    return setup
+
+
+def _calibration(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(bundle.train), generator=g)[:CALIBRATION_BATCHES * 16]
+    xs = torch.stack([bundle.train[int(i)][0] for i in idx])
+    return list(xs.split(16))
+
+
+def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
+    cfg = setup.config
+    calib = _calibration(setup.bundle, seed) if cfg.runtime.endswith("int8") else None
+    return make_runner(model, cfg.runtime, setup.example_input(), threads=cfg.threads,
+                       calibration_batches=calib, layer_bits=bits)
+
+
+_BASE_RUNNERS: dict[int, object] = {}
+
+
+def _base_runner(setup: SearchSetup):
+    """The base model's runner, built once per process (ONNX export and int8 calibration cost)."""
+    key = id(setup.base.model)
+    if key not in _BASE_RUNNERS:  # the uncompressed reference: every layer float, on the same runtime
+        float_bits = {name: 32 for name in setup.space.quant_layers}
+        _BASE_RUNNERS[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
+    return _BASE_RUNNERS[key]
+
+
+def measure_base(setup: SearchSetup) -> dict:
+    """The base model's reference numbers (accuracy from its checkpoint metadata)."""
+    model, example = setup.base.model, setup.example_input()
+    macs = count_macs(model, example)
+    m = setup.base.meta.get("metrics", {})
+    with setup.lock.quiet():
+        timing = measure_fps({"base": _base_runner(setup)}, example,
+                             repeats=max(setup.config.fps_repeats, 21))["base"]
+    return {"accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+            "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
+            "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
+            "fps_spread": timing.spread, "speedup": 1.0, "runtime": setup.config.runtime,
+            "threads": setup.config.threads}
+
+
+def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
+    """MACs x weight bits x activation bits (activations 8-bit where the weights are quantized)."""
+    counted = sum(per_layer_macs.values())
+    ops = sum(m * bits.get(n, 32) * (8 if bits.get(n, 32) <= 8 else 32) for n, m in per_layer_macs.items())
+    return int(ops + (total_macs - counted) * 32 * 32)
+
+
+def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
+    """Run one trial end to end. Never raises for a trial's own failure: the record says
+    `failed` (with the reason) or `rejected` (a constraint broken before any training)."""
+    cfg = setup.config
+    seed = trial_seed(cfg.seed, number)
+    rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
+    t0 = time.perf_counter()
+    try:
+        config = setup.space.decode(params)
+        rec.config = config.as_dict()
+        example = setup.example_input()
+        model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
+        macs, per_layer = count_macs(model, example, per_module=True)
+        rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
+                           params=count_params(model), size_bytes=compressed_size_bytes(model, config))
+        rec.timings["compress_s"] = time.perf_counter() - t0
+        if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
+            rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
+            return rec
+        t1 = time.perf_counter()
+        rec.curve = _finetune(setup, model, seed)
+        rec.timings["finetune_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        rec.metrics["accuracy"] = evaluate(model, setup.bundle.val)["accuracy"]
+        rec.metrics.update(_measure_speed(setup, model, config, seed))
+        rec.timings["measure_s"] = time.perf_counter() - t2
+        path = setup.weights_dir / f"trial-{number:05d}.pt"
+        save_compressed(path, model, config, base_reference(setup))
+        rec.weights = str(path)
+    except DivergedError as exc:
+        rec.state, rec.reason = FAILED, f"diverged: {exc}"
+    except MemoryError:
+        rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
+    except Exception as exc:  # a trial's own failure must not end the search
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        rec.state = FAILED
+        rec.reason = f"{type(exc).__name__}: {str(exc)[:300]} (at {Path(where.filename).name}:{where.lineno})"
+    finally:
+        rec.timings["total_s"] = time.perf_counter() - t0
+    return rec
+
+
+def base_reference(setup: SearchSetup) -> dict:
+    """What a compressed-model file needs to rebuild its architecture."""
+    return {"model": setup.config.model, "dataset": setup.bundle.name,
+            "input_shape": list(setup.bundle.input_shape), "num_classes": setup.bundle.num_classes,
+            "base_checkpoint": str(setup.base.path) if setup.base.path else None}
+
+
+def _importance_data(setup: SearchSetup, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A few class-balanced batches for data-driven criteria (taylor); cheap."""
+    sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=8, seed=seed)
+    idx = list(sampler)
+    xs = torch.stack([setup.bundle.train[i][0] for i in idx])
+    ys = torch.stack([torch.as_tensor(setup.bundle.train[i][1]) for i in idx])
+    return list(zip(xs.split(32), ys.split(32)))
+
+
+def _finetune(setup: SearchSetup, model: nn.Module, seed: int) -> list[float]:
+    cfg = setup.config
+    if cfg.epochs == 0:
+        return []
+    per_class = max(1, cfg.subset // setup.bundle.num_classes)
+    sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=per_class, seed=seed)
+    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, distill_alpha=cfg.distill)
+    with setup.lock.busy():
+        hist = train(model, setup.bundle.train, recipe, seed=seed, sampler=sampler,
+                     teacher=setup.base.model if cfg.distill > 0 else None)
+    return hist.loss
+
+
+def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int) -> dict:
+    cfg = setup.config
+    example = setup.example_input()
+    candidate = _runner(setup, model, config.bits, seed)
+    base = _base_runner(setup)
+    with setup.lock.quiet():
+        t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
+    return {"fps": t["trial"].fps, "latency_ms": t["trial"].median_ms, "fps_spread": t["trial"].spread,
+            "speedup": t["trial"].fps / t["base"].fps}

@@ -1,0 +1,136 @@
+"""The embedded default runner: an Optuna multi-objective study driven with ask/tell.
+
+Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
+open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
+listeners.on_trial_end} until `cfg.trials` trials have finished -> finalize (test accuracy of the
+front, weights of dominated trials dropped, listeners.on_search_end). Ctrl-C marks the running
+trial interrupted (it is re-run on resume) and re-raises; nothing finished is lost.
+"""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Protocol
+
+import optuna
+
+from prunetune.compress import load_compressed_file
+from prunetune.config import SearchConfig
+from prunetune.models import evaluate
+from prunetune.search import pareto
+from prunetune.search.objective import SearchSetup, prepare_search, run_trial
+from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
+from prunetune.search.results import SearchResult, summarize
+from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class SearchListener(Protocol):
+    """Observers of a search (MLflow tracking, progress). Called in this order."""
+
+    def on_search_start(self, setup: SearchSetup, study: optuna.Study) -> None: ...
+    def on_trial_end(self, record: TrialRecord, study: optuna.Study) -> None: ...
+    def on_search_end(self, result: SearchResult, study: optuna.Study, *, outcome: str) -> None:
+        """outcome: "finished", "interrupted" (Ctrl-C / SIGTERM) or "failed" (an error)."""
+
+
+def weights_dir(cfg: SearchConfig) -> Path:
+    """Where trial weights live: mlruns/prunetune/<study>/weights (next to the MLflow store)."""
+    return Path("mlruns") / "prunetune" / cfg.study_name / "weights"
+
+
+def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:
+    return [float(record.metrics[pareto.get_objective(o).key]) for o in objectives]
+
+
+def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig) -> None:
+    """Store the record on the trial and finish it in the state the record says."""
+    for k, v in record.user_attrs().items():
+        trial.set_user_attr(k, v)
+    if record.state == COMPLETE:
+        cons = []
+        if cfg.min_accuracy is not None:
+            cons.append(cfg.min_accuracy - record.metrics["accuracy"])
+        if cfg.max_flops is not None:
+            cons.append(record.metrics["flops"] - cfg.max_flops)
+        if cons:
+            trial.set_constraint(cons)
+        study.tell(trial, objective_values(record, cfg.objectives))
+    elif record.state == REJECTED:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        trial.set_user_attr("fail_reason", record.reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
+               progress=None) -> SearchResult:
+    """Run (or resume) the search described by cfg until cfg.trials trials have finished."""
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
+    for layer, why in setup.skipped_layers:
+        log(f"left unpruned: {layer} ({why})")
+    study = open_study(cfg, setup.space, setup.base_metrics)
+    replayed = recover_unfinished(study)
+    if replayed:
+        log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
+    for listener in listeners:
+        listener.on_search_start(setup, study)
+    old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    outcome = "failed"
+    try:
+        while True:
+            if progress:
+                progress(count_finished(study)[0], cfg.trials, study)
+            with budget_lock(cfg.study_name):  # count + ask atomically: parallel searches never overshoot
+                finished, running = count_finished(study)
+                if finished + running >= cfg.trials:
+                    break
+                trial = study.ask()
+                trial.set_user_attr("worker", worker_id())
+            number = trial.user_attrs.get("replay_of", trial.number)
+            try:
+                record = run_trial(setup, setup.space.suggest(trial), number)
+            except KeyboardInterrupt:
+                trial.set_user_attr("interrupted", True)
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            record.number = trial.number
+            tell(study, trial, record, cfg)
+            if record.state == FAILED:
+                log(f"trial {trial.number} failed: {record.reason}")
+            for listener in listeners:
+                listener.on_trial_end(record, study)
+        outcome = "finished"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        result = (finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
+                  if outcome == "finished" else summarize(study))
+        for listener in listeners:
+            listener.on_search_end(result, study, outcome=outcome)
+    return result
+
+
+def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False) -> SearchResult:
+    """Score front members on the test split (once each), drop dominated trials' weights."""
+    result = summarize(study)
+    tests = dict(study.user_attrs.get("test_accuracy", {}))
+    for r in result.front_records():
+        if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
+            model, _ = load_compressed_file(r.weights)
+            tests[str(r.number)] = evaluate(model, setup.bundle.test)["accuracy"]
+    study.set_user_attr("test_accuracy", tests)
+    if not keep_all_weights:
+        front = set(result.front)
+        for r in result.records:
+            if r.state == COMPLETE and r.number not in front and r.weights:
+                Path(r.weights).unlink(missing_ok=True)
+    return summarize(study)

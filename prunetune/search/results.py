@@ -1,0 +1,115 @@
+"""From an Optuna study to a search result: records, the Pareto front, hypervolume, the knee, the
+front members' test accuracy, and the rows of the Pareto table. Compute only; rendering is elsewhere.
+
+Everything here reads the study's storage, so `prunetune pareto` works on a finished, an
+interrupted or a still-running search, from any process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import optuna
+
+from prunetune.search import pareto
+from prunetune.search.records import COMPLETE, TrialRecord, record_from_trial
+
+TABLE_COLUMNS = ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
+                 "size_bytes", "bitops")
+
+
+@dataclass
+class SearchResult:
+    """A study's state: all records, the front (trial numbers, selection on validation accuracy)."""
+
+    study_name: str
+    objectives: list[str]
+    base_metrics: dict
+    records: list[TrialRecord]
+    front: list[int]
+    knee: int | None
+    hypervolume: list[float] = field(default_factory=list)
+    test_accuracy: dict[int, float] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    constraints: dict = field(default_factory=dict)
+
+    def record(self, number: int) -> TrialRecord:
+        for r in self.records:
+            if r.number == number:
+                return r
+        raise KeyError(number)
+
+    def front_records(self) -> list[TrialRecord]:
+        return [self.record(n) for n in self.front]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.records:
+            out[r.state] = out.get(r.state, 0) + 1
+        return out
+
+
+def feasible(r: TrialRecord, constraints: dict) -> bool:
+    """A complete trial that meets --min-accuracy and --max-flops."""
+    if r.state != COMPLETE:
+        return False
+    acc, flops = constraints.get("min_accuracy"), constraints.get("max_flops")
+    if acc is not None and r.metrics.get("accuracy", 0.0) < acc:
+        return False
+    return not (flops is not None and r.metrics.get("flops", 0) > flops)
+
+
+def summarize(study: optuna.Study) -> SearchResult:
+    """Records, front, knee and hypervolume history of a study created by prunetune."""
+    attrs = study.user_attrs
+    objectives = list(attrs.get("objectives", []))
+    base = dict(attrs.get("base_metrics", {}))
+    constraints = dict(attrs.get("constraints", {}))
+    records = sorted((record_from_trial(t) for t in study.get_trials(deepcopy=False)),
+                     key=lambda r: r.number)
+    candidates = [r for r in records if feasible(r, constraints)]
+    points = [r.metrics for r in candidates]
+    front_idx = pareto.non_dominated(points, objectives)
+    front = [candidates[i].number for i in front_idx]
+    knee = None
+    if front_idx:
+        k = pareto.knee_point([points[i] for i in front_idx], objectives)
+        knee = front[k]
+    history = pareto.hypervolume_history(points, objectives, normalise_by=base) if base and points else []
+    tests = {int(k): float(v) for k, v in attrs.get("test_accuracy", {}).items()}
+    for r in records:
+        if r.number in tests:
+            r.metrics["test_accuracy"] = tests[r.number]
+    return SearchResult(study_name=study.study_name, objectives=objectives, base_metrics=base,
+                        records=records, front=front, knee=knee, hypervolume=history,
+                        test_accuracy=tests, config=dict(attrs.get("config", {})), constraints=constraints)
+
+
+def front_rows(result: SearchResult) -> list[dict]:
+    """One dict per front member (sorted by accuracy, best first): the `prunetune pareto` JSON."""
+    rows = []
+    for r in result.front_records():
+        row = {"trial": r.number, **{k: r.metrics.get(k) for k in TABLE_COLUMNS if k != "trial"}}
+        row["knee"] = r.number == result.knee
+        row["config"] = {"ratios": r.config.get("ratios", {}), "bits": r.config.get("bits", {}),
+                         "importance": r.config.get("importance")}
+        rows.append(row)
+    return sorted(rows, key=lambda x: (-(x["accuracy"] or 0.0), x["trial"]))
+
+
+def table_rows(result: SearchResult) -> list[dict]:
+    """The Pareto table: the base model first, then the front (config summarised as text)."""
+    base = {"trial": "base", **{k: result.base_metrics.get(k) for k in TABLE_COLUMNS if k != "trial"},
+            "knee": False, "config": "uncompressed"}
+    rows = [base]
+    for row in front_rows(result):
+        rows.append({**row, "config": config_text(row["config"])})
+    return rows
+
+
+def config_text(config: dict) -> str:
+    """Compact text of a config: kept ratios per group and the distinct bit-widths."""
+    ratios = config.get("ratios", {})
+    bits = config.get("bits", {})
+    r = " ".join(f"{v:.2f}" for v in ratios.values()) if ratios else "-"
+    b = "/".join(str(x) for x in sorted(set(bits.values()), reverse=True)) if bits else "32"
+    return f"ratios[{r}] bits[{b}]"

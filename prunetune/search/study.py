@@ -1,0 +1,179 @@
+"""Opening a study: storage, sampler, the one-space-per-study rule, warm start, and recovery of
+trials that an interrupted run left unfinished."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+
+from prunetune.config import SearchConfig
+from prunetune.errors import ConfigError, PrunetuneError
+from prunetune.search import pareto
+from prunetune.spaces import SearchSpace
+
+TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
+    if url.startswith("sqlite:///"):  # absolute, so Ray workers (other cwd) open the same file
+        path = Path(url.removeprefix("sqlite:///")).resolve()
+        url = f"sqlite:///{path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PrunetuneError(f"cannot create study storage folder {str(path.parent)!r}: "
+                                 f"{exc.strerror}") from None
+        if not os.access(path.parent, os.W_OK):
+            raise PrunetuneError(f"study storage folder {str(path.parent)!r} is not writable")
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if url.startswith("sqlite") else None)
+    except Exception as exc:
+        raise PrunetuneError(f"cannot open study storage {url!r}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}") from None
+
+
+def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+    """The sampler named by cfg.sampler, seeded; populations sized to the budget."""
+    pop = max(8, min(50, cfg.trials // 4))
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=10)
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=pop)
+    if cfg.sampler == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=cfg.seed, population_size=pop)
+    if cfg.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=cfg.seed)
+    return optuna.samplers.RandomSampler(seed=cfg.seed)
+
+
+@contextlib.contextmanager
+def _file_lock(name: str, purpose: str) -> Iterator[None]:
+    """An exclusive flock on a per-study file in the temp directory (this machine only)."""
+    safe = "".join(c if c.isalnum() else "_" for c in name)
+    path = Path(tempfile.gettempdir()) / f"prunetune-{safe}.{purpose}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def budget_lock(name: str):
+    """Held while counting trials and asking for a new one, so that several searches on one
+    machine sharing a study stop exactly at the budget."""
+    return _file_lock(name, "budget")
+
+
+def study_exists(storage, name: str) -> bool:
+    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+
+
+def load_existing(cfg_storage: str, name: str) -> optuna.Study:
+    """An existing study, or a clear error listing the studies in that storage."""
+    storage = make_storage(cfg_storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        raise PrunetuneError(f"no study {name!r} in {cfg_storage}; studies there: "
+                             f"{', '.join(names) if names else 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> optuna.Study:
+    """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
+    and one set of objectives: reusing its name with others is refused."""
+    objectives = [pareto.get_objective(o) for o in cfg.objectives]
+    storage = make_storage(cfg.storage_url)
+    with _file_lock(cfg.study_name, "create"):
+        exists = study_exists(storage, cfg.study_name)
+        study = optuna.create_study(study_name=cfg.study_name, storage=storage, load_if_exists=True,
+                                    sampler=make_sampler(cfg),
+                                    directions=[o.direction for o in objectives])
+        if exists:
+            _check_same(study, cfg, space)
+        else:
+            study.set_user_attr("objectives", [o.name for o in objectives])
+            study.set_user_attr("space_fingerprint", space.fingerprint())
+            study.set_user_attr("space", space.to_dict())
+            study.set_user_attr("config", cfg.as_dict())
+            study.set_user_attr("base_metrics", base_metrics)
+            study.set_user_attr("constraints", {"min_accuracy": cfg.min_accuracy, "max_flops": cfg.max_flops})
+            study.set_user_attr("model", cfg.model)
+            study.set_user_attr("dataset", cfg.dataset)
+            for params in space.warm_start():
+                study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> None:
+    attrs = study.user_attrs
+    if attrs.get("space_fingerprint") != space.fingerprint():
+        raise ConfigError(f"study {cfg.study_name!r} was created with a different search space "
+                          f"(model {attrs.get('model')!r}, dataset {attrs.get('dataset')!r}); "
+                          f"use another --study name, or the original space to resume it")
+    if attrs.get("objectives") != list(cfg.objectives):
+        raise ConfigError(f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
+                          f"{list(cfg.objectives)}; use another --study name")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_local(worker: str | None) -> bool:
+    if not worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def recover_unfinished(study: optuna.Study) -> list[int]:
+    """Re-queue trials an interrupted run left unfinished: RUNNING trials whose process on this
+    machine is gone (kill -9), and trials failed by Ctrl-C. Each is re-queued once with its params
+    and its original number as `replay_of` (so it uses the same seed). Returns their numbers."""
+    requeued = set(study.user_attrs.get("requeued", []))
+    storage = study._storage
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if t.number in requeued:
+            continue
+        if t.state == optuna.trial.TrialState.RUNNING and _dead_local(t.user_attrs.get("worker")):
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died (killed?)")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        elif not (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted")):
+            continue
+        origin = t.user_attrs.get("replay_of", t.number)
+        study.enqueue_trial(t.params, user_attrs={"replay_of": origin})
+        out.append(t.number)
+    if out:
+        study.set_user_attr("requeued", sorted(requeued | set(out)))
+    return out
+
+
+def count_finished(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running): finished = complete, rejected or failed, not interrupted."""
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.RUNNING:
+            running += 1
+        elif t.state in TERMINAL and not t.user_attrs.get("interrupted"):
+            finished += 1
+    return finished, running

@@ -1,0 +1,131 @@
+"""Real end-to-end searches (tiny model, real Optuna, real MLflow, real subprocesses)."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import mlflow
+import pytest
+
+from prunetune.cli import main
+from tests.helpers import finished, load_study, run_cli, search_args, start_cli, states
+
+pytestmark = pytest.mark.slow
+
+
+def test_search_records_front_and_mlflow(isolated, capsys):
+    assert main(search_args("e2e", 6)) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front of study 'e2e'" in out and "base" in out
+    study = load_study(isolated, "e2e")
+    assert finished(study) == 6
+    # the Pareto JSON has the documented fields
+    assert main(["pareto", "--study", "e2e", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows, "front must not be empty"
+    for key in ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "params", "size_bytes", "config"):
+        assert all(key in r for r in rows), key
+    assert all(r["test_accuracy"] is not None for r in rows)
+    assert all(r["flops"] == 2 * r["macs"] for r in rows)
+    # MLflow: one parent, 6 children; the children tagged pareto=true are exactly the front
+    mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["e2e"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("prunetune.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 6
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    tagged = sorted(int(c.data.tags["trial"]) for c in children if c.data.tags["pareto"] == "true")
+    assert tagged == sorted(r["trial"] for r in rows)
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)}
+    assert {"pareto_front.csv", "pareto_front.json", "pareto_front.png", "pareto_front.html"} <= arts
+    assert parents[0].info.status == "FINISHED"
+    assert "base_accuracy" in parents[0].data.metrics and "hypervolume" in parents[0].data.metrics
+
+
+def test_resume_counts_the_budget_and_adds_children(isolated):
+    assert main(search_args("resume", 3)) == 0
+    assert main(search_args("resume", 5)) == 0
+    study = load_study(isolated, "resume")
+    assert finished(study) == 5 and len(study.trials) == 5
+    assert main(search_args("resume", 5)) == 0  # nothing left: no new trial
+    assert len(load_study(isolated, "resume").trials) == 5
+    mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["resume"], output_format="list")
+    children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
+    assert sorted(int(c.data.tags["trial"]) for c in children) == [0, 1, 2, 3, 4]
+
+
+def _wait_for(cond, timeout=240.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _running_after_complete(isolated, name):
+    def cond():
+        if not (isolated / "mlruns" / "optuna.db").exists():
+            return False
+        try:
+            s = states(load_study(isolated, name))
+        except KeyError:  # the study is not created yet
+            return False
+        running = [t for t in load_study(isolated, name).trials if t.state.name == "RUNNING"]
+        return s.get("COMPLETE", 0) >= 2 and len(running) == 1 and bool(running[0].params)
+    return cond
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_search_resumes_to_the_budget(isolated, sig):
+    args = search_args("intr", 6, "--epochs", "4", "--subset", "600")
+    proc = start_cli(args, isolated)
+    assert _wait_for(_running_after_complete(isolated, "intr")), proc.communicate()[1]
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "Re-run the same command to resume" in err
+        assert "Traceback" not in err
+    before = load_study(isolated, "intr")
+    done_before = finished(before)
+    assert 2 <= done_before < 6
+    again = run_cli(args, isolated)
+    assert again.returncode == 0, again.stderr
+    study = load_study(isolated, "intr")
+    assert finished(study) == 6
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1
+    replays = [t for t in study.trials if t.user_attrs.get("replay_of") is not None]
+    assert len(replays) == 1 and replays[0].params == interrupted[0].params
+    if sig == signal.SIGINT:
+        mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+        parents = mlflow.search_runs(experiment_names=["intr"], output_format="list",
+                                     filter_string="tags.`prunetune.role` = 'search'")
+        assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+
+
+def test_two_processes_share_a_study_without_duplicates(isolated):
+    assert run_cli(search_args("shared", 1), isolated).returncode == 0  # create study + base cache
+    args = search_args("shared", 9)
+    procs = [start_cli(args, isolated) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "locked" not in err.lower()
+    study = load_study(isolated, "shared")
+    assert finished(study) == 9 and len(study.trials) == 9
+    workers = {t.user_attrs.get("worker") for t in study.trials[1:]}
+    assert len(workers) == 2, "both processes must have run trials"
+
+
+def test_same_seed_same_trials(isolated):
+    assert main(search_args("det-a", 4, "--seed", "3")) == 0
+    assert main(search_args("det-b", 4, "--seed", "3")) == 0
+    done = lambda name: [t for t in load_study(isolated, name).trials if t.state.is_finished()]  # noqa: E731
+    a, b = done("det-a"), done("det-b")
+    assert len(a) == len(b) == 4
+    assert [t.params for t in a] == [t.params for t in b]
+    acc = lambda ts: [t.user_attrs["record"]["metrics"]["accuracy"] for t in ts]  # noqa: E731
+    assert acc(a) == acc(b)
