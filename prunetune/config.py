@@ -33,7 +33,7 @@ class SearchConfig:
     study: str | None = None
     storage: str | None = None
     tracking_uri: str | None = None
-    trials: int = 40
+    trials: int = 30
     sampler: str = "tpe"
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "flops", "fps"])
     min_accuracy: float | None = None
@@ -46,7 +46,7 @@ class SearchConfig:
     round_to: int = 1
     bits: list[int] = field(default_factory=lambda: [32, 8, 6, 4])
     importance: list[str] = field(default_factory=lambda: ["l2"])
-    subset: int = 1000
+    subset: int = 2000
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 64
@@ -98,6 +98,11 @@ class SearchConfig:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
+        from prunetune.compress.quantize import ALLOWED_BITS
+
+        bad = [b for b in self.bits if b not in ALLOWED_BITS]
+        if bad or not self.bits:
+            raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
         if not self.objectives:
             raise ConfigError("objectives must name at least one objective")
 

@@ -108,7 +108,6 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
     if path.is_file():
         try:
             meta, sd = read_checkpoint(path)
-            log(f"base model from cache {path}")
             return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
         except CheckpointError as exc:
             log(f"ignoring broken cached checkpoint ({exc}); retraining")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 from prunetune import render
@@ -55,7 +56,7 @@ def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=()) -
     if cfg.backend == "ray":
         from prunetune.search.ray_runner import run_search_ray
 
-        return run_search_ray(cfg, listeners=list(listeners), log=log)
+        return run_search_ray(cfg, listeners=list(listeners), log=log, progress=progress)
     from prunetune.search.optuna_runner import run_search
 
     return run_search(cfg, listeners=list(listeners), log=log, progress=progress)
@@ -123,6 +124,12 @@ def check_names(cfg: SearchConfig) -> None:
     check_runtime(cfg.runtime)
     if cfg.select:
         pareto.parse_rule(cfg.select)
+    from prunetune.paths import prepare_sqlite
+    from prunetune.search.tracking import DEFAULT_URI
+
+    prepare_sqlite(cfg.storage_url, "study storage", create=False)
+    prepare_sqlite(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI, "tracking",
+                   create=False)
 
 
 def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None) -> SearchResult:

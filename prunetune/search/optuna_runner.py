@@ -72,9 +72,10 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                progress=None) -> SearchResult:
     """Run (or resume) the search described by cfg until cfg.trials trials have finished."""
     setup = prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
-    for layer, why in setup.skipped_layers:
-        log(f"left unpruned: {layer} ({why})")
     study = open_study(cfg, setup.space, setup.base_metrics)
+    for layer, why in setup.skipped_layers:
+        if "model output" not in why:  # the classifier's outputs are never pruned: no news
+            log(f"left unpruned: {layer} ({why})")
     replayed = recover_unfinished(study)
     if replayed:
         log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")

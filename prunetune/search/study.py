@@ -14,6 +14,7 @@ import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
+from prunetune.paths import prepare_sqlite
 from prunetune.search import pareto
 from prunetune.spaces import SearchSpace
 
@@ -22,16 +23,7 @@ TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
-    if url.startswith("sqlite:///"):  # absolute, so Ray workers (other cwd) open the same file
-        path = Path(url.removeprefix("sqlite:///")).resolve()
-        url = f"sqlite:///{path}"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PrunetuneError(f"cannot create study storage folder {str(path.parent)!r}: "
-                                 f"{exc.strerror}") from None
-        if not os.access(path.parent, os.W_OK):
-            raise PrunetuneError(f"study storage folder {str(path.parent)!r} is not writable")
+    url = prepare_sqlite(url, "study storage", create=True)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
                                           if url.startswith("sqlite") else None)
