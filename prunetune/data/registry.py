@@ -148,6 +148,20 @@ def cifar10(data_root=None, download: bool = True, val_size: int = 5000) -> Data
     return _torchvision_bundle(_Cifar10Batches, "cifar10", CIFAR_STATS, data_root, download, val_size)
 
 
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dicts, lists, bytes, numpy arrays) and refuses every other global,
+    so a crafted batch file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(module, name)
+
+
 class _Cifar10Batches:
     """CIFAR-10's python pickle batches, read like torchvision's CIFAR10 but without its check of
     the official md5 sums (which rejects any other copy of the format, e.g. a re-packed subset).
@@ -172,7 +186,7 @@ class _Cifar10Batches:
         for name in self.train_files if train else self.test_files:
             try:
                 with open(folder / name, "rb") as f:
-                    entry = pickle.load(f, encoding="latin1")
+                    entry = _DataOnlyUnpickler(f, encoding="latin1").load()
                 data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
             except Exception as exc:  # truncated file, not a pickle, missing keys, wrong size

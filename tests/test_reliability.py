@@ -1,0 +1,124 @@
+"""Faults inside trials are recorded and the search goes on; loading is safe; no shell strings."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from prunetune.cli import main
+from tests.helpers import load_study
+
+FAULTY = '''
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Faulty(nn.Module):
+    """Healthy while unpruned; once its first conv is pruned, training hits the injected fault."""
+
+    def __init__(self, fault, num_classes):
+        super().__init__()
+        self.fault = fault
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        if self.training and self.conv1.out_channels < 8:
+            if self.fault == "raise":
+                raise RuntimeError("injected fault in forward")
+            if self.fault == "oom":
+                raise MemoryError()
+            if self.fault == "nan":
+                h = h * float("nan")
+        return self.fc(torch.flatten(F.relu(self.conv2(h)), 1))
+
+
+def raising(num_classes):
+    return Faulty("raise", num_classes)
+
+
+def oom(num_classes):
+    return Faulty("oom", num_classes)
+
+
+def nan(num_classes):
+    return Faulty("nan", num_classes)
+'''
+
+
+@pytest.mark.parametrize("fault, reason", [("raising", "RuntimeError: injected fault in forward"),
+                                           ("oom", "MemoryError"), ("nan", "diverged")])
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(isolated, monkeypatch, capsys, fault, reason):
+    (isolated / "faulty_nets.py").write_text(FAULTY)
+    monkeypatch.syspath_prepend(str(isolated))
+    argv = ["search", "--model", f"faulty_nets:{fault}", "--dataset", "digits", "--base-epochs", "1",
+            "--epochs", "1", "--subset", "100", "--fps-repeats", "3", "--study", "f", "--trials", "3",
+            "--bits", "32"]
+    assert main(argv) == 0
+    study = load_study(isolated, "f")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "FAIL"], states  # warm start: unpruned, then 0.5 and 0.75
+    for t in study.trials[1:]:
+        assert reason in t.user_attrs["fail_reason"]
+    mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+    children = mlflow.search_runs(experiment_names=["f"], output_format="list",
+                                  filter_string="tags.state = 'failed'")
+    assert len(children) == 2 and all(reason in c.data.tags["reason"] for c in children)
+    assert all(c.info.status == "FAILED" for c in children)
+    assert f"trial 1 failed: " in capsys.readouterr().err
+
+
+SOURCE = Path(__file__).resolve().parents[1] / "prunetune"
+
+
+def test_every_checkpoint_load_is_weights_only():
+    calls = []
+    for path in SOURCE.rglob("*.py"):
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", path.read_text()):
+            calls.append((path.name, m.group(1)))
+    assert calls, "expected torch.load calls to check"
+    unsafe = [c for c in calls if "weights_only=True" not in c[1]]
+    assert not unsafe, unsafe
+
+
+def test_no_shell_strings_and_no_eval():
+    pattern = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|(?<![.\w])eval\(|(?<![.\w])exec\(|pickle\.loads?\(")
+    offenders = [p.name for p in SOURCE.rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders, offenders
+
+
+def test_user_code_is_imported_only_from_an_explicit_module_function(isolated, monkeypatch):
+    """A zoo-looking name never imports a module; only NAME:FUNCTION does."""
+    (isolated / "sneaky.py").write_text("raise SystemExit('imported!')\n")
+    monkeypatch.syspath_prepend(str(isolated))
+    from prunetune.errors import UnknownNameError
+    from prunetune.models import build_for
+
+    with pytest.raises(UnknownNameError):
+        build_for("sneaky", (1, 8, 8), 10)
+
+
+def test_cifar_batches_refuse_code(tmp_path):
+    """A CIFAR batch that smuggles a callable is refused, not executed."""
+    import os
+    import pickle
+
+    from prunetune.data import create_dataset
+    from prunetune.errors import DataNotFoundError
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
+    with pytest.raises(DataNotFoundError, match="refusing to load"):
+        create_dataset("cifar10", data_root=tmp_path, download=False)
+    assert not (Path.cwd() / "pwned").exists()
