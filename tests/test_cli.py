@@ -164,3 +164,19 @@ def test_argparse_errors_are_one_line_in_a_real_process(isolated):
     assert res.returncode == 2 and res.stderr.strip() == \
         "prunetune: error: unknown model 'no_such_net'; known: cifar_cnn, lenet300_100, lenet5, mnist_net, " \
         "mobilenet_v2, resnet18, tiny_cnn, vgg16_bn"
+
+
+def test_sensitivity_scan_table_plot_and_narrowed_space(isolated, capsys):
+    from prunetune.spaces import SearchSpace
+
+    assert main(["sensitivity", "--model", "tiny_cnn", "--dataset", "digits", "--base-epochs", "2",
+                 "--ratios", "0.25,0.9", "--plot", "sens.png", "--space-out", "narrow.yaml",
+                 "--max-drop", "0.05", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    groups = sorted({r["group"] for r in rows})
+    assert len(rows) == 2 * len(groups) and (isolated / "sens.png").stat().st_size > 1000
+    space = SearchSpace.from_yaml(isolated / "narrow.yaml")
+    for g in groups:
+        allowed = [r["ratio"] for r in rows if r["group"] == g and r["drop"] <= 0.05]
+        assert space.groups[g].high == max([0.0, *allowed])
+    assert all(r["macs"] > 0 for r in rows)
