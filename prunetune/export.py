@@ -1,79 +1,204 @@
 """Export the chosen trial's compressed model, verified, with a report card.
 
-Call order: choose the trial (--trial, --select rule, or the knee) -> reload its stored weights
-(the exact model whose numbers are on the front) -> optional final retrain on the full training
-split -> export (onnx | pt2 | state-dict; --int8 = ONNX Runtime static int8) -> verify: reload the
-file in its own runtime, compare outputs with PyTorch, re-evaluate test accuracy, re-measure FPS
-next to the base model -> card.json / card.md -> register the export in the MLflow Model Registry.
-`load_compressed(DIR)` gives the model back as a torch module.
+Call order of `export_model`: choose the trial (--trial, a --select rule, or the knee of the front)
+-> reload its stored weights (the exact model whose numbers are on the front; nothing is retrained
+unless asked) -> optional final fine-tune on the full training split -> write the model file
+(onnx | pt2 | state-dict; --int8 = ONNX Runtime static int8 of the ONNX model) -> verify: reload
+the *file* in its own runtime (onnxruntime, `torch.export.load`, or prunetune's loader), compare its
+outputs with the PyTorch model, re-evaluate test accuracy through it, and time it next to the base
+model exported the same way -> card.json (the computed data) and card.md (`card_markdown`, rendering
+only) -> log the export as an MLflow run nested under the study's search run and register it as a
+model version whose source is that run's `export` artifact folder (skipped, and said so in the card,
+when the study has no MLflow experiment or its artifacts live outside the tracking folder).
+
+Every export directory also holds `compressed.pt` (prunetune's state-dict format), so
+`load_compressed(DIR)` returns the model as a float torch module whatever the format. Weight
+bit-widths are baked into the float weights (`runtimes.materialize`); activation fake-quant is a
+search-time simulation and is not part of fp32 exports (with --int8, ONNX Runtime quantizes the
+activations for real).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import platform
-import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
-import numpy as np
 import torch
 from torch import nn
 
-from prunetune.compress import load_compressed_file, save_compressed
+from prunetune.compress import CompressionConfig, load_compressed_file, save_compressed
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.measure import count_macs, count_params
+from prunetune.measure import Timing, count_macs, count_params, torch_threads
 from prunetune.models import Recipe, evaluate, train
+from prunetune.models.training import DivergedError
+from prunetune.runtimes import (INT8_BITS, Runner, materialize, measure_fps, onnx_file_runner,
+                                quantize_onnx_int8, to_onnx)
 from prunetune.search.records import COMPLETE, TrialRecord
 
 FORMATS = ("onnx", "pt2", "state-dict")
-COMPRESSED_FILE = "compressed.pt"
-FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "state-dict": COMPRESSED_FILE}
+WEIGHTS_FILE = "compressed.pt"
+CARD_JSON, CARD_MD = "card.json", "card.md"
+MODEL_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "pt2": "model.pt2"}
+ARTIFACT_PATH = "export"  # folder of the export run's artifacts; the model version's source
+VERIFY_IMAGES = 256
+ACCURACY_TOLERANCE = 0.005  # re-evaluated vs recorded test accuracy (fraction), without retraining
+INT8_MIN_AGREEMENT = 0.95  # top-1 agreement of an int8 model with float PyTorch below this: warn
+PT2_MAX_BATCH = 4096
+PACKAGES = ("prunetune", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "optuna", "mlflow")
 
 
 @dataclass
 class Card:
-    """The report card of one export (also written as DIR/card.json and DIR/card.md)."""
+    """The report card of one export: `data` is what DIR/card.json holds, `directory` is DIR."""
 
-    data: dict = field(default_factory=dict)
+    directory: Path
+    data: dict
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / self.data["file"]
 
     def summary(self) -> str:
-        d, c, b = self.data, self.data["compressed"], self.data["base"]
-        return (f"exported trial {d['trial']} of study {d['study']} to {d['file']} "
+        """One paragraph for the terminal (rendering only)."""
+        d, c, b, v = self.data, self.data["compressed"], self.data["base"], self.data["verification"]
+        return (f"exported trial {d['trial']} of study {d['study']} to {self.model_path} "
                 f"({d['format']}{', int8' if d['int8'] else ''}): test accuracy {c['test_accuracy']:.2%} "
                 f"(base {b['test_accuracy']:.2%}), {c['file_bytes'] / 1e6:.2f} MB "
-                f"({b['file_bytes'] / max(c['file_bytes'], 1):.1f}x smaller), "
-                f"{c['fps']:,.0f} FPS ({c['fps'] / b['fps']:.1f}x the base on {d['runtime']['name']}); "
-                f"verified: max |diff| {d['verification']['max_abs_diff']:.2e}, "
-                f"top-1 agreement {d['verification']['top1_agreement']:.2%}")
+                f"({d['size_ratio']:.1f}x smaller), {c['fps']:,.0f} FPS ({d['speedup']:.1f}x the base; "
+                f"{c['runtime']} vs {b['runtime']}, {d['runtime']['threads']} thread(s)); "
+                f"verified: max |diff| {v['max_abs_diff']:.2e}, top-1 agreement {v['top1_agreement']:.2%}")
 
+
+class _ModuleRunner(Runner):
+    """A torch module loaded from an exported file, run eagerly on CPU with `threads` threads."""
+
+    def __init__(self, module: nn.Module, *, runtime: str, threads: int) -> None:
+        self.module, self.runtime, self.threads = module, runtime, threads
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        threads = (contextlib.nullcontext() if torch.get_num_threads() == self.threads
+                   else torch_threads(self.threads))
+        with threads, torch.inference_mode():
+            return self.module(x.cpu())
+
+
+# ------------------------------------------------------------------------------------ choosing
 
 def choose_trial(result, *, trial: int | None = None, select: str | None = None) -> TrialRecord:
-    """The trial to export: an explicit number, the best front member under a rule, or the knee."""
+    """The trial to export from a SearchResult: trial number `trial` (any complete trial), the front
+    member chosen by the `select` rule, or else the knee of the front. PrunetuneError for an unknown
+    or incomplete trial, or a study without a complete trial; ConfigError for a bad rule."""
     from prunetune.search import pareto
 
+    if trial is not None and select:
+        raise ConfigError("give either a trial number or a selection rule, not both")
     if trial is not None:
         try:
             rec = result.record(trial)
         except KeyError:
             raise PrunetuneError(f"study {result.study_name!r} has no trial {trial}") from None
         if rec.state != COMPLETE:
-            raise PrunetuneError(f"trial {trial} is {rec.state}"
-                                 f"{': ' + rec.reason if rec.reason else ''}; export a complete trial")
+            raise PrunetuneError(f"trial {trial} of study {result.study_name!r} is {rec.state}"
+                                 f"{' (' + rec.reason + ')' if rec.reason else ''}; export a complete trial")
         return rec
     front = result.front_records()
     if not front:
-        raise PrunetuneError(f"study {result.study_name!r} has no complete trial yet")
+        raise PrunetuneError(f"study {result.study_name!r} has no complete trial to export")
     if select:
         return front[pareto.select([r.metrics for r in front], pareto.parse_rule(select))]
     return result.record(result.knee)
 
 
-def _package_versions() -> dict:
+# ----------------------------------------------------------------------------- files, runners
+
+def _write_model(model: nn.Module, fmt: str, example: torch.Tensor, directory: Path, *,
+                 calibration: list[torch.Tensor] | None = None, layer_bits: dict[str, int] | None = None
+                 ) -> Path:
+    """Write the materialized float `model` to `directory` as `fmt` (onnx | pt2; int8 ONNX when
+    `calibration` batches are given, keeping layers above 8 bits float) and return the file."""
+    if fmt == "pt2":
+        batch = torch.export.Dim("batch", min=1, max=PT2_MAX_BATCH)
+        program = torch.export.export(model, (example.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},))
+        path = directory / MODEL_FILES["pt2"]
+        torch.export.save(program, path)
+        return path
+    if calibration is None:
+        return Path(to_onnx(model, example, directory / MODEL_FILES["onnx"]))
+    keep_float = [name for name, bits in (layer_bits or {}).items() if bits > INT8_BITS]
+    return Path(quantize_onnx_int8(to_onnx(model, example), calibration, exclude=keep_float,
+                                   path=directory / MODEL_FILES["onnx-int8"]))
+
+
+def _file_runner(path: Path, fmt: str, threads: int) -> Runner:
+    """A Runner of the exported *file* in its own runtime (not of the in-memory model)."""
+    if fmt == "onnx":
+        return onnx_file_runner(path, threads=threads)
+    if fmt == "pt2":
+        return _ModuleRunner(torch.export.load(path).module(), runtime="torch.export (pt2)", threads=threads)
+    return _ModuleRunner(load_compressed(path), runtime="torch", threads=threads)
+
+
+def _runner_accuracy(run: Runner, dataset) -> float:
+    from prunetune.models.training import _batches
+
+    correct = n = 0
+    for x, y in _batches(dataset, 250):
+        correct += int((run(x).argmax(1) == y).sum())
+        n += len(y)
+    return correct / max(n, 1)
+
+
+def _verify(run: Runner, plain: nn.Module, bundle, *, int8: bool) -> dict:
+    """Outputs of the file's runtime vs the float PyTorch model on the first test images, and the
+    test accuracy through the runtime. `outputs_match`: fp32 within float tolerance; int8 top-1
+    agreement >= INT8_MIN_AGREEMENT."""
+    xs = torch.stack([bundle.test[i][0] for i in range(min(VERIFY_IMAGES, len(bundle.test)))])
+    with torch.inference_mode():
+        ref = plain(xs)
+    got = run(xs)
+    diff = float((got - ref).abs().max())
+    agreement = float((got.argmax(1) == ref.argmax(1)).float().mean())
+    tolerance = 1e-4 * max(1.0, float(ref.abs().max()))
+    match = agreement >= INT8_MIN_AGREEMENT if int8 else diff <= tolerance
+    return {"images": len(xs), "max_abs_diff": diff, "tolerance": None if int8 else tolerance,
+            "top1_agreement": agreement, "outputs_match": match,
+            "test_accuracy": _runner_accuracy(run, bundle.test)}
+
+
+def _runs_int8(layer: str, bits: dict[str, int], int8: bool) -> bool:
+    """Whether an --int8 export runs `layer` int8: as on the search's onnxruntime-int8 runtime, every
+    Conv2d/Linear layer at <= 8 bits or not named in the trial's `bits`; layers above stay float."""
+    return int8 and bits.get(layer, INT8_BITS) <= INT8_BITS
+
+
+def _weighted(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+def _width(module: nn.Module) -> int:
+    return getattr(module, "out_channels", getattr(module, "out_features", 0))
+
+
+def _layers(base: nn.Module, compressed: nn.Module, bits: dict[str, int], *, int8: bool) -> list[dict]:
+    """Per Conv2d/Linear layer: output channels of the base and of the compressed model, the trial's
+    weight bits (32 = float) and how the exported file runs it (int8 | float32)."""
+    widths = {n: _width(m) for n, m in _weighted(base).items()}
+    return [{"layer": n, "type": type(m).__name__, "base_channels": widths.get(n), "kept_channels": _width(m),
+             "bits": bits.get(n, 32), "runs_as": "int8" if _runs_int8(n, bits, int8) else "float32"}
+            for n, m in _weighted(compressed).items()]
+
+
+def _package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("prunetune", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "optuna", "mlflow"):
+    for pkg in PACKAGES:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -81,236 +206,328 @@ def _package_versions() -> dict:
     return out
 
 
-def _write_format(model: nn.Module, fmt: str, example: torch.Tensor, directory: Path, *,
-                  int8: bool, calibration: list[torch.Tensor] | None, bits: dict | None,
-                  config=None, base_ref: dict | None = None) -> Path:
-    from prunetune.runtimes import materialize, quantize_onnx_int8, to_onnx
-
-    directory.mkdir(parents=True, exist_ok=True)
-    if fmt == "state-dict":
-        return save_compressed(directory / COMPRESSED_FILE, model, config, base_ref)
-    plain = materialize(model).eval()
-    if fmt == "pt2":
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        ep = torch.export.export(plain, (example.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},))
-        path = directory / FILES["pt2"]
-        torch.export.save(ep, path)
-        return path
-    path = to_onnx(plain, example, directory / FILES["onnx"])
-    if int8:
-        q = quantize_onnx_int8(path, calibration or [], exclude=[n for n, b in (bits or {}).items() if b > 8],
-                               path=directory / "model.int8.onnx")
-        path.unlink()
-        return Path(q)
-    return Path(path)
-
-
-def _file_runner(path: Path, fmt: str, threads: int):
-    """A callable running the exported file in its own runtime (not the in-memory model)."""
-    if fmt == "pt2":
-        module = torch.export.load(path).module()
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return module(x)
-        run.runtime, run.threads, run.kernels = "torch.export (pt2)", threads, []
-        return run
-    if fmt == "state-dict":
-        model = load_compressed(path.parent)
-
-        def run_sd(x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return model(x)
-        run_sd.runtime, run_sd.threads, run_sd.kernels = "torch", threads, []
-        return run_sd
-    from prunetune.runtimes import onnx_file_runner
-
-    return onnx_file_runner(path, threads=threads)
-
-
-def _evaluate_runner(run, dataset) -> tuple[float, np.ndarray]:
-    from prunetune.models.training import _batches
-
-    correct = n = 0
-    outs = []
-    for x, y in _batches(dataset, 250):
-        out = torch.as_tensor(run(x))
-        outs.append(out.argmax(1).numpy())
-        correct += int((out.argmax(1) == y).sum())
-        n += len(y)
-    return correct / max(n, 1), np.concatenate(outs)
-
+# ------------------------------------------------------------------------------------ export
 
 def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: int | None = None,
                  select: str | None = None, fmt: str = "onnx", int8: bool = False,
                  retrain_epochs: int = 0, tracking_uri: str | None = None, register: bool = True,
-                 fps_repeats: int = 21, log=lambda m: None) -> Card:
-    """Export, verify and document one trial of a study (see module docstring)."""
+                 fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None) -> Card:
+    """Export, verify and document one trial of a study (see the module docstring); return its card.
+
+    `--int8` keeps the trial's layers above 8 bits float (see `_layers`). `tracking_uri` defaults to
+    the one the search used; `register=False` skips MLflow. Relative paths (storage, stored weights)
+    are resolved against the working directory, as during the search. Raises ConfigError for a bad
+    format / flag combination; PrunetuneError for an unknown study or trial, an incomplete trial, a
+    trial whose weights were not kept, --int8 on a trial with every layer float, or an fp32 file
+    whose outputs do not match PyTorch (its card is written, nothing is registered).
+    """
+    from prunetune.config import SearchConfig
     from prunetune.data import create_dataset
     from prunetune.models import get_base_model
-    from prunetune.runtimes import materialize, measure_fps
-    from prunetune.search.objective import base_recipe, _calibration
+    from prunetune.search.objective import calibration_batches, base_recipe
     from prunetune.search.results import summarize
     from prunetune.search.study import load_existing
-    from prunetune.config import SearchConfig
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     if int8 and fmt != "onnx":
-        raise ConfigError("--int8 runs through ONNX Runtime: use it with --format onnx")
+        raise ConfigError(f"--int8 is ONNX Runtime static int8: use it with --format onnx, not {fmt}")
     if retrain_epochs < 0:
         raise ConfigError(f"--retrain-epochs must be >= 0, got {retrain_epochs}")
     result = summarize(load_existing(storage, study_name))
     rec = choose_trial(result, trial=trial, select=select)
     if not rec.weights or not Path(rec.weights).is_file():
-        raise PrunetuneError(f"the weights of trial {rec.number} were not kept (only the Pareto front's are, "
-                             f"unless --keep-all-weights): choose a front member")
+        raise PrunetuneError(f"the weights of trial {rec.number} were not kept (only the Pareto front's "
+                             f"are, unless the search ran with --keep-all-weights): export a front member")
+    if not result.config:
+        raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
-    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
-    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed, checkpoint=cfg.checkpoint)
-    from prunetune.compress import CompressionConfig
-
     model, header = load_compressed_file(rec.weights)
     config, base_ref = CompressionConfig.from_dict(header["config"]), header["base"]
-    example = bundle.example_input(1)
-    threads = cfg.threads
-    recorded_test = result.test_accuracy.get(rec.number)
+    if int8 and not any(_runs_int8(n, config.bits, int8) for n in _weighted(model)):
+        raise PrunetuneError(f"trial {rec.number} keeps every layer float (32 bits), so --int8 would quantize "
+                             f"nothing: export it without --int8, or choose a trial with layers at 8 bits or less")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrunetuneError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
+    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed,
+                          checkpoint=cfg.checkpoint, log=log)
+    example, threads = bundle.example_input(1), cfg.threads
+
     retrain = None
     if retrain_epochs:
-        log(f"retraining trial {rec.number} for {retrain_epochs} epochs on the full training split")
-        hist = train(model, bundle.train, Recipe(epochs=retrain_epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size),
-                     seed=rec.seed)
-        retrain = {"epochs": retrain_epochs, "loss": hist.loss, "seconds": hist.seconds}
+        log(f"fine-tuning trial {rec.number} for {retrain_epochs} epoch(s) on the full training split")
+        try:
+            hist = train(model, bundle.train, Recipe(epochs=retrain_epochs, lr=cfg.lr / 2,
+                                                     batch_size=cfg.batch_size), seed=rec.seed)
+        except DivergedError as exc:
+            raise PrunetuneError(f"fine-tuning trial {rec.number} diverged ({exc}); export it without "
+                                 f"--retrain-epochs or with fewer epochs") from None
+        retrain = {"epochs": retrain_epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
+                   "val_accuracy": evaluate(model, bundle.val)["accuracy"]}
     torch_test = evaluate(model, bundle.test)["accuracy"]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    bits = rec.config.get("bits", {})
-    calibration = _calibration(bundle, rec.seed) if int8 else None
-    save_compressed(out / COMPRESSED_FILE, model, config, base_ref)
+    model.cpu().eval()
+    plain = materialize(model)
+
     t0 = time.perf_counter()
-    path = _write_format(model, fmt, example, out, int8=int8, calibration=calibration, bits=bits,
-                         config=config, base_ref=base_ref)
+    weights = save_compressed(out / WEIGHTS_FILE, model, config, base_ref,
+                              meta={"study": study_name, "trial": rec.number, "retrain_epochs": retrain_epochs})
+    calibration = calibration_batches(bundle, rec.seed) if int8 else None
+    path = weights if fmt == "state-dict" else _write_model(plain, fmt, example, out, calibration=calibration,
+                                                            layer_bits=config.bits)
     export_s = time.perf_counter() - t0
     run = _file_runner(path, fmt, threads)
-    # verification: outputs vs PyTorch on real test images
-    plain = materialize(model).eval()
-    xs = torch.stack([bundle.test[i][0] for i in range(min(256, len(bundle.test)))])
-    with torch.no_grad():
-        ref = plain(xs)
-    got = torch.as_tensor(run(xs))
-    max_diff = float((got - ref).abs().max())
-    agreement = float((got.argmax(1) == ref.argmax(1)).float().mean())
-    file_test, _ = _evaluate_runner(run, bundle.test)
-    # base model in the same format, measured side by side
-    with tempfile.TemporaryDirectory() as tmp:
-        base_path = _write_format(base.model, "onnx" if fmt == "onnx" else fmt, example, Path(tmp),
-                                  int8=False, calibration=None, bits=None,
-                                  config=CompressionConfig(ratios={}, bits={}), base_ref=base_ref)
-        base_bytes = base_path.stat().st_size
-        base_run = _file_runner(base_path, "onnx" if fmt == "onnx" else fmt, threads)
-        timings = measure_fps({"compressed": run, "base": base_run}, example, repeats=fps_repeats)
-    base_macs = count_macs(base.model, example)
-    macs = count_macs(plain, example)
-    kernels = sorted(getattr(run, "kernels", []))
+    verification = _verify(run, plain, bundle, int8=int8)
+
+    log(f"timing {path.name} next to the base model ({threads} thread(s), batch 1)")
+    base_run, base_bytes, timings = _time_next_to_base(run, base.model, fmt, example, base_ref,
+                                                       repeats=fps_repeats)
+
+    base_macs, macs = count_macs(base.model, example), count_macs(plain, example)
+    file_bytes = path.stat().st_size
+    base_metrics = base.meta.get("metrics", {})
+    recorded_test = result.test_accuracy.get(rec.number)
+    t_base, t_comp = timings["base"], timings["compressed"]
     data = {
-        "study": study_name, "trial": rec.number, "format": fmt, "int8": int8, "file": str(path),
-        "selection": (f"trial {trial}" if trial is not None else select or "knee of the Pareto front"),
-        "runtime": {"name": getattr(run, "runtime", fmt), "threads": threads, "batch_size": 1,
-                    "kernels": kernels, "protocol": "median of interleaved samples, warm-up first"},
-        "base": {"test_accuracy": base.meta["metrics"]["test_accuracy"],
-                 "val_accuracy": base.meta["metrics"].get("val_accuracy"), "macs": base_macs,
-                 "flops": 2 * base_macs, "params": count_params(base.model), "file_bytes": base_bytes,
-                 "fps": timings["base"].fps, "latency_ms": timings["base"].median_ms,
-                 "fps_spread": timings["base"].spread},
-        "compressed": {"test_accuracy": file_test, "test_accuracy_torch": torch_test,
-                       "recorded_test_accuracy": recorded_test,
-                       "val_accuracy": rec.metrics.get("accuracy"), "macs": macs, "flops": 2 * macs,
-                       "params": count_params(plain), "file_bytes": path.stat().st_size,
-                       "packed_size_bytes": rec.metrics.get("size_bytes"),
-                       "fps": timings["compressed"].fps, "latency_ms": timings["compressed"].median_ms,
-                       "fps_spread": timings["compressed"].spread},
-        "speedup": timings["compressed"].fps / timings["base"].fps,
-        "size_ratio": base_bytes / max(path.stat().st_size, 1),
-        "verification": {"max_abs_diff": max_diff, "top1_agreement": agreement, "images": len(xs)},
-        "config": rec.config, "channels": _channels(plain), "retrain": retrain,
-        "provenance": {"study": study_name, "storage": storage, "trial": rec.number, "seed": rec.seed,
-                       "weights": rec.weights, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                       "export_seconds": export_s, "versions": _package_versions()},
+        "study": study_name, "trial": rec.number, "format": fmt, "int8": int8, "file": path.name,
+        "selection": f"trial {trial}" if trial is not None else select or "knee of the Pareto front",
+        "runtime": {"compressed": run.runtime, "base": base_run.runtime, "threads": threads, "batch_size": 1,
+                    "kernels": list(run.kernels), "op_types": list(getattr(run, "op_types", ())),
+                    "repeats": fps_repeats, "protocol": "median of interleaved samples after warm-up"},
+        "base": {"runtime": base_run.runtime, "test_accuracy": base_metrics.get("test_accuracy"),
+                 "val_accuracy": base_metrics.get("val_accuracy"), "macs": base_macs, "flops": 2 * base_macs,
+                 "params": count_params(base.model), "file_bytes": base_bytes, "fps": t_base.fps,
+                 "latency_ms": t_base.median_ms, "fps_spread": t_base.spread},
+        "compressed": {"runtime": run.runtime, "test_accuracy": verification["test_accuracy"],
+                       "test_accuracy_torch": torch_test, "recorded_test_accuracy": recorded_test,
+                       "val_accuracy": retrain["val_accuracy"] if retrain else rec.metrics.get("accuracy"),
+                       "macs": macs, "flops": 2 * macs, "params": count_params(plain), "file_bytes": file_bytes,
+                       "packed_size_bytes": rec.metrics.get("size_bytes"), "fps": t_comp.fps,
+                       "latency_ms": t_comp.median_ms, "fps_spread": t_comp.spread},
+        "speedup": t_comp.fps / t_base.fps,
+        "size_ratio": base_bytes / max(file_bytes, 1),
+        "recorded": {"runtime": cfg.runtime, "speedup": rec.metrics.get("speedup"), "fps": rec.metrics.get("fps"),
+                     "val_accuracy": rec.metrics.get("accuracy"), "test_accuracy": recorded_test,
+                     "base_test_accuracy": result.base_metrics.get("test_accuracy")},
+        "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
+        "layers": _layers(base.model, plain, config.bits, int8=int8),
+        "config": rec.config, "retrain": retrain,
+        "provenance": {"study": study_name, "storage": storage, "working_directory": str(Path.cwd()),
+                       "trial": rec.number, "seed": rec.seed,
+                       "trial_weights": str(Path(rec.weights).resolve()),
+                       "base_checkpoint": str(base.path) if base.path else None,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "export_seconds": export_s,
+                       "versions": _package_versions(), "mlflow": None},
     }
-    card = Card(data)
+    data["verification"]["accuracy_delta"] = (None if recorded_test is None or retrain
+                                              else verification["test_accuracy"] - recorded_test)
+    _warn_on_checks(data, log)
+    card = Card(out, data)
+    if not int8 and not verification["outputs_match"]:
+        write_card(card)
+        raise PrunetuneError(f"verification failed: {path.name} differs from the PyTorch model by "
+                             f"{verification['max_abs_diff']:.3g} (tolerance {verification['tolerance']:.3g}); "
+                             f"not registered, see {out / CARD_MD}")
     if register:
-        data["provenance"]["mlflow"] = _register_export(study_name, rec, out, tracking_uri, card)
-    (out / "card.json").write_text(json.dumps(data, indent=2, default=str))
-    (out / "card.md").write_text(card_markdown(data))
+        _log_export(card, rec, tracking_uri or cfg.tracking_uri, log)
+    else:
+        write_card(card)
     return card
 
 
-def _channels(model: nn.Module) -> dict[str, int]:
-    return {n: getattr(m, "out_channels", getattr(m, "out_features", 0)) for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d | nn.Linear)}
+def _time_next_to_base(run: Runner, base: nn.Module, fmt: str, example: torch.Tensor, base_ref: dict, *,
+                       repeats: int) -> tuple[Runner, int, dict[str, Timing]]:
+    """Export the float base model in `fmt` to a temporary folder, run that file in its runtime and
+    time it interleaved with `run` (`runtimes.measure_fps`): (base runner, base file size, timings
+    keyed "compressed" and "base")."""
+    with tempfile.TemporaryDirectory(prefix="prunetune-export-base-") as tmp:
+        folder = Path(tmp)
+        path = (save_compressed(folder / WEIGHTS_FILE, base, CompressionConfig(), base_ref)
+                if fmt == "state-dict" else _write_model(materialize(base), fmt, example, folder))
+        base_run = _file_runner(path, fmt, run.threads)
+        timings = measure_fps({"compressed": run, "base": base_run}, example, repeats=repeats)
+        return base_run, path.stat().st_size, timings
 
 
-def _register_export(study: str, rec: TrialRecord, out: Path, tracking_uri: str | None, card: Card) -> dict:
-    """Log DIR as artifacts of the study's latest search run and register it as a model version."""
-    from prunetune.search.tracking import MlflowTracker
+def _warn_on_checks(data: dict, log: Callable[[str], None]) -> None:
+    v, searched_base = data["verification"], data["recorded"]["base_test_accuracy"]
+    if searched_base is not None and searched_base != data["base"]["test_accuracy"]:
+        log(f"warning: the base checkpoint ({data['provenance']['base_checkpoint']}) is not the one the search "
+            f"measured (test accuracy {data['base']['test_accuracy']:.2%}, during the search {searched_base:.2%}): "
+            f"the base column describes today's checkpoint")
+    if data["int8"] and not v["outputs_match"]:
+        log(f"warning: the int8 model agrees with the float model on only {v['top1_agreement']:.1%} "
+            f"of {v['images']} test images")
+    if v["accuracy_delta"] is not None and abs(v["accuracy_delta"]) > ACCURACY_TOLERANCE:
+        log(f"warning: test accuracy through {data['compressed']['runtime']} is "
+            f"{data['compressed']['test_accuracy']:.2%}, {v['accuracy_delta'] * 100:+.2f} points from the "
+            f"{data['recorded']['test_accuracy']:.2%} recorded during the search")
 
-    tracker = MlflowTracker(tracking_uri)
-    exp = tracker.client.get_experiment_by_name(study)
+
+def write_card(card: Card) -> None:
+    """Write DIR/card.json (the data) and DIR/card.md (its rendering)."""
+    (card.directory / CARD_JSON).write_text(json.dumps(card.data, indent=2, default=str) + "\n")
+    (card.directory / CARD_MD).write_text(card_markdown(card.data))
+
+
+# ------------------------------------------------------------------------------------ MLflow
+
+def _latest_run(client, experiment_id: str, filter_string: str):
+    runs = client.search_runs([experiment_id], filter_string, order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    return runs[0] if runs else None
+
+
+def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str], None]) -> dict:
+    """Log the export as an MLflow run nested under the study's latest search run (metrics, the
+    model file, compressed.pt and the cards under `export/`), register that folder as a version
+    of `prunetune-STUDY`, and write the cards. Returns the MLflow provenance."""
+    from mlflow.entities import Metric, Param
+
+    from prunetune.search.tracking import MlflowTracker, registered_name, tracking_uri
+
+    d = card.data
+    resolved = tracking_uri(uri)
+    if resolved.startswith("sqlite:///") and not Path(resolved.removeprefix("sqlite:///")).is_file():
+        return _not_registered(card, f"no MLflow store at {resolved}", log)
+    tracker = MlflowTracker(resolved)
+    client = tracker.client
+    exp = client.get_experiment_by_name(d["study"])
     if exp is None:
-        return {"registered": False, "why": "no MLflow experiment for this study"}
-    runs = tracker.client.search_runs([exp.experiment_id], "tags.`prunetune.role` = 'search'",
-                                      order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        return {"registered": False, "why": "no search run in the MLflow experiment"}
-    run_id = runs[0].info.run_id
-    artifact = f"export/trial-{rec.number}"
-    (out / "card.json").write_text(json.dumps(card.data, indent=2, default=str))
-    (out / "card.md").write_text(card_markdown(card.data))
-    tracker.client.log_artifacts(run_id, str(out), artifact_path=artifact)
-    version = tracker.register(study, rec, artifact=artifact, run_id=run_id,
-                               description=f"exported trial {rec.number} ({card.data['format']})")
-    return {"run_id": run_id, "artifact": artifact, "registered_model": f"prunetune-{study}",
-            "version": version}
+        return _not_registered(card, f"no MLflow experiment {d['study']!r} in {resolved}", log)
+    if foreign := _foreign_artifacts(resolved, exp.artifact_location):
+        return _not_registered(card, f"experiment {d['study']!r} keeps its artifacts in {foreign}, outside the "
+                                     f"tracking folder of {resolved} (was the study folder copied or moved?)", log)
+    parent = _latest_run(client, exp.experiment_id, "tags.`prunetune.role` = 'search'")
+    trial_run = _latest_run(client, exp.experiment_id,
+                            f"tags.`prunetune.role` = 'trial' and tags.trial = '{rec.number}'")
+    tags = {"prunetune.role": "export", "trial": str(rec.number), "format": d["format"], "int8": str(d["int8"])}
+    if parent is not None:
+        tags["mlflow.parentRunId"] = parent.info.run_id
+    run = client.create_run(exp.experiment_id, tags=tags,
+                            run_name=f"export trial {rec.number} ({d['format']}{' int8' if d['int8'] else ''})")
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        metrics = {f"{side}_{k}": d[side][k] for side in ("base", "compressed")
+                   for k in ("test_accuracy", "macs", "params", "file_bytes", "fps", "latency_ms")}
+        metrics |= {"speedup": d["speedup"], "size_ratio": d["size_ratio"],
+                    "max_abs_diff": d["verification"]["max_abs_diff"],
+                    "top1_agreement": d["verification"]["top1_agreement"]}
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                          if isinstance(v, int | float) and math.isfinite(v)],
+                         params=[Param(k, str(v)) for k, v in (
+                             ("trial", rec.number), ("format", d["format"]), ("int8", d["int8"]),
+                             ("runtime", d["runtime"]["compressed"]), ("threads", d["runtime"]["threads"]),
+                             ("retrain_epochs", (d["retrain"] or {}).get("epochs", 0)))])
+        name = registered_name(d["study"])
+        version = tracker.register(d["study"], rec, artifact=ARTIFACT_PATH, run_id=run_id,
+                                   description=f"trial {rec.number} exported as {d['file']} "
+                                               f"({d['runtime']['compressed']}); see card.md")
+        for key, value in (("format", d["format"]), ("file", d["file"]), ("runtime", d["runtime"]["compressed"]),
+                           ("export_test_accuracy", f"{d['compressed']['test_accuracy']:.6g}"),
+                           ("export_speedup", f"{d['speedup']:.6g}")):
+            client.set_model_version_tag(name, version, key, value)
+        provenance = {"registered": True, "tracking_uri": resolved, "experiment_id": exp.experiment_id,
+                      "search_run_id": parent.info.run_id if parent else None,
+                      "trial_run_id": trial_run.info.run_id if trial_run else None,
+                      "export_run_id": run_id, "artifact": ARTIFACT_PATH,
+                      "registered_model": name, "version": int(version),
+                      "source": f"{run.info.artifact_uri}/{ARTIFACT_PATH}"}
+        d["provenance"]["mlflow"] = provenance
+        write_card(card)
+        for f in dict.fromkeys((card.model_path.name, WEIGHTS_FILE, CARD_JSON, CARD_MD)):
+            client.log_artifact(run_id, str(card.directory / f), artifact_path=ARTIFACT_PATH)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    log(f"registered {name} version {version} (MLflow run {run_id})")
+    return provenance
+
+
+def _foreign_artifacts(uri: str, artifact_location: str) -> str | None:
+    """The artifact folder of a SQLite-tracked experiment when it lies outside the database's
+    folder (prunetune creates it inside): a copied study folder would still write into the
+    original. None when it is inside, or not a local store."""
+    location = urlparse(artifact_location)
+    if not uri.startswith("sqlite:///") or location.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(location.path)).resolve()
+    return None if folder.is_relative_to(Path(uri.removeprefix("sqlite:///")).resolve().parent) else str(folder)
+
+
+def _not_registered(card: Card, why: str, log: Callable[[str], None]) -> dict:
+    log(f"not registered in MLflow: {why}")
+    provenance = {"registered": False, "why": why}
+    card.data["provenance"]["mlflow"] = provenance
+    write_card(card)
+    return provenance
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2%}"
 
 
 def card_markdown(d: dict) -> str:
-    """The report card as Markdown (rendering only)."""
-    b, c = d["base"], d["compressed"]
-    rows = [("test accuracy", f"{b['test_accuracy']:.2%}", f"{c['test_accuracy']:.2%}"),
-            ("MACs", f"{b['macs']:,}", f"{c['macs']:,}"), ("FLOPs (2 x MACs)", f"{b['flops']:,}", f"{c['flops']:,}"),
+    """The report card as Markdown (rendering only: every figure comes from `d`, card.json's data)."""
+    b, c, rt, v = d["base"], d["compressed"], d["runtime"], d["verification"]
+    rows = [("runtime", b["runtime"], c["runtime"]),
+            ("test accuracy", _pct(b["test_accuracy"]), _pct(c["test_accuracy"])),
+            ("validation accuracy", _pct(b["val_accuracy"]), _pct(c["val_accuracy"])),
+            ("MACs", f"{b['macs']:,}", f"{c['macs']:,}"),
+            ("FLOPs (2 x MACs)", f"{b['flops']:,}", f"{c['flops']:,}"),
             ("params", f"{b['params']:,}", f"{c['params']:,}"),
             ("file size", f"{b['file_bytes']:,} B", f"{c['file_bytes']:,} B"),
             ("FPS (batch 1)", f"{b['fps']:,.0f} (IQR {b['fps_spread']:.0%})",
-             f"{c['fps']:,.0f} (IQR {c['fps_spread']:.0%})")]
+             f"{c['fps']:,.0f} (IQR {c['fps_spread']:.0%})"),
+            ("latency (ms)", f"{b['latency_ms']:.3f}", f"{c['latency_ms']:.3f}")]
     lines = [f"# prunetune report card: study `{d['study']}`, trial {d['trial']}", "",
              f"Selected by: {d['selection']}. Format: {d['format']}{' (int8)' if d['int8'] else ''}, "
-             f"file `{Path(d['file']).name}`.", "",
-             "| | base | compressed |", "|---|---:|---:|"]
-    lines += [f"| {a} | {x} | {y} |" for a, x, y in rows]
-    rt = d["runtime"]
-    lines += ["", f"Speedup {d['speedup']:.1f}x, file {d['size_ratio']:.1f}x smaller. FPS on {rt['name']}, "
-              f"{rt['threads']} thread(s), batch 1, {rt['protocol']}; base and compressed measured side by side.",
-              f"Kernels in the optimised graph: {', '.join(rt['kernels']) or 'n/a'}.", "",
-              f"Verification on {d['verification']['images']} test images: max |output diff| vs PyTorch "
-              f"{d['verification']['max_abs_diff']:.3g}, top-1 agreement {d['verification']['top1_agreement']:.2%}; "
-              f"test accuracy in PyTorch {c['test_accuracy_torch']:.2%}, recorded during the search "
-              f"{'-' if c['recorded_test_accuracy'] is None else format(c['recorded_test_accuracy'], '.2%')}.", "",
-              "## Channels kept per layer", "", "| layer | out channels |", "|---|---:|"]
-    lines += [f"| {n} | {k} |" for n, k in d["channels"].items()]
+             f"file `{d['file']}`; `prunetune.load_compressed(DIR)` loads `{WEIGHTS_FILE}` as a torch module.",
+             "", "| | base | compressed |", "|---|---:|---:|"]
+    lines += [f"| {name} | {x} | {y} |" for name, x, y in rows]
+    lines += ["", f"**Speedup {d['speedup']:.1f}x, file {d['size_ratio']:.1f}x smaller.** FPS: {rt['threads']} "
+              f"thread(s), batch {rt['batch_size']}, {rt['protocol']} ({rt['repeats']} samples); base and "
+              f"compressed measured side by side, each from its exported file (base on {b['runtime']}, "
+              f"compressed on {c['runtime']}).",
+              f"Quantized kernels in the graph that runs: {', '.join(rt['kernels']) or 'none (float)'}."]
+    if rt["op_types"]:
+        lines.append(f"All op types after ONNX Runtime's optimisations: {', '.join(rt['op_types'])}.")
+    delta = "" if v["accuracy_delta"] is None else f" ({v['accuracy_delta'] * 100:+.2f} points)"
+    lines += ["", "## Verification", "",
+              f"- outputs on {v['images']} test images vs the float PyTorch model: max |diff| "
+              f"{v['max_abs_diff']:.3g}, top-1 agreement {v['top1_agreement']:.2%} "
+              f"({'match' if v['outputs_match'] else 'MISMATCH'})",
+              f"- test accuracy through {c['runtime']}: {_pct(c['test_accuracy'])}{delta}; in PyTorch with the "
+              f"search's quantization simulation: {_pct(c['test_accuracy_torch'])}; recorded during the search: "
+              f"{_pct(d['recorded']['test_accuracy'])}",
+              f"- during the search (FPS on {d['recorded']['runtime']}): speedup "
+              f"{'-' if d['recorded']['speedup'] is None else format(d['recorded']['speedup'], '.1f') + 'x'}, "
+              f"base test accuracy {_pct(d['recorded']['base_test_accuracy'])}"]
+    if d["retrain"]:
+        r = d["retrain"]
+        lines.append(f"- fine-tuned {r['epochs']} more epoch(s) on the full training split (lr {r['lr']:g}, "
+                     f"{r['seconds']:.1f} s): validation accuracy {_pct(r['val_accuracy'])}")
+    lines += ["", "## Layers", "", "| layer | type | base channels | kept channels | weight bits | runs as |",
+              "|---|---|---:|---:|---:|---|"]
+    lines += [f"| {x['layer']} | {x['type']} | {x['base_channels']} | {x['kept_channels']} | {x['bits']} | "
+              f"{x['runs_as']} |" for x in d["layers"]]
     lines += ["", "## Config", "", "```json", json.dumps(d["config"], indent=1), "```", "",
               "## Provenance", "", "```json", json.dumps(d["provenance"], indent=1, default=str), "```", ""]
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------ loading
+
 def load_compressed(directory: str | Path) -> nn.Module:
-    """The exported model of DIR as a float torch module (quantized weights folded in), eval mode."""
-    from prunetune.runtimes import materialize
-
+    """The model of an export directory (or of a compressed.pt file) as a float torch module in eval
+    mode, weight bit-widths baked in. CheckpointError if DIR holds no readable compressed.pt."""
     path = Path(directory)
-    path = path / COMPRESSED_FILE if path.is_dir() else path
-    model, _ = load_compressed_file(path)
-    return materialize(model).eval()
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+    model, _ = load_compressed_file(path / WEIGHTS_FILE if path.is_dir() else path)
+    return materialize(model)

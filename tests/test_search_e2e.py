@@ -129,3 +129,26 @@ def test_same_seed_same_trials(isolated):
     assert [t.params for t in a] == [t.params for t in b]
     acc = lambda ts: [t.user_attrs["record"]["metrics"]["accuracy"] for t in ts]  # noqa: E731
     assert acc(a) == acc(b)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "gp", "random"])
+def test_every_sampler_runs_a_multi_objective_search(isolated, sampler):
+    assert main(search_args(f"s-{sampler}", 5, "--sampler", sampler)) == 0
+    study = load_study(isolated, f"s-{sampler}")
+    assert finished(study) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_constraints_reject_before_training_and_filter_the_front(isolated, capsys):
+    """--max-flops rejects configs before fine-tuning; --min-accuracy keeps the front feasible."""
+    assert main(search_args("c", 5, "--max-flops", "60000", "--min-accuracy", "0.3")) == 0
+    study = load_study(isolated, "c")
+    rejected = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert rejected, "the unpruned warm-start trial breaks --max-flops"
+    for t in rejected:
+        rec = t.user_attrs["record"]
+        assert rec["state"] == "rejected" and "max_flops" in rec["reason"]
+        assert "finetune_s" not in rec["timings"]
+    capsys.readouterr()
+    assert main(["pareto", "--study", "c", "--format", "json"]) == 0
+    for row in json.loads(capsys.readouterr().out):
+        assert row["flops"] <= 60000 and row["accuracy"] >= 0.3

@@ -87,7 +87,7 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     return setup
 
 
-def _calibration(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
+def calibration_batches(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(bundle.train), generator=g)[:CALIBRATION_BATCHES * 16]
     xs = torch.stack([bundle.train[int(i)][0] for i in idx])
@@ -96,7 +96,7 @@ def _calibration(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
 
 def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
     cfg = setup.config
-    calib = _calibration(setup.bundle, seed) if cfg.runtime.endswith("int8") else None
+    calib = calibration_batches(setup.bundle, seed) if cfg.runtime.endswith("int8") else None
     return make_runner(model, cfg.runtime, setup.example_input(), threads=cfg.threads,
                        calibration_batches=calib, layer_bits=bits)
 

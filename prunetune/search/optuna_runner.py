@@ -36,8 +36,9 @@ class SearchListener(Protocol):
 
 
 def weights_dir(cfg: SearchConfig) -> Path:
-    """Where trial weights live: mlruns/prunetune/<study>/weights (next to the MLflow store)."""
-    return Path("mlruns") / "prunetune" / cfg.study_name / "weights"
+    """Where trial weights live: mlruns/prunetune/<study>/weights (next to the MLflow store), as an
+    absolute path so the records stay valid from any working directory."""
+    return (Path("mlruns") / "prunetune" / cfg.study_name / "weights").resolve()
 
 
 def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:
@@ -49,13 +50,10 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cf
     for k, v in record.user_attrs().items():
         trial.set_user_attr(k, v)
     if record.state == COMPLETE:
-        cons = []
-        if cfg.min_accuracy is not None:
-            cons.append(cfg.min_accuracy - record.metrics["accuracy"])
+        if cfg.min_accuracy is not None:  # feasible when <= 0
+            trial.set_constraint("min_accuracy", cfg.min_accuracy - record.metrics["accuracy"])
         if cfg.max_flops is not None:
-            cons.append(record.metrics["flops"] - cfg.max_flops)
-        if cons:
-            trial.set_constraint(cons)
+            trial.set_constraint("max_flops", record.metrics["flops"] - cfg.max_flops)
         study.tell(trial, objective_values(record, cfg.objectives))
     elif record.state == REJECTED:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
