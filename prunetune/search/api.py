@@ -151,7 +151,7 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
         from prunetune.export import export_model
 
         card = export_model(cfg.study_name, storage=cfg.storage_url, out_dir=export_dir,
-                            select=cfg.select, log=log)
+                            select=cfg.select, tracking_uri=cfg.tracking_uri, log=log)
         out(card.summary())
     return result
 
