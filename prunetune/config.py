@@ -29,6 +29,7 @@ class SearchConfig:
     data_root: str | None = None
     checkpoint: str | None = None
     base_epochs: int = 5
+    base_seed: int = 0
     seed: int = 0
     study: str | None = None
     storage: str | None = None

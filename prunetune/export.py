@@ -253,7 +253,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     except OSError as exc:
         raise PrunetuneError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
-    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed,
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=log)
     example, threads = bundle.example_input(1), cfg.threads
 

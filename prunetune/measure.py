@@ -3,7 +3,8 @@
 Conventions (also in the README):
 - MACs are multiply-accumulates of conv and linear layers, counted with torch's FlopCounterMode on
   the float model (FLOPs = 2 x MACs). torchvision's `_ops` figures are MACs.
-- Latency: warm-up calls, then `repeats` samples, each the mean of enough calls to last ~2 ms;
+- Latency: warm-up calls, then `repeats` samples, each the mean of enough calls to last a target
+  time (runtimes.measure_fps uses ~50 ms: shorter samples overstate small models' latency);
   candidates measured together are interleaved sample by sample so they share the machine's noise.
   Reported: median, quartiles, spread = IQR / median, FPS = batch / median, threads, runtime.
 """

@@ -164,6 +164,8 @@ class SearchSpace:
         0.75 (8 bits). (The uncompressed model itself is the base row of every table.)"""
         seeds = []
         for ratio, bits in ((0.0, 8), (0.5, 32), (0.75, 8)):
+            if ratio == 0.0 and bits not in self.bits:
+                continue  # that would be the base model itself, only re-fine-tuned: costly, no news
             p: dict = {}
             for dim, members in self.ratio_dims().items():
                 low, high = self._ratio_range(members)
