@@ -85,7 +85,8 @@ def test_warm_start_params_are_in_the_space():
     _, inv = _inv("mnist_net", (1, 28, 28))
     space = SearchSpace.from_inventory(inv)
     seeds = space.warm_start()
-    assert seeds[0] == {**{f"ratio:{g}": 0.0 for g in space.groups}, **{f"bits:{q}": 8 for q in space.quant_layers}}
+    assert seeds[0] == {**{f"ratio:{g}": 0.5 for g in space.groups}, **{f"bits:{q}": 32 for q in space.quant_layers}}
+    assert seeds[2] == {**{f"ratio:{g}": 0.5 for g in space.groups}, **{f"bits:{q}": 8 for q in space.quant_layers}}
     for p in seeds:
         cfg = space.decode(p)
         assert all(0.0 <= r < 1.0 for r in cfg.ratios.values())
