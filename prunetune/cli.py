@@ -23,6 +23,7 @@ FLAG_HELP = {
     "data_root": "folder with the dataset's files (torchvision layouts, or class folders for imagefolder)",
     "checkpoint": "trained base model (prunetune checkpoint or a state_dict); default: train and cache one",
     "base_epochs": "epochs to train the base model when no checkpoint is given",
+    "base_seed": "seed of that base training (kept apart from --seed so studies share one base)",
     "seed": "study seed: every trial's seed derives from it and the trial number",
     "study": "study name (default MODEL-DATASET); the same name resumes the study",
     "storage": "Optuna storage URL (default sqlite:///mlruns/optuna.db)",
@@ -225,9 +226,9 @@ def cmd_sensitivity(args) -> int:
     from prunetune.search.objective import base_recipe, build_space
 
     cfg = SearchConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
-                       checkpoint=args.checkpoint, base_epochs=args.base_epochs, seed=args.seed)
+                       checkpoint=args.checkpoint, base_epochs=args.base_epochs, base_seed=args.seed)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
-    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed,
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=_log)
     inv = inventory(base.model, bundle.example_input(1))
     for r in args.ratios:
@@ -251,15 +252,14 @@ def cmd_sensitivity(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import subprocess
+    """Replace this process with `mlflow server` for the store (see tracking.ui_command): Ctrl-C
+    and SIGTERM reach the server itself, which stops its web worker; nothing is left running."""
+    from prunetune.search.tracking import tracking_uri, ui_command
 
-    from prunetune.search.tracking import tracking_uri
-
-    uri = tracking_uri(args.tracking_uri)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    _log(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
-    return subprocess.call(cmd)
+    argv, env = ui_command(args.tracking_uri, host=args.host, port=args.port)
+    _log(f"MLflow UI on http://{args.host}:{args.port} (store {tracking_uri(args.tracking_uri)}); "
+         "Ctrl-C stops it")
+    os.execve(argv[0], argv, env)  # does not return
 
 
 def cmd_export(args) -> int:
