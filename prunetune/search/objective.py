@@ -76,7 +76,7 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     """Load data and the base model (training and caching it if needed), derive the space,
     measure the base model. Raises PrunetuneError subclasses for user mistakes."""
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
-    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.seed,
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=log)
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
@@ -146,7 +146,8 @@ def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         config = setup.space.decode(params)
         rec.config = config.as_dict()
         example = setup.example_input()
-        model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
+        with setup.lock.busy():  # compute, like training: never during another trial's timing
+            model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
         macs, per_layer = count_macs(model, example, per_module=True)
         rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
                            params=count_params(model), size_bytes=compressed_size_bytes(model, config))
@@ -158,7 +159,8 @@ def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         rec.curve = _finetune(setup, model, seed)
         rec.timings["finetune_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        rec.metrics["accuracy"] = evaluate(model, setup.bundle.val)["accuracy"]
+        with setup.lock.busy():
+            rec.metrics["accuracy"] = evaluate(model, setup.bundle.val)["accuracy"]
         rec.metrics.update(_measure_speed(setup, model, config, seed))
         rec.timings["measure_s"] = time.perf_counter() - t2
         path = setup.weights_dir / f"trial-{number:05d}.pt"
@@ -209,8 +211,9 @@ def _finetune(setup: SearchSetup, model: nn.Module, seed: int) -> list[float]:
 def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int) -> dict:
     cfg = setup.config
     example = setup.example_input()
-    candidate = _runner(setup, model, config.bits, seed)
-    base = _base_runner(setup)
+    with setup.lock.busy():  # building runners (ONNX export, int8 calibration) is compute too
+        candidate = _runner(setup, model, config.bits, seed)
+        base = _base_runner(setup)
     with setup.lock.quiet():
         t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
     return {"fps": t["trial"].fps, "latency_ms": t["trial"].median_ms, "fps_spread": t["trial"].spread,

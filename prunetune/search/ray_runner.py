@@ -1,120 +1,123 @@
 """Ray Tune backend: the same trial function, Optuna (same sampler, same study storage) as Tune's
-searcher, K trials at once on a local Ray or on a cluster (`--address`).
+searcher, at most K trials at once on a local Ray or on a cluster (`--address`).
 
-Call order: prepare_search -> open_study (shared with the optuna backend) -> recover_unfinished ->
-Tuner(with_resources(trainable), search_alg=ConcurrencyLimiter(PrunetuneOptunaSearch)) .fit() ->
-finalize. The searcher writes each trial's TrialRecord into the Optuna study exactly as the embedded
-runner does and calls the listeners (MLflow logging happens in this driver process), so `prunetune
-pareto`, MLflow and export work unchanged. Re-running the command continues the study: finished
-trials are kept, the ones in flight when it stopped are re-run.
+Call order: [join the cluster named by --address: fails fast, before anything is written] ->
+prepare_search -> open_study (shared with the optuna backend) -> recover_unfinished -> [if trials
+remain: start a private local Ray unless joined; check a node can hold one trial] ->
+listeners.on_search_start -> Tuner(with_resources(with_parameters(trial actor, setup)),
+search_alg=ConcurrencyLimiter(searcher)).fit() -> finalize -> listeners.on_search_end ->
+ray.shutdown().
 
-Honest FPS under parallel trials: every trial trains under QuietLock.busy() and measures under
-QuietLock.quiet() (a per-machine reader/writer lock), so no timing overlaps training on its machine.
+Everything that touches the study or MLflow runs in this driver process: the searcher asks Optuna
+for each trial (user attr `worker` = the driver's host:pid, so a killed driver's trials are
+recovered), stores each TrialRecord exactly as the embedded runner does (`optuna_runner.tell`,
+plus user attrs `ray_node` and `ray_worker`: where it ran) and calls the listeners. Ray workers only
+run `run_trial`. So `prunetune pareto`, MLflow and export work unchanged, and re-running the command
+continues the study: finished trials are kept, the ones in flight when it stopped (Ctrl-C, SIGTERM,
+kill -9) are re-run with their original seed.
+
+The SearchSetup (data, base model, space) is put in the object store once (tune.with_parameters)
+and fetched once per trial actor; actors are reused across trials. Honest FPS under parallel
+trials: a trial's compute (pruning, fine-tuning, evaluation, runner building) holds QuietLock.busy()
+and its timing QuietLock.quiet() (flock(2) on files in the machine's temp directory), so no timing
+overlaps another trial's compute on the same machine.
+
+Limits: every node needs prunetune installed (same version). Trial weights are written to
+mlruns/prunetune/<study>/weights (absolute path) on the node that ran the trial, so on a cluster
+of several machines that folder must be shared (NFS) for the driver to log front models and for
+export. Early stopping (ASHA) is deliberately absent: Tune reports stopped trials to Optuna as
+complete with early values, which would pollute the Pareto front.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import socket
 import time
 import warnings
 from pathlib import Path
 
+import optuna
+
 from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
+from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search.optuna_runner import finalize, tell, weights_dir
+from prunetune.search.optuna_runner import SearchListener, finalize, tell, weights_dir
 from prunetune.search.records import FAILED, TrialRecord
 from prunetune.search.results import SearchResult, summarize
-from prunetune.search.study import count_finished, make_sampler, make_storage, open_study, \
+from prunetune.search.study import budget_lock, count_finished, make_sampler, make_storage, open_study, \
     recover_unfinished, worker_id
 
-NUMBER_KEY = "_prunetune_trial"
+NUMBER_KEY = "_prunetune_trial"  # the trial number whose seed a Ray trial uses (replays keep theirs)
+RECORD_KEY = "prunetune_record"  # the TrialRecord as JSON (Tune flattens nested dicts in results)
+CONNECT_TIMEOUT_S = 5.0
+# Ray's console output off the user's screen; Ctrl-C reaches us (Tune would swallow it); no
+# Tune loggers or per-trial working directories. setdefault: the user's own settings win.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1",
+           "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+# ... and so Tune's result analysis finds no result.json files: its warning about that is noise here
+SILENCED_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 
-def _trainable(config: dict, setup: SearchSetup) -> None:
-    """Runs in a Ray worker: one trial, reported once."""
-    from ray import tune
-
-    params = dict(config)
-    number = int(params.pop(NUMBER_KEY))
-    record = run_trial(setup, params, number)
-    report = {"record": record.as_dict()}
-    report.update({k: v for k, v in record.metrics.items() if isinstance(v, int | float)})
-    tune.report(report)
-
-
-def _searcher_class():
-    from ray.tune.search.optuna import OptunaSearch
-
-    class PrunetuneOptunaSearch(OptunaSearch):
-        """OptunaSearch that stores prunetune's TrialRecords (rejected -> PRUNED, failed -> FAIL
-        with its reason, complete -> values + constraints) and notifies listeners."""
-
-        def __init__(self, *args, cfg: SearchConfig, on_record, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self._cfg, self._on_record = cfg, on_record
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id in self._completed_trials:
-                return
-            ot_trial = self._ot_trials[trial_id]
-            if result and "record" in result:
-                record = TrialRecord(**result["record"])
-            else:
-                record = TrialRecord(number=ot_trial.number, state=FAILED, params=dict(ot_trial.params),
-                                     reason="the Ray trial errored (see the Ray logs)" if error else "no result")
-            record.number = ot_trial.number
-            tell(self._ot_study, ot_trial, record, self._cfg)
-            self._completed_trials.add(trial_id)
-            self._on_record(record, self._ot_study)
-
-    return PrunetuneOptunaSearch
-
-
-def _init_ray(cfg: SearchConfig) -> None:
+def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
+                   progress=None) -> SearchResult:
+    """Run (or resume) the search with Ray Tune until cfg.trials trials have finished, at most
+    cfg.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
+    no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
+    one this function started (or joined) is shut down (disconnected) before it returns."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    if ray.is_initialized():
-        return
-    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    logging.getLogger(SILENCED_LOGGER).setLevel(logging.ERROR)
+
+    owns_ray = not ray.is_initialized()
     try:
-        if cfg.address:
-            ray.init(address=cfg.address, **kwargs)
-        else:
-            ray.init(num_cpus=os.cpu_count(), **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise PrunetuneError(f"cannot start or join Ray ({cfg.address or 'local'}): "
-                             f"{str(exc).splitlines()[0][:200]}") from None
+        if cfg.address and owns_ray:
+            _init_ray(cfg)  # a wrong address fails before the base model is trained or anything written
+        setup = prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
+        for layer, why in setup.skipped_layers:
+            log(f"left unpruned: {layer} ({why})")
+        study = open_study(cfg, setup.space, setup.base_metrics)
+        replayed = recover_unfinished(study)
+        if replayed:
+            log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
+        finished, running = count_finished(study)
+        remaining = cfg.trials - finished - running
+        if remaining > 0:
+            if not ray.is_initialized():
+                _init_ray(cfg)
+            _check_resources(cfg, remaining, log)
+        return _run(cfg, setup, study, remaining, listeners, log, progress)
+    finally:
+        if owns_ray and ray.is_initialized():
+            ray.shutdown()
 
 
-def run_search_ray(cfg: SearchConfig, *, listeners=(), log=lambda m: None) -> SearchResult:
-    """Run (or resume) the search with Ray Tune: at most cfg.workers trials at once."""
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
-    study = open_study(cfg, setup.space, setup.base_metrics)
-    replayed = recover_unfinished(study)
-    if replayed:
-        log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
+def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: int, listeners, log,
+         progress) -> SearchResult:
     for listener in listeners:
         listener.on_search_start(setup, study)
-    finished, running = count_finished(study)
-    remaining = cfg.trials - finished - running
+    if progress:
+        progress(count_finished(study)[0], cfg.trials, study)
+    old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # after ray.init, which sets its own
+    searcher = None
     outcome = "failed"
     try:
         if remaining > 0:
-            _init_ray(cfg)
-            _fit(cfg, setup, remaining, listeners, log, tune, ConcurrencyLimiter)
+            searcher = _make_searcher(cfg, setup, listeners, log, progress)
+            _fit(cfg, setup, searcher, remaining)
         outcome = "finished"
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
     finally:
-        study = open_study(cfg, setup.space, setup.base_metrics)  # fresh view of the storage
+        signal.signal(signal.SIGTERM, old)
+        if searcher is not None:
+            searcher.interrupt_unfinished()
         result = (finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
                   if outcome == "finished" else summarize(study))
         for listener in listeners:
@@ -122,47 +125,180 @@ def run_search_ray(cfg: SearchConfig, *, listeners=(), log=lambda m: None) -> Se
     return result
 
 
-def _fit(cfg, setup, remaining, listeners, log, tune, ConcurrencyLimiter) -> None:
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _check_reachable(address: str) -> None:
+    """A clear error for an address nobody listens on (ray.init would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise PrunetuneError(f"--address must be auto or HOST:PORT of a Ray head node, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise PrunetuneError(f"no Ray cluster at {address} ({why}); start one with `ray start --head`, "
+                             f"or give the head node's HOST:PORT") from None
+
+
+def _init_ray(cfg: SearchConfig) -> None:
+    """Join the cluster at cfg.address (`auto`: RAY_ADDRESS, or the one `ray start` made on this
+    machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
+    (as Ray counts them: container CPU limits respected)."""
+    import ray
+
+    if cfg.address and cfg.address != "auto":
+        _check_reachable(cfg.address)
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if cfg.address:
+                ray.init(address=cfg.address, **kwargs)
+            else:  # "local": never attach to a cluster that happens to run on this machine
+                ray.init(address="local", include_dashboard=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise PrunetuneError(f"cannot {'join' if cfg.address else 'start'} Ray "
+                             f"({cfg.address or 'local'}): {str(exc).splitlines()[0][:200]}") from None
+
+
+def _trainable_class():
+    from ray import tune
+
+    class PrunetuneTrial(tune.Trainable):
+        """One Tune trial = one prunetune trial, run in a single step. `setup` (the SearchSetup)
+        arrives once per actor from the object store; a reused actor keeps it for later trials."""
+
+        def setup(self, config: dict, setup: SearchSetup) -> None:  # noqa: ARG002 (config: see step)
+            self._prunetune = setup
+
+        def reset_config(self, new_config: dict) -> bool:  # noqa: ARG002 (self.config is set by Tune)
+            return True
+
+        def step(self) -> dict:
+            import ray
+
+            params = dict(self.config)
+            number = int(params.pop(NUMBER_KEY))
+            record = run_trial(self._prunetune, params, number)
+            out: dict = {RECORD_KEY: json.dumps(record.as_dict()), "done": True,
+                         "node_id": ray.get_runtime_context().get_node_id(), "ray_worker": worker_id()}
+            # Tune insists the searcher's metrics are in every result; the searcher uses the record
+            for o in self._prunetune.config.objectives:
+                key = pareto.get_objective(o).key
+                out[key] = record.metrics.get(key)
+            return out
+
+    return PrunetuneTrial
+
+
+def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progress):
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
     driver = worker_id()
 
-    def space(trial):
-        setup.space.suggest(trial)
+    class PrunetuneOptunaSearch(OptunaSearch):
+        """OptunaSearch on prunetune's study. `suggest` stops at the budget (counted with the
+        study's budget lock, so other searches on the study are counted too); `on_trial_complete`
+        stores the TrialRecord (complete -> values + constraints, rejected -> PRUNED, failed -> FAIL
+        with its reason) and notifies the listeners; the study in storage is the only checkpoint."""
+
+        def suggest(self, trial_id: str) -> dict | None:
+            with budget_lock(cfg.study_name):
+                finished, running = count_finished(self._ot_study)
+                if finished + running >= cfg.trials:
+                    return Searcher.FINISHED
+                return super().suggest(trial_id)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            if result and RECORD_KEY in result:
+                record = TrialRecord(**json.loads(result[RECORD_KEY]))
+                ot_trial.set_user_attr("ray_node", result.get("node_id"))
+                ot_trial.set_user_attr("ray_worker", result.get("ray_worker"))
+            else:
+                why = "the Ray trial failed (its actor died or raised; see the Ray logs)" if error else "no result"
+                record = TrialRecord(number=ot_trial.number, state=FAILED, params=dict(ot_trial.params),
+                                     reason=why)
+            record.number = ot_trial.number
+            tell(self._ot_study, ot_trial, record, cfg)
+            self._completed_trials.add(trial_id)
+            if record.state == FAILED:
+                log(f"trial {record.number} failed: {record.reason}")
+            for listener in listeners:
+                listener.on_trial_end(record, self._ot_study)
+            if progress:
+                progress(count_finished(self._ot_study)[0], cfg.trials, self._ot_study)
+
+        def interrupt_unfinished(self) -> None:
+            """Mark the trials still in flight as interrupted (re-run on resume), as the embedded
+            runner does on Ctrl-C. A no-op after a finished search."""
+            for trial_id, ot_trial in self._ot_trials.items():
+                if trial_id not in self._completed_trials:
+                    ot_trial.set_user_attr("interrupted", True)
+                    ot_trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+                    self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                    self._completed_trials.add(trial_id)
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: the Optuna study in its storage is the checkpoint."""
+
+    def space(trial) -> dict:
+        params = setup.space.suggest(trial)
         trial.set_user_attr("worker", driver)
-        return {NUMBER_KEY: trial.user_attrs.get("replay_of", trial.number)}
+        return {**params, NUMBER_KEY: trial.user_attrs.get("replay_of", trial.number)}
 
-    def on_record(record, study):
-        if record.state == FAILED:
-            log(f"trial {record.number} failed: {record.reason}")
-        for listener in listeners:
-            listener.on_trial_end(record, study)
+    metrics = [pareto.get_objective(o).key for o in cfg.objectives]
+    modes = ["max" if pareto.get_objective(o).direction == "maximize" else "min" for o in cfg.objectives]
+    return PrunetuneOptunaSearch(space=space, metric=metrics, mode=modes, sampler=make_sampler(cfg),
+                                 storage=make_storage(cfg.storage_url), study_name=cfg.study_name)
 
-    metrics = [_metric(o) for o in cfg.objectives]
-    modes = ["max" if _direction(o) == "maximize" else "min" for o in cfg.objectives]
-    searcher = _searcher_class()(space=space, metric=metrics, mode=modes, sampler=make_sampler(cfg),
-                                 storage=make_storage(cfg.storage_url), study_name=cfg.study_name,
-                                 cfg=cfg, on_record=on_record)
+
+def _trials_fitting(node: dict, cfg: SearchConfig) -> int:
+    """How many trials one node's resources hold at once."""
+    counts = [int(node.get(key, 0.0) // need) for key, need in (("CPU", cfg.cpus_per_trial),
+                                                               ("GPU", cfg.gpus_per_trial)) if need > 0]
+    return min(counts) if counts else cfg.workers
+
+
+def _check_resources(cfg: SearchConfig, remaining: int, log) -> None:
+    """Log what will run where; refuse trials no node of a local Ray can hold (Tune would wait
+    forever). A joined cluster may grow (autoscaler): there it is a warning."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    fit = sum(_trials_fitting(n, cfg) for n in nodes)
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, setup=setup), resources)
+    log(f"ray: {remaining} trial(s), at most {cfg.workers} at once, {resources} each; cluster: "
+        f"{len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
+        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.workers else ""))
+    if fit == 0:
+        msg = (f"no node of the Ray cluster has {cfg.cpus_per_trial:g} CPU(s) and {cfg.gpus_per_trial:g} "
+               f"GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)")
+        if not cfg.address:
+            raise PrunetuneError(msg)
+        log(f"warning: {msg}; trials wait until the cluster grows")
+
+
+def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> None:
+    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.workers at once."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(_trainable_class(), setup=setup), resources)
     storage_path = (Path("mlruns") / "prunetune" / cfg.study_name / "ray").resolve()
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.workers),
                                     num_samples=remaining, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(storage_path), name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  verbose=0, log_to_file=True))
-    log(f"ray: {remaining} trial(s), at most {cfg.workers} at once, {resources}")
+                                  verbose=0, log_to_file=True,
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tuner.fit()
-
-
-def _metric(name: str) -> str:
-    from prunetune.search import pareto
-
-    return pareto.get_objective(name).key
-
-
-def _direction(name: str) -> str:
-    from prunetune.search import pareto
-
-    return pareto.get_objective(name).direction

@@ -1,0 +1,268 @@
+"""The Ray Tune backend, end to end, with real Ray: a local Ray started by the search, kill -9 and
+resume on a two-node cluster simulated on this machine (joined with --address), the QuietLock
+across Ray worker processes, and a bad --address. Every search runs the CLI in a subprocess, so
+Ray's process state never leaks into other tests; each test checks that no Ray process it caused
+is left behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from prunetune.search.api import pareto_report
+from prunetune.search.objective import trial_seed
+from prunetune.search.quiet import QuietLock
+from tests.helpers import finished, load_study, run_cli, search_args, states
+
+pytestmark = pytest.mark.slow
+
+RAY = ["--backend", "ray", "--workers", "2"]
+NOISE = ("Traceback", "View detailed results", "Configuration for experiment", "tune_controller",
+         "(raylet)", "logging.cc", "Ray Tune", "WARNING")
+
+# A head node and one worker node, one CPU each, on this machine; prints its address and node ids,
+# shuts the cluster down when stdin closes.
+CLUSTER = """
+import json, sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+worker = cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print(json.dumps({"address": cluster.address, "nodes": [cluster.head_node.node_id, worker.node_id]}),
+      flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
+
+# Two Ray tasks pinned to the two nodes (so two worker processes): the first holds QuietLock in one
+# mode for 1.5 s, the second asks for it in another mode once the first holds it.
+LOCK_PROBE = """
+import json, os, sys, time
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from prunetune.search.quiet import QuietLock
+
+address, name, mark = sys.argv[1:4]
+ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+
+@ray.remote(num_cpus=1)
+def hold(mode, seconds):
+    with getattr(QuietLock(name), mode)():
+        start = time.time()
+        open(mark, "w").close()
+        time.sleep(seconds)
+        end = time.time()
+    return {"start": start, "end": end, "pid": os.getpid()}
+
+@ray.remote(num_cpus=1)
+def ask(mode):
+    while not os.path.exists(mark):
+        time.sleep(0.005)
+    asked = time.time()
+    with getattr(QuietLock(name), mode)():
+        got = time.time()
+    return {"asked": asked, "got": got, "pid": os.getpid()}
+
+nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+out = {}
+for first, second in (("busy", "quiet"), ("quiet", "busy"), ("busy", "busy")):
+    if os.path.exists(mark):
+        os.remove(mark)
+    a = hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[0], soft=False)).remote(first, 1.5)
+    b = ask.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[1], soft=False)).remote(second)
+    out[f"{first}-{second}"] = ray.get([a, b])
+print(json.dumps(out))
+"""
+
+
+def ray_processes() -> dict[int, int]:
+    """Ray's processes on this machine (GCS, raylets, agents, workers): pid -> parent pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if cmd.startswith("ray::") or "site-packages/ray/" in cmd:
+            found[int(entry.name)] = ppid
+    return found
+
+
+def assert_no_new_ray_processes(before: dict[int, int], timeout: float = 20.0) -> None:
+    """No Ray process appeared since `before` and stayed, except children of Ray processes that were
+    already there (a running cluster's raylet starting workers: checked when that cluster stops)."""
+    def left() -> list[int]:
+        return sorted(pid for pid, ppid in ray_processes().items() if pid not in before and ppid not in before)
+
+    end = time.time() + timeout
+    while left() and time.time() < end:
+        time.sleep(0.5)
+    assert not left(), f"Ray processes left behind: {left()}"
+
+
+def env(home: str) -> dict[str, str]:
+    return {"PRUNETUNE_HOME": home, "RAY_AUTH_MODE": "disabled"}
+
+
+def mlflow_runs(cwd: Path, study: str) -> tuple[list, list]:
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("prunetune.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
+    return parents, children
+
+
+@pytest.fixture(scope="module")
+def first_search(tmp_path_factory, prunetune_home):
+    """`search --backend ray --workers 2 --trials 4` on a local Ray; what it left, read at once
+    (the resume test continues the same study)."""
+    cwd = tmp_path_factory.mktemp("ray-local")
+    before = ray_processes()
+    t0 = time.perf_counter()
+    proc = run_cli(search_args("ray", 4, *RAY), cwd, env=env(prunetune_home))
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert_no_new_ray_processes(before)
+    study = load_study(cwd, "ray")
+    parents, children = mlflow_runs(cwd, "ray")
+    front = json.loads(pareto_report("ray", storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}", fmt="json"))
+    return {"cwd": cwd, "proc": proc, "seconds": seconds, "trials": study.trials, "states": states(study),
+            "parents": parents, "children": children, "front": front}
+
+
+def test_ray_search_lands_in_the_study_and_under_one_mlflow_parent(first_search):
+    s = first_search
+    assert s["states"] == {"COMPLETE": 4}
+    # run by Ray worker processes, at most 2 of them (reused actors); asked by the driver
+    drivers = {t.user_attrs["worker"] for t in s["trials"]}
+    ray_workers = {t.user_attrs["ray_worker"] for t in s["trials"]}
+    assert len(drivers) == 1 and not drivers & ray_workers
+    assert 1 <= len(ray_workers) <= 2
+    assert all(t.user_attrs["record"]["metrics"]["fps"] > 0 for t in s["trials"])
+    parents, children = s["parents"], s["children"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["backend"] == "ray"
+    assert len(children) == 4
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    tagged = sorted(int(c.data.tags["trial"]) for c in children if c.data.tags["pareto"] == "true")
+    assert tagged and tagged == sorted(r["trial"] for r in s["front"])
+    # Ray's console output stays off the user's screen
+    out = s["proc"].stdout + s["proc"].stderr
+    assert not [n for n in NOISE if n in out], out
+    assert "Pareto front of study 'ray'" in s["proc"].stdout
+    print(f"local ray search, 4 trials: {s['seconds']:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def cluster(prunetune_home):
+    """A two-node Ray cluster on this machine, in its own process; stopped afterwards."""
+    before = ray_processes()
+    proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, **env(prunetune_home)})
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        assert_no_new_ray_processes(before)
+
+
+def _wait_for(cond, timeout: float = 180.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, cluster, prunetune_home):
+    """kill -9 of a Ray search (driver, Ray and actors) with trials in flight; then a second
+    invocation with a larger --trials joins a two-node cluster (--address) and continues the study:
+    finished trials kept, the killed driver's trials re-run with their params and seeds, budget
+    reached, trials on the cluster. One flow, to keep this file fast."""
+    cwd = first_search["cwd"]
+    before = ray_processes()
+    killed = subprocess.Popen([sys.executable, "-m", "prunetune", *search_args("ray", 8, *RAY, "--epochs", "300")],
+                              cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, **env(prunetune_home)})
+    driver = f"{socket.gethostname()}:{killed.pid}"
+
+    def in_flight() -> bool:
+        assert killed.poll() is None, "the search to be killed ended early"
+        return any(t.state.name == "RUNNING" and t.user_attrs.get("worker") == driver
+                   for t in load_study(cwd, "ray").trials)
+    try:
+        assert _wait_for(in_flight), "the search never started a trial"
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        killed.wait(timeout=60)
+    assert_no_new_ray_processes(before)  # the local Ray died with its driver
+
+    proc = run_cli(search_args("ray", 8, *RAY, "--address", cluster["address"]), cwd, env=env(prunetune_home))
+    assert proc.returncode == 0, proc.stderr
+    assert "cluster: 2 node(s), 2 CPU(s)" in proc.stderr  # joined it, did not start its own Ray
+    assert "left unfinished" in proc.stderr
+    # (the cluster may keep idle workers after the driver left: checked when the cluster stops)
+    study = load_study(cwd, "ray")
+    assert finished(study) == 8 and states(study)["COMPLETE"] == 8
+    old = {t.number: (t.params, t.values) for t in first_search["trials"]}
+    assert {t.number: (t.params, t.values) for t in study.trials[:4]} == old  # finished trials kept
+    interrupted = {t.number: t for t in study.trials if t.user_attrs.get("interrupted")}
+    assert interrupted and all(t.user_attrs["worker"] == driver for t in interrupted.values())
+    replays = [t for t in study.trials if "replay_of" in t.user_attrs]
+    assert sorted(t.user_attrs["replay_of"] for t in replays) == sorted(interrupted)
+    for t in replays:
+        assert t.params == interrupted[t.user_attrs["replay_of"]].params
+        assert t.user_attrs["record"]["seed"] == trial_seed(0, t.user_attrs["replay_of"])
+    # they ran on the cluster's nodes (which of the two depends on how fast each actor started)
+    nodes = {t.user_attrs["ray_node"] for t in study.trials[4:] if t.state.name == "COMPLETE"}
+    assert nodes and nodes <= set(cluster["nodes"])
+    parents, children = mlflow_runs(cwd, "ray")
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED", "RUNNING"]  # kill -9: RUNNING
+    done = sorted(t.number for t in study.trials if t.state.name == "COMPLETE")
+    assert sorted(int(c.data.tags["trial"]) for c in children) == done
+
+
+def test_quiet_lock_serializes_measurement_against_training_across_ray_workers(cluster, isolated,
+                                                                              prunetune_home):
+    name = f"raytest-{uuid.uuid4().hex[:8]}"
+    lock = QuietLock(name)
+    try:
+        proc = subprocess.run([sys.executable, "-c", LOCK_PROBE, cluster["address"], name, str(isolated / "mark")],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env(prunetune_home)})
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        lock.gate_path.unlink(missing_ok=True)
+        lock.lock_path.unlink(missing_ok=True)
+    for case, (held, asked) in out.items():
+        assert held["pid"] != asked["pid"], case
+        assert asked["asked"] < held["end"], case  # it asked while the other one held the lock
+    # a measurement waits for training to end; training waits for a measurement to end
+    assert out["busy-quiet"][1]["got"] >= out["busy-quiet"][0]["end"]
+    assert out["quiet-busy"][1]["got"] >= out["quiet-busy"][0]["end"]
+    # training overlaps training (shared)
+    assert out["busy-busy"][1]["got"] < out["busy-busy"][0]["end"]
+
+
+def test_bad_address_is_one_clear_line(isolated, prunetune_home):
+    proc = run_cli(search_args("bad", 2, *RAY, "--address", "127.0.0.1:1"), isolated, env=env(prunetune_home),
+                   timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "prunetune: error: no Ray cluster at 127.0.0.1:1 (Connection refused); start one with "
+        "`ray start --head`, or give the head node's HOST:PORT"]
+    assert not (isolated / "mlruns" / "optuna.db").exists()  # failed before anything was written
