@@ -130,15 +130,14 @@ def first_search(tmp_path_factory, prunetune_home):
     (the resume test continues the same study)."""
     cwd = tmp_path_factory.mktemp("ray-local")
     before = ray_processes()
-    t0 = time.perf_counter()
     proc = run_cli(search_args("ray", 4, *RAY), cwd, env=env(prunetune_home))
-    seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
     assert_no_new_ray_processes(before)
     study = load_study(cwd, "ray")
     parents, children = mlflow_runs(cwd, "ray")
+    # what `prunetune pareto --study ray --format json` prints
     front = json.loads(pareto_report("ray", storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}", fmt="json"))
-    return {"cwd": cwd, "proc": proc, "seconds": seconds, "trials": study.trials, "states": states(study),
+    return {"cwd": cwd, "proc": proc, "trials": study.trials, "states": states(study),
             "parents": parents, "children": children, "front": front}
 
 
@@ -162,7 +161,6 @@ def test_ray_search_lands_in_the_study_and_under_one_mlflow_parent(first_search)
     out = s["proc"].stdout + s["proc"].stderr
     assert not [n for n in NOISE if n in out], out
     assert "Pareto front of study 'ray'" in s["proc"].stdout
-    print(f"local ray search, 4 trials: {s['seconds']:.1f} s")
 
 
 @pytest.fixture(scope="module")

@@ -291,12 +291,13 @@ def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> Non
 
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(_trainable_class(), setup=setup), resources)
-    storage_path = (Path("mlruns") / "prunetune" / cfg.study_name / "ray").resolve()
+    storage_path = (Path("mlruns") / "prunetune" / cfg.study_name / "ray").resolve()  # trial logs
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.workers),
                                     num_samples=remaining, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(storage_path), name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_config=tune.RunConfig(storage_path=str(storage_path),
+                                  name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                                   verbose=0, log_to_file=True,
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     with warnings.catch_warnings():
