@@ -18,7 +18,7 @@ The base model is trained once, before timing. Per run the study gives the trial
 trial start to last trial end), how long trials waited to start computing (under Ray: for their
 actors) and each trial's own compute (compress, fine-tune, measure); the rest of the wall time is
 fixed cost (imports, data, base model load and measurement, Ray start-up and shut-down, MLflow,
-final test-set scoring). About 9 minutes with the defaults on a busy 2-core machine. Writes
+final test-set scoring). 9-12 minutes with the defaults on a busy 2-core machine. Writes
 ray_vs_optuna.md and ray_vs_optuna.json.
 """
 from __future__ import annotations

@@ -5,6 +5,7 @@ session of its own, so Ray's process state never leaks into other tests, and no 
 may outlive it (found by session id: other jobs' Ray processes on the machine do not count)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,8 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from prunetune.search.api import pareto_report
 from prunetune.search.objective import trial_seed
@@ -100,21 +101,31 @@ def session_processes(sid: int) -> list[int]:
     return sorted(found)
 
 
+def kill_session(sid: int) -> None:
+    """kill -9 every process of the session `sid` (a worker Ray was still starting may otherwise
+    take a minute to notice its raylet is gone)."""
+    end = time.time() + 20
+    while (left := session_processes(sid)) and time.time() < end:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
 def assert_session_ended(sid: int, timeout: float = 20.0) -> None:
     """Nothing of the session `sid` outlives it; leftovers are killed (they are this test's), then
     the test fails."""
     end = time.time() + timeout
     while (left := session_processes(sid)) and time.time() < end:
         time.sleep(0.5)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    kill_session(sid)
     assert not left, f"processes left behind: {left}"
 
 
 def start_search(args: list[str], cwd: Path, home: str, **kw) -> subprocess.Popen:
     """`python -m prunetune ARGS` in a new session (its id = its pid)."""
     return subprocess.Popen([sys.executable, "-m", "prunetune", *args], cwd=cwd, text=True,
-                            start_new_session=True, env={**os.environ, **env(home)}, **kw)
+                            start_new_session=True, env=env(home), **kw)
 
 
 def run_search(args: list[str], cwd: Path, home: str) -> subprocess.CompletedProcess:
@@ -123,19 +134,23 @@ def run_search(args: list[str], cwd: Path, home: str) -> subprocess.CompletedPro
     try:
         out, err = proc.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # timed out
+            kill_session(proc.pid)
     assert_session_ended(proc.pid)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def env(home: str) -> dict[str, str]:
-    return {"PRUNETUNE_HOME": home, "RAY_AUTH_MODE": "disabled"}
+    """This process's environment for a child, with the session's model cache, without a tracking
+    URI another test may have left behind (MLflow exports it), so the child uses ./mlruns."""
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            "PRUNETUNE_HOME": home, "RAY_AUTH_MODE": "disabled"}
 
 
 def mlflow_runs(cwd: Path, study: str) -> tuple[list, list]:
-    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+    """(parent runs, trial runs) of the study's experiment in cwd's MLflow store."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")  # no global state
+    runs = client.search_runs([client.get_experiment_by_name(study).experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("prunetune.role") == "search"]
     children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
     return parents, children
@@ -183,7 +198,7 @@ def cluster(prunetune_home):
     """A two-node Ray cluster on this machine, in its own process; stopped afterwards."""
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                            env={**os.environ, **env(prunetune_home)})
+                            env=env(prunetune_home))
     try:
         yield json.loads(proc.stdout.readline())
     finally:
@@ -201,7 +216,6 @@ def _wait_for(cond, timeout: float = 180.0) -> bool:
     return False
 
 
-@pytest.mark.skip(reason="failing on the shared machine at the end of session 1 (kill -9 resume on a two-node cluster); issue #6 stays open for it")
 def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, cluster, prunetune_home):
     """kill -9 of a Ray search (driver, Ray and actors) with trials in flight; then a second
     invocation with a larger --trials joins a two-node cluster (--address) and continues the study:
@@ -219,9 +233,8 @@ def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, clu
     try:
         assert _wait_for(in_flight), "the search never started a trial"
     finally:
-        os.killpg(killed.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        kill_session(killed.pid)  # the driver, the local Ray it started and the trial actors
         killed.wait(timeout=60)
-    assert_session_ended(killed.pid)  # the trial actors died with their raylet
 
     proc = run_search(search_args("ray", 8, *RAY, "--address", cluster["address"]), cwd, prunetune_home)
     assert proc.returncode == 0, proc.stderr
@@ -232,7 +245,9 @@ def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, clu
     old = {t.number: (t.params, t.values) for t in first_search["trials"]}
     assert {t.number: (t.params, t.values) for t in study.trials[:4]} == old  # finished trials kept
     interrupted = {t.number: t for t in study.trials if t.user_attrs.get("interrupted")}
-    assert interrupted and all(t.user_attrs["worker"] == driver for t in interrupted.values())
+    # asked and tagged by the killed driver (or killed between its ask and its tag)
+    askers = {t.user_attrs.get("worker") for t in interrupted.values()}
+    assert driver in askers and askers <= {driver, None}
     replays = [t for t in study.trials if "replay_of" in t.user_attrs]
     assert sorted(t.user_attrs["replay_of"] for t in replays) == sorted(interrupted)
     for t in replays:
@@ -253,7 +268,7 @@ def test_quiet_lock_serializes_measurement_against_training_across_ray_workers(c
     lock = QuietLock(name)
     try:
         proc = subprocess.run([sys.executable, "-c", LOCK_PROBE, cluster["address"], name, str(isolated / "mark")],
-                              capture_output=True, text=True, timeout=120, env={**os.environ, **env(prunetune_home)})
+                              capture_output=True, text=True, timeout=120, env=env(prunetune_home))
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import optuna
 
@@ -77,18 +77,14 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     replayed = recover_unfinished(study)
     if replayed:
         log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
-    for listener in listeners:
-        listener.on_search_start(setup, study)
-    old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    outcome = "failed"
-    try:
+    def loop() -> None:
         while True:
             if progress:
                 progress(count_finished(study)[0], cfg.trials, study)
             with budget_lock(cfg.study_name):  # count + ask atomically: parallel searches never overshoot
                 finished, running = count_finished(study)
                 if finished + running >= cfg.trials:
-                    break
+                    return
                 trial = study.ask()
                 trial.set_user_attr("worker", worker_id())
             number = trial.user_attrs.get("replay_of", trial.number)
@@ -105,12 +101,29 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                 log(f"trial {trial.number} failed: {record.reason}")
             for listener in listeners:
                 listener.on_trial_end(record, study)
+
+    return drive(cfg, setup, study, listeners, loop)
+
+
+def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners: list[SearchListener],
+          run_trials: Callable[[], None], cleanup: Callable[[], None] = lambda: None) -> SearchResult:
+    """The part of a search both backends share: notify the listeners, run the trials with SIGTERM
+    turned into KeyboardInterrupt, then `cleanup()` and, whatever happened, the result (finalized
+    when the budget was reached, else summarized as it stands) handed to the listeners with the
+    outcome ("finished", "interrupted" or "failed"). Errors and Ctrl-C propagate afterwards."""
+    for listener in listeners:
+        listener.on_search_start(setup, study)
+    old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # after ray.init, which sets its own
+    outcome = "failed"
+    try:
+        run_trials()
         outcome = "finished"
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
+        cleanup()
         result = (finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
                   if outcome == "finished" else summarize(study))
         for listener in listeners:

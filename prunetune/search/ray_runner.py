@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import time
 import warnings
@@ -45,9 +44,9 @@ from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search.optuna_runner import SearchListener, finalize, tell, weights_dir
+from prunetune.search.optuna_runner import SearchListener, drive, tell, weights_dir
 from prunetune.search.records import FAILED, TrialRecord
-from prunetune.search.results import SearchResult, summarize
+from prunetune.search.results import SearchResult
 from prunetune.search.study import budget_lock, count_finished, make_sampler, make_storage, open_study, \
     recover_unfinished, worker_id
 
@@ -99,34 +98,21 @@ def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), l
 
 def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: int, listeners, log,
          progress) -> SearchResult:
-    for listener in listeners:
-        listener.on_search_start(setup, study)
-    if progress:
-        progress(count_finished(study)[0], cfg.trials, study)
-    old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # after ray.init, which sets its own
     searcher = None
-    outcome = "failed"
-    try:
+
+    def run_trials() -> None:
+        nonlocal searcher
+        if progress:
+            progress(count_finished(study)[0], cfg.trials, study)
         if remaining > 0:
             searcher = _make_searcher(cfg, setup, listeners, log, progress)
             _fit(cfg, setup, searcher, remaining)
-        outcome = "finished"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, old)
+
+    def cleanup() -> None:
         if searcher is not None:
             searcher.interrupt_unfinished()
-        result = (finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
-                  if outcome == "finished" else summarize(study))
-        for listener in listeners:
-            listener.on_search_end(result, study, outcome=outcome)
-    return result
 
-
-def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
+    return drive(cfg, setup, study, listeners, run_trials, cleanup)
 
 
 def _check_reachable(address: str) -> None:
@@ -206,11 +192,14 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
         with its reason) and notifies the listeners; the study in storage is the only checkpoint."""
 
         def suggest(self, trial_id: str) -> dict | None:
-            with budget_lock(cfg.study_name):
+            with budget_lock(cfg.study_name):  # count, ask and tag atomically, as the embedded runner
                 finished, running = count_finished(self._ot_study)
                 if finished + running >= cfg.trials:
                     return Searcher.FINISHED
-                return super().suggest(trial_id)
+                trial = self._ot_study.ask()
+                trial.set_user_attr("worker", driver)
+                self._ot_trials[trial_id] = trial
+                return super().suggest(trial_id)  # the define-by-run space on this trial
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self._completed_trials:
@@ -249,7 +238,6 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
 
     def space(trial) -> dict:
         params = setup.space.suggest(trial)
-        trial.set_user_attr("worker", driver)
         return {**params, NUMBER_KEY: trial.user_attrs.get("replay_of", trial.number)}
 
     metrics = [pareto.get_objective(o).key for o in cfg.objectives]

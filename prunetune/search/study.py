@@ -138,15 +138,23 @@ def _dead_local(worker: str | None) -> bool:
 
 def recover_unfinished(study: optuna.Study) -> list[int]:
     """Re-queue trials an interrupted run left unfinished: RUNNING trials whose process on this
-    machine is gone (kill -9), and trials failed by Ctrl-C. Each is re-queued once with its params
-    and its original number as `replay_of` (so it uses the same seed). Returns their numbers."""
+    machine is gone (kill -9) or that no process ever tagged as its own (killed between ask and
+    tag: runners ask and tag under the budget lock, which is held here too), and trials failed by
+    Ctrl-C. Each is re-queued once with its params and its original number as `replay_of` (so it
+    uses the same seed). Returns their numbers."""
+    with budget_lock(study.study_name):
+        return _recover_unfinished(study)
+
+
+def _recover_unfinished(study: optuna.Study) -> list[int]:
     requeued = set(study.user_attrs.get("requeued", []))
     storage = study._storage
     out = []
     for t in study.get_trials(deepcopy=False):
         if t.number in requeued:
             continue
-        if t.state == optuna.trial.TrialState.RUNNING and _dead_local(t.user_attrs.get("worker")):
+        worker = t.user_attrs.get("worker")
+        if t.state == optuna.trial.TrialState.RUNNING and (not worker or _dead_local(worker)):
             storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died (killed?)")
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
