@@ -219,7 +219,7 @@ def render(data: dict, name: str, out, regenerated: bool = False) -> None:
              "Hypervolume uses validation accuracy (500 images: about ±1.3 points from chance "
              "alone), the split the search selects on.", "",
              "Scaled down to fit ~40 min of compute on 2 shared cores (for all benches together): "
-             f"mnist_net fine-tunes 2 epochs on 500 images per trial (defaults: 3 on 2,000), 24 "
+             f"mnist_net fine-tunes 2 epochs on 500 images per trial (defaults: 3 on 2,000 at the time; now 3 on 2,500), 24 "
              f"trials; seeds: TPE and random {len(seeds['main'])}, NSGA-II {len(seeds['nsga2'])}, "
              f"uniform sweep {len(seeds['uniform'])} (its seed only changes the fine-tuning draws). "
              "resnet18 and mobilenet_v2: a 2-epoch base (default 5), block granularity (5 and 19 "

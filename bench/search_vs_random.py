@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
              + " ".join(__doc__.split("\n\n")[3].split()), "",
              f"Settings: {s.trials} trials per study; pruning ratios only (bits 32), layer granularity "
              f"(3 ratio dimensions: conv1, conv2, fc1 hidden units; step 0.05 in [0, 0.95]); fine-tuning "
-             f"{s.epochs} epoch(s) on {s.subset} class-balanced images per trial (default: 3 on 2,000; "
+             f"{s.epochs} epoch(s) on {s.subset} class-balanced images per trial (default at the time: 3 on 2,000; now 3 on 2,500; "
              "scaled down to fit the compute budget; the same for both samplers); one base checkpoint "
              f"(seed 0; validation accuracy {base['accuracy']:.3f}, {base['macs']:,} MACs) for every "
              "study; `fps_repeats` 3. TPE is prunetune's (multivariate, 10 random start-up trials); "

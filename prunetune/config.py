@@ -47,7 +47,7 @@ class SearchConfig:
     round_to: int = 1
     bits: list[int] = field(default_factory=lambda: [32, 8, 6, 4])
     importance: list[str] = field(default_factory=lambda: ["l2"])
-    subset: int = 1500
+    subset: int = 2500
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 64
