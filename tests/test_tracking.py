@@ -196,6 +196,9 @@ def test_resume_adds_children_and_refreshes_the_front_everywhere(isolated, capsy
     assert got == rows
     assert {int(n) for n in parents[0].data.tags["pareto_trials"].split(",")} == front
     assert parents[0].data.metrics["front_size"] == len(front)
+    cost = parents[0].data.metrics  # the search's own tracking overhead, on the parent
+    assert cost["tracking_s"] > 0 and cost["trial_s"] > 0  # two trials (2, 3) ran in this invocation
+    assert cost["tracking_share"] == pytest.approx(cost["tracking_s"] / cost["trial_s"])
 
     # the registered model follows the selection: a folder source that models:/ URIs resolve
     versions = client.search_model_versions(f"name = '{registered_name('res')}'")

@@ -15,7 +15,8 @@ invocation finished in Optuna but never logged get their child run at the next r
 Cost: the tracker writes one child run in three commits, batches the parent's writes, and keeps
 a SQLite store in write-ahead-log mode (one fsync per commit instead of several: ~8x faster small
 writes here, and the UI's reads never block a search's writes). `MlflowTracker.seconds` is the time
-the search spends in tracking; bench/tracking_overhead.py measures it.
+the search spends in tracking, logged on the parent run as `tracking_s` beside the trials' own time
+`trial_s` and their ratio `tracking_share`; bench/tracking_overhead.py measures it.
 """
 from __future__ import annotations
 
@@ -129,7 +130,9 @@ def _metrics_steps(series: list[tuple[str, float, int]]) -> list:
 
 class MlflowTracker:
     """A SearchListener that logs the search to MLflow (see module docstring). `seconds` adds up the
-    time spent in its calls; `experiment_id` and `parent_run_id` are set by on_search_start."""
+    time spent in its calls, `trial_seconds` the trials' own time (both logged on the parent run at
+    the end as `tracking_s`, `trial_s` and `tracking_share`); `experiment_id` and `parent_run_id`
+    are set by on_search_start."""
 
     def __init__(self, uri: str | None = None, *, select: str | None = None) -> None:
         self._uri_arg = uri
@@ -138,6 +141,7 @@ class MlflowTracker:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.seconds = 0.0
+        self.trial_seconds = 0.0
 
     @property
     def uri(self) -> str:
@@ -177,6 +181,7 @@ class MlflowTracker:
 
     def on_trial_end(self, record: TrialRecord, study) -> None:
         t = time.perf_counter()
+        self.trial_seconds += record.timings.get("total_s", 0.0)
         try:
             self.log_trial(record)
         finally:
@@ -192,7 +197,11 @@ class MlflowTracker:
             self.refresh_front(result)
         finally:
             status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
-            self._log_batch(self.parent_run_id, tags={"outcome": outcome})
+            spent = self.seconds + time.perf_counter() - t  # all but the two writes below
+            cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
+            if self.trial_seconds > 0:
+                cost["tracking_share"] = spent / self.trial_seconds
+            self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
             self.client.set_terminated(self.parent_run_id, status=status)
             self.seconds += time.perf_counter() - t
 
