@@ -19,5 +19,5 @@ if [ ! -f "$venv/.deps-ok" ]; then
     touch "$venv/.deps-ok"
 fi
 # The package itself is (re)installed editable from THIS clone every time: cheap, no dependencies.
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >&2
+PYTHONWARNINGS=ignore "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >&2  # quiet: setuptools warns about editable installs every time
 echo "$venv"
