@@ -100,6 +100,22 @@ def test_mnist_net_reference_shape_has_published_macs_and_params():
     assert pruned.prunetune_report.kept == {"0": 4, "2": 2, "5": 1024}
 
 
+def test_a_one_filter_conv_does_not_block_the_layers_feeding_it():
+    """The hand schedule's end point (4, 1) -> (1, 1): conv2 has a single filter (not prunable
+    itself) and conv1 still shrinks. Regression: the batch was traced as an unbatched sample,
+    which made the one-filter conv look like an op that moves channels."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    x = torch.randn(1, 1, 28, 28)
+    inv = inventory(net, x)
+    assert [g.name for g in inv.groups] == ["0", "5"]
+    assert dict(inv.skipped) == {"2": "has a single output channel", "7": "produces the model output"}
+    pruned = prune(net, {"0": 0.75}, x)
+    assert (pruned[0].out_channels, pruned[2].in_channels, pruned[2].out_channels) == (1, 1, 1)
+    assert pruned(x).shape == (1, 10)
+
+
 def test_lowest_importance_channels_go_and_outputs_survive():
     """Channels that contribute nothing (zero filters, zero BN, zero consumer weights) are the ones
     l1 removes, through the residual group of ResNet-18: the outputs must not change."""

@@ -151,7 +151,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> SafeDependency
             p.requires_grad_(True)
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return SafeDependencyGraph().build_dependency(model, example_input, verbose=False)
+            # a tuple: given a bare tensor, torch-pruning first tries model(*tensor), i.e. an
+            # unbatched forward of the batch's first sample, and keeps that trace when it runs
+            return SafeDependencyGraph().build_dependency(model, (example_input,), verbose=False)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
