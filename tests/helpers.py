@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import optuna
+
+from prunetune.search.study import make_storage
 
 FAST = ["--model", "tiny_cnn", "--dataset", "digits", "--base-epochs", "2", "--epochs", "1",
         "--subset", "200", "--fps-repeats", "3", "--threads", "1"]
@@ -29,7 +33,9 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
 
 
 def load_study(cwd: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}")
+    """The study `name` in cwd's default storage, opened as prunetune opens it (never racing a
+    search that is creating that storage)."""
+    return optuna.load_study(study_name=name, storage=make_storage(f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}"))
 
 
 def states(study: optuna.Study) -> dict[str, int]:
@@ -42,3 +48,24 @@ def states(study: optuna.Study) -> dict[str, int]:
 def finished(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state.is_finished() and not t.user_attrs.get("interrupted"))
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 240.0) -> bool:
+    """Poll `cond` every 0.2 s until it holds (True) or `timeout` seconds pass (False)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def open_storage_after(url: str, barrier, results) -> None:
+    """In a child process: wait at `barrier`, open the Optuna storage `url` as prunetune does and
+    put "ok" or the error in the `results` queue."""
+    barrier.wait()
+    try:
+        make_storage(url)
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")

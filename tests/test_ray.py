@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from prunetune.search.api import pareto_report
 from prunetune.search.objective import trial_seed
 from prunetune.search.quiet import QuietLock
-from tests.helpers import finished, load_study, search_args, states
+from tests.helpers import finished, load_study, search_args, states, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -207,15 +207,6 @@ def cluster(prunetune_home):
         assert_session_ended(proc.pid)  # the nodes, and the workers the searches used on them
 
 
-def _wait_for(cond, timeout: float = 180.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, cluster, prunetune_home):
     """kill -9 of a Ray search (driver, Ray and actors) with trials in flight; then a second
     invocation with a larger --trials joins a two-node cluster (--address) and continues the study:
@@ -231,7 +222,7 @@ def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, clu
         return any(t.state.name == "RUNNING" and t.user_attrs.get("worker") == driver
                    for t in load_study(cwd, "ray").trials)
     try:
-        assert _wait_for(in_flight), "the search never started a trial"
+        assert wait_for(in_flight), "the search never started a trial"
     finally:
         kill_session(killed.pid)  # the driver, the local Ray it started and the trial actors
         killed.wait(timeout=60)

@@ -1,6 +1,7 @@
 """Faults inside trials are recorded and the search goes on; loading is safe; no shell strings."""
 from __future__ import annotations
 
+import multiprocessing
 import re
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import mlflow
 import pytest
 
 from prunetune.cli import main
-from tests.helpers import load_study
+from tests.helpers import load_study, open_storage_after
 
 FAULTY = '''
 import torch
@@ -73,6 +74,72 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(isolated, monkeypatc
     assert len(children) == len(failed) and all(reason in c.data.tags["reason"] for c in children)
     assert all(c.info.status == "FAILED" for c in children)
     assert "trial 0 failed: " in capsys.readouterr().err
+
+
+SWALLOWING = '''
+import os
+import signal
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Swallowing(nn.Module):
+    """Ctrl-C arrives while code that swallows KeyboardInterrupt runs (as library clean-up code
+    run by the garbage collector does): in the first training step of a pruned model."""
+
+    fired = False
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        if self.training and self.conv1.out_channels < 8 and not Swallowing.fired:
+            Swallowing.fired = True
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return self.fc(torch.flatten(F.relu(self.conv1(x)), 1))
+
+
+def build(num_classes):
+    return Swallowing(num_classes)
+'''
+
+
+def test_ctrl_c_swallowed_by_other_code_still_stops_the_search(isolated, monkeypatch, capsys):
+    (isolated / "swallowing_nets.py").write_text(SWALLOWING)
+    monkeypatch.syspath_prepend(str(isolated))
+    argv = ["search", "--model", "swallowing_nets:build", "--dataset", "digits", "--base-epochs", "1",
+            "--epochs", "2", "--subset", "100", "--fps-repeats", "3", "--study", "s", "--trials", "4",
+            "--bits", "32"]
+    assert main(argv) == 130
+    assert "Re-run the same command to resume" in capsys.readouterr().err
+    trials = load_study(isolated, "s").trials
+    assert [t.number for t in trials if t.user_attrs.get("interrupted")] == [0]  # the pruned warm start
+    assert all(t.state.name == "WAITING" for t in trials[1:]), "no trial ran after the interrupted one"
+
+
+def test_searches_starting_together_on_a_new_storage_do_not_collide(tmp_path):
+    """Two `prunetune search` processes started at once in a fresh folder both create the Optuna
+    schema; unguarded, one of them fails ("table ... already exists", "UNIQUE constraint")."""
+    ctx = multiprocessing.get_context("fork")  # the children only run Optuna and SQLite: no import cost
+    for rep in range(3):
+        url = f"sqlite:///{tmp_path / f'new-{rep}' / 'optuna.db'}"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=open_storage_after, args=(url, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert outcomes == ["ok"] * 4
 
 
 SOURCE = Path(__file__).resolve().parents[1] / "prunetune"

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import mlflow
 import pytest
 
 from prunetune.cli import main
-from tests.helpers import finished, load_study, run_cli, search_args, start_cli, states
+from tests.helpers import finished, load_study, run_cli, search_args, start_cli, states, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +55,6 @@ def test_resume_counts_the_budget_and_adds_children(isolated):
     assert sorted(int(c.data.tags["trial"]) for c in children) == [0, 1, 2, 3, 4]
 
 
-def _wait_for(cond, timeout=240.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _running_after_complete(isolated, name):
     def cond():
         if not (isolated / "mlruns" / "optuna.db").exists():
@@ -82,11 +72,11 @@ def _running_after_complete(isolated, name):
 def test_interrupted_search_resumes_to_the_budget(isolated, sig):
     args = search_args("intr", 6, "--epochs", "4", "--subset", "600")
     proc = start_cli(args, isolated)
-    assert _wait_for(_running_after_complete(isolated, "intr")), proc.communicate()[1]
+    assert wait_for(_running_after_complete(isolated, "intr")), proc.communicate()[1]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "Re-run the same command to resume" in err
+        assert proc.returncode == 130 and "Re-run the same command to resume" in err, err[-3000:]
         assert "Traceback" not in err
     before = load_study(isolated, "intr")
     done_before = finished(before)

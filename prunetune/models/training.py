@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from prunetune import interrupts
 from prunetune.data.bundle import NormalizedTensorDataset
 
 
@@ -81,6 +82,7 @@ def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
             sampler.set_epoch(epoch)
         total, n = 0.0, 0
         for x, y in _loader(train_set, recipe.batch_size, sampler=sampler, shuffle=True, generator=g):
+            interrupts.check()
             x, y = x.to(device), y.to(device)
             out = model(x)
             loss = F.cross_entropy(out, y)

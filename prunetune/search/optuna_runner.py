@@ -8,12 +8,12 @@ trial interrupted (it is re-run on resume) and re-raises; nothing finished is lo
 """
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Callable, Protocol
 
 import optuna
 
+from prunetune import interrupts
 from prunetune.compress import load_compressed_file
 from prunetune.config import SearchConfig
 from prunetune.models import evaluate
@@ -62,10 +62,6 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cf
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
 def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
                progress=None) -> SearchResult:
     """Run (or resume) the search described by cfg until cfg.trials trials have finished."""
@@ -79,6 +75,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
         log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
     def loop() -> None:
         while True:
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
             if progress:
                 progress(count_finished(study)[0], cfg.trials, study)
             with budget_lock(cfg.study_name):  # count + ask atomically: parallel searches never overshoot
@@ -107,22 +104,22 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
 
 def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners: list[SearchListener],
           run_trials: Callable[[], None], cleanup: Callable[[], None] = lambda: None) -> SearchResult:
-    """The part of a search both backends share: notify the listeners, run the trials with SIGTERM
-    turned into KeyboardInterrupt, then `cleanup()` and, whatever happened, the result (finalized
-    when the budget was reached, else summarized as it stands) handed to the listeners with the
-    outcome ("finished", "interrupted" or "failed"). Errors and Ctrl-C propagate afterwards."""
+    """The part of a search both backends share: notify the listeners, run the trials with Ctrl-C
+    and SIGTERM raising KeyboardInterrupt (see prunetune.interrupts), then `cleanup()` and,
+    whatever happened, the result (finalized when the budget was reached, else summarized as it
+    stands) handed to the listeners with the outcome ("finished", "interrupted" or "failed").
+    Errors and Ctrl-C propagate afterwards."""
     for listener in listeners:
         listener.on_search_start(setup, study)
-    old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # after ray.init, which sets its own
     outcome = "failed"
     try:
-        run_trials()
+        with interrupts.handle_interrupts():  # after ray.init, which sets its own SIGTERM handler
+            run_trials()
         outcome = "finished"
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
     finally:
-        signal.signal(signal.SIGTERM, old)
         cleanup()
         result = (finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
                   if outcome == "finished" else summarize(study))

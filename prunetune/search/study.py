@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import socket
 import tempfile
@@ -25,8 +26,11 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
     url = prepare_sqlite(url, "study storage", create=True)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                          if url.startswith("sqlite") else None)
+        # Optuna creates a new database's tables without a guard: two processes opening the same
+        # new storage at once can both insert its schema version (IntegrityError). One at a time.
+        with _file_lock(hashlib.sha256(url.encode()).hexdigest()[:16], "storage"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                              if url.startswith("sqlite") else None)
     except Exception as exc:
         raise PrunetuneError(f"cannot open study storage {url!r}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200]}") from None
