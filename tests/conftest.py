@@ -10,6 +10,18 @@ def prunetune_home(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("prunetune-home"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (other test processes share the 2 cores); use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch, prunetune_home):
     monkeypatch.chdir(tmp_path)

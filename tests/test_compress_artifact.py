@@ -17,12 +17,7 @@ from prunetune.models import build_for
 TINY = {"model": "tiny_cnn", "input_shape": (1, 8, 8), "num_classes": 10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _finetune(model: nn.Module, shape: tuple[int, ...], steps: int = 2) -> None:

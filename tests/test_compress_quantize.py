@@ -9,12 +9,7 @@ from prunetune.compress import apply_quantization, calibrate_activations, size_b
 from prunetune.errors import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny() -> nn.Sequential:
