@@ -71,15 +71,25 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--config", help="YAML file with the same keys as these flags (flags win)")
     list_types = {"objectives": str, "bits": int, "importance": str}
+    defaults = SearchConfig()
     for f in dataclasses.fields(SearchConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = _with_default(FLAG_HELP[f.name], getattr(defaults, f.name))
         if f.name in list_types:
-            p.add_argument(flag, type=_csv(list_types[f.name]), default=None, help=FLAG_HELP[f.name])
+            p.add_argument(flag, type=_csv(list_types[f.name]), default=None, help=text)
         elif f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=None, help=FLAG_HELP[f.name])
+            p.add_argument(flag, action="store_true", default=None, help=text)
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=None, help=FLAG_HELP[f.name])
+            p.add_argument(flag, type=kind, default=None, help=text)
+
+
+def _with_default(text: str, value) -> str:
+    """A flag's help with its default appended (unless it has none or the text names it)."""
+    if value is None or isinstance(value, bool) or "default" in text:
+        return text
+    shown = ",".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else value
+    return f"{text} (default {shown})"
 
 
 def _config_from_args(args):

@@ -112,7 +112,8 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
         except CheckpointError as exc:
             log(f"ignoring broken cached checkpoint ({exc}); retraining")
     model = build_for(model_name, bundle)
-    log(f"training base {model_name} on {bundle.name} for {recipe.epochs} epochs (cached afterwards)")
+    epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
+    log(f"training base {model_name} on {bundle.name} for {epochs} (cached afterwards)")
     hist = train(model, bundle.train, recipe, seed=seed)
     meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
             "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),

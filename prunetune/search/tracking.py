@@ -21,6 +21,7 @@ the search spends in tracking, logged on the parent run as `tracking_s` beside t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -153,6 +154,8 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            # MLflow announces at INFO that it creates a new store's tables: not news for the user
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             uri = self.uri
             if uri.startswith("sqlite:///"):
                 _use_wal(Path(uri.removeprefix("sqlite:///")))
