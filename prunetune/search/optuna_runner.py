@@ -4,7 +4,8 @@ Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base m
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
 listeners.on_trial_end} until `cfg.trials` trials have finished -> finalize (test accuracy of the
 front, weights of dominated trials dropped, listeners.on_search_end). Ctrl-C marks the running
-trial interrupted (it is re-run on resume) and re-raises; nothing finished is lost.
+trial interrupted (it is re-run on resume) and re-raises; nothing finished is lost. `drive()`, the
+start / signal / finish logic around the loop, is shared with the Ray runner.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     replayed = recover_unfinished(study)
     if replayed:
         log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
+
     def loop() -> None:
         while True:
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
