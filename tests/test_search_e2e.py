@@ -19,6 +19,8 @@ def test_search_records_front_and_mlflow(isolated, capsys):
     assert "Pareto front of study 'e2e'" in out and "base" in out
     study = load_study(isolated, "e2e")
     assert finished(study) == 6
+    timings = [t.user_attrs["record"]["timings"] for t in study.trials]
+    assert all(t["recalibrate_s"] > 0 for t in timings)  # tiny_cnn has batch norms
     # the Pareto JSON has the documented fields
     assert main(["pareto", "--study", "e2e", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)

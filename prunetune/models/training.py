@@ -107,6 +107,35 @@ def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
 
 
 @torch.no_grad()
+def recalibrate_bn(model: nn.Module, dataset: Dataset, *, sampler: Sampler, batch_size: int = 64,
+                   device: torch.device | None = None) -> int:
+    """Re-estimate every batch norm's running mean and variance from the images `sampler` picks
+    (plain average over them; weights untouched), then leave the model in eval mode. After
+    channels are removed and a handful of fine-tuning steps, the running statistics no longer
+    match the activations, and a model with batch norms can score chance in eval mode while its
+    weights are fine (resnet18 pruned 50 %, 8 fine-tune steps: 10 % -> 94 % on mnist5k). Returns
+    how many batch norms were recalibrated (0: nothing to do, no forward pass run)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    device = device or default_device()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.to(device).train()
+    try:
+        for x, _ in _loader(dataset, batch_size, sampler=sampler):
+            interrupts.check()
+            model(x.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return len(norms)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500,
              device: torch.device | None = None) -> dict[str, float]:
     """Top-1 accuracy (and top-5 when there are more than 10 classes) as fractions in [0, 1]."""

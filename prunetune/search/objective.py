@@ -1,5 +1,5 @@
 """One trial: params -> compress the base model -> fine-tune on a fresh class-balanced subset ->
-measure on the validation split -> TrialRecord.
+re-estimate batch-norm statistics -> measure on the validation split -> TrialRecord.
 
 `prepare_search` builds, once per search (or once per Ray worker), everything trials share: data,
 base model, inventory, space, the base model's metrics and the machine's QuietLock. `run_trial` is
@@ -20,7 +20,7 @@ from prunetune.compress import CompressionConfig, compress, compressed_size_byte
 from prunetune.config import SearchConfig
 from prunetune.data import BalancedSubsetSampler, DataBundle, create_dataset
 from prunetune.measure import count_macs, count_params
-from prunetune.models import BaseModel, Recipe, evaluate, get_base_model, train
+from prunetune.models import BaseModel, Recipe, evaluate, get_base_model, recalibrate_bn, train
 from prunetune.models.training import DivergedError
 from prunetune.runtimes import make_runner, measure_fps
 from prunetune.search.quiet import QuietLock
@@ -28,6 +28,7 @@ from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
 from prunetune.spaces import SearchSpace
 
 CALIBRATION_BATCHES = 8
+RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
 
 
 @dataclass
@@ -158,6 +159,9 @@ def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         t1 = time.perf_counter()
         rec.curve = _finetune(setup, model, seed)
         rec.timings["finetune_s"] = time.perf_counter() - t1
+        t_bn = time.perf_counter()
+        if _recalibrate(setup, model, seed):
+            rec.timings["recalibrate_s"] = time.perf_counter() - t_bn
         t2 = time.perf_counter()
         with setup.lock.busy():
             rec.metrics["accuracy"] = evaluate(model, setup.bundle.val)["accuracy"]
@@ -206,6 +210,15 @@ def _finetune(setup: SearchSetup, model: nn.Module, seed: int) -> list[float]:
         hist = train(model, setup.bundle.train, recipe, seed=seed, sampler=sampler,
                      teacher=setup.base.model if cfg.distill > 0 else None)
     return hist.loss
+
+
+def _recalibrate(setup: SearchSetup, model: nn.Module, seed: int) -> int:
+    """Batch-norm statistics re-estimated on a class-balanced sample of the training images
+    (up to RECALIBRATION_IMAGES, at most the fine-tune subset); returns the number of batch norms."""
+    per_class = max(1, min(setup.config.subset, RECALIBRATION_IMAGES) // setup.bundle.num_classes)
+    sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=per_class, seed=seed + 1)
+    with setup.lock.busy():
+        return recalibrate_bn(model, setup.bundle.train, sampler=sampler, batch_size=setup.config.batch_size)
 
 
 def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int) -> dict:
