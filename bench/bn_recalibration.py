@@ -31,7 +31,7 @@ def run_model(model: str, seeds: int, base_epochs: int) -> list[dict]:
     from prunetune.config import SearchConfig
     from prunetune.data import BalancedSubsetSampler
     from prunetune.models import Recipe, evaluate, recalibrate_bn, train
-    from prunetune.search.objective import RECALIBRATION_IMAGES, prepare_search, trial_seed
+    from prunetune.search.objective import RECALIBRATION_IMAGES, prepare_search, recalibration_sampler, trial_seed
 
     cfg = SearchConfig(model=model, dataset="mnist5k", base_epochs=base_epochs, bits=[32])
     setup = prepare_search(cfg, weights_dir=_common.scratch("bn_recalibration", False) / "w", log=print)
@@ -51,10 +51,8 @@ def run_model(model: str, seeds: int, base_epochs: int) -> list[dict]:
                 ft_s = time.perf_counter() - t0
                 plain = evaluate(model_ft, bundle.val)["accuracy"]
                 t1 = time.perf_counter()
-                sample = BalancedSubsetSampler(bundle.train_targets,
-                                               per_class=min(subset, RECALIBRATION_IMAGES) // bundle.num_classes,
-                                               seed=seed + 1)
-                recalibrate_bn(model_ft, bundle.train, sampler=sample)
+                recalibrate_bn(model_ft, bundle.train,
+                               sampler=recalibration_sampler(bundle, seed, min(subset, RECALIBRATION_IMAGES)))
                 recal_s = time.perf_counter() - t1
                 fixed = evaluate(model_ft, bundle.val)["accuracy"]
                 rows.append({"model": model, "ratio": ratio, "budget": budget, "seed": seed,

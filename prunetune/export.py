@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from prunetune.compress import CompressionConfig, load_compressed_file, save_compressed
-from prunetune.data import BalancedSubsetSampler
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.measure import Timing, count_macs, count_params, torch_threads
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
@@ -225,7 +224,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     from prunetune.config import SearchConfig
     from prunetune.data import create_dataset
     from prunetune.models import get_base_model
-    from prunetune.search.objective import RECALIBRATION_IMAGES, base_recipe, calibration_batches
+    from prunetune.search.objective import base_recipe, calibration_batches, recalibration_sampler
     from prunetune.search.results import summarize
     from prunetune.search.study import load_existing
 
@@ -267,9 +266,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
         except DivergedError as exc:
             raise PrunetuneError(f"fine-tuning trial {rec.number} diverged ({exc}); export it without "
                                  f"--retrain-epochs or with fewer epochs") from None
-        per_class = max(1, RECALIBRATION_IMAGES // bundle.num_classes)  # as after a trial's fine-tune
-        sample = BalancedSubsetSampler(bundle.train_targets, per_class=per_class, seed=rec.seed + 1)
-        recalibrate_bn(model, bundle.train, sampler=sample)
+        recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed))  # as after a trial
         retrain = {"epochs": retrain_epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
                    "val_accuracy": evaluate(model, bundle.val)["accuracy"]}
     torch_test = evaluate(model, bundle.test)["accuracy"]

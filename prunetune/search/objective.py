@@ -212,11 +212,16 @@ def _finetune(setup: SearchSetup, model: nn.Module, seed: int) -> list[float]:
     return hist.loss
 
 
+def recalibration_sampler(bundle: DataBundle, seed: int, images: int = RECALIBRATION_IMAGES) -> BalancedSubsetSampler:
+    """The class-balanced training images (about `images` of them) on which the batch-norm
+    statistics of the model fine-tuned with `seed` are re-estimated: a draw of its own."""
+    return BalancedSubsetSampler(bundle.train_targets, per_class=max(1, images // bundle.num_classes), seed=seed + 1)
+
+
 def _recalibrate(setup: SearchSetup, model: nn.Module, seed: int) -> int:
     """Batch-norm statistics re-estimated on a class-balanced sample of the training images
     (up to RECALIBRATION_IMAGES, at most the fine-tune subset); returns the number of batch norms."""
-    per_class = max(1, min(setup.config.subset, RECALIBRATION_IMAGES) // setup.bundle.num_classes)
-    sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=per_class, seed=seed + 1)
+    sampler = recalibration_sampler(setup.bundle, seed, min(setup.config.subset, RECALIBRATION_IMAGES))
     with setup.lock.busy():
         return recalibrate_bn(model, setup.bundle.train, sampler=sampler, batch_size=setup.config.batch_size)
 
