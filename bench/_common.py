@@ -54,9 +54,8 @@ def _git() -> str:
         return "unknown"
 
 
-def machine_facts() -> dict:
-    import torch
-
+def cpu_facts() -> dict:
+    """The CPU model, the logical CPU count and the vector ISA extensions that matter for GEMMs."""
     cpu, flags = "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -67,15 +66,20 @@ def machine_facts() -> dict:
                 flags = set(value.split())
     except OSError:
         pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(),
+            "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+
+
+def machine_facts() -> dict:
+    import torch
+
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for mod in ("optuna", "mlflow", "onnxruntime", "torch_pruning"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - a missing optional package is just not listed
             pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(),
-            "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
-            "versions": versions, "git": _git(),
+    return {**cpu_facts(), "versions": versions, "git": _git(),
             "load_average_start": list(os.getloadavg()),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "_t0": time.time()}

@@ -26,6 +26,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import _common
 import onnxruntime
 import torch
 from torch import nn
@@ -112,20 +113,7 @@ def summarize(raw: dict[int, list[dict[str, Timing]]]) -> dict[int, dict[str, di
 
 
 def machine_facts(threads: int) -> dict:
-    cpu = "unknown"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == "unknown":
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(),
-            "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
-            "python": platform.python_version(), "torch": torch.__version__,
+    return {**_common.cpu_facts(), "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "threads": threads,
             "load_average": os.getloadavg(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
