@@ -208,6 +208,23 @@ def _package_versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ export
 
+def _trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
+    """The trial's weights file: where the search stored it, else (another machine, the search's
+    folder gone) downloaded from the study's MLflow runs into this folder's
+    mlruns/prunetune/<study>/weights/. PrunetuneError when neither has it."""
+    if rec.weights and Path(rec.weights).is_file():
+        return Path(rec.weights)
+    if rec.weights:
+        from prunetune.search.tracking import fetch_front_weights
+
+        here = Path("mlruns") / "prunetune" / study / "weights"
+        fetched = fetch_front_weights(uri, study, Path(rec.weights).name, here.resolve())
+        if fetched is not None:
+            return fetched
+    raise PrunetuneError(f"the weights of trial {rec.number} were not kept (only the Pareto front's "
+                         f"are, unless the search ran with --keep-all-weights): export a front member")
+
+
 def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: int | None = None,
                  select: str | None = None, fmt: str = "onnx", int8: bool = False,
                  retrain_epochs: int = 0, tracking_uri: str | None = None, register: bool = True,
@@ -236,12 +253,10 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
         raise ConfigError(f"--retrain-epochs must be >= 0, got {retrain_epochs}")
     result = summarize(load_existing(storage, study_name))
     rec = choose_trial(result, trial=trial, select=select)
-    if not rec.weights or not Path(rec.weights).is_file():
-        raise PrunetuneError(f"the weights of trial {rec.number} were not kept (only the Pareto front's "
-                             f"are, unless the search ran with --keep-all-weights): export a front member")
     if not result.config:
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
+    rec.weights = str(_trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
     model, header = load_compressed_file(rec.weights)
     config, base_ref = CompressionConfig.from_dict(header["config"]), header["base"]
     if int8 and not any(_runs_int8(n, config.bits, int8) for n in _weighted(model)):

@@ -22,10 +22,12 @@ trials: a trial's compute (pruning, fine-tuning, evaluation, runner building) ho
 and its timing QuietLock.quiet() (flock(2) on files in the machine's temp directory), so no timing
 overlaps another trial's compute on the same machine.
 
-Limits: every node needs prunetune installed (same version). Trial weights are written to
-mlruns/prunetune/<study>/weights (absolute path) on the node that ran the trial, so on a cluster
-of several machines that folder must be shared (NFS) for the driver to log front models and for
-export. Early stopping (ASHA) is deliberately absent: Tune reports stopped trials to Optuna as
+No shared filesystem is needed: a trial writes its compressed weights to a temp folder of the node
+it runs on, and sends them through Ray's object store to a `WeightsSink` actor pinned to the
+driver's node, which stores them in the driver's mlruns/prunetune/<study>/weights (the front's
+weights then go to MLflow as usual, through a tracking server if one is named). Files above
+WEIGHTS_SHIP_LIMIT are not shipped: the trial keeps its metrics, its record says why it has no
+weights, and export refuses it. Limits: every node needs prunetune installed (same version). Early stopping (ASHA) is deliberately absent: Tune reports stopped trials to Optuna as
 complete with early values, which would pollute the Pareto front.
 """
 from __future__ import annotations
@@ -53,6 +55,7 @@ from prunetune.search.study import budget_lock, count_finished, make_sampler, ma
 NUMBER_KEY = "_prunetune_trial"  # the trial number whose seed a Ray trial uses (replays keep theirs)
 RECORD_KEY = "prunetune_record"  # the TrialRecord as JSON (Tune flattens nested dicts in results)
 CONNECT_TIMEOUT_S = 5.0
+WEIGHTS_SHIP_LIMIT = 512 * 2**20  # bytes of one trial's weights file sent back to the driver
 # Ray's console output off the user's screen; Ctrl-C reaches us (Tune would swallow it); no
 # Tune loggers or per-trial working directories. setdefault: the user's own settings win.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1",
@@ -156,8 +159,19 @@ def _trainable_class():
         """One Tune trial = one prunetune trial, run in a single step. `setup` (the SearchSetup)
         arrives once per actor from the object store; a reused actor keeps it for later trials."""
 
-        def setup(self, config: dict, setup: SearchSetup) -> None:  # noqa: ARG002 (config: see step)
-            self._prunetune = setup
+        def setup(self, config: dict, setup: SearchSetup, sink) -> None:  # noqa: ARG002 (config: see step)
+            import dataclasses
+            import tempfile
+
+            # weights go to this node's temp folder first, then to the driver (see ship_weights)
+            local = Path(tempfile.mkdtemp(prefix=f"prunetune-{setup.config.study_name}-"))
+            self._prunetune = dataclasses.replace(setup, weights_dir=local)
+            self._sink = sink
+
+        def cleanup(self) -> None:
+            import shutil
+
+            shutil.rmtree(self._prunetune.weights_dir, ignore_errors=True)
 
         def reset_config(self, new_config: dict) -> bool:  # noqa: ARG002 (self.config is set by Tune)
             return True
@@ -168,6 +182,7 @@ def _trainable_class():
             params = dict(self.config)
             number = int(params.pop(NUMBER_KEY))
             record = run_trial(self._prunetune, params, number)
+            ship_weights(record, self._sink)
             out: dict = {RECORD_KEY: json.dumps(record.as_dict()), "done": True,
                          "node_id": ray.get_runtime_context().get_node_id(), "ray_worker": worker_id()}
             # Tune insists the searcher's metrics are in every result; the searcher uses the record
@@ -177,6 +192,51 @@ def _trainable_class():
             return out
 
     return PrunetuneTrial
+
+
+def ship_weights(record: TrialRecord, sink, limit: int = WEIGHTS_SHIP_LIMIT) -> None:
+    """Move the trial's weights file (on this node) to the driver through `sink` (a WeightsSink
+    actor handle) and point `record.weights` at the driver's copy. Above `limit` bytes the file
+    is dropped and the record says so (the trial keeps its metrics; export refuses it)."""
+    import ray
+
+    if not record.weights:
+        return
+    local = Path(record.weights)
+    try:
+        size = local.stat().st_size
+        if size > limit:
+            record.weights = None
+            record.reason = (f"weights not kept: {size / 2**20:.0f} MiB is above the {limit / 2**20:.0f} MiB "
+                             f"a Ray trial ships to the driver")
+            return
+        record.weights = ray.get(sink.put.remote(local.name, local.read_bytes()))
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def _weights_sink(directory: Path):
+    """A WeightsSink actor on the driver's node (no CPU reserved) that writes the files trials send
+    into `directory`, atomically (temp file + rename)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    class WeightsSink:
+        def __init__(self, folder: str) -> None:
+            self.folder = Path(folder)
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+        def put(self, name: str, data: bytes) -> str:
+            path = self.folder / Path(name).name
+            tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            return str(path)
+
+    here = ray.get_runtime_context().get_node_id()
+    return WeightsSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+                               ).remote(str(directory))
 
 
 def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progress):
@@ -278,7 +338,8 @@ def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> Non
     from ray.tune.search import ConcurrencyLimiter
 
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(_trainable_class(), setup=setup), resources)
+    sink = _weights_sink(setup.weights_dir)
+    trainable = tune.with_resources(tune.with_parameters(_trainable_class(), setup=setup, sink=sink), resources)
     storage_path = (Path("mlruns") / "prunetune" / cfg.study_name / "ray").resolve()  # trial logs
     tuner = tune.Tuner(
         trainable,
