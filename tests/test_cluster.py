@@ -72,3 +72,36 @@ def test_ray_cluster_without_shared_folder_then_pareto_and_export_from_elsewhere
         card = json.loads((elsewhere / "out" / "card.json").read_text())
         assert card["trial"] in {t.number for t in trials}
         assert card["verification"]["outputs_match"], card["verification"]
+
+
+def test_the_budget_lock_on_postgres_is_held_in_the_database(postgres):
+    """Two holders of the study's advisory lock exclude each other whatever machine they run on:
+    the second waits in the database until the first releases it."""
+    import threading
+
+    from prunetune.search.db_lock import advisory_lock
+
+    url = f"{postgres}/race"
+    inside, release, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with advisory_lock(url, url, "study"):
+            inside.set()
+            release.wait(60)
+
+    def second() -> None:
+        with advisory_lock(url, url, "study"):
+            second_in.set()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert inside.wait(60)
+    b = threading.Thread(target=second)
+    b.start()
+    assert not second_in.wait(2.0)  # blocked while the first holds it
+    with advisory_lock(url, url, "another study"):  # another key is not blocked
+        pass
+    release.set()
+    assert second_in.wait(60)
+    a.join(60)
+    b.join(60)
