@@ -106,7 +106,7 @@ def test_a_distilled_trial_on_cuda_leaves_the_base_model_on_the_cpu(isolated):
 
 
 @needs_cuda
-def test_a_tiny_search_on_cuda(isolated, capsys):
+def test_a_tiny_search_on_cuda(isolated):
     assert main(["search", *FAST, "--study", "cuda", "--trials", "3", "--device", "cuda", "--distill", "0.5",
                  "--keep-all-weights"]) == 0
     study = load_study(isolated, "cuda")
@@ -115,4 +115,3 @@ def test_a_tiny_search_on_cuda(isolated, capsys):
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(done) == 3
     assert {t.user_attrs["record"]["device"] for t in done} == {"cuda:0"}
-    print(capsys.readouterr().out)

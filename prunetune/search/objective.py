@@ -94,9 +94,8 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     """Load data and the base model (training and caching it if needed), derive the space,
     measure the base model. The device (`cfg.device`; with Ray the driver's own, as trials get
     theirs from --gpus-per-trial) is decided once, first: a CUDA device that is not there is a
-    ConfigError before anything is loaded. Raises PrunetuneError subclasses
-    for user mistakes."""
-    device = resolve_device("auto" if cfg.backend == "ray" else cfg.device)  # Ray: trials' is per actor
+    ConfigError before anything is loaded. Raises PrunetuneError subclasses for user mistakes."""
+    device = resolve_device("auto" if cfg.backend == "ray" else cfg.device)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=log, device=device)

@@ -134,13 +134,14 @@ def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners:
 
 
 def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False) -> SearchResult:
-    """Score front members on the test split (once each), drop dominated trials' weights."""
+    """Score front members on the test split (once each; on the CPU, where exported models run and
+    their verification re-scores them), drop dominated trials' weights."""
     result = summarize(study)
     tests = dict(study.user_attrs.get("test_accuracy", {}))
     for r in result.front_records():
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
             model, _ = load_compressed_file(r.weights)
-            tests[str(r.number)] = evaluate(model, setup.bundle.test)["accuracy"]
+            tests[str(r.number)] = evaluate(model, setup.bundle.test, device="cpu")["accuracy"]
     study.set_user_attr("test_accuracy", tests)
     if not keep_all_weights:
         front = set(result.front)
