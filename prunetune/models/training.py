@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import re
 from collections.abc import Iterator
@@ -47,9 +48,8 @@ def _as_device(device: torch.device | str) -> torch.device:
 
 def device_of(model: nn.Module) -> torch.device:
     """Where a model's first parameter (or buffer) lives; the CPU for a model with neither."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 @contextlib.contextmanager
