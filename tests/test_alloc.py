@@ -50,9 +50,14 @@ def test_without_the_settings_a_big_block_is_mmapped_and_given_back():
     assert seen["mmapped"] >= BLOCK and seen["heap_kept"] < 0.5 * BLOCK
 
 
+ALONE = ("import importlib.util as u; "  # prunetune.alloc without the package (and torch)
+         f"s = u.spec_from_file_location('alloc', {str(ROOT / 'prunetune' / 'alloc.py')!r}); "
+         "m = u.module_from_spec(s); s.loader.exec_module(m); assert m.tune_malloc()")
+
+
 @glibc_only
-@pytest.mark.parametrize("setup", ["from prunetune.alloc import tune_malloc; assert tune_malloc()",
-                                   "from prunetune.cli import main; main(['datasets'])"])
+@pytest.mark.parametrize("setup", [ALONE, "from prunetune.cli import main; main(['datasets'])"],
+                         ids=["tune_malloc", "main"])
 def test_after_start_up_big_blocks_come_from_the_heap_and_stay(setup):
     seen = _probe(setup)
     assert seen["mmapped"] == 0 and seen["heap_kept"] >= 0.9 * BLOCK  # (free space at the top is reused)
