@@ -42,6 +42,8 @@ FLAG_HELP = {
     "subset": "fine-tune on this many class-balanced training images per epoch (redrawn each epoch)",
     "epochs": "fine-tune epochs per trial", "lr": "fine-tune learning rate (Adam)",
     "batch_size": "fine-tune batch size", "distill": "weight of distillation from the base model (0 = off)",
+    "device": "where base and trials train and evaluate: auto (CUDA if torch sees it), cpu, cuda or cuda:N; "
+              "FPS is always measured on the CPU runtime",
     "runtime": "runtime whose FPS is measured and optimised: torch | onnxruntime | onnxruntime-int8",
     "threads": "threads for FPS measurement", "fps_repeats": "timing samples per FPS measurement",
     "backend": "optuna (embedded, one process) or ray (parallel trials, Ray cluster)",
@@ -178,11 +180,12 @@ def cmd_info(args) -> int:
 
 def cmd_train(args) -> int:
     from prunetune.data import create_dataset
-    from prunetune.models import Recipe, get_base_model, save_checkpoint
+    from prunetune.models import Recipe, get_base_model, resolve_device, save_checkpoint
 
+    device = resolve_device(args.device)
     bundle = create_dataset(args.dataset, data_root=args.data_root)
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    base = get_base_model(args.model, bundle, recipe=recipe, seed=args.seed, log=_log)
+    base = get_base_model(args.model, bundle, recipe=recipe, seed=args.seed, log=_log, device=device)
     if args.out:
         save_checkpoint(args.out, base.model, base.meta)
     m = base.meta["metrics"]
@@ -311,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lr", type=float, default=1e-3)
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="auto", help=_with_default(FLAG_HELP["device"], "auto"))
     q.add_argument("--out", help="also write the checkpoint here")
     q.set_defaults(fn=cmd_train)
 
@@ -383,6 +387,9 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from prunetune.alloc import tune_malloc
+
+    tune_malloc()  # before any training: glibc keeps big buffers in the heap (see prunetune.alloc)
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:

@@ -7,6 +7,7 @@ stored with the study (and logged to MLflow) so a search can be re-run and resum
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from prunetune.errors import ConfigError
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class SearchConfig:
     lr: float = 1e-3
     batch_size: int = 64
     distill: float = 0.0
+    device: str = "auto"
     runtime: str = "torch"
     threads: int = 1
     fps_repeats: int = 11
@@ -97,6 +100,7 @@ class SearchConfig:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
+        self._check_device()
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
         from prunetune.compress.quantize import ALLOWED_BITS
@@ -106,6 +110,18 @@ class SearchConfig:
             raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
         if not self.objectives:
             raise ConfigError("objectives must name at least one objective")
+
+    def _check_device(self) -> None:
+        """The name only (whether CUDA exists is checked where the device is used: a study made on
+        a GPU machine can still be read elsewhere). With Ray, --gpus-per-trial decides a trial's
+        device, so only auto or the device it implies is accepted."""
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.backend == "ray" and self.device != "auto":
+            implied = "cuda" if self.gpus_per_trial > 0 else "cpu"
+            if self.device != implied:
+                raise ConfigError(f"with the ray backend, --gpus-per-trial decides a trial's device "
+                                  f"({implied} for {self.gpus_per_trial:g}); use --device auto or {implied}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -240,7 +240,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     """
     from prunetune.config import SearchConfig
     from prunetune.data import create_dataset
-    from prunetune.models import get_base_model
+    from prunetune.models import get_base_model, resolve_device
     from prunetune.search.objective import base_recipe, calibration_batches, recalibration_sampler
     from prunetune.search.results import summarize
     from prunetune.search.study import load_existing
@@ -274,16 +274,18 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
 
     retrain = None
     if retrain_epochs:
-        log(f"fine-tuning trial {rec.number} for {retrain_epochs} epoch(s) on the full training split")
+        device = resolve_device(cfg.device)  # the search's choice; the model stays on the CPU
+        log(f"fine-tuning trial {rec.number} for {retrain_epochs} epoch(s) on the full training split ({device})")
         try:
             hist = train(model, bundle.train, Recipe(epochs=retrain_epochs, lr=cfg.lr / 2,
-                                                     batch_size=cfg.batch_size), seed=rec.seed)
+                                                     batch_size=cfg.batch_size), seed=rec.seed, device=device)
         except DivergedError as exc:
             raise PrunetuneError(f"fine-tuning trial {rec.number} diverged ({exc}); export it without "
                                  f"--retrain-epochs or with fewer epochs") from None
-        recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed))  # as after a trial
+        recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed),  # as after a trial
+                       device=device)
         retrain = {"epochs": retrain_epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
-                   "val_accuracy": evaluate(model, bundle.val)["accuracy"]}
+                   "device": str(device), "val_accuracy": evaluate(model, bundle.val, device=device)["accuracy"]}
     torch_test = evaluate(model, bundle.test)["accuracy"]
     model.cpu().eval()
     plain = materialize(model)

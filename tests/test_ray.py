@@ -244,6 +244,8 @@ def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, clu
     for t in replays:
         assert t.params == interrupted[t.user_attrs["replay_of"]].params
         assert t.user_attrs["record"]["seed"] == trial_seed(0, t.user_attrs["replay_of"])
+        assert t.user_attrs["record"]["replay_of"] == t.user_attrs["replay_of"]  # weights: its own number
+        assert Path(t.user_attrs["record"]["weights"]).name == f"trial-{t.number:05d}.pt"
     # they ran on the cluster's nodes (which of the two depends on how fast each actor started)
     nodes = {t.user_attrs["ray_node"] for t in study.trials[4:] if t.state.name == "COMPLETE"}
     assert nodes and nodes <= set(cluster["nodes"])

@@ -191,3 +191,100 @@ def test_cifar_batches_refuse_code(tmp_path):
     with pytest.raises(DataNotFoundError, match="refusing to load"):
         create_dataset("cifar10", data_root=tmp_path, download=False)
     assert not (Path.cwd() / "pwned").exists()
+
+
+def test_every_trial_failing_alike_stops_the_search_with_one_line(isolated, monkeypatch, capsys):
+    """Every trial prunes conv1 (--ratio-min 0.3), so every trial hits the injected fault: the
+    search stops after FAILURE_STREAK of them, not after the whole budget, with a one-line error;
+    each failed trial keeps its full traceback (not only the innermost frame)."""
+    from prunetune.search.records import FAILURE_STREAK
+
+    (isolated / "faulty_nets.py").write_text(FAULTY)
+    monkeypatch.syspath_prepend(str(isolated))
+    argv = ["search", "--model", "faulty_nets:raising", "--dataset", "digits", "--base-epochs", "1",
+            "--epochs", "1", "--subset", "100", "--fps-repeats", "3", "--study", "streak", "--trials", "12",
+            "--bits", "32", "--ratio-min", "0.3", "--sampler", "random"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(rf"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: "
+                        r"injected fault in forward \(at faulty_nets\.py:\d+\); fix the cause and re-run "
+                        r"\(finished trials are kept\)", err[-1]), err[-1]
+    trials = load_study(isolated, "streak").trials
+    assert [t.state.name for t in trials] == ["FAIL"] * FAILURE_STREAK
+    for t in trials:
+        tb = t.user_attrs["traceback"]
+        assert tb.startswith("Traceback (most recent call last)")
+        for frame in ("objective.py", "training.py", "faulty_nets.py"):  # from the trial down to the fault
+            assert frame in tb
+        assert tb.rstrip().endswith("RuntimeError: injected fault in forward")
+
+
+def test_two_setups_never_share_a_base_runner(isolated):
+    """The base model's runner belongs to its search setup and is keyed by runtime and threads: a
+    setup on another runtime with the same base model object (before: cache keyed by id(model)),
+    or a new setup, builds its own."""
+    import dataclasses
+
+    from prunetune.config import SearchConfig
+    from prunetune.search.objective import _base_runner, prepare_search
+
+    cfg = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, fps_repeats=3, bits=[32])
+    first = prepare_search(cfg, weights_dir=isolated / "w")
+    runner = _base_runner(first)
+    assert _base_runner(first) is runner and runner.runtime == "torch"
+    onnx = dataclasses.replace(first, config=dataclasses.replace(cfg, runtime="onnxruntime"))
+    assert onnx.base.model is first.base.model
+    assert _base_runner(onnx).runtime == "onnxruntime"
+    assert _base_runner(dataclasses.replace(first)) is not runner
+    import pickle
+
+    assert pickle.loads(pickle.dumps(first)).runners == {}  # Ray ships setups without runners
+
+
+def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
+    """A trial an earlier run left RUNNING (killed between ask and tag) is re-run by the next run:
+    the replay is a new trial whose record and weights file carry its own number, with
+    `replay_of` naming the trial it re-runs and that trial's seed."""
+    from prunetune.config import SearchConfig
+    from prunetune.search.objective import prepare_search, trial_seed
+    from prunetune.search.optuna_runner import run_search, weights_dir
+    from prunetune.search.study import open_study
+
+    cfg = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=200, fps_repeats=3,
+                       bits=[32], trials=2, study="replay", keep_all_weights=True, seed=3)
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    lost = open_study(cfg, setup.space, setup.base_metrics).ask()  # trial 0: its process is killed
+    setup.space.suggest(lost)  # ... after it drew its params, before it was tagged or told
+    run_search(cfg)
+    trials = load_study(isolated, "replay").trials
+    replay = next(t for t in trials if t.user_attrs.get("replay_of") == lost.number)
+    assert replay.number != lost.number and replay.state.name == "COMPLETE"
+    assert replay.params == trials[lost.number].params and replay.params
+    rec = replay.user_attrs["record"]
+    assert rec["replay_of"] == lost.number and rec["seed"] == trial_seed(3, lost.number)
+    assert Path(rec["weights"]).name == f"trial-{replay.number:05d}.pt" and Path(rec["weights"]).is_file()
+    assert not (weights_dir(cfg) / f"trial-{lost.number:05d}.pt").exists()
+
+
+@pytest.mark.slow
+def test_ray_search_stops_too_when_every_trial_fails_alike(isolated, prunetune_home):
+    """The Ray backend: no trial is asked for after the streak; the trials in flight finish, then
+    the same one-line error (exit 2); the failed trials keep their tracebacks."""
+    import os
+
+    from prunetune.search.records import FAILURE_STREAK
+    from tests.helpers import run_cli
+
+    (isolated / "faulty_nets.py").write_text(FAULTY)
+    env = {"PYTHONPATH": os.pathsep.join([str(isolated), os.environ.get("PYTHONPATH", "")]),
+           "PRUNETUNE_HOME": prunetune_home}
+    argv = ["search", "--model", "faulty_nets:raising", "--dataset", "digits", "--base-epochs", "1",
+            "--epochs", "1", "--subset", "100", "--fps-repeats", "3", "--study", "rs", "--trials", "12",
+            "--bits", "32", "--ratio-min", "0.3", "--sampler", "random", "--backend", "ray", "--workers", "2"]
+    proc = run_cli(argv, isolated, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: injected fault" \
+        in proc.stderr.strip().splitlines()[-1]
+    trials = load_study(isolated, "rs").trials
+    assert FAILURE_STREAK <= len(trials) <= FAILURE_STREAK + 1  # + the one in flight at the 5th failure
+    assert all(t.state.name == "FAIL" and "faulty_nets.py" in t.user_attrs["traceback"] for t in trials)

@@ -46,3 +46,62 @@ def test_a_model_without_batch_norm_is_left_alone():
     data = _data(40)
     sampler = BalancedSubsetSampler(data.tensors[1], per_class=10, seed=0)
     assert recalibrate_bn(nn.Sequential(nn.Linear(4, 4), Untouchable()), data, sampler=sampler) == 0
+
+
+def _params(model: nn.Module) -> list[tuple[torch.device, int, float]]:
+    """Each parameter's device, storage address and sum: any move or change shows."""
+    return [(p.device, p.data_ptr(), float(p.detach().sum())) for p in model.parameters()]
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(108, 4))
+
+
+def test_a_model_given_the_cpu_is_trained_and_evaluated_where_it_is():
+    """The device is an argument: on "cpu" nothing moves (the same parameter storage before and
+    after). On this CPU-only machine the old default-device pick also stayed on the CPU, so this
+    guards the contract; tests/test_cuda.py checks the move-and-back on a GPU."""
+    from prunetune.models import Recipe, train
+
+    model, data = _bn_net(), _data()
+    before = [(d, ptr) for d, ptr, _ in _params(model)]
+    train(model, data, Recipe(epochs=1, batch_size=50), seed=0, device="cpu")
+    sampler = BalancedSubsetSampler(data.tensors[1], per_class=20, seed=0)
+    recalibrate_bn(model, data, sampler=sampler, device=torch.device("cpu"))
+    evaluate(model, data, device="cpu")
+    assert [(d, ptr) for d, ptr, _ in _params(model)] == before
+    assert not model.training
+
+
+def test_a_teacher_is_never_changed_by_distillation():
+    """The teacher (in a search: the shared base model) is read, never moved or switched to eval
+    mode: one in training mode is distilled from through an eval-mode copy. (Before, train() called
+    teacher.to(device).eval() on the caller's model.)"""
+    from prunetune.models import Recipe, train
+
+    student, teacher, data = _bn_net(), _bn_net().train(), _data()
+    before, stats = _params(teacher), teacher[1].running_mean.clone()
+    hist = train(student, data, Recipe(epochs=1, batch_size=50, distill_alpha=0.5), seed=0, device="cpu",
+                 teacher=teacher)
+    assert teacher.training, "the caller's teacher was switched to eval mode"
+    assert _params(teacher) == before and torch.equal(teacher[1].running_mean, stats)
+    assert len(hist.loss) == 1 and hist.loss[0] > 0
+
+
+def test_device_names_resolve_or_fail_in_one_line():
+    from prunetune.errors import ConfigError
+    from prunetune.models import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device("auto") == expected
+    for bad in ("gpu", "cuda:", "CPU", "cuda:x"):
+        with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    with pytest.raises(ConfigError, match=r"--device cuda:99 requested, but torch sees"):
+        resolve_device("cuda:99")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -90,9 +90,10 @@ def cache_key(model_name: str, dataset: str, seed: int, recipe: Recipe) -> str:
 
 def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed: int = 0,
                    checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
-                   log=lambda msg: None) -> BaseModel:
+                   log=lambda msg: None, device: torch.device | str = "cpu") -> BaseModel:
     """The base model to compress: from `checkpoint` when given, else from the cache, else trained
-    now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`."""
+    now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`. Training and those
+    evaluations run on `device`; the model returned is always on the CPU."""
     if checkpoint is not None:
         meta, sd = read_checkpoint(checkpoint)
         model = load_into(build_for(model_name, bundle), sd, str(checkpoint))
@@ -100,7 +101,7 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
             raise CheckpointError(f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, "
                                   f"not {model_name!r}")
         if "metrics" not in meta:
-            meta = {**meta, "model": model_name, "dataset": bundle.name, "metrics": _metrics(model, bundle)}
+            meta = {**meta, "model": model_name, "dataset": bundle.name, "metrics": _metrics(model, bundle, device)}
         return BaseModel(model, meta, Path(checkpoint))
     cache = Path(cache_dir) if cache_dir else home_dir() / "checkpoints"
     path = cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-" \
@@ -114,16 +115,16 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
     model = build_for(model_name, bundle)
     epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
     log(f"training base {model_name} on {bundle.name} for {epochs} (cached afterwards)")
-    hist = train(model, bundle.train, recipe, seed=seed)
+    hist = train(model, bundle.train, recipe, seed=seed, device=device)
     meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
             "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
             "train_loss": hist.loss, "train_seconds": hist.seconds,
-            "metrics": _metrics(model, bundle), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "metrics": _metrics(model, bundle, device), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "torch": str(torch.__version__)}
     save_checkpoint(path, model, meta)
     return BaseModel(model, meta, path)
 
 
-def _metrics(model: nn.Module, bundle: DataBundle) -> dict:
-    val, test = evaluate(model, bundle.val), evaluate(model, bundle.test)
+def _metrics(model: nn.Module, bundle: DataBundle, device: torch.device | str) -> dict:
+    val, test = evaluate(model, bundle.val, device=device), evaluate(model, bundle.test, device=device)
     return {"val_" + k: v for k, v in val.items()} | {"test_" + k: v for k, v in test.items()}

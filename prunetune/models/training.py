@@ -1,7 +1,12 @@
 """Training and evaluation loops shared by base training and per-trial fine-tuning."""
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
 import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -10,12 +15,61 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from prunetune import interrupts
+from prunetune.config import DEVICE_PATTERN
 from prunetune.data.bundle import NormalizedTensorDataset
+from prunetune.errors import ConfigError
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(spec: str = "auto") -> torch.device:
+    """The one device a search (or `prunetune train`) trains and evaluates on: "auto" is CUDA
+    device 0 when torch sees one, else the CPU; "cpu"; "cuda" (= cuda:0) or "cuda:N". Raises
+    ConfigError (one line) for another name, or when CUDA (device N) is not available here."""
+    if not re.fullmatch(DEVICE_PATTERN, spec):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    if spec == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    index = int(spec.partition(":")[2] or 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        seen = f"{count} CUDA device(s)" if count else "no CUDA device (torch.cuda.is_available() is False)"
+        raise ConfigError(f"--device {spec} requested, but torch sees {seen} here; use --device cpu or auto")
+    return torch.device("cuda", index)
+
+
+def _as_device(device: torch.device | str) -> torch.device:
+    """`device` as a torch.device with an explicit CUDA index (so equal devices compare equal)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's first parameter (or buffer) lives; the CPU for a model with neither."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+@contextlib.contextmanager
+def _moved_to(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """`model` on `device` inside the block, back where it was afterwards (also on errors)."""
+    home = device_of(model)
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(home)
+
+
+def _teacher_on(teacher: nn.Module, device: torch.device) -> nn.Module:
+    """The teacher to distill from on `device`, in eval mode: `teacher` itself when it is already
+    there and in eval mode, else a copy (the caller's model, often the shared base model, is never
+    moved or switched to eval)."""
+    if device_of(teacher) == device and not teacher.training:
+        return teacher
+    return copy.deepcopy(teacher).to(device).eval()
 
 
 class DivergedError(RuntimeError):
@@ -59,19 +113,32 @@ def _make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> t
 
 def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
           sampler: Sampler | None = None, teacher: nn.Module | None = None,
-          device: torch.device | None = None) -> TrainHistory:
-    """Train in place for `recipe.epochs` epochs; returns the mean loss per epoch.
+          device: torch.device | str = "cpu") -> TrainHistory:
+    """Train in place for `recipe.epochs` epochs on `device`; returns the mean loss per epoch. The
+    model is back on the device it was on when this returns (or raises), in eval mode; `teacher`
+    is never moved or modified (see `_teacher_on`).
 
     With a `sampler` exposing `set_epoch`, every epoch draws its own subset. Deterministic on CPU
     for a given seed. Raises DivergedError when the loss becomes NaN or infinite."""
+    device = _as_device(device)
+    if teacher is not None:
+        teacher = _teacher_on(teacher, device)
+    with _moved_to(model, device):
+        try:
+            return _train_epochs(model, train_set, recipe, seed=seed, sampler=sampler, teacher=teacher,
+                                 device=device)
+        finally:
+            model.eval()
+
+
+def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int, sampler: Sampler | None,
+                  teacher: nn.Module | None, device: torch.device) -> TrainHistory:
+    """The loop of `train`, with the model and teacher already on `device`."""
     import time
 
-    device = device or default_device()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model.to(device).train()
-    if teacher is not None:
-        teacher.to(device).eval()
+    model.train()
     opt = _make_optimizer(model, recipe, device)
     steps_per_epoch = max(1, math.ceil((len(sampler) if sampler is not None else len(train_set))
                                        / recipe.batch_size))
@@ -102,53 +169,62 @@ def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
             n += len(y)
         hist.loss.append(total / max(n, 1))
     hist.seconds = time.perf_counter() - start
-    model.eval()
     return hist
 
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, dataset: Dataset, *, sampler: Sampler, batch_size: int = 64,
-                   device: torch.device | None = None) -> int:
+                   device: torch.device | str = "cpu") -> int:
     """Re-estimate every batch norm's running mean and variance from the images `sampler` picks
     (plain average over them; weights untouched), then leave the model in eval mode. After
     channels are removed and a handful of fine-tuning steps, the running statistics no longer
     match the activations, and a model with batch norms can score chance in eval mode while its
     weights are fine (resnet18 pruned 50 %, 8 fine-tune steps: 10 % -> 94 % on mnist5k). Returns
-    how many batch norms were recalibrated (0: nothing to do, no forward pass run)."""
+    how many batch norms were recalibrated (0: nothing to do, no forward pass run). The forward
+    passes run on `device`; the model is back where it was afterwards."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
-    device = device or default_device()
+    device = _as_device(device)
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
-    model.to(device).train()
-    try:
+    with _moved_to(model, device), _restored(norms, momenta, model):
+        model.train()
         for x, _ in _loader(dataset, batch_size, sampler=sampler):
             interrupts.check()
             model(x.to(device))
+    return len(norms)
+
+
+@contextlib.contextmanager
+def _restored(norms: list[nn.Module], momenta: list, model: nn.Module) -> Iterator[None]:
+    """After the block (also on errors): the batch norms' momenta back, the model in eval mode."""
+    try:
+        yield
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.eval()
-    return len(norms)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500,
-             device: torch.device | None = None) -> dict[str, float]:
-    """Top-1 accuracy (and top-5 when there are more than 10 classes) as fractions in [0, 1]."""
-    device = device or default_device()
-    model.to(device).eval()
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """Top-1 accuracy (and top-5 when there are more than 10 classes) as fractions in [0, 1],
+    computed on `device` in eval mode; the model is back where it was afterwards (in eval mode)."""
+    device = _as_device(device)
     correct1 = correct5 = n = 0
-    for x, y in _batches(dataset, batch_size):
-        out = model(x.to(device))
-        y = y.to(device)
-        correct1 += (out.argmax(1) == y).sum().item()
-        if out.shape[1] > 10:
-            correct5 += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum().item()
-        n += len(y)
+    with _moved_to(model, device):
+        model.eval()
+        for x, y in _batches(dataset, batch_size):
+            out = model(x.to(device))
+            y = y.to(device)
+            correct1 += (out.argmax(1) == y).sum().item()
+            if out.shape[1] > 10:
+                correct5 += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum().item()
+            n += len(y)
     result = {"accuracy": correct1 / max(n, 1)}
     if correct5:
         result["top5_accuracy"] = correct5 / n

@@ -2,15 +2,21 @@
 re-estimate batch-norm statistics -> measure on the validation split -> TrialRecord.
 
 `prepare_search` builds, once per search (or once per Ray worker), everything trials share: data,
-base model, inventory, space, the base model's metrics and the machine's QuietLock. `run_trial` is
-a pure function of (setup, params, trial number): its seed is derived from the study seed and the
-trial number, so a trial can be replayed and a resumed study behaves like an uninterrupted one.
+base model, inventory, space, the base model's metrics, the machine's QuietLock and the base
+model's runners. `run_trial` is a pure function of (setup, params, trial number, replayed trial):
+its seed is derived from the study seed and the trial number (a replay's: the replayed trial's),
+so a trial can be replayed and a resumed study behaves like an uninterrupted one.
+
+Devices: fine-tuning, batch-norm recalibration and evaluation run on `setup.device` (one decision
+per search, `--device`); the shared base model and every model handed to a runner stay on the CPU,
+so the inventory, `compress`, FPS (CPU runtimes, both models on the CPU) and saved weights never
+see another device. A distillation teacher on another device is a copy (see training.train).
 """
 from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,7 +26,8 @@ from prunetune.compress import CompressionConfig, compress, compressed_size_byte
 from prunetune.config import SearchConfig
 from prunetune.data import BalancedSubsetSampler, DataBundle, create_dataset
 from prunetune.measure import count_macs, count_params
-from prunetune.models import BaseModel, Recipe, evaluate, get_base_model, recalibrate_bn, train
+from prunetune.models import (BaseModel, Recipe, evaluate, get_base_model, recalibrate_bn, resolve_device,
+                              train)
 from prunetune.models.training import DivergedError
 from prunetune.runtimes import make_runner, measure_fps
 from prunetune.search.quiet import QuietLock
@@ -33,7 +40,9 @@ RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models w
 
 @dataclass
 class SearchSetup:
-    """What every trial of one search shares. Picklable (Ray ships it to workers once)."""
+    """What every trial of one search shares. Picklable (Ray ships it to workers once); `runners`,
+    the base model's runners keyed by (runtime, threads), is left out of the pickle (ONNX Runtime
+    sessions do not travel) and built again where needed. `device`: where trials train."""
 
     config: SearchConfig
     bundle: DataBundle
@@ -42,6 +51,14 @@ class SearchSetup:
     base_metrics: dict
     weights_dir: Path
     skipped_layers: list
+    device: str = "cpu"
+    runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "runners"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, runners={})
 
     @property
     def lock(self) -> QuietLock:
@@ -75,15 +92,18 @@ def build_space(cfg: SearchConfig, inv) -> SearchSpace:
 
 def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
     """Load data and the base model (training and caching it if needed), derive the space,
-    measure the base model. Raises PrunetuneError subclasses for user mistakes."""
+    measure the base model. The device (`cfg.device`; with Ray the driver's own, as trials get
+    theirs from --gpus-per-trial) is decided once, first: a CUDA device that is not there is a
+    ConfigError before anything is loaded. Raises PrunetuneError subclasses for user mistakes."""
+    device = resolve_device("auto" if cfg.backend == "ray" else cfg.device)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
-                          checkpoint=cfg.checkpoint, log=log)
+                          checkpoint=cfg.checkpoint, log=log, device=device)
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
     space = build_space(cfg, inv)
     setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
-                        weights_dir=weights_dir, skipped_layers=list(inv.skipped))
+                        weights_dir=weights_dir, skipped_layers=list(inv.skipped), device=str(device))
     setup.base_metrics = measure_base(setup)
     return setup
 
@@ -102,16 +122,14 @@ def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
                        calibration_batches=calib, layer_bits=bits)
 
 
-_BASE_RUNNERS: dict[int, object] = {}
-
-
 def _base_runner(setup: SearchSetup):
-    """The base model's runner, built once per process (ONNX export and int8 calibration cost)."""
-    key = id(setup.base.model)
-    if key not in _BASE_RUNNERS:  # the uncompressed reference: every layer float, on the same runtime
+    """The base model's runner on the setup's runtime and threads, built once per setup and
+    process (ONNX export and int8 calibration cost) and kept in `setup.runners`."""
+    key = (setup.config.runtime, setup.config.threads)
+    if key not in setup.runners:  # the uncompressed reference: every layer float, on the same runtime
         float_bits = {name: 32 for name in setup.space.quant_layers}
-        _BASE_RUNNERS[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
-    return _BASE_RUNNERS[key]
+        setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
+    return setup.runners[key]
 
 
 def measure_base(setup: SearchSetup) -> dict:
@@ -126,7 +144,7 @@ def measure_base(setup: SearchSetup) -> dict:
             "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
             "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
             "fps_spread": timing.spread, "speedup": 1.0, "runtime": setup.config.runtime,
-            "threads": setup.config.threads}
+            "threads": setup.config.threads, "device": setup.device}
 
 
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
@@ -136,12 +154,15 @@ def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: in
     return int(ops + (total_macs - counted) * 32 * 32)
 
 
-def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
-    """Run one trial end to end. Never raises for a trial's own failure: the record says
-    `failed` (with the reason) or `rejected` (a constraint broken before any training)."""
+def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int | None = None) -> TrialRecord:
+    """Run trial `number` end to end (its weights: trial-NUMBER.pt). A trial re-running trial
+    `replay_of` uses that trial's seed. Never raises for a trial's own failure: the record says
+    `failed` (with the reason and the full traceback) or `rejected` (a constraint broken before
+    any training)."""
     cfg = setup.config
-    seed = trial_seed(cfg.seed, number)
-    rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
+    seed = trial_seed(cfg.seed, number if replay_of is None else replay_of)
+    rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed, replay_of=replay_of,
+                      device=setup.device)
     t0 = time.perf_counter()
     try:
         config = setup.space.decode(params)
@@ -164,7 +185,7 @@ def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
             rec.timings["recalibrate_s"] = time.perf_counter() - t_bn
         t2 = time.perf_counter()
         with setup.lock.busy():
-            rec.metrics["accuracy"] = evaluate(model, setup.bundle.val)["accuracy"]
+            rec.metrics["accuracy"] = evaluate(model, setup.bundle.val, device=setup.device)["accuracy"]
         rec.metrics.update(_measure_speed(setup, model, config, seed))
         rec.timings["measure_s"] = time.perf_counter() - t2
         path = setup.weights_dir / f"trial-{number:05d}.pt"
@@ -172,12 +193,14 @@ def run_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         rec.weights = str(path)
     except DivergedError as exc:
         rec.state, rec.reason = FAILED, f"diverged: {exc}"
-    except MemoryError:
+    except MemoryError as exc:
         rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
+        rec.traceback = "".join(traceback.format_exception(exc))
     except Exception as exc:  # a trial's own failure must not end the search
         where = traceback.extract_tb(exc.__traceback__)[-1]
         rec.state = FAILED
         rec.reason = f"{type(exc).__name__}: {str(exc)[:300]} (at {Path(where.filename).name}:{where.lineno})"
+        rec.traceback = "".join(traceback.format_exception(exc))
     finally:
         rec.timings["total_s"] = time.perf_counter() - t0
     return rec
@@ -207,7 +230,7 @@ def _finetune(setup: SearchSetup, model: nn.Module, seed: int) -> list[float]:
     sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=per_class, seed=seed)
     recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, distill_alpha=cfg.distill)
     with setup.lock.busy():
-        hist = train(model, setup.bundle.train, recipe, seed=seed, sampler=sampler,
+        hist = train(model, setup.bundle.train, recipe, seed=seed, sampler=sampler, device=setup.device,
                      teacher=setup.base.model if cfg.distill > 0 else None)
     return hist.loss
 
@@ -223,7 +246,8 @@ def _recalibrate(setup: SearchSetup, model: nn.Module, seed: int) -> int:
     (up to RECALIBRATION_IMAGES, at most the fine-tune subset); returns the number of batch norms."""
     sampler = recalibration_sampler(setup.bundle, seed, min(setup.config.subset, RECALIBRATION_IMAGES))
     with setup.lock.busy():
-        return recalibrate_bn(model, setup.bundle.train, sampler=sampler, batch_size=setup.config.batch_size)
+        return recalibrate_bn(model, setup.bundle.train, sampler=sampler, batch_size=setup.config.batch_size,
+                              device=setup.device)
 
 
 def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int) -> dict:

@@ -2,7 +2,8 @@
 
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
-listeners.on_trial_end} until `cfg.trials` trials have finished -> finalize (test accuracy of the
+listeners.on_trial_end} until `cfg.trials` trials have finished (or FAILURE_STREAK trials in a row
+failed the same way: RepeatedFailureError) -> finalize (test accuracy of the
 front, weights of dominated trials dropped, listeners.on_search_end). Ctrl-C marks the running
 trial interrupted (it is re-run on resume) and re-raises; nothing finished is lost. `drive()`, the
 start / signal / finish logic around the loop, is shared with the Ray runner.
@@ -20,7 +21,7 @@ from prunetune.config import SearchConfig
 from prunetune.models import evaluate
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
+from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
 
@@ -65,7 +66,8 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cf
 
 def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
                progress=None) -> SearchResult:
-    """Run (or resume) the search described by cfg until cfg.trials trials have finished."""
+    """Run (or resume) the search described by cfg until cfg.trials trials have finished. Raises
+    RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike."""
     setup = prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
     study = open_study(cfg, setup.space, setup.base_metrics)
     for layer, why in setup.skipped_layers:
@@ -74,6 +76,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     replayed = recover_unfinished(study)
     if replayed:
         log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
+    streak = FailureStreak()
 
     def loop() -> None:
         while True:
@@ -86,20 +89,20 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                     return
                 trial = study.ask()
                 trial.set_user_attr("worker", worker_id())
-            number = trial.user_attrs.get("replay_of", trial.number)
             try:
-                record = run_trial(setup, setup.space.suggest(trial), number)
+                record = run_trial(setup, setup.space.suggest(trial), trial.number,
+                                   replay_of=trial.user_attrs.get("replay_of"))
             except KeyboardInterrupt:
                 trial.set_user_attr("interrupted", True)
                 trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
-            record.number = trial.number
             tell(study, trial, record, cfg)
             if record.state == FAILED:
                 log(f"trial {trial.number} failed: {record.reason}")
             for listener in listeners:
                 listener.on_trial_end(record, study)
+            streak.observe(record)
 
     return drive(cfg, setup, study, listeners, loop)
 
@@ -131,13 +134,14 @@ def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners:
 
 
 def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False) -> SearchResult:
-    """Score front members on the test split (once each), drop dominated trials' weights."""
+    """Score front members on the test split (once each; on the CPU, where exported models run and
+    their verification re-scores them), drop dominated trials' weights."""
     result = summarize(study)
     tests = dict(study.user_attrs.get("test_accuracy", {}))
     for r in result.front_records():
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
             model, _ = load_compressed_file(r.weights)
-            tests[str(r.number)] = evaluate(model, setup.bundle.test)["accuracy"]
+            tests[str(r.number)] = evaluate(model, setup.bundle.test, device="cpu")["accuracy"]
     study.set_user_attr("test_accuracy", tests)
     if not keep_all_weights:
         front = set(result.front)

@@ -32,6 +32,7 @@ complete with early values, which would pollute the Pareto front.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -47,12 +48,13 @@ from prunetune.errors import PrunetuneError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.optuna_runner import SearchListener, drive, tell, weights_dir
-from prunetune.search.records import FAILED, TrialRecord
+from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.study import budget_lock, count_finished, make_sampler, make_storage, open_study, \
     recover_unfinished, worker_id
 
-NUMBER_KEY = "_prunetune_trial"  # the trial number whose seed a Ray trial uses (replays keep theirs)
+NUMBER_KEY = "_prunetune_trial"  # the Optuna trial number of a Ray trial (names its record and weights)
+REPLAY_KEY = "_prunetune_replay_of"  # the trial it re-runs (whose seed it uses), or None
 RECORD_KEY = "prunetune_record"  # the TrialRecord as JSON (Tune flattens nested dicts in results)
 CONNECT_TIMEOUT_S = 5.0
 WEIGHTS_SHIP_LIMIT = 512 * 2**20  # bytes of one trial's weights file sent back to the driver
@@ -110,6 +112,8 @@ def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: 
         if remaining > 0:
             searcher = _make_searcher(cfg, setup, listeners, log, progress)
             _fit(cfg, setup, searcher, remaining)
+            if searcher.stop_error is not None:
+                raise searcher.stop_error
 
     def cleanup() -> None:
         if searcher is not None:
@@ -160,12 +164,12 @@ def _trainable_class():
         arrives once per actor from the object store; a reused actor keeps it for later trials."""
 
         def setup(self, config: dict, setup: SearchSetup, sink) -> None:  # noqa: ARG002 (config: see step)
-            import dataclasses
             import tempfile
 
             # weights go to this node's temp folder first, then to the driver (see ship_weights)
             local = Path(tempfile.mkdtemp(prefix=f"prunetune-{setup.config.study_name}-"))
-            self._prunetune = dataclasses.replace(setup, weights_dir=local)
+            self._prunetune = dataclasses.replace(setup, weights_dir=local,
+                                                  device=str(trial_device(setup.config)))
             self._sink = sink
 
         def cleanup(self) -> None:
@@ -180,8 +184,8 @@ def _trainable_class():
             import ray
 
             params = dict(self.config)
-            number = int(params.pop(NUMBER_KEY))
-            record = run_trial(self._prunetune, params, number)
+            number, replay_of = int(params.pop(NUMBER_KEY)), params.pop(REPLAY_KEY, None)
+            record = run_trial(self._prunetune, params, number, replay_of=replay_of)
             ship_weights(record, self._sink)
             out: dict = {RECORD_KEY: json.dumps(record.as_dict()), "done": True,
                          "node_id": ray.get_runtime_context().get_node_id(), "ray_worker": worker_id()}
@@ -239,6 +243,14 @@ def _weights_sink(directory: Path):
                                ).remote(str(directory))
 
 
+def trial_device(cfg: SearchConfig):
+    """A Ray trial's device: the GPU Ray gave its actor (CUDA_VISIBLE_DEVICES) when
+    --gpus-per-trial > 0, else the CPU (cfg.device agrees: SearchConfig checks it)."""
+    from prunetune.models import resolve_device
+
+    return resolve_device("cuda" if cfg.gpus_per_trial > 0 else "cpu")
+
+
 def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progress):
     from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
@@ -249,12 +261,18 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
         """OptunaSearch on prunetune's study. `suggest` stops at the budget (counted with the
         study's budget lock, so other searches on the study are counted too); `on_trial_complete`
         stores the TrialRecord (complete -> values + constraints, rejected -> PRUNED, failed -> FAIL
-        with its reason) and notifies the listeners; the study in storage is the only checkpoint."""
+        with its reason) and notifies the listeners; the study in storage is the only checkpoint.
+        After FAILURE_STREAK identical failures in a row it asks for no more trials and keeps the
+        RepeatedFailureError in `stop_error` (raised once Tune has finished the trials in flight)."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.streak, self.stop_error = FailureStreak(), None
 
         def suggest(self, trial_id: str) -> dict | None:
             with budget_lock(cfg.study_name):  # count, ask and tag atomically, as the embedded runner
                 finished, running = count_finished(self._ot_study)
-                if finished + running >= cfg.trials:
+                if finished + running >= cfg.trials or self.stop_error is not None:
                     return Searcher.FINISHED
                 trial = self._ot_study.ask()
                 trial.set_user_attr("worker", driver)
@@ -282,6 +300,10 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
                 listener.on_trial_end(record, self._ot_study)
             if progress:
                 progress(count_finished(self._ot_study)[0], cfg.trials, self._ot_study)
+            try:
+                self.streak.observe(record)
+            except RepeatedFailureError as exc:
+                self.stop_error = self.stop_error or exc
 
         def interrupt_unfinished(self) -> None:
             """Mark the trials still in flight as interrupted (re-run on resume), as the embedded
@@ -298,7 +320,7 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
 
     def space(trial) -> dict:
         params = setup.space.suggest(trial)
-        return {**params, NUMBER_KEY: trial.user_attrs.get("replay_of", trial.number)}
+        return {**params, NUMBER_KEY: trial.number, REPLAY_KEY: trial.user_attrs.get("replay_of")}
 
     metrics = [pareto.get_objective(o).key for o in cfg.objectives]
     modes = ["max" if pareto.get_objective(o).direction == "maximize" else "min" for o in cfg.objectives]

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from prunetune.errors import PrunetuneError
+
 COMPLETE, FAILED, REJECTED, RUNNING, INTERRUPTED = "complete", "failed", "rejected", "running", "interrupted"
+TRACEBACK_CHARS = 20_000  # a failed trial's stored traceback: its last this many characters
+FAILURE_STREAK = 5  # this many identical failures in a row stop a search
 
 
 @dataclass
 class TrialRecord:
     """One trial. `metrics` holds accuracy (validation), macs, flops, bitops, params, size_bytes,
     fps, latency_ms, fps_spread, speedup (vs base, measured side by side); `timings` holds
-    compress_s, finetune_s, measure_s, total_s; `curve` the fine-tune loss per epoch."""
+    compress_s, finetune_s, measure_s, total_s; `curve` the fine-tune loss per epoch. `number` is
+    the trial's own (Optuna) number, which names its weights file; a trial re-running one an
+    earlier run left unfinished has `replay_of` = that trial's number and uses its `seed`.
+    `device`: where it trained and was evaluated. `traceback`: a failed trial's full traceback
+    (stored as the Optuna user attr "traceback", not inside "record")."""
 
     number: int
     state: str
@@ -26,6 +34,9 @@ class TrialRecord:
     reason: str = ""
     weights: str | None = None
     seed: int = 0
+    replay_of: int | None = None
+    device: str = "cpu"
+    traceback: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -35,7 +46,8 @@ class TrialRecord:
         d = self.as_dict()
         d.pop("number")
         d.pop("params")
-        return {"record": d}
+        tb = d.pop("traceback")
+        return {"record": d} | ({"traceback": tb[-TRACEBACK_CHARS:]} if tb else {})
 
 
 def record_from_trial(frozen) -> TrialRecord:
@@ -50,5 +62,29 @@ def record_from_trial(frozen) -> TrialRecord:
     elif state == "PRUNED":
         stored["state"] = REJECTED
     stored.setdefault("state", COMPLETE if state == "COMPLETE" else state.lower())
+    stored["traceback"] = frozen.user_attrs.get("traceback", "")
     params = {k: v for k, v in frozen.params.items()}
     return TrialRecord(number=frozen.number, params=params, **stored)
+
+
+class RepeatedFailureError(PrunetuneError):
+    """The same failure ended several trials in a row: a search stopped rather than spend its
+    whole budget failing (finished trials are kept)."""
+
+
+class FailureStreak:
+    """Counts trials in a row that failed with the same reason (type, message and place);
+    `observe` raises RepeatedFailureError at the `limit`-th. Any other outcome resets the count."""
+
+    def __init__(self, limit: int = FAILURE_STREAK) -> None:
+        self.limit, self.reason, self.count = limit, "", 0
+
+    def observe(self, record: TrialRecord) -> None:
+        if record.state != FAILED:
+            self.reason, self.count = "", 0
+            return
+        self.count = self.count + 1 if record.reason == self.reason else 1
+        self.reason = record.reason
+        if self.count >= self.limit:
+            raise RepeatedFailureError(f"{self.count} trials in a row failed with {self.reason}; fix the "
+                                       f"cause and re-run (finished trials are kept)")
