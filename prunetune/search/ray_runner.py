@@ -112,7 +112,7 @@ def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: 
         if searcher is not None:
             searcher.interrupt_unfinished()
 
-    return drive(cfg, setup, study, listeners, run_trials, cleanup)
+    return drive(cfg, setup, study, listeners, run_trials, cleanup, log=log)
 
 
 def _check_reachable(address: str) -> None:
@@ -192,7 +192,7 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
         with its reason) and notifies the listeners; the study in storage is the only checkpoint."""
 
         def suggest(self, trial_id: str) -> dict | None:
-            with budget_lock(cfg.study_name):  # count, ask and tag atomically, as the embedded runner
+            with budget_lock(self._ot_study):  # count, ask and tag atomically, as the embedded runner
                 finished, running = count_finished(self._ot_study)
                 if finished + running >= cfg.trials:
                     return Searcher.FINISHED
