@@ -167,10 +167,13 @@ def _create_sqlite_store(db: Path) -> None:
     PrunetuneError, one line, when it cannot be created."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    # MLflow announces at INFO that it creates a new store's tables: not news for the user
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp_uri = f"sqlite:///{tmp}"
     try:
         try:
+            tmp.touch(exist_ok=False)  # an unwritable folder fails here, not in MLflow's retries
             store = SqlAlchemyStore(tmp_uri, (db.parent / "artifacts").as_uri())
             store._dispose_engine()
         finally:
@@ -267,8 +270,6 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            # MLflow announces at INFO that it creates a new store's tables: not news for the user
-            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             self._client = MlflowClient(tracking_uri=prepare_store(self._uri_arg))
         return self._client
 
