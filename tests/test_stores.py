@@ -13,9 +13,7 @@ import optuna
 import pytest
 
 from prunetune.cli import main
-from prunetune.paths import lock_dir, open_lock_file
-from prunetune.search.quiet import QuietLock
-from prunetune.search.study import budget_lock, lock_name, make_storage
+from prunetune.search.study import make_storage
 from tests.helpers import load_study, search_args
 
 
@@ -141,6 +139,10 @@ def test_a_bad_tracking_store_is_one_line_before_anything_is_written(isolated, c
 def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prunetune_home):
     """Two stores holding a study of the same name do not share its lock (they used to: the lock
     was /tmp/prunetune-<study>.lock, shared by every store and every user)."""
+    from prunetune.paths import lock_dir, open_lock_file
+    from prunetune.search.quiet import QuietLock
+    from prunetune.search.study import budget_lock, lock_name
+
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     studies = [optuna.create_study(study_name="same", storage=make_storage(f"sqlite:///{isolated / d / 'o.db'}"))
                for d in ("a", "b")]

@@ -3,9 +3,10 @@
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
 listeners.on_trial_end} until `cfg.trials` trials have finished -> end_search: finalize (test
-accuracy of the front, weights of dominated trials dropped), listeners.on_search_end. Ctrl-C marks the running
-trial interrupted (it is re-run on resume) and re-raises; nothing finished is lost. `drive()`, the
-start / signal / finish logic around the loop, is shared with the Ray runner.
+accuracy of the front, weights of dominated trials dropped), listeners.on_search_end. Ctrl-C
+marks the running trial interrupted (it is re-run on resume) and re-raises; nothing finished is
+lost. `drive()`, the start / signal / finish logic around the loop, is shared with the Ray
+runner.
 """
 from __future__ import annotations
 

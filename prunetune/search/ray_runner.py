@@ -19,7 +19,7 @@ kill -9) are re-run with their original seed.
 The SearchSetup (data, base model, space) is put in the object store once (tune.with_parameters)
 and fetched once per trial actor; actors are reused across trials. Honest FPS under parallel
 trials: a trial's compute (pruning, fine-tuning, evaluation, runner building) holds QuietLock.busy()
-and its timing QuietLock.quiet() (flock(2) on files in the machine's temp directory), so no timing
+and its timing QuietLock.quiet() (flock(2) on files in the user's lock folder), so no timing
 overlaps another trial's compute on the same machine.
 
 Limits: every node needs prunetune installed (same version). Trial weights are written to

@@ -191,7 +191,7 @@ def _first_line(exc: BaseException) -> str:
     while exc.__cause__ or exc.__context__:
         exc = exc.__cause__ or exc.__context__
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in text:
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text:
         return "no space left on the disk"
     return text[:200]
 
@@ -320,14 +320,19 @@ class MlflowTracker:
             raise
         finally:
             with interrupts.deferred():  # a signal now waits until the parent is ended
-                status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
-                spent = self.seconds + time.perf_counter() - t  # all but the two writes below
-                cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
-                if self.trial_seconds > 0:
-                    cost["tracking_share"] = spent / self.trial_seconds
-                self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
-                self.client.set_terminated(self.parent_run_id, status=status)
-                self.seconds += time.perf_counter() - t
+                self._end_parent(outcome, t)
+
+    def _end_parent(self, outcome: str, started: float) -> None:
+        """The parent's cost metrics and `outcome` tag, then its end status (FINISHED, KILLED for
+        "interrupted", else FAILED)."""
+        status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
+        spent = self.seconds + time.perf_counter() - started  # all but the two writes below
+        cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
+        if self.trial_seconds > 0:
+            cost["tracking_share"] = spent / self.trial_seconds
+        self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
+        self.client.set_terminated(self.parent_run_id, status=status)
+        self.seconds += time.perf_counter() - started
 
     # -- pieces ---------------------------------------------------------------------------------
     def _experiment(self, name: str) -> str:
