@@ -33,11 +33,13 @@ def check_writable_folder(folder: Path, what: str) -> None:
 
 
 def prepare_sqlite(url: str, what: str, *, create: bool) -> str:
-    """The absolute URL; for SQLite, check (and with `create`, make) the database's folder."""
+    """The absolute URL; for SQLite, check (and with `create`, make) the database's folder, and
+    check that an existing database file is one (`check_sqlite_file`)."""
     url = absolute_sqlite(url)
     if url.startswith(SQLITE):
         folder = Path(url.removeprefix(SQLITE)).parent
         check_writable_folder(folder, what)
+        check_sqlite_file(Path(url.removeprefix(SQLITE)), what)
         if create:
             folder.mkdir(parents=True, exist_ok=True)
     return url
@@ -53,14 +55,14 @@ def check_sqlite_file(path: Path, what: str) -> None:
     if not path.exists():
         return
     if not path.is_file():
-        raise PrunetuneError(f"{what} {str(path)!r} is not a file")
+        raise PrunetuneError(f"{what} file {str(path)!r} is not a file")
     try:
         with path.open("rb") as f:
             head = f.read(len(SQLITE_MAGIC))
     except OSError as exc:
-        raise PrunetuneError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
+        raise PrunetuneError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
     if head and head != SQLITE_MAGIC:
-        raise PrunetuneError(f"{what} {str(path)!r} is not a SQLite database (another file is in its place)")
+        raise PrunetuneError(f"{what} file {str(path)!r} is not a SQLite database (another file is in its place)")
 
 
 def lock_dir() -> Path:

@@ -76,6 +76,7 @@ def test_searches_starting_together_create_one_mlflow_store(tmp_path):
     assert sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith("mlflow.db")) == []
 
 
+@pytest.mark.slow
 def test_disk_full_while_the_mlflow_store_is_created(isolated, capsys):
     """One line, no half-migrated store left behind (which used to break every later search),
     nothing else written; with space again the store is created."""
@@ -134,6 +135,15 @@ def test_a_bad_tracking_store_is_one_line_before_anything_is_written(isolated, c
         assert (isolated / "mlruns" / "mlflow.db").read_bytes() == garbage
     else:
         assert not (isolated / "mlruns").exists()
+
+
+def test_a_garbage_study_storage_is_one_line_before_anything_is_written(isolated, capsys):
+    (isolated / "mlruns").mkdir()
+    (isolated / "mlruns" / "optuna.db").write_bytes(b"not a database" * 100)
+    assert main(search_args("bad", 2)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a SQLite database" in err[0] and "optuna.db" in err[0], err
+    assert [p.name for p in (isolated / "mlruns").iterdir()] == ["optuna.db"]
 
 
 def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prunetune_home):

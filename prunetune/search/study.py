@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.paths import SQLITE, check_sqlite_file, file_lock, prepare_sqlite
+from prunetune.paths import file_lock, prepare_sqlite
 from prunetune.search import pareto
 from prunetune.spaces import SearchSpace
 
@@ -22,8 +20,6 @@ TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
     url = prepare_sqlite(url, "study storage", create=True)
-    if url.startswith(SQLITE):
-        check_sqlite_file(Path(url.removeprefix(SQLITE)), "study storage")
     # Optuna creates a new database's tables without a guard: two processes opening the same
     # new storage at once can both insert its schema version (IntegrityError). One at a time.
     with _file_lock(url, "", "storage"):
