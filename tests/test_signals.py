@@ -31,9 +31,13 @@ class Process:
         self.reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)
         self.reader.start()
 
-    def terminate_after(self, line: str) -> tuple[int, str]:
-        """SIGTERM once stderr has a line containing `line`; (exit code, stderr)."""
-        seen = wait_for(lambda: any(line in x for x in self.err) or self.proc.poll() is not None, 300)
+    def terminate_after(self, line: str, *, temp_folder: bool = False) -> tuple[int, str]:
+        """SIGTERM once stderr has a line containing `line` (and, with `temp_folder`, once a
+        folder exists in its TMPDIR); (exit code, stderr)."""
+        def ready() -> bool:
+            return any(line in x for x in self.err) and (not temp_folder or any(p.is_dir() for p in self.tmp.iterdir()))
+
+        seen = wait_for(lambda: ready() or self.proc.poll() is not None, 300)
         assert seen and self.proc.poll() is None, f"never saw {line!r}: {''.join(self.err)[-3000:]}"
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(timeout=120)
@@ -76,13 +80,13 @@ def test_sigterm_at_the_end_of_a_search_and_during_an_export(isolated):
     """End of search (test scoring, MLflow artifacts): the parent run used to stay RUNNING. Export:
     its temporary folders used to stay behind."""
     search = Process(search_args("end", 2), isolated, {})
-    rc, err = search.terminate_after("search: budget reached")
+    rc, err = search.terminate_after("search: budget reached", temp_folder=True)  # MLflow artifacts
     assert_one_line(rc, err, RESUME)
     assert [(p.info.status, p.data.tags["outcome"]) for p in parents(isolated, "end")] == [("KILLED", "interrupted")]
     assert sum(t.state.name == "COMPLETE" for t in load_study(isolated, "end").trials) == 2  # kept
     assert not left_behind(search.tmp)
 
     export = Process(["export", "--study", "end", "--out", "exported"], isolated, {})
-    rc, err = export.terminate_after("next to the base model")  # timing: a base model file in TMPDIR
+    rc, err = export.terminate_after("next to the base model", temp_folder=True)  # the base's file
     assert_one_line(rc, err)
     assert not left_behind(export.tmp)
