@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,12 +34,13 @@ def check_writable_folder(folder: Path, what: str) -> None:
 
 
 def prepare_sqlite(url: str, what: str, *, create: bool) -> str:
-    """The absolute URL; for SQLite, check (and with `create`, make) the database's folder, and
-    check that an existing database file is one (`check_sqlite_file`)."""
+    """The absolute URL; for SQLite, check (`probe_writable` too) and with `create` make the
+    database's folder, and check that an existing database file is one (`check_sqlite_file`)."""
     url = absolute_sqlite(url)
     if url.startswith(SQLITE):
         folder = Path(url.removeprefix(SQLITE)).parent
         check_writable_folder(folder, what)
+        probe_writable(folder, what)
         check_sqlite_file(Path(url.removeprefix(SQLITE)), what)
         if create:
             folder.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,20 @@ def prepare_sqlite(url: str, what: str, *, create: bool) -> str:
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def probe_writable(folder: Path, what: str) -> None:
+    """PrunetuneError unless a file can be created in `folder` (when missing, in its nearest
+    existing ancestor), tried with an unnamed temporary file that leaves nothing behind: os.access
+    cannot tell for root, /proc or a read-only mount."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise PrunetuneError(f"{what} folder {str(folder)!r} is not writable ({exc.strerror})") from None
 
 
 def check_sqlite_file(path: Path, what: str) -> None:

@@ -102,20 +102,31 @@ def _use_wal(db: Path) -> None:
 REACH_TIMEOUT_S = 5.0
 
 
-def prepare_store(uri: str | None) -> str:
-    """The tracking URI (see `tracking_uri`) with its store checked and ready, so that a search
-    finds a bad store before it writes anything: an http(s) server must answer within
-    REACH_TIMEOUT_S; a SQLite store must be an MLflow SQLite database, and a missing one is created
-    completely or not at all (`_create_sqlite_store`), by one process at a time. PrunetuneError,
-    one line, otherwise."""
-    uri = tracking_uri(uri)
+def check_store(uri: str | None) -> None:
+    """Check the tracking store at `uri` (default as in `tracking_uri`) before a search writes
+    anything, writing nothing: an http(s) server must answer within REACH_TIMEOUT_S; an existing
+    SQLite store must be a complete MLflow database, and its folder writable. PrunetuneError, one
+    line, otherwise."""
+    from prunetune.paths import absolute_sqlite, prepare_sqlite
+
+    uri = absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
     elif uri.startswith("sqlite:///"):
-        from prunetune.paths import check_sqlite_file, file_lock
+        prepare_sqlite(uri, "tracking", create=False)  # a writable folder, a SQLite file if any
+        _is_store(Path(uri.removeprefix("sqlite:///")))  # raises for a half-made one
+
+
+def prepare_store(uri: str | None) -> str:
+    """The tracking URI (see `tracking_uri`) with its store checked (`check_store`) and ready: a
+    missing SQLite store is created completely or not at all (`_create_sqlite_store`), by one
+    process at a time. PrunetuneError, one line, otherwise."""
+    check_store(uri)
+    uri = tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        from prunetune.paths import file_lock
 
         db = Path(uri.removeprefix("sqlite:///"))
-        check_sqlite_file(db, "MLflow store")
         if not _is_store(db):
             with file_lock(f"{hashlib.sha256(uri.encode()).hexdigest()[:24]}.mlflow-store"):
                 if not _is_store(db):
@@ -148,7 +159,7 @@ def _is_store(db: Path) -> bool:
     if not db.is_file() or db.stat().st_size == 0:
         return False
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(db, timeout=30)  # an existing file: opening it writes nothing
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
