@@ -100,6 +100,7 @@ def _use_wal(db: Path) -> None:
 
 
 REACH_TIMEOUT_S = 5.0
+NO_SPACE = "no space left on the disk"
 
 
 def check_store(uri: str | None) -> None:
@@ -120,7 +121,7 @@ def check_store(uri: str | None) -> None:
 def prepare_store(uri: str | None) -> str:
     """The tracking URI (see `tracking_uri`) with its store checked (`check_store`) and ready: a
     missing SQLite store is created completely or not at all (`_create_sqlite_store`), by one
-    process at a time. PrunetuneError, one line, otherwise."""
+    process at a time. PrunetuneError, one line, otherwise (OSError ENOSPC for a full disk)."""
     check_store(uri)
     uri = tracking_uri(uri)
     if uri.startswith("sqlite:///"):
@@ -175,7 +176,7 @@ def _is_store(db: Path) -> bool:
 def _create_sqlite_store(db: Path) -> None:
     """Create the MLflow SQLite store `db` (tables, migrations, default experiment) in a temporary
     file beside it, then move that into place: a crash or a full disk leaves no half-made store.
-    PrunetuneError, one line, when it cannot be created."""
+    OSError (ENOSPC) when the disk is full, PrunetuneError (one line) for other failures."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     # MLflow announces at INFO that it creates a new store's tables: not news for the user
@@ -191,7 +192,10 @@ def _create_sqlite_store(db: Path) -> None:
             SqlAlchemyStore._engine_map.pop(tmp_uri, None)
         os.replace(tmp, db)
     except Exception as exc:
-        raise PrunetuneError(f"cannot create the MLflow store {str(db)!r}: {_first_line(exc)}") from None
+        why = _first_line(exc)
+        if why == NO_SPACE:  # a fault, not the user's input: exit 1 (see cli.main)
+            raise OSError(errno.ENOSPC, f"while creating the MLflow store {str(db)!r}") from None
+        raise PrunetuneError(f"cannot create the MLflow store {str(db)!r}: {why}") from None
     finally:
         for leftover in (tmp, *(tmp.with_name(tmp.name + x) for x in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
@@ -203,7 +207,7 @@ def _first_line(exc: BaseException) -> str:
         exc = exc.__cause__ or exc.__context__
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text:
-        return "no space left on the disk"
+        return NO_SPACE
     return text[:200]
 
 
