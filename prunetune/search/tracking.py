@@ -186,10 +186,11 @@ def _create_sqlite_store(db: Path) -> None:
     try:
         try:
             tmp.touch(exist_ok=False)  # an unwritable folder fails here, not in MLflow's retries
-            store = SqlAlchemyStore(tmp_uri, (db.parent / "artifacts").as_uri())
-            store._dispose_engine()
-        finally:
-            SqlAlchemyStore._engine_map.pop(tmp_uri, None)
+            SqlAlchemyStore(tmp_uri, (db.parent / "artifacts").as_uri())
+        finally:  # close its connections, also after a failure (they hold the deleted file's space)
+            engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)
+            if engine is not None:
+                engine.dispose()
         os.replace(tmp, db)
     except Exception as exc:
         why = _first_line(exc)
