@@ -1,21 +1,24 @@
 """Command-line interface: thin commands over library functions.
 
 One place (`main`) turns user errors (PrunetuneError) into one line on stderr and exit code 2,
-and Ctrl-C into a one-line note (exit 130) saying how to resume.
+Ctrl-C / SIGTERM anywhere in a command into a one-line note (exit 130 / 143) saying how to
+resume, and a full disk into one line (exit 1).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
+import signal
 import sys
 from pathlib import Path
 
-from prunetune import render
+from prunetune import interrupts, render
 from prunetune.errors import PrunetuneError
 
+EXIT_FAULT = 1
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 FLAG_HELP = {
     "model": "model: a zoo name (see `prunetune models`), torchvision:NAME or package.module:function",
@@ -386,21 +389,48 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) says the disk or a quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _interrupted(command: str) -> int:
+    """The one line for a SIGINT / SIGTERM that stopped `command`; its exit code (128 + signal)."""
+    sig = interrupts.received() or signal.SIGINT
+    note = " finished trials are saved. Re-run the same command to resume." if command == "search" else ""
+    print(f"\nprunetune: interrupted ({sig.name});{note}".rstrip(";"), file=sys.stderr)
+    return 128 + int(sig)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. SIGINT / SIGTERM anywhere in it: one line, exit 130 / 143 (see
+    prunetune.interrupts); a user error: one line, exit 2; a full disk: one line, exit 1."""
     from prunetune.alloc import tune_malloc
 
     tune_malloc()  # before any training: glibc keeps big buffers in the heap (see prunetune.alloc)
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    try:
-        return args.fn(args)
-    except PrunetuneError as exc:
-        print(f"prunetune: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("\nprunetune: interrupted; finished trials are saved. Re-run the same command to resume.",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    with interrupts.handle_interrupts():
+        try:
+            return args.fn(args)
+        except PrunetuneError as exc:
+            print(f"prunetune: error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            return _interrupted(args.command)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except Exception as exc:
+            if not _disk_full(exc):
+                raise
+            print(f"prunetune: error: no space left on the disk ({type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:200]}); free some space and re-run the same command "
+                  "(finished trials are saved)", file=sys.stderr)
+            return EXIT_FAULT

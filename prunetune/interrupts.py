@@ -1,11 +1,20 @@
-"""Ctrl-C and SIGTERM that a search never loses.
+"""Ctrl-C and SIGTERM that a command never loses.
+
+`prunetune` (cli.main) runs every command inside `handle_interrupts()`: SIGINT and SIGTERM raise
+KeyboardInterrupt wherever the command is (base training, the trial loop, the end-of-search work,
+an export), so `finally` blocks and context managers run (temporary folders are removed, the
+MLflow parent run is ended KILLED) and the command exits 130 (SIGINT) or 143 (SIGTERM) with one
+line. `received()` says which signal it was.
 
 Python runs a signal handler at the next bytecode of the main thread. When that bytecode belongs
 to a `__del__` method or a weakref callback (library clean-up code, run whenever garbage is
 collected), the KeyboardInterrupt the handler raises is printed as "Exception ignored" and
-dropped, and a search would run on. So `handle_interrupts()` installs handlers that also remember
-the signal, and long loops call `check()`, which raises KeyboardInterrupt again once a signal was
-seen. Outside `handle_interrupts()` (and off the main thread) `check()` never raises.
+dropped, and a search would run on. So the handlers also remember the signal, and long loops call
+`check()`, which raises KeyboardInterrupt again once a signal was seen. Outside
+`handle_interrupts()` (and off the main thread) `check()` never raises.
+
+`deferred()` holds a signal back for the few writes that must happen together (ending a run):
+it is raised when the block ends.
 """
 from __future__ import annotations
 
@@ -14,34 +23,75 @@ import signal
 import threading
 from collections.abc import Iterator
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 _seen: signal.Signals | None = None
+_depth = 0  # nesting of handle_interrupts()
+_deferring = 0  # nesting of deferred()
+_held = False  # a signal arrived inside deferred()
 
 
 def _handler(signum: int, frame) -> None:  # noqa: ARG001
-    global _seen
+    global _seen, _held
     _seen = signal.Signals(signum)
+    if _deferring:
+        _held = True
+        return
     raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
 def handle_interrupts() -> Iterator[None]:
-    """Within: SIGINT and SIGTERM raise KeyboardInterrupt and are remembered for `check()`.
-    The previous handlers are restored on exit. A no-op off the main thread."""
-    global _seen
-    if threading.current_thread() is not threading.main_thread():
+    """Within: SIGINT and SIGTERM raise KeyboardInterrupt and are remembered for `check()` and
+    `received()`. Nests (an inner use re-installs the handlers after a library replaced them, as
+    ray.init does); the previous handlers are restored on exit, and the outermost exit forgets the
+    signal. A no-op off the main thread."""
+    global _seen, _depth
+    if not _main_thread():
         yield
         return
-    _seen = None
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    if _depth == 0:
+        _seen = None
+    old = {s: signal.signal(s, _handler) for s in SIGNALS}
+    _depth += 1
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _seen = None
+        _depth -= 1
+        if _depth == 0:
+            _seen = None
 
 
 def check() -> None:
     """Raise KeyboardInterrupt if SIGINT or SIGTERM arrived inside `handle_interrupts()`."""
     if _seen is not None:
+        raise KeyboardInterrupt
+
+
+def received() -> signal.Signals | None:
+    """The last SIGINT or SIGTERM that arrived inside the current `handle_interrupts()`, or None."""
+    return _seen
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within: a SIGINT or SIGTERM is remembered but not raised; KeyboardInterrupt is raised when
+    the (outermost) block ends, unless an exception is already leaving it."""
+    global _deferring, _held
+    _deferring += 1
+    try:
+        yield
+    except BaseException:
+        _deferring -= 1
+        _held = _held and _deferring > 0
+        raise
+    _deferring -= 1
+    if not _deferring and _held:
+        _held = False
         raise KeyboardInterrupt

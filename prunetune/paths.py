@@ -1,7 +1,11 @@
 """Local store locations (SQLite URLs, folders): made absolute, checked before anything is written."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from prunetune.errors import PrunetuneError
@@ -30,11 +34,84 @@ def check_writable_folder(folder: Path, what: str) -> None:
 
 
 def prepare_sqlite(url: str, what: str, *, create: bool) -> str:
-    """The absolute URL; for SQLite, check (and with `create`, make) the database's folder."""
+    """The absolute URL; for SQLite, check (`probe_writable` too) and with `create` make the
+    database's folder, and check that an existing database file is one (`check_sqlite_file`)."""
     url = absolute_sqlite(url)
     if url.startswith(SQLITE):
         folder = Path(url.removeprefix(SQLITE)).parent
         check_writable_folder(folder, what)
+        probe_writable(folder, what)
+        check_sqlite_file(Path(url.removeprefix(SQLITE)), what)
         if create:
             folder.mkdir(parents=True, exist_ok=True)
     return url
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def probe_writable(folder: Path, what: str) -> None:
+    """PrunetuneError unless a file can be created in `folder` (when missing, in its nearest
+    existing ancestor), tried with an unnamed temporary file that leaves nothing behind: os.access
+    cannot tell for root, /proc or a read-only mount."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise PrunetuneError(f"{what} folder {str(folder)!r} is not writable ({exc.strerror})") from None
+
+
+def check_sqlite_file(path: Path, what: str) -> None:
+    """Raise one clear PrunetuneError when `path` exists but is not a SQLite database (a file of
+    other bytes, a folder): opening it would fail deep inside the database library. A missing or
+    empty file passes (SQLite creates it)."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise PrunetuneError(f"{what} file {str(path)!r} is not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise PrunetuneError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
+    if head and head != SQLITE_MAGIC:
+        raise PrunetuneError(f"{what} file {str(path)!r} is not a SQLite database (another file is in its place)")
+
+
+def lock_dir() -> Path:
+    """The folder of this user's lock files (created, mode 0700): $XDG_RUNTIME_DIR/prunetune when
+    that variable names a writable folder, else $PRUNETUNE_HOME/locks (default
+    ~/.cache/prunetune/locks). Never shared with other users."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir() and os.access(runtime, os.W_OK | os.X_OK):
+        return Path(runtime) / "prunetune"
+    home = os.environ.get("PRUNETUNE_HOME") or Path.home() / ".cache" / "prunetune"
+    return Path(home) / "locks"
+
+
+def open_lock_file(name: str) -> int:
+    """A file descriptor (read-write) of the lock file `name` in `lock_dir()`, both created when
+    missing. PrunetuneError, one line, when the folder cannot be created or written."""
+    folder = lock_dir()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise PrunetuneError(f"cannot create lock files in {str(folder)!r} ({exc.strerror}): set "
+                             "PRUNETUNE_HOME to a writable folder") from None
+
+
+@contextlib.contextmanager
+def file_lock(name: str) -> Iterator[None]:
+    """An exclusive flock(2) of the lock file `name` in `lock_dir()`: one holder at a time among
+    this user's processes on this machine."""
+    fd = open_lock_file(name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

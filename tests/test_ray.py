@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -52,12 +51,12 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from prunetune.search.quiet import QuietLock
 
-address, name, mark = sys.argv[1:4]
+address, mark = sys.argv[1:3]
 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
 
 @ray.remote(num_cpus=1)
 def hold(mode, seconds):
-    with getattr(QuietLock(name), mode)():
+    with getattr(QuietLock(), mode)():
         start = time.time()
         open(mark, "w").close()
         time.sleep(seconds)
@@ -69,7 +68,7 @@ def ask(mode):
     while not os.path.exists(mark):
         time.sleep(0.005)
     asked = time.time()
-    with getattr(QuietLock(name), mode)():
+    with getattr(QuietLock(), mode)():
         got = time.time()
     return {"asked": asked, "got": got, "pid": os.getpid()}
 
@@ -250,17 +249,16 @@ def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, clu
     nodes = {t.user_attrs["ray_node"] for t in study.trials[4:] if t.state.name == "COMPLETE"}
     assert nodes and nodes <= set(cluster["nodes"])
     parents, children = mlflow_runs(cwd, "ray")
-    assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED", "RUNNING"]  # kill -9: RUNNING
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "FINISHED", "KILLED"]  # kill -9: marked on resume
     done = sorted(t.number for t in study.trials if t.state.name == "COMPLETE")
     assert sorted(int(c.data.tags["trial"]) for c in children) == done
 
 
 def test_quiet_lock_serializes_measurement_against_training_across_ray_workers(cluster, isolated,
                                                                               prunetune_home):
-    name = f"raytest-{uuid.uuid4().hex[:8]}"
-    lock = QuietLock(name)
+    lock = QuietLock()
     try:
-        proc = subprocess.run([sys.executable, "-c", LOCK_PROBE, cluster["address"], name, str(isolated / "mark")],
+        proc = subprocess.run([sys.executable, "-c", LOCK_PROBE, cluster["address"], str(isolated / "mark")],
                               capture_output=True, text=True, timeout=120, env=env(prunetune_home))
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout.strip().splitlines()[-1])

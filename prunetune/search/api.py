@@ -134,9 +134,10 @@ def check_names(cfg: SearchConfig) -> None:
 
 def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None) -> SearchResult:
     """Run the search with a progress bar and MLflow tracking; print and save the Pareto table."""
-    from prunetune.search.tracking import MlflowTracker
+    from prunetune.search.tracking import MlflowTracker, check_store
 
     check_names(cfg)
+    check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
     bar = ProgressBar()
     tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select)
     try:

@@ -62,7 +62,7 @@ class SearchSetup:
 
     @property
     def lock(self) -> QuietLock:
-        return QuietLock(self.config.study_name)
+        return QuietLock()
 
     def example_input(self) -> torch.Tensor:
         return self.bundle.example_input(1)

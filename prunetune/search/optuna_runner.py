@@ -3,9 +3,9 @@
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
 listeners.on_trial_end} until `cfg.trials` trials have finished (or FAILURE_STREAK trials in a row
-failed the same way: RepeatedFailureError) -> finalize (test accuracy of the
-front, weights of dominated trials dropped, listeners.on_search_end). Ctrl-C marks the running
-trial interrupted (it is re-run on resume) and re-raises; nothing finished is lost. `drive()`, the
+failed the same way: RepeatedFailureError) -> end_search: finalize (test accuracy of the front,
+weights of dominated trials dropped), listeners.on_search_end. Ctrl-C marks the running trial
+interrupted (it is re-run on resume) and re-raises; nothing finished is lost. `drive()`, the
 start / signal / finish logic around the loop, is shared with the Ray runner.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
             if progress:
                 progress(count_finished(study)[0], cfg.trials, study)
-            with budget_lock(cfg.study_name):  # count + ask atomically: parallel searches never overshoot
+            with budget_lock(study):  # count + ask atomically: parallel searches never overshoot
                 finished, running = count_finished(study)
                 if finished + running >= cfg.trials:
                     return
@@ -104,16 +104,16 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                 listener.on_trial_end(record, study)
             streak.observe(record)
 
-    return drive(cfg, setup, study, listeners, loop)
+    return drive(cfg, setup, study, listeners, loop, log=log)
 
 
 def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners: list[SearchListener],
-          run_trials: Callable[[], None], cleanup: Callable[[], None] = lambda: None) -> SearchResult:
+          run_trials: Callable[[], None], cleanup: Callable[[], None] = lambda: None, *,
+          log: Callable[[str], None] = lambda m: None) -> SearchResult:
     """The part of a search both backends share: notify the listeners, run the trials with Ctrl-C
     and SIGTERM raising KeyboardInterrupt (see prunetune.interrupts), then `cleanup()` and,
-    whatever happened, the result (finalized when the budget was reached, else summarized as it
-    stands) handed to the listeners with the outcome ("finished", "interrupted" or "failed").
-    Errors and Ctrl-C propagate afterwards."""
+    whatever happened, the end of the search (see `end_search`). Errors and Ctrl-C propagate
+    afterwards."""
     for listener in listeners:
         listener.on_search_start(setup, study)
     outcome = "failed"
@@ -126,10 +126,30 @@ def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners:
         raise
     finally:
         cleanup()
-        result = (finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
-                  if outcome == "finished" else summarize(study))
+        result = end_search(cfg, setup, study, listeners, outcome, log=log)
+    return result
+
+
+def end_search(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners: list[SearchListener],
+               outcome: str, *, log: Callable[[str], None] = lambda m: None) -> SearchResult:
+    """The result (finalized when the budget was reached, else summarized as it stands) handed to
+    the listeners with the outcome. When finalizing is interrupted or fails, the listeners get the
+    summarized result with outcome "interrupted" / "failed" and the exception propagates; the
+    finished trials stay in the study either way."""
+    if outcome == "finished":
+        log("search: budget reached; scoring the front on the test split and updating MLflow")
+    try:
+        result = finalize(study, setup, keep_all_weights=cfg.keep_all_weights) if outcome == "finished" \
+            else summarize(study)
+    except BaseException as exc:
+        outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with interrupts.deferred():
+            result = summarize(study)
         for listener in listeners:
             listener.on_search_end(result, study, outcome=outcome)
+        raise
+    for listener in listeners:
+        listener.on_search_end(result, study, outcome=outcome)
     return result
 
 

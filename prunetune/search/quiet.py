@@ -3,30 +3,36 @@
 Fine-tuning holds the lock *shared* (many trials may train at once); an FPS measurement holds it
 *exclusive*, so it runs only when no trial on this machine is training, and no trial starts
 training while it runs. A gate lock makes it fair: a waiting measurement blocks new training.
-Built on flock(2) of files in the temp directory, so it works across processes (Ray workers)
-and needs no server; each machine of a cluster has its own.
+Built on flock(2) of files in the user's lock folder (prunetune.paths.lock_dir), so it works
+across processes (Ray workers) and needs no server; each machine of a cluster has its own.
+
+One lock per user and machine, not per study: a measurement must not overlap *any* of this
+user's trials on the machine, whatever study or store they belong to. Other users' processes are
+not held back (their lock files live in their own folders: a shared, world-writable lock file
+would let any user block or break everyone's searches).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from prunetune.paths import lock_dir, open_lock_file
+
 
 class QuietLock:
-    """`with lock.busy():` around training, `with lock.quiet():` around measurement."""
+    """`with lock.busy():` around training, `with lock.quiet():` around measurement. Every
+    QuietLock of one user on one machine is the same lock (its files are in `lock_dir()`)."""
 
-    def __init__(self, name: str, directory: str | Path | None = None) -> None:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        d = Path(directory or tempfile.gettempdir())
-        self.gate_path, self.lock_path = d / f"prunetune-{safe}.gate", d / f"prunetune-{safe}.lock"
+    def __init__(self) -> None:
+        folder = lock_dir()
+        self.gate_path, self.lock_path = folder / "quiet.gate", folder / "quiet.lock"
 
     @contextlib.contextmanager
     def _flock(self, path: Path, mode: int) -> Iterator[None]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_lock_file(path.name)
         try:
             fcntl.flock(fd, mode)
             yield
@@ -38,7 +44,7 @@ class QuietLock:
     def busy(self) -> Iterator[None]:
         """Shared: training may overlap other training, never a measurement."""
         with self._flock(self.gate_path, fcntl.LOCK_EX):
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_lock_file(self.lock_path.name)
             fcntl.flock(fd, fcntl.LOCK_SH)
         try:
             yield

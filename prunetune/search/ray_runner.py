@@ -19,7 +19,7 @@ kill -9) are re-run with their original seed.
 The SearchSetup (data, base model, space) is put in the object store once (tune.with_parameters)
 and fetched once per trial actor; actors are reused across trials. Honest FPS under parallel
 trials: a trial's compute (pruning, fine-tuning, evaluation, runner building) holds QuietLock.busy()
-and its timing QuietLock.quiet() (flock(2) on files in the machine's temp directory), so no timing
+and its timing QuietLock.quiet() (flock(2) on files in the user's lock folder), so no timing
 overlaps another trial's compute on the same machine.
 
 No shared filesystem is needed: a trial writes its compressed weights to a temp folder of the node
@@ -119,7 +119,7 @@ def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: 
         if searcher is not None:
             searcher.interrupt_unfinished()
 
-    return drive(cfg, setup, study, listeners, run_trials, cleanup)
+    return drive(cfg, setup, study, listeners, run_trials, cleanup, log=log)
 
 
 def _check_reachable(address: str) -> None:
@@ -270,7 +270,7 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
             self.streak, self.stop_error = FailureStreak(), None
 
         def suggest(self, trial_id: str) -> dict | None:
-            with budget_lock(cfg.study_name):  # count, ask and tag atomically, as the embedded runner
+            with budget_lock(self._ot_study):  # count, ask and tag atomically, as the embedded runner
                 finished, running = count_finished(self._ot_study)
                 if finished + running >= cfg.trials or self.stop_error is not None:
                     return Searcher.FINISHED

@@ -2,20 +2,15 @@
 trials that an interrupted run left unfinished."""
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.paths import prepare_sqlite
+from prunetune.paths import file_lock, prepare_sqlite
 from prunetune.search import pareto
 from prunetune.spaces import SearchSpace
 
@@ -25,15 +20,15 @@ TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
     url = prepare_sqlite(url, "study storage", create=True)
-    try:
-        # Optuna creates a new database's tables without a guard: two processes opening the same
-        # new storage at once can both insert its schema version (IntegrityError). One at a time.
-        with _file_lock(hashlib.sha256(url.encode()).hexdigest()[:16], "storage"):
+    # Optuna creates a new database's tables without a guard: two processes opening the same
+    # new storage at once can both insert its schema version (IntegrityError). One at a time.
+    with _file_lock(url, "", "storage"):
+        try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
                                               if url.startswith("sqlite") else None)
-    except Exception as exc:
-        raise PrunetuneError(f"cannot open study storage {url!r}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]}") from None
+        except Exception as exc:
+            raise PrunetuneError(f"cannot open study storage {url!r}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200]}") from None
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -50,24 +45,28 @@ def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=cfg.seed)
 
 
-@contextlib.contextmanager
-def _file_lock(name: str, purpose: str) -> Iterator[None]:
-    """An exclusive flock on a per-study file in the temp directory (this machine only)."""
-    safe = "".join(c if c.isalnum() else "_" for c in name)
-    path = Path(tempfile.gettempdir()) / f"prunetune-{safe}.{purpose}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def lock_name(storage_url: str, study: str, purpose: str) -> str:
+    """The lock file name of (storage, study, purpose): a hash, so that two stores holding a study
+    of the same name never share a lock and any name is a safe file name."""
+    digest = hashlib.sha256(f"{storage_url}\0{study}".encode()).hexdigest()[:24]
+    return f"{digest}.{purpose}"
 
 
-def budget_lock(name: str):
+def _file_lock(storage_url: str, study: str, purpose: str):
+    """An exclusive lock of (storage, study, purpose) on this machine (see paths.file_lock)."""
+    return file_lock(lock_name(storage_url, study, purpose))
+
+
+def storage_url(study: optuna.Study) -> str:
+    """The URL of the RDB storage a study lives in ("" for other storages)."""
+    storage = study._storage
+    return str(getattr(getattr(storage, "_backend", storage), "url", ""))
+
+
+def budget_lock(study: optuna.Study):
     """Held while counting trials and asking for a new one, so that several searches on one
     machine sharing a study stop exactly at the budget."""
-    return _file_lock(name, "budget")
+    return _file_lock(storage_url(study), study.study_name, "budget")
 
 
 def study_exists(storage, name: str) -> bool:
@@ -89,7 +88,7 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
     and one set of objectives: reusing its name with others is refused."""
     objectives = [pareto.get_objective(o) for o in cfg.objectives]
     storage = make_storage(cfg.storage_url)
-    with _file_lock(cfg.study_name, "create"):
+    with _file_lock(storage.url, cfg.study_name, "create"):
         exists = study_exists(storage, cfg.study_name)
         study = optuna.create_study(study_name=cfg.study_name, storage=storage, load_if_exists=True,
                                     sampler=make_sampler(cfg),
@@ -125,7 +124,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _dead_local(worker: str | None) -> bool:
+def dead_local(worker: str | None) -> bool:
     if not worker:
         return False
     host, _, pid = worker.rpartition(":")
@@ -146,7 +145,7 @@ def recover_unfinished(study: optuna.Study) -> list[int]:
     tag: runners ask and tag under the budget lock, which is held here too), and trials failed by
     Ctrl-C. Each is re-queued once with its params and its original number as `replay_of` (so it
     uses the same seed). Returns their numbers."""
-    with budget_lock(study.study_name):
+    with budget_lock(study):
         return _recover_unfinished(study)
 
 
@@ -158,7 +157,7 @@ def _recover_unfinished(study: optuna.Study) -> list[int]:
         if t.number in requeued:
             continue
         worker = t.user_attrs.get("worker")
-        if t.state == optuna.trial.TrialState.RUNNING and (not worker or _dead_local(worker)):
+        if t.state == optuna.trial.TrialState.RUNNING and (not worker or dead_local(worker)):
             storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died (killed?)")
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)

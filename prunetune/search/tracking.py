@@ -20,6 +20,8 @@ the search spends in tracking, logged on the parent run as `tracking_s` beside t
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from prunetune import interrupts
 from prunetune.errors import PrunetuneError
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
@@ -96,6 +99,135 @@ def _use_wal(db: Path) -> None:
         pass
 
 
+REACH_TIMEOUT_S = 5.0
+NO_SPACE = "no space left on the disk"
+
+
+def check_store(uri: str | None) -> None:
+    """Check the tracking store at `uri` (default as in `tracking_uri`) before a search writes
+    anything, writing nothing: an http(s) server must answer within REACH_TIMEOUT_S; an existing
+    SQLite store must be a complete MLflow database, and its folder writable. PrunetuneError, one
+    line, otherwise."""
+    from prunetune.paths import absolute_sqlite, prepare_sqlite
+
+    uri = absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+    if uri.startswith(("http://", "https://")):
+        check_reachable(uri)
+    elif uri.startswith("sqlite:///"):
+        prepare_sqlite(uri, "tracking", create=False)  # a writable folder, a SQLite file if any
+        _is_store(Path(uri.removeprefix("sqlite:///")))  # raises for a half-made one
+
+
+def prepare_store(uri: str | None) -> str:
+    """The tracking URI (see `tracking_uri`) with its store checked (`check_store`) and ready: a
+    missing SQLite store is created completely or not at all (`_create_sqlite_store`), by one
+    process at a time. PrunetuneError, one line, otherwise (OSError ENOSPC for a full disk)."""
+    check_store(uri)
+    uri = tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        from prunetune.paths import file_lock
+
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not _is_store(db):
+            with file_lock(f"{hashlib.sha256(uri.encode()).hexdigest()[:24]}.mlflow-store"):
+                if not _is_store(db):
+                    _create_sqlite_store(db)
+        _use_wal(db)
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """PrunetuneError unless the tracking server at `uri` answers HTTP (any status) within
+    `timeout` seconds."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise PrunetuneError(f"MLflow tracking server {uri} is not reachable ({reason}); start it or "
+                             "pass another --tracking-uri") from None
+
+
+def _is_store(db: Path) -> bool:
+    """Whether `db` is a complete MLflow store (PrunetuneError for a half-made one); False when it
+    is missing or empty."""
+    import sqlite3
+
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(db, timeout=30)  # an existing file: opening it writes nothing
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise PrunetuneError(f"MLflow store {str(db)!r} cannot be read: {exc}") from None
+    if "alembic_version" not in tables or any(t.startswith("_alembic_tmp_") for t in tables):
+        raise PrunetuneError(f"MLflow store {str(db)!r} is incomplete (its creation was cut short): "
+                             "move it away and re-run to create a new one")
+    return True
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create the MLflow SQLite store `db` (tables, migrations, default experiment) in a temporary
+    file beside it, then move that into place: a crash or a full disk leaves no half-made store.
+    OSError (ENOSPC) when the disk is full, PrunetuneError (one line) for other failures."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    # MLflow announces at INFO that it creates a new store's tables: not news for the user
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    tmp_uri = f"sqlite:///{tmp}"
+    try:
+        try:
+            tmp.touch(exist_ok=False)  # an unwritable folder fails here, not in MLflow's retries
+            SqlAlchemyStore(tmp_uri, (db.parent / "artifacts").as_uri())
+        finally:  # close its connections, also after a failure (they hold the deleted file's space)
+            engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)
+            if engine is not None:
+                engine.dispose()
+        os.replace(tmp, db)
+    except Exception as exc:
+        why = _first_line(exc)
+        if why == NO_SPACE:  # a fault, not the user's input: exit 1 (see cli.main)
+            raise OSError(errno.ENOSPC, f"while creating the MLflow store {str(db)!r}") from None
+        raise PrunetuneError(f"cannot create the MLflow store {str(db)!r}: {why}") from None
+    finally:
+        for leftover in (tmp, *(tmp.with_name(tmp.name + x) for x in ("-journal", "-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The root cause of `exc` in one short line (a full disk named as such)."""
+    while exc.__cause__ or exc.__context__:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text:
+        return NO_SPACE
+    return text[:200]
+
+
+def mark_dead_parents(client, experiment_id: str) -> list[str]:
+    """End as KILLED, tagged outcome=died, the experiment's RUNNING parent runs whose search process
+    (their `prunetune.worker` tag, host:pid) is gone from this machine (killed with SIGKILL, or
+    its machine lost power); return their run ids. Runs of other machines and live processes are
+    left as they are."""
+    from prunetune.search.study import dead_local
+
+    runs = client.search_runs([experiment_id], "tags.`prunetune.role` = 'search' and "
+                              "attributes.status = 'RUNNING'", max_results=1000)
+    dead = [r.info.run_id for r in runs if dead_local(r.data.tags.get("prunetune.worker"))]
+    for run_id in dead:
+        client.set_tag(run_id, "outcome", "died")
+        client.set_terminated(run_id, status="KILLED")
+    return dead
+
+
 def registered_name(study: str) -> str:
     """The registered model that holds a study's selected models."""
     return f"prunetune-{study}"
@@ -154,25 +286,24 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            # MLflow announces at INFO that it creates a new store's tables: not news for the user
-            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-            uri = self.uri
-            if uri.startswith("sqlite:///"):
-                _use_wal(Path(uri.removeprefix("sqlite:///")))
-            self._client = MlflowClient(tracking_uri=uri)
+            self._client = MlflowClient(tracking_uri=prepare_store(self._uri_arg))
         return self._client
 
     # -- listener protocol ------------------------------------------------------------------
     def on_search_start(self, setup, study) -> None:
         """The study's experiment and a new parent run with the config, space and base metrics."""
+        from prunetune.search.study import worker_id
+
         t = time.perf_counter()
         try:
             cfg = setup.config
             self.experiment_id = self._experiment(cfg.study_name)
+            mark_dead_parents(self.client, self.experiment_id)
             run = self.client.create_run(
                 self.experiment_id, run_name=f"search {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 tags={"prunetune.role": "search", "study": cfg.study_name, "model": cfg.model,
-                      "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler})
+                      "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler,
+                      "prunetune.worker": worker_id()})
             self.parent_run_id = run.info.run_id
             params = _flat_params("", cfg.as_dict()) | _flat_params("space.", setup.space.summary())
             params["budget"] = str(cfg.trials)
@@ -192,21 +323,32 @@ class MlflowTracker:
 
     def on_search_end(self, result: SearchResult, study, *, outcome: str) -> None:
         """Refresh the front (artifacts, tags, registry), then end the parent run with the outcome's
-        status; the parent is ended even if the refresh raises."""
+        status. The parent is ended even if the refresh raises: KILLED when it was interrupted,
+        FAILED when it failed (a full disk); a signal during the final writes waits for them."""
         if self.parent_run_id is None:
             return
         t = time.perf_counter()
         try:
             self.refresh_front(result)
+        except BaseException as exc:  # the parent says why it ended: interrupted, or failed
+            if outcome == "finished":
+                outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            raise
         finally:
-            status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
-            spent = self.seconds + time.perf_counter() - t  # all but the two writes below
-            cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
-            if self.trial_seconds > 0:
-                cost["tracking_share"] = spent / self.trial_seconds
-            self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
-            self.client.set_terminated(self.parent_run_id, status=status)
-            self.seconds += time.perf_counter() - t
+            with interrupts.deferred():  # a signal now waits until the parent is ended
+                self._end_parent(outcome, t)
+
+    def _end_parent(self, outcome: str, started: float) -> None:
+        """The parent's cost metrics and `outcome` tag, then its end status (FINISHED, KILLED for
+        "interrupted", else FAILED)."""
+        status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
+        spent = self.seconds + time.perf_counter() - started  # all but the two writes below
+        cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
+        if self.trial_seconds > 0:
+            cost["tracking_share"] = spent / self.trial_seconds
+        self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
+        self.client.set_terminated(self.parent_run_id, status=status)
+        self.seconds += time.perf_counter() - started
 
     # -- pieces ---------------------------------------------------------------------------------
     def _experiment(self, name: str) -> str:

@@ -1,0 +1,190 @@
+"""Stores under stress: searches starting together on a new MLflow store, a full disk, tracking
+URIs that point nowhere or at something that is not a store, and per-user, per-store locks."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import os
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+
+from prunetune.cli import main
+from prunetune.search.study import make_storage
+from tests.helpers import load_study, search_args
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str, *options: str):
+    """A real tmpfs of `size` mounted at `where` (created); skips the test where mounting is not
+    permitted (not root, or no mount namespace)."""
+    where.mkdir(parents=True, exist_ok=True)
+    opts = ",".join([f"size={size}", *options])
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(folder: Path, leave_bytes: int) -> Path:
+    """Fill the filesystem of `folder` with one file until about `leave_bytes` are free."""
+    st = os.statvfs(folder)
+    filler = folder / "filler"
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave_bytes))
+    return filler
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("prunetune: error:")]
+
+
+def open_tracking_after(uri: str, barrier, results) -> None:
+    """In a child process: wait at `barrier`, open the MLflow store `uri` as a search does and put
+    "ok" or the error in the `results` queue."""
+    from prunetune.search.tracking import MlflowTracker
+
+    barrier.wait()
+    try:
+        MlflowTracker(uri).client.search_experiments()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+
+@pytest.mark.slow
+def test_searches_starting_together_create_one_mlflow_store(tmp_path):
+    """Three processes opening a new MLflow store at once: unguarded, MLflow's table creation and
+    migrations collide ("table metrics already exists", "duplicate column name")."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - imported once, before the fork
+
+    ctx = multiprocessing.get_context("fork")
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=open_tracking_after, args=(uri, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes == ["ok"] * 3
+    assert sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith("mlflow.db")) == []
+
+
+@pytest.mark.slow
+def test_disk_full_while_the_mlflow_store_is_created(isolated, capsys):
+    """One line, no half-migrated store left behind (which used to break every later search); with
+    space again the store is created."""
+    from prunetune.search.tracking import MlflowTracker
+
+    with tmpfs(isolated / "small", "1m") as fs:
+        filler = fill(fs, 64 * 1024)
+        uri = f"sqlite:///{fs / 'mlflow.db'}"
+        assert main(search_args("full", 2, "--tracking-uri", uri)) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(error_lines(err)) == 1 and "no space left" in err, err
+        assert [p.name for p in fs.iterdir()] == ["filler"]  # no store, no temporary file
+        filler.unlink()
+        MlflowTracker(uri).client.search_experiments()  # a complete store now
+        assert (fs / "mlflow.db").is_file()
+
+
+@pytest.mark.slow
+def test_disk_full_at_the_end_of_a_search(isolated, capsys):
+    """The front's artifacts do not fit: one line, exit 1, the parent run FAILED (not RUNNING,
+    not FINISHED), the finished trials kept."""
+    import mlflow
+
+    with tmpfs(isolated / "mlruns" / "artifacts" / "full", "512k") as fs:
+        fill(fs, 48 * 1024)  # room for the search's start (search_space.json), not for the front
+        assert main(search_args("full", 2)) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert len(error_lines(err)) == 1 and "no space left" in error_lines(err)[0], err
+    assert sum(t.state.name == "COMPLETE" for t in load_study(isolated, "full").trials) == 2
+    mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+    parents = mlflow.search_runs(experiment_names=["full"], output_format="list",
+                                 filter_string="tags.`prunetune.role` = 'search'")
+    assert [(p.info.status, p.data.tags["outcome"]) for p in parents] == [("FAILED", "failed")]
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is not reachable"),
+    ("sqlite:////proc/mlflow.db", "tracking folder '/proc' is not writable"),
+    ("garbage", "is not a SQLite database"),
+], ids=["unreachable", "proc", "garbage"])
+def test_a_bad_tracking_store_is_one_line_before_anything_is_written(isolated, capsys, uri, message):
+    """Used to hang ~270 s then print a 122-line traceback (unreachable), or end in tracebacks; the
+    Optuna storage was written anyway."""
+    garbage = os.urandom(4096)
+    if uri == "garbage":
+        (isolated / "mlruns").mkdir()
+        (isolated / "mlruns" / "mlflow.db").write_bytes(garbage)
+        uri = f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}"
+    assert main(search_args("bad", 2, "--tracking-uri", uri)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    if "mlruns" in uri:  # the garbage file is left as it was, and nothing is beside it
+        assert [p.name for p in (isolated / "mlruns").iterdir()] == ["mlflow.db"]
+        assert (isolated / "mlruns" / "mlflow.db").read_bytes() == garbage
+    else:
+        assert not (isolated / "mlruns").exists()
+
+
+def test_a_garbage_study_storage_is_one_line_before_anything_is_written(isolated, capsys):
+    (isolated / "mlruns").mkdir()
+    (isolated / "mlruns" / "optuna.db").write_bytes(b"not a database" * 100)
+    assert main(search_args("bad", 2)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a SQLite database" in err[0] and "optuna.db" in err[0], err
+    assert [p.name for p in (isolated / "mlruns").iterdir()] == ["optuna.db"]
+
+
+def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prunetune_home):
+    """Two stores holding a study of the same name do not share its lock (they used to: the lock
+    was /tmp/prunetune-<study>.lock, shared by every store and every user)."""
+    from prunetune.paths import lock_dir, open_lock_file
+    from prunetune.search.quiet import QuietLock
+    from prunetune.search.study import budget_lock, lock_name
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    studies = [optuna.create_study(study_name="same", storage=make_storage(f"sqlite:///{isolated / d / 'o.db'}"))
+               for d in ("a", "b")]
+    urls = [f"sqlite:///{isolated / d / 'o.db'}" for d in ("a", "b")]
+    with budget_lock(studies[0]):
+        for url, held in zip(urls, (True, False)):
+            fd = open_lock_file(lock_name(url, "same", "budget"))
+            try:
+                if held:
+                    with pytest.raises(BlockingIOError):
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other store's lock is free
+            finally:
+                os.close(fd)
+    folder = lock_dir()
+    assert folder == Path(prunetune_home) / "locks" and folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / lock_name(urls[0], "same", "budget")).stat().st_mode & 0o777 == 0o600
+    assert not list(Path("/tmp").glob("prunetune-same*"))
+    lock = QuietLock()  # one per user and machine, whatever the study
+    assert lock.lock_path.parent == folder
+    runtime = isolated / "run-user"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert lock_dir() == runtime / "prunetune" and QuietLock().lock_path.parent == runtime / "prunetune"
+
+
+def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, capsys):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with tmpfs(isolated / "ro-home", "64k", "ro") as home:
+        monkeypatch.setenv("PRUNETUNE_HOME", str(home))
+        assert main(["pareto", "--study", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"prunetune: error: cannot create lock files in {str(home / 'locks')!r} (Read-only file system): "
+        "set PRUNETUNE_HOME to a writable folder"], err
