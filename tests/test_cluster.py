@@ -75,22 +75,26 @@ def test_ray_cluster_without_shared_folder_then_pareto_and_export_from_elsewhere
 
 
 def test_the_budget_lock_on_postgres_is_held_in_the_database(postgres):
-    """Two holders of the study's advisory lock exclude each other whatever machine they run on:
-    the second waits in the database until the first releases it."""
+    """A study on PostgreSQL takes its budget lock in the database (no lock file), and two holders
+    of an advisory lock exclude each other whatever machine they run on: the second waits in the
+    database until the first releases it."""
     import threading
 
     from prunetune.search.db_lock import advisory_lock
+    from prunetune.search.study import budget_lock, make_storage
 
     url = f"{postgres}/race"
+    study = optuna.create_study(study_name="lock-kind", storage=make_storage(url), load_if_exists=True)
+    assert budget_lock(study).func is advisory_lock.__wrapped__  # the database's lock, not a file of this machine
     inside, release, second_in = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
-        with advisory_lock(url, url, "study"):
+        with budget_lock(study):
             inside.set()
             release.wait(60)
 
     def second() -> None:
-        with advisory_lock(url, url, "study"):
+        with budget_lock(optuna.load_study(study_name="lock-kind", storage=make_storage(url))):
             second_in.set()
 
     a = threading.Thread(target=first)

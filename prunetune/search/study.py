@@ -12,6 +12,7 @@ from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import file_lock, prepare_sqlite
 from prunetune.search import pareto
+from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.spaces import SearchSpace
 
 TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -64,9 +65,13 @@ def storage_url(study: optuna.Study) -> str:
 
 
 def budget_lock(study: optuna.Study):
-    """Held while counting trials and asking for a new one, so that several searches on one
-    machine sharing a study stop exactly at the budget."""
-    return _file_lock(storage_url(study), study.study_name, "budget")
+    """Held while counting trials and asking for a new one, so that several searches sharing a
+    study stop exactly at the budget: in the database for PostgreSQL (drivers on several machines,
+    see db_lock), else a file lock (searches on one machine)."""
+    url = storage_url(study)
+    if is_postgres(url):
+        return advisory_lock(url, url, study.study_name, "budget")
+    return _file_lock(url, study.study_name, "budget")
 
 
 def study_exists(storage, name: str) -> bool:
