@@ -425,20 +425,20 @@ def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[st
                              ("runtime", d["runtime"]["compressed"]), ("threads", d["runtime"]["threads"]),
                              ("retrain_epochs", (d["retrain"] or {}).get("epochs", 0)))])
         name = registered_name(d["study"])
-        version = tracker.register(d["study"], rec, artifact=ARTIFACT_PATH, run_id=run_id,
-                                   description=f"trial {rec.number} exported as {d['file']} "
-                                               f"({d['runtime']['compressed']}); see card.md")
-        for key, value in (("format", d["format"]), ("file", d["file"]), ("runtime", d["runtime"]["compressed"]),
-                           ("export_test_accuracy", f"{d['compressed']['test_accuracy']:.6g}"),
-                           ("export_speedup", f"{d['speedup']:.6g}")):
-            client.set_model_version_tag(name, version, key, value)
-        provenance = {"registered": True, "tracking_uri": resolved, "experiment_id": exp.experiment_id,
-                      "search_run_id": parent.info.run_id if parent else None,
-                      "trial_run_id": trial_run.info.run_id if trial_run else None,
-                      "export_run_id": run_id, "artifact": ARTIFACT_PATH,
-                      "registered_model": name, "version": int(version),
-                      "source": f"{run.info.artifact_uri}/{ARTIFACT_PATH}"}
-        d["provenance"]["mlflow"] = provenance
+        version = tracker.version_of(d["study"], rec.number, format=d["format"], runtime=d["runtime"]["compressed"])
+        if version is not None:  # the same trial, format and runtime exported again: no duplicate
+            log(f"trial {rec.number} ({d['format']}, {d['runtime']['compressed']}) is already {name} version "
+                f"{version}; not registered again")
+            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id, resolved)
+        else:
+            version = _register_export(tracker, card, rec, run_id)
+            d["provenance"]["mlflow"] = {
+                "registered": True, "tracking_uri": resolved, "experiment_id": exp.experiment_id,
+                "export_run_id": run_id, "artifact": ARTIFACT_PATH, "registered_model": name,
+                "version": int(version), "source": f"{run.info.artifact_uri}/{ARTIFACT_PATH}"}
+        provenance = d["provenance"]["mlflow"]
+        provenance |= {"search_run_id": parent.info.run_id if parent else None,
+                       "trial_run_id": trial_run.info.run_id if trial_run else None}
         write_card(card)
         for f in dict.fromkeys((card.model_path.name, WEIGHTS_FILE, CARD_JSON, CARD_MD)):
             client.log_artifact(run_id, str(card.directory / f), artifact_path=ARTIFACT_PATH)
@@ -446,8 +446,35 @@ def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[st
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
-    log(f"registered {name} version {version} (MLflow run {run_id})")
+    if not provenance.get("reused_version"):
+        log(f"registered {name} version {version} (MLflow run {run_id})")
     return provenance
+
+
+def _register_export(tracker, card: Card, rec: TrialRecord, run_id: str) -> str:
+    """A new version of the study's registered model from the export run's `export/` folder,
+    tagged with the format, file, runtime and measured figures; returns the version."""
+    from prunetune.search.tracking import registered_name
+
+    d = card.data
+    name = registered_name(d["study"])
+    version = tracker.register(d["study"], rec, artifact=ARTIFACT_PATH, run_id=run_id,
+                               description=f"trial {rec.number} exported as {d['file']} "
+                                           f"({d['runtime']['compressed']}); see card.md")
+    for key, value in (("format", d["format"]), ("file", d["file"]), ("runtime", d["runtime"]["compressed"]),
+                       ("export_test_accuracy", f"{d['compressed']['test_accuracy']:.6g}"),
+                       ("export_speedup", f"{d['speedup']:.6g}")):
+        tracker.client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def _reused(client, name: str, version: str, experiment_id: str, run_id: str, uri: str) -> dict:
+    """Provenance of an export whose trial, format and runtime already have a model version: that
+    version (its source, its run), and this export's run."""
+    mv = client.get_model_version(name, version)
+    return {"registered": True, "reused_version": True, "tracking_uri": uri, "experiment_id": experiment_id,
+            "export_run_id": run_id, "artifact": ARTIFACT_PATH, "registered_model": name,
+            "version": int(version), "source": mv.source}
 
 
 def _foreign_artifacts(uri: str, artifact_location: str) -> str | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prunetune import render
 from prunetune.config import SearchConfig
+from prunetune.search import pareto
 from prunetune.search.results import SearchResult, front_rows, summarize, table_rows
 from prunetune.search.study import load_existing
 
@@ -78,11 +79,10 @@ def pareto_text(result: SearchResult) -> str:
         "* knee point (default pick for export). Selection used validation accuracy; test accuracy is "
         "on the held-out test split.",
         f"FPS: batch 1, {base.get('threads', 1)} thread(s), runtime {base.get('runtime', 'torch')}, median; "
-        "speedup measured side by side with the base. Accuracy on small splits is noisy "
-        "(about +-1.3 points on 500 validation images).",
+        f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
     ]
     if result.hypervolume:
-        notes.append(f"hypervolume (normalised by the base model): {result.hypervolume[-1]:.4f}")
+        notes.append(f"hypervolume {result.hypervolume[-1]:.3f} on [0, 1] ({pareto.UNIT_HV_NOTE})")
     return "\n".join(notes)
 
 
@@ -113,7 +113,6 @@ def check_names(cfg: SearchConfig) -> None:
     from prunetune.data import DATASETS
     from prunetune.models.registry import validate_model_name
     from prunetune.runtimes import check_runtime
-    from prunetune.search import pareto
 
     validate_model_name(cfg.model)
     DATASETS.get(cfg.dataset)
@@ -134,19 +133,20 @@ def check_names(cfg: SearchConfig) -> None:
 
 def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None) -> SearchResult:
     """Run the search with a progress bar and MLflow tracking; print and save the Pareto table."""
-    from prunetune.search.tracking import MlflowTracker
+    from prunetune.search.tracking import MlflowTracker, experiment_url
 
     check_names(cfg)
     bar = ProgressBar()
-    tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select)
+    # with --export the export registers the selected trial (one version per trial, not two)
+    tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
     try:
         result = run(cfg, log=log, progress=bar, listeners=[tracker])
     finally:
         bar.close()
     out(pareto_text(result))
     paths = write_front(result, Path("mlruns") / "prunetune" / cfg.study_name)
-    out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} "
-        f"(prunetune ui, then open experiment {cfg.study_name!r})")
+    out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
+        f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})")
     if export_dir:
         from prunetune.export import export_model
 
