@@ -52,6 +52,42 @@ class ProgressBar:
             self.bar.close()
 
 
+CHANCE_MARGIN = 0.15  # near chance: below 1/k + max(0.05, CHANCE_MARGIN x (1 - 1/k)) for k classes
+
+
+def near_chance(accuracy: float, num_classes: int) -> str | None:
+    """The one-line warning for a base model whose validation accuracy is near chance (1/k for k
+    classes): below chance + max(5 points, 15 % of the way from chance to 100 %), e.g. 23.5 % for
+    10 classes, 57.5 % for 2; None otherwise."""
+    chance = 1.0 / num_classes
+    limit = chance + max(0.05, CHANCE_MARGIN * (1.0 - chance))
+    if accuracy >= limit:
+        return None
+    return (f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance ({chance:.1%} for "
+            f"{num_classes} classes; warned below {limit:.1%}): its compressed versions will be no better. "
+            "Train it longer (--base-epochs) or pass a trained model (--checkpoint FILE).")
+
+
+class BaseModelCheck:
+    """A SearchListener that logs `near_chance`'s warning when the search starts (before the first
+    trial); silent otherwise."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+
+    def on_search_start(self, setup, study) -> None:
+        acc = setup.base_metrics.get("accuracy")
+        warning = near_chance(acc, setup.bundle.num_classes) if acc is not None else None
+        if warning:
+            self.log(warning)
+
+    def on_trial_end(self, record, study) -> None:
+        pass
+
+    def on_search_end(self, result, study, *, outcome: str) -> None:
+        pass
+
+
 def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=()) -> SearchResult:
     """Run the search on the configured backend."""
     if cfg.backend == "ray":
@@ -140,7 +176,7 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
     # with --export the export registers the selected trial (one version per trial, not two)
     tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
     try:
-        result = run(cfg, log=log, progress=bar, listeners=[tracker])
+        result = run(cfg, log=log, progress=bar, listeners=[BaseModelCheck(log), tracker])
     finally:
         bar.close()
     out(pareto_text(result))
@@ -154,6 +190,31 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
                             select=cfg.select, tracking_uri=cfg.tracking_uri, log=log)
         out(card.summary())
     return result
+
+
+def resolve_study(name: str | None, storage: str) -> str:
+    """The study `pareto` / `export` read: `name` when given, else the only study in `storage`,
+    else the one `prunetune search` uses by default (mnist_net-mnist5k) if it is there.
+    PrunetuneError naming the studies otherwise, or when a SQLite storage does not exist (nothing
+    is created)."""
+    if name:
+        return name
+    import optuna
+
+    from prunetune.errors import PrunetuneError
+    from prunetune.search.study import make_storage
+
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise PrunetuneError(f"no study storage at {storage.removeprefix('sqlite:///')}: run `prunetune search` "
+                             "first, or pass --storage")
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage),
+                                                                        include_best_trial=False))
+    default = SearchConfig().study_name
+    if len(names) == 1:
+        return names[0]
+    if default in names:
+        return default
+    raise PrunetuneError(f"which study? {storage} holds {', '.join(names) if names else 'none'}: pass --study NAME")
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:

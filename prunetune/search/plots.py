@@ -82,9 +82,10 @@ def _figure(result: SearchResult):
         for x, y, text in zip(members.x, members.y, members.labels):
             ax.annotate(text.removeprefix("trial "), (x, y), xytext=(4, 4), textcoords="offset points",
                         fontsize=8, color="#8b1a1a", zorder=5)
-        if result.knee is not None:
+        if result.knee is not None and key in result.record(result.knee).metrics:
             k = result.record(result.knee)
-            ax.scatter([k.metrics[key]], [100 * k.metrics["accuracy"]], s=130, facecolors="none",
+            m = _shown(k.metrics, key, result.base_metrics)
+            ax.scatter([m[key]], [100 * m["accuracy"]], s=130, facecolors="none",
                        edgecolors="k", zorder=4, label=f"knee (trial {k.number})")
         b = result.base_metrics
         if b.get(key) and b.get("accuracy") is not None:
