@@ -271,11 +271,13 @@ def cmd_sensitivity(args) -> int:
 def cmd_ui(args) -> int:
     """Replace this process with `mlflow server` for the store (see tracking.ui_command): Ctrl-C
     and SIGTERM reach the server itself, which stops its web worker; nothing is left running."""
-    from prunetune.search.tracking import tracking_uri, ui_command
+    from prunetune.search.tracking import experiment_links, tracking_uri, ui_command
 
     argv, env = ui_command(args.tracking_uri, host=args.host, port=args.port)
     _log(f"MLflow UI on http://{args.host}:{args.port} (store {tracking_uri(args.tracking_uri)}); "
-         "Ctrl-C stops it")
+         "Ctrl-C stops it. Each study's runs and front (MLflow's model-training view):")
+    for line in experiment_links(args.tracking_uri, f"http://{args.host}:{args.port}"):
+        _log(f"  {line}")
     os.execve(argv[0], argv, env)  # does not return
 
 

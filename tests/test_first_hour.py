@@ -189,3 +189,74 @@ def test_search_with_export_leaves_registration_to_the_export(isolated):
 def test_resolve_study_error_is_a_user_error(tmp_path):
     with pytest.raises(PrunetuneError, match="which study"):
         resolve_study(None, _studies(tmp_path, "a", "b"))
+
+
+# -- numbers explained where printed ----------------------------------------------------------------
+def test_int8_verification_is_reported_as_top1_agreement_not_a_float_diff():
+    from prunetune.export import verification_text
+
+    v = {"images": 256, "max_abs_diff": 3.19, "output_range": 40.0, "top1_agreement": 0.992,
+         "outputs_match": True, "tolerance": None}
+    text = verification_text(v, int8=True)
+    assert "top-1 agreement with the float model 99.20%" in text and "needs >= 95%" in text
+    assert "8.0% of the logits' range" in text and "(match)" not in text
+    fp = verification_text({**v, "max_abs_diff": 4e-6, "tolerance": 4e-3, "top1_agreement": 1.0}, int8=False)
+    assert fp.startswith("float check pass") and "within 4.0e-03" in fp
+
+
+def test_fps_column_is_speedup_times_the_base_fps_and_hypervolume_is_on_0_1(tmp_path):
+    from prunetune.search import pareto
+    from prunetune.search.results import front_rows
+
+    result = _result(tmp_path, 2)
+    rows = {r["trial"]: r for r in front_rows(result)}
+    assert rows[1]["fps"] == pytest.approx(2.5 * 1000.0) and rows[1]["fps_measured"] == 2500.0
+    points = [r.metrics for r in result.records]
+    base = {"accuracy": 0.9, "flops": 100.0, "fps": 1000.0}
+    hv = pareto.unit_hypervolume_history(points, ["accuracy", "flops", "fps"], base)
+    assert 0.0 < hv[0] <= hv[-1] <= 1.0
+    # trial 0 alone: error 0.1, FLOPs 0.5 of the base, latency 1/2 of the base -> 0.9 x 0.5 x 0.5
+    assert hv[0] == pytest.approx(0.9 * 0.5 * 0.5)
+    perfect = pareto.unit_hypervolume_history([{"accuracy": 1.0, "flops": 1e-12, "speedup": 1e12, "fps": 1.0}],
+                                              ["accuracy", "flops", "fps"], base)
+    assert perfect[0] == pytest.approx(1.0)
+
+
+# -- optuna-dashboard: a second view of the same studies ---------------------------------------------
+def test_optuna_dashboard_serves_a_prunetune_study(isolated):
+    import json
+    import shutil
+    import socket
+    import time
+    import urllib.request
+
+    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("optuna-dashboard is not installed (pip install -e .[dev])")
+    url = _studies(isolated, "mnist_net-mnist5k")
+    study = optuna.load_study(study_name="mnist_net-mnist5k", storage=url)
+    study.set_user_attr("objectives", ["accuracy"])
+    for acc in (0.5, 0.9):
+        study.add_trial(optuna.trial.create_trial(values=[acc]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        detail, end = None, time.time() + 90
+        while detail is None and time.time() < end and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    [summary] = json.load(r)["study_summaries"]
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0",
+                                            timeout=5) as r:
+                    detail = json.load(r)
+            except OSError:
+                time.sleep(0.5)
+        assert detail is not None, "optuna-dashboard did not answer within 90 s"
+        assert detail["name"] == "mnist_net-mnist5k" and len(detail["trials"]) == 2
+        assert [t["values"] for t in detail["best_trials"]] == [[0.9]]
+    finally:
+        proc.terminate()
+        proc.wait(30)

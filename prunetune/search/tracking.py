@@ -113,6 +113,17 @@ def experiment_url(base: str, experiment_id: str, run_id: str | None = None) -> 
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
+def experiment_links(uri: str | None, base: str) -> list[str]:
+    """'NAME: URL' for every prunetune experiment of the store at `uri`, each URL opening the
+    experiment's runs table in the model-training view (experiment_url); [] if none."""
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    exps = MlflowClient(tracking_uri=tracking_uri(uri)).search_experiments(
+        filter_string="tags.`prunetune.study` != ''")
+    return [f"{e.name}: {experiment_url(base, e.experiment_id)}" for e in exps]
+
+
 def registered_name(study: str) -> str:
     """The registered model that holds a study's selected models."""
     return f"prunetune-{study}"
