@@ -107,10 +107,16 @@ def _use_wal(db: Path) -> None:
 
 
 def experiment_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI link that opens an experiment's runs table (or one run) in the model-training
-    view: MLflow 3.x opens experiments in its GenAI view unless the URL says workflowType."""
-    page = f"runs/{run_id}" if run_id else "runs"
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+    """The MLflow UI link that opens an experiment's front (its runs table filtered to
+    `tags.pareto = 'true'`), or one run, in the model-training view: MLflow 3.x opens experiments
+    in its GenAI view unless the URL says workflowType."""
+    from urllib.parse import quote
+
+    if run_id:
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    front = quote("tags.pareto = 'true'")
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&searchFilter={front}&orderByKey=metrics.%60accuracy%60&orderByAsc=false")
 
 
 def experiment_links(uri: str | None, base: str) -> list[str]:
