@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--study", help="default: the only study (prunetune's default-study rule)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
     from prunetune.search.api import resolve_study
     from prunetune.search.study import load_existing
 

@@ -72,6 +72,7 @@ def _figure(result: SearchResult):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, (key, label) in zip(axes, PANELS):
@@ -91,6 +92,7 @@ def _figure(result: SearchResult):
         if b.get(key) and b.get("accuracy") is not None:
             ax.scatter([b[key]], [100 * b["accuracy"]], marker="*", s=180, c="#1f77b4", label="base model")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
         ax.set_xlabel(label)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
