@@ -394,18 +394,25 @@ class MlflowTracker:
         hv = [("hypervolume", v, i + 1) for i, v in enumerate(result.hypervolume)]
         counts = {"front_size": len(result.front), "trials_complete": result.counts().get(COMPLETE, 0)}
         self._log_batch(pid, metrics=_metrics_steps(hv) + _metrics(counts), tags=tags)
-        if (finished and self.registers and chosen is not None and chosen.weights and Path(chosen.weights).is_file()
-                and self.version_of(result.study_name, chosen.number) is None):
-            # a folder, not the bare file: `models:/NAME/VERSION` resolves to a directory
-            artifact = f"selected/trial-{chosen.number:05d}"
-            self.client.log_artifact(pid, chosen.weights, artifact_path=artifact)
-            self.client.log_dict(pid, {"study": result.study_name, "trial": chosen.number,
-                                       "file": Path(chosen.weights).name, "metrics": chosen.metrics,
-                                       "config": chosen.config,
-                                       "load": "prunetune.compress.load_compressed_file(file)"},
-                                 f"{artifact}/model.json")
-            version = self.register(result.study_name, chosen, artifact=artifact)
-            self.client.set_model_version_tag(registered_name(result.study_name), version, "format", "prunetune")
+        if finished and self.registers and chosen is not None:
+            self._register_selection(result.study_name, chosen)
+
+    def _register_selection(self, study: str, chosen: TrialRecord) -> None:
+        """Log the selected trial's weights under selected/trial-NNNNN/ of the parent run and
+        register that folder, unless a version of that trial exists already."""
+        if not (chosen.weights and Path(chosen.weights).is_file()) or self.version_of(study, chosen.number):
+            return
+        pid = self.parent_run_id
+        # a folder, not the bare file: `models:/NAME/VERSION` resolves to a directory
+        artifact = f"selected/trial-{chosen.number:05d}"
+        self.client.log_artifact(pid, chosen.weights, artifact_path=artifact)
+        self.client.log_dict(pid, {"study": study, "trial": chosen.number,
+                                   "file": Path(chosen.weights).name, "metrics": chosen.metrics,
+                                   "config": chosen.config,
+                                   "load": "prunetune.compress.load_compressed_file(file)"},
+                             f"{artifact}/model.json")
+        version = self.register(study, chosen, artifact=artifact)
+        self.client.set_model_version_tag(registered_name(study), version, "format", "prunetune")
 
     def version_of(self, study: str, trial: int, **tags: str) -> str | None:
         """The oldest model version of `registered_name(study)` that holds trial `trial` and has
