@@ -76,10 +76,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--config", help="YAML file with the same keys as these flags (flags win)")
     list_types = {"objectives": str, "bits": int, "importance": str}
-    defaults = SearchConfig()
     for f in dataclasses.fields(SearchConfig):
         flag = "--" + f.name.replace("_", "-")
-        text = _with_default(FLAG_HELP[f.name], getattr(defaults, f.name))
+        text = _with_default(FLAG_HELP[f.name], _field_default(f))
         if f.name in list_types:
             p.add_argument(flag, type=_csv(list_types[f.name]), default=None, help=text)
         elif f.type in ("bool", bool):
@@ -87,6 +86,14 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             p.add_argument(flag, type=kind, default=None, help=text)
+
+
+def _field_default(f: dataclasses.Field):
+    """A SearchConfig field's default without building a SearchConfig (whose validation imports
+    torch: --help and argument errors must not)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _with_default(text: str, value) -> str:
@@ -227,9 +234,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_pareto(args) -> int:
-    from prunetune.search.api import pareto_report
+    from prunetune.search.api import pareto_report, resolve_study
 
-    print(pareto_report(args.study, storage=args.storage, fmt=args.format))
+    print(pareto_report(resolve_study(args.study, args.storage), storage=args.storage, fmt=args.format))
     return 0
 
 
@@ -270,18 +277,21 @@ def cmd_sensitivity(args) -> int:
 def cmd_ui(args) -> int:
     """Replace this process with `mlflow server` for the store (see tracking.ui_command): Ctrl-C
     and SIGTERM reach the server itself, which stops its web worker; nothing is left running."""
-    from prunetune.search.tracking import tracking_uri, ui_command
+    from prunetune.search.tracking import experiment_links, tracking_uri, ui_command
 
     argv, env = ui_command(args.tracking_uri, host=args.host, port=args.port)
     _log(f"MLflow UI on http://{args.host}:{args.port} (store {tracking_uri(args.tracking_uri)}); "
-         "Ctrl-C stops it")
+         "Ctrl-C stops it. Each study's runs and front (MLflow's model-training view):")
+    for line in experiment_links(args.tracking_uri, f"http://{args.host}:{args.port}"):
+        _log(f"  {line}")
     os.execve(argv[0], argv, env)  # does not return
 
 
 def cmd_export(args) -> int:
     from prunetune.export import export_model
+    from prunetune.search.api import resolve_study
 
-    card = export_model(args.study, storage=args.storage, out_dir=args.out, trial=args.trial,
+    card = export_model(resolve_study(args.study, args.storage), storage=args.storage, out_dir=args.out, trial=args.trial,
                         select=args.select, fmt=args.format, int8=args.int8,
                         retrain_epochs=args.retrain_epochs, tracking_uri=args.tracking_uri, log=_log)
     print(card.summary())
@@ -335,14 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--export", metavar="DIR", help="after the search, export the selected model here")
     q.set_defaults(fn=cmd_search)
 
+    study_help = "study name (default: the only study in the storage, else mnist_net-mnist5k, what `search` uses)"
     q = sub.add_parser("pareto", help="the Pareto front of a study")
-    q.add_argument("--study", required=True)
+    q.add_argument("--study", help=study_help)
     q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.set_defaults(fn=cmd_pareto)
 
     q = sub.add_parser("export", help="export a trial's compressed model, verified, with a report card")
-    q.add_argument("--study", required=True)
+    q.add_argument("--study", help=study_help)
     q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
     q.add_argument("--tracking-uri", help=FLAG_HELP["tracking_uri"])
     pick = q.add_mutually_exclusive_group()

@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 
 
+FPS_NOTE = ("speedup: the trial's model timed side by side with the base (interleaved samples, same window); "
+            "fps = speedup x the base's FPS from the study's start, so every row is on one clock.")
+
+
 def human(n: float | int | None, unit: str = "") -> str:
     """1234567 -> '1.23M'."""
     if n is None:

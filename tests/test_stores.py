@@ -188,3 +188,28 @@ def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, caps
     assert err.strip().splitlines() == [
         f"prunetune: error: cannot create lock files in {str(home / 'locks')!r} (Read-only file system): "
         "set PRUNETUNE_HOME to a writable folder"], err
+
+
+def test_a_parent_run_whose_process_died_is_ended_killed(isolated):
+    """A parent run left RUNNING by a search process that no longer exists (kill -9) is ended
+    KILLED with outcome=died; a live process's parent is left running."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from prunetune.search.tracking import mark_dead_parents, prepare_store, tracking_uri
+
+    uri = tracking_uri(None)
+    prepare_store(uri)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("dead")
+    dead_pid = subprocess.Popen(["true"])  # once reaped, its pid names no process
+    dead_pid.wait()
+    dead = client.create_run(exp, tags={"prunetune.role": "search",
+                                        "prunetune.worker": f"{socket.gethostname()}:{dead_pid.pid}"})
+    alive = client.create_run(exp, tags={"prunetune.role": "search",
+                                         "prunetune.worker": f"{socket.gethostname()}:{os.getpid()}"})
+    assert mark_dead_parents(client, exp) == [dead.info.run_id]
+    assert client.get_run(dead.info.run_id).info.status == "KILLED"
+    assert client.get_run(dead.info.run_id).data.tags["outcome"] == "died"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"

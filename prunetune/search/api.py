@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prunetune import render
 from prunetune.config import SearchConfig
+from prunetune.search import pareto
 from prunetune.search.results import SearchResult, front_rows, summarize, table_rows
 from prunetune.search.study import load_existing
 
@@ -51,6 +52,42 @@ class ProgressBar:
             self.bar.close()
 
 
+CHANCE_MARGIN = 0.15  # near chance: below 1/k + max(0.05, CHANCE_MARGIN x (1 - 1/k)) for k classes
+
+
+def near_chance(accuracy: float, num_classes: int) -> str | None:
+    """The one-line warning for a base model whose validation accuracy is near chance (1/k for k
+    classes): below chance + max(5 points, 15 % of the way from chance to 100 %), e.g. 23.5 % for
+    10 classes, 57.5 % for 2; None otherwise."""
+    chance = 1.0 / num_classes
+    limit = chance + max(0.05, CHANCE_MARGIN * (1.0 - chance))
+    if accuracy >= limit:
+        return None
+    return (f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance ({chance:.1%} for "
+            f"{num_classes} classes; warned below {limit:.1%}): its compressed versions will be no better. "
+            "Train it longer (--base-epochs) or pass a trained model (--checkpoint FILE).")
+
+
+class BaseModelCheck:
+    """A SearchListener that logs `near_chance`'s warning when the search starts (before the first
+    trial); silent otherwise."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+
+    def on_search_start(self, setup, study) -> None:
+        acc = setup.base_metrics.get("accuracy")
+        warning = near_chance(acc, setup.bundle.num_classes) if acc is not None else None
+        if warning:
+            self.log(warning)
+
+    def on_trial_end(self, record, study) -> None:
+        pass
+
+    def on_search_end(self, result, study, *, outcome: str) -> None:
+        pass
+
+
 def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=()) -> SearchResult:
     """Run the search on the configured backend."""
     if cfg.backend == "ray":
@@ -78,11 +115,10 @@ def pareto_text(result: SearchResult) -> str:
         "* knee point (default pick for export). Selection used validation accuracy; test accuracy is "
         "on the held-out test split.",
         f"FPS: batch 1, {base.get('threads', 1)} thread(s), runtime {base.get('runtime', 'torch')}, median; "
-        "speedup measured side by side with the base. Accuracy on small splits is noisy "
-        "(about +-1.3 points on 500 validation images).",
+        f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
     ]
     if result.hypervolume:
-        notes.append(f"hypervolume (normalised by the base model): {result.hypervolume[-1]:.4f}")
+        notes.append(f"hypervolume {result.hypervolume[-1]:.3f} on [0, 1] ({pareto.UNIT_HV_NOTE})")
     return "\n".join(notes)
 
 
@@ -113,7 +149,6 @@ def check_names(cfg: SearchConfig) -> None:
     from prunetune.data import DATASETS
     from prunetune.models.registry import validate_model_name
     from prunetune.runtimes import check_runtime
-    from prunetune.search import pareto
 
     validate_model_name(cfg.model)
     DATASETS.get(cfg.dataset)
@@ -134,20 +169,21 @@ def check_names(cfg: SearchConfig) -> None:
 
 def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None) -> SearchResult:
     """Run the search with a progress bar and MLflow tracking; print and save the Pareto table."""
-    from prunetune.search.tracking import MlflowTracker, check_store
+    from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
 
     check_names(cfg)
     check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
     bar = ProgressBar()
-    tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select)
+    # with --export the export registers the selected trial (one version per trial, not two)
+    tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
     try:
-        result = run(cfg, log=log, progress=bar, listeners=[tracker])
+        result = run(cfg, log=log, progress=bar, listeners=[BaseModelCheck(log), tracker])
     finally:
         bar.close()
     out(pareto_text(result))
     paths = write_front(result, Path("mlruns") / "prunetune" / cfg.study_name)
-    out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} "
-        f"(prunetune ui, then open experiment {cfg.study_name!r})")
+    out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
+        f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})")
     if export_dir:
         from prunetune.export import export_model
 
@@ -155,6 +191,31 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
                             select=cfg.select, tracking_uri=cfg.tracking_uri, log=log)
         out(card.summary())
     return result
+
+
+def resolve_study(name: str | None, storage: str) -> str:
+    """The study `pareto` / `export` read: `name` when given, else the only study in `storage`,
+    else the one `prunetune search` uses by default (mnist_net-mnist5k) if it is there.
+    PrunetuneError naming the studies otherwise, or when a SQLite storage does not exist (nothing
+    is created)."""
+    if name:
+        return name
+    import optuna
+
+    from prunetune.errors import PrunetuneError
+    from prunetune.search.study import make_storage
+
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise PrunetuneError(f"no study storage at {storage.removeprefix('sqlite:///')}: run `prunetune search` "
+                             "first, or pass --storage")
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage),
+                                                                        include_best_trial=False))
+    default = SearchConfig().study_name
+    if len(names) == 1:
+        return names[0]
+    if default in names:
+        return default
+    raise PrunetuneError(f"which study? {storage} holds {', '.join(names) if names else 'none'}: pass --study NAME")
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:

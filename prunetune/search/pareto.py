@@ -42,6 +42,7 @@ __all__ = [
     "get_objective",
     "hypervolume",
     "hypervolume_history",
+    "unit_hypervolume_history",
     "knee_point",
     "non_dominated",
     "parse_rule",
@@ -288,6 +289,39 @@ def hypervolume_history(
             front = front[_front_mask(front)]
         history.append(volume)
     return history
+
+
+UNIT_HV_NOTE = ("the share of the unit box dominated by the front: error 0..1 x each cost 0..1 of the base's, "
+                "FPS as latency 1/speedup; reference point: error 1 at the base's costs; 1 = perfect and free")
+
+
+def _unit_point(point: Point, objectives: list[Objective], base: Point) -> dict[str, float]:
+    """One point as minimisation values on [0, 1] for a dominating point: accuracy as error
+    1 - accuracy, fps as latency relative to the base (1 / speedup where measured side by side,
+    else base fps / fps), every other objective as value / base value."""
+    out = {}
+    for o in objectives:
+        v = _number(point, o.key, "point")
+        if o.key == "accuracy":
+            out[o.key] = 1.0 - v
+        elif o.key == "fps":
+            speedup = point.get("speedup")
+            out[o.key] = 1.0 / speedup if speedup else _number(base, "fps", "base") / v if v > 0 else math.inf
+        else:
+            out[o.key] = v / _number(base, o.key, "base")
+    return out
+
+
+def unit_hypervolume_history(points_in_trial_order: Sequence[Point], objectives: Sequence[Objective | str],
+                             base: Point) -> list[float]:
+    """Hypervolume history on a stated [0, 1] scale (UNIT_HV_NOTE): every objective mapped by
+    `_unit_point` to a minimised value that is 1 at the reference (error 1, the base's costs and
+    latency), so only points cheaper and faster than the base contribute and a perfect model at zero
+    cost would score 1. Non-decreasing; [] for no points."""
+    objs = _resolve(objectives)
+    unit = [_unit_point(p, objs, base) for p in points_in_trial_order]
+    minimised = [Objective(o.name, "minimize", o.key) for o in objs]
+    return hypervolume_history(unit, minimised, normalise_by=None)
 
 
 def knee_point(points: Sequence[Point], objectives: Sequence[Objective | str]) -> int:

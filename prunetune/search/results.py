@@ -74,7 +74,7 @@ def summarize(study: optuna.Study) -> SearchResult:
     if front_idx:
         k = pareto.knee_point([points[i] for i in front_idx], objectives)
         knee = front[k]
-    history = pareto.hypervolume_history(points, objectives, normalise_by=base) if base and points else []
+    history = pareto.unit_hypervolume_history(points, objectives, base) if base and points else []
     tests = {int(k): float(v) for k, v in attrs.get("test_accuracy", {}).items()}
     for r in records:
         if r.number in tests:
@@ -84,11 +84,23 @@ def summarize(study: optuna.Study) -> SearchResult:
                         test_accuracy=tests, config=dict(attrs.get("config", {})), constraints=constraints)
 
 
+def scaled_fps(metrics: dict, base_fps: float | None) -> float | None:
+    """A trial's FPS on the study's one clock: speedup (timed side by side with the base) x the
+    base's FPS; the trial's own measured FPS when either is missing."""
+    speedup = metrics.get("speedup")
+    return speedup * base_fps if speedup and base_fps else metrics.get("fps")
+
+
 def front_rows(result: SearchResult) -> list[dict]:
-    """One dict per front member (sorted by accuracy, best first): the `prunetune pareto` JSON."""
+    """One dict per front member (sorted by accuracy, best first): the `prunetune pareto` JSON.
+    `fps` is rescaled to one clock (render.FPS_NOTE): speedup x the base's FPS from the study's
+    base measurement; `fps_measured` is the trial's own FPS, timed in its window."""
     rows = []
+    base_fps = result.base_metrics.get("fps")
     for r in result.front_records():
         row = {"trial": r.number, **{k: r.metrics.get(k) for k in TABLE_COLUMNS if k != "trial"}}
+        row["fps_measured"] = r.metrics.get("fps")
+        row["fps"] = scaled_fps(r.metrics, base_fps)
         row["knee"] = r.number == result.knee
         row["config"] = {"ratios": r.config.get("ratios", {}), "bits": r.config.get("bits", {}),
                          "importance": r.config.get("importance")}

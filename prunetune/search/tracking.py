@@ -6,11 +6,20 @@ Default store: MLflow's SQLite store `sqlite:///mlruns/mlflow.db` with artifacts
 `mlflow server` that `prunetune ui` starts reads them from anywhere and serves them to the UI at
 `/get-artifact?path=...&run_uuid=...`; moving the mlruns folder breaks these links).
 
-Resuming a study (same name) adds a new parent run with new children to the same experiment; at
-the end of every invocation the newest parent gets the current front's artifacts and the `pareto`
-tag of every child in the experiment (earlier invocations' too) is set from the current front, so
-the MLflow UI filter `tags.pareto = 'true'` shows exactly the current front. Trials a killed
-invocation finished in Optuna but never logged get their child run at the next refresh.
+One parent run per study: its run id is stored on the Optuna study (user attr PARENT_ATTR), and a
+resumed search (after Ctrl-C, a kill, or with a larger --trials) reopens that run (RUNNING again,
+then FINISHED / KILLED) and adds its new children under it; a parent from an older store or a
+deleted one is replaced by a new one. At the end of every invocation the parent gets the current
+front's artifacts and the `pareto` tag of every child in the experiment is set from the current
+front, so the MLflow UI filter `tags.pareto = 'true'` shows exactly the current front. Trials a
+killed invocation finished in Optuna but never logged get their child run at the next refresh.
+Child runs carry the trial's real start and end times (from Optuna's trial timestamps, else the
+record's total_s ending now). The model registry gets a version only when a search finishes, and
+never a second version of the same trial (a search and an export of one trial share a version).
+
+The MLflow 3 UI picks its view (GenAI vs model training) from the `workflowType` URL parameter or
+the user's stored choice, default GenAI; the `mlflow.experimentKind` tag is set too (older 3.x
+UIs read it). `experiment_url` is the link that opens the runs table directly.
 
 Cost: the tracker writes one child run in three commits, batches the parent's writes, and keeps
 a SQLite store in write-ahead-log mode (one fsync per commit instead of several: ~8x faster small
@@ -37,6 +46,7 @@ from prunetune.search.results import SearchResult
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # the UI opens prunetune experiments in its "Model training" view (runs table), not the GenAI one
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+PARENT_ATTR = "mlflow_parent_run_id"  # Optuna study user attr: the study's one MLflow parent run
 LOGGED_STATES = (COMPLETE, FAILED, REJECTED)  # finished trials: each has one child run
 METRIC_KEYS = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
                "latency_ms", "fps_spread", "speedup")
@@ -228,6 +238,30 @@ def mark_dead_parents(client, experiment_id: str) -> list[str]:
     return dead
 
 
+def experiment_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI link that opens an experiment's front (its runs table filtered to
+    `tags.pareto = 'true'`), or one run, in the model-training view: MLflow 3.x opens experiments
+    in its GenAI view unless the URL says workflowType."""
+    from urllib.parse import quote
+
+    if run_id:
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    front = quote("tags.pareto = 'true'")
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&searchFilter={front}&orderByKey=metrics.%60accuracy%60&orderByAsc=false")
+
+
+def experiment_links(uri: str | None, base: str) -> list[str]:
+    """'NAME: URL' for every prunetune experiment of the store at `uri`, each URL opening the
+    experiment's runs table in the model-training view (experiment_url); [] if none."""
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    exps = MlflowClient(tracking_uri=tracking_uri(uri)).search_experiments(
+        filter_string="tags.`prunetune.study` != ''")
+    return [f"{e.name}: {experiment_url(base, e.experiment_id)}" for e in exps]
+
+
 def registered_name(study: str) -> str:
     """The registered model that holds a study's selected models."""
     return f"prunetune-{study}"
@@ -265,10 +299,12 @@ class MlflowTracker:
     """A SearchListener that logs the search to MLflow (see module docstring). `seconds` adds up the
     time spent in its calls, `trial_seconds` the trials' own time (both logged on the parent run at
     the end as `tracking_s`, `trial_s` and `tracking_share`); `experiment_id` and `parent_run_id`
-    are set by on_search_start."""
+    are set by on_search_start. `register=False`: the search registers nothing (`search --export`
+    leaves that to the export, so one trial gets one version)."""
 
-    def __init__(self, uri: str | None = None, *, select: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, *, select: str | None = None, register: bool = True) -> None:
         self._uri_arg = uri
+        self.registers = register
         self._client = None
         self.select = select
         self.experiment_id: str | None = None
@@ -291,7 +327,10 @@ class MlflowTracker:
 
     # -- listener protocol ------------------------------------------------------------------
     def on_search_start(self, setup, study) -> None:
-        """The study's experiment and a new parent run with the config, space and base metrics."""
+        """The study's experiment and its parent run (reopened when the study has one in this
+        store, else created and stored on the study) with the config, space and base metrics.
+        Parent runs of searches whose process died are ended KILLED first (mark_dead_parents); the
+        study's own parent is then reopened by this search."""
         from prunetune.search.study import worker_id
 
         t = time.perf_counter()
@@ -299,19 +338,42 @@ class MlflowTracker:
             cfg = setup.config
             self.experiment_id = self._experiment(cfg.study_name)
             mark_dead_parents(self.client, self.experiment_id)
-            run = self.client.create_run(
-                self.experiment_id, run_name=f"search {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                tags={"prunetune.role": "search", "study": cfg.study_name, "model": cfg.model,
-                      "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler,
-                      "prunetune.worker": worker_id()})
-            self.parent_run_id = run.info.run_id
+            reopened = self._reopen_parent(study.user_attrs.get(PARENT_ATTR))
+            if reopened is None:
+                run = self.client.create_run(
+                    self.experiment_id, run_name=f"search {cfg.study_name}",
+                    tags={"prunetune.role": "search", "study": cfg.study_name, "model": cfg.model,
+                          "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler,
+                          "prunetune.worker": worker_id()})
+                self.parent_run_id = run.info.run_id
+                study.set_user_attr(PARENT_ATTR, self.parent_run_id)
+                known: dict[str, str] = {}
+            else:
+                self.parent_run_id, known = reopened
+                self.client.set_tag(self.parent_run_id, "prunetune.worker", worker_id())
             params = _flat_params("", cfg.as_dict()) | _flat_params("space.", setup.space.summary())
-            params["budget"] = str(cfg.trials)
+            params = {k: v for k, v in params.items() if k not in known and k != "trials"}
             base = {f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)}
-            self._log_batch(self.parent_run_id, params=params, metrics=_metrics(base))
-            self.client.log_dict(self.parent_run_id, setup.space.to_dict(), "search_space.json")
+            self._log_batch(self.parent_run_id, params=params, metrics=_metrics(base | {"budget": cfg.trials}),
+                            tags={"budget": str(cfg.trials)})
+            if reopened is None:
+                self.client.log_dict(self.parent_run_id, setup.space.to_dict(), "search_space.json")
         finally:
             self.seconds += time.perf_counter() - t
+
+    def _reopen_parent(self, run_id: str | None) -> tuple[str, dict[str, str]] | None:
+        """(run id, its params) of the study's stored parent run, set RUNNING again, when it exists
+        in this store's experiment and is not deleted; else None."""
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # another store, or removed
+            return None
+        if run.info.experiment_id != self.experiment_id or run.info.lifecycle_stage != "active":
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id, dict(run.data.params)
 
     def on_trial_end(self, record: TrialRecord, study) -> None:
         t = time.perf_counter()
@@ -329,7 +391,7 @@ class MlflowTracker:
             return
         t = time.perf_counter()
         try:
-            self.refresh_front(result)
+            self.refresh_front(result, finished=outcome == "finished", times=_trial_times(study))
         except BaseException as exc:  # the parent says why it ended: interrupted, or failed
             if outcome == "finished":
                 outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -388,13 +450,19 @@ class MlflowTracker:
             m, ms = ms[:room], ms[room:]
             self.client.log_batch(run_id, metrics=m, params=p, tags=tg)
 
-    def log_trial(self, record: TrialRecord) -> str:
-        """A nested child run (under the current parent) for one finished trial: three commits."""
+    def log_trial(self, record: TrialRecord, *, times: tuple[int, int] | None = None) -> str:
+        """A nested child run (under the current parent) for one finished trial: three commits.
+        `times`: the trial's (start, end) in ms since the epoch; default: ending now, lasting the
+        record's total_s."""
         tags = {"mlflow.parentRunId": self.parent_run_id, "trial": str(record.number),
                 "state": record.state, "pareto": "false", "prunetune.role": "trial"}
         if record.reason:
             tags["reason"] = record.reason[:5000]
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {record.number}", tags=tags)
+        if times is None:
+            end = int(time.time() * 1000)
+            times = (end - int(1000 * record.timings.get("total_s", 0.0)), end)
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {record.number}", tags=tags,
+                                     start_time=times[0])
         rid = run.info.run_id
         params = {f"ratio.{k}": f"{v:.4g}" for k, v in record.config.get("ratios", {}).items()}
         params |= {f"bits.{k}": str(v) for k, v in record.config.get("bits", {}).items()}
@@ -403,7 +471,8 @@ class MlflowTracker:
         values |= {f"time_{k}": v for k, v in record.timings.items()}
         curve = [("finetune_loss", v, i + 1) for i, v in enumerate(record.curve)]
         self._log_batch(rid, params=params, metrics=_metrics(values) + _metrics_steps(curve))
-        self.client.set_terminated(rid, status="FAILED" if record.state == FAILED else "FINISHED")
+        self.client.set_terminated(rid, status="FAILED" if record.state == FAILED else "FINISHED",
+                                   end_time=times[1])
         return rid
 
     def _children(self) -> list:
@@ -417,13 +486,15 @@ class MlflowTracker:
             if not token:
                 return runs
 
-    def refresh_front(self, result: SearchResult) -> None:
+    def refresh_front(self, result: SearchResult, *, finished: bool = True,
+                      times: dict[int, tuple[int, int]] | None = None) -> None:
         """Bring the experiment up to date with `result` (the study's current state): a child run for
         every finished trial that has none, the `pareto` tag of every child run (all invocations),
         test accuracy on front children; on the parent run pareto_front.csv/.json/.png/.html, the
         hypervolume series, front_size, the front's weights under front_models/, and the selected
-        model under selected/trial-NNNNN/ (registered as a new model version when the selection
-        differs from the last one a search registered)."""
+        model under selected/trial-NNNNN/ (registered as a model version when `finished` and no
+        version of that trial exists yet); `times`: trial number -> (start, end) ms for backfilled
+        children."""
         from prunetune.search import plots
         from prunetune.search.api import write_front
 
@@ -431,7 +502,7 @@ class MlflowTracker:
         logged = {int(run.data.tags.get("trial", -1)) for run in children}
         missing = [r for r in result.records if r.state in LOGGED_STATES and r.number not in logged]
         for r in missing:
-            self.log_trial(r)
+            self.log_trial(r, times=(times or {}).get(r.number))
         if missing:
             children = self._children()
         front = set(result.front)
@@ -455,36 +526,46 @@ class MlflowTracker:
                 plots.pareto_png(result, d / "pareto_front.png")
                 plots.pareto_html(result, d / "pareto_front.html")
             self.client.log_artifacts(pid, str(d))
+        if result.front:
+            self.client.log_table(pid, data=front_table(result), artifact_file="pareto_front_table.json")
         for r in result.front_records():
             if r.weights and Path(r.weights).is_file():
                 self.client.log_artifact(pid, r.weights, artifact_path="front_models")
         chosen = self._chosen(result)
-        tags = {"pareto_trials": ",".join(str(n) for n in result.front)}
+        tags = {"pareto_trials": ",".join(str(n) for n in result.front),
+                "mlflow.note.content": front_note(result, pid)}
         if chosen is not None:
             tags["selected_trial"] = str(chosen.number)
         hv = [("hypervolume", v, i + 1) for i, v in enumerate(result.hypervolume)]
         counts = {"front_size": len(result.front), "trials_complete": result.counts().get(COMPLETE, 0)}
         self._log_batch(pid, metrics=_metrics_steps(hv) + _metrics(counts), tags=tags)
-        if (chosen is not None and chosen.weights and Path(chosen.weights).is_file()
-                and self._registered_selection(result.study_name) != str(chosen.number)):
-            # a folder, not the bare file: `models:/NAME/VERSION` resolves to a directory
-            artifact = f"selected/trial-{chosen.number:05d}"
-            self.client.log_artifact(pid, chosen.weights, artifact_path=artifact)
-            self.client.log_dict(pid, {"study": result.study_name, "trial": chosen.number,
-                                       "file": Path(chosen.weights).name, "metrics": chosen.metrics,
-                                       "config": chosen.config,
-                                       "load": "prunetune.compress.load_compressed_file(file)"},
-                                 f"{artifact}/model.json")
-            self.register(result.study_name, chosen, artifact=artifact)
+        if finished and self.registers and chosen is not None:
+            self._register_selection(result.study_name, chosen)
 
-    def _registered_selection(self, study: str) -> str | None:
-        """The trial (tag) of the newest model version a search registered (source under selected/,
-        not an export), or None: a resume registers only when the selection changes."""
+    def _register_selection(self, study: str, chosen: TrialRecord) -> None:
+        """Log the selected trial's weights under selected/trial-NNNNN/ of the parent run and
+        register that folder, unless a version of that trial exists already."""
+        if not (chosen.weights and Path(chosen.weights).is_file()) or self.version_of(study, chosen.number):
+            return
+        pid = self.parent_run_id
+        # a folder, not the bare file: `models:/NAME/VERSION` resolves to a directory
+        artifact = f"selected/trial-{chosen.number:05d}"
+        self.client.log_artifact(pid, chosen.weights, artifact_path=artifact)
+        self.client.log_dict(pid, {"study": study, "trial": chosen.number,
+                                   "file": Path(chosen.weights).name, "metrics": chosen.metrics,
+                                   "config": chosen.config,
+                                   "load": "prunetune.compress.load_compressed_file(file)"},
+                             f"{artifact}/model.json")
+        version = self.register(study, chosen, artifact=artifact)
+        self.client.set_model_version_tag(registered_name(study), version, "format", "prunetune")
+
+    def version_of(self, study: str, trial: int, **tags: str) -> str | None:
+        """The oldest model version of `registered_name(study)` that holds trial `trial` and has
+        the given tags (e.g. format="onnx"), or None."""
         versions = self.client.search_model_versions(f"name = '{registered_name(study)}'")
-        searched = [v for v in versions if "/selected/trial-" in v.source]
-        if not searched:
-            return None
-        return max(searched, key=lambda v: int(v.version)).tags.get("trial")
+        hits = [v for v in versions if v.tags.get("trial") == str(trial)
+                and all(v.tags.get(k) == val for k, val in tags.items())]
+        return min(hits, key=lambda v: int(v.version)).version if hits else None
 
     def _chosen(self, result: SearchResult) -> TrialRecord | None:
         """The front member --select picks, else the knee; None for an empty front."""
@@ -535,3 +616,50 @@ def fetch_front_weights(uri: str | None, study: str, filename: str, directory: P
             directory.mkdir(parents=True, exist_ok=True)
             return Path(client.download_artifacts(run.info.run_id, f"front_models/{filename}", str(directory)))
     return None
+
+
+def _trial_times(study) -> dict[int, tuple[int, int]]:
+    """Trial number -> (start, end) in ms since the epoch, from Optuna's timestamps of the study's
+    finished trials; {} without a study."""
+    if study is None:
+        return {}
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            out[t.number] = (int(t.datetime_start.timestamp() * 1000), int(t.datetime_complete.timestamp() * 1000))
+    return out
+
+
+def front_table(result: SearchResult) -> dict[str, list]:
+    """The front as columns for mlflow.log_table (the base model first): the parent run's
+    Artifacts tab shows it as a sortable table, one row per member with its trial number."""
+    from prunetune.search.results import table_rows
+
+    rows = table_rows(result)
+    cols = ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "size_bytes", "knee", "config"]
+    return {c: [r.get(c) if c != "trial" else str(r.get(c)) for r in rows] for c in cols}
+
+
+def front_note(result: SearchResult, run_id: str) -> str:
+    """The parent run's description (Markdown, shown first on the run's Overview): the front's PNG
+    (served by the tracking server's get-artifact endpoint) and its table, base model first."""
+    from prunetune import render
+    from prunetune.search.results import table_rows
+
+    cols = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "size_bytes", "config"]
+    rows = table_rows(result)
+    for row in rows:
+        row["trial"] = f"{row['trial']}*" if row.get("knee") else str(row["trial"])
+    lines = [f"**Pareto front: {len(result.front)} trials** (* = knee, the default export; "
+             "filter the runs with `tags.pareto = 'true'`)", "",
+             f"![Pareto front](get-artifact?path=pareto_front.png&run_uuid={run_id})", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = [row[c] if isinstance(row.get(c), str) else render.FORMATS.get(c, str)(row.get(c)) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", render.FPS_NOTE]
+    if result.hypervolume:
+        from prunetune.search.pareto import UNIT_HV_NOTE
+
+        lines.append(f"Hypervolume {result.hypervolume[-1]:.3f} on [0, 1] ({UNIT_HV_NOTE}).")
+    return "\n".join(lines)[:60000]
