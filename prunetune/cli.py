@@ -25,7 +25,8 @@ FLAG_HELP = {
     "base_epochs": "epochs to train the base model when no checkpoint is given",
     "base_seed": "seed of that base training (kept apart from --seed so studies share one base)",
     "seed": "study seed: every trial's seed derives from it and the trial number",
-    "study": "study name (default MODEL-DATASET); the same name resumes the study",
+    "study": "study name (default MODEL-DATASET); the same name resumes the study. Allowed: 1-100 "
+             "letters, digits, '.', '_', '-', starting with a letter or digit, no '..'",
     "storage": "Optuna storage URL (default sqlite:///mlruns/optuna.db)",
     "tracking_uri": "MLflow tracking URI (default sqlite:///mlruns/mlflow.db)",
     "trials": "total number of finished trials in the study (resuming counts earlier ones)",
@@ -274,7 +275,9 @@ def cmd_ui(args) -> int:
 
 def cmd_export(args) -> int:
     from prunetune.export import export_model
+    from prunetune.names import check_study_name
 
+    check_study_name(args.study)
     card = export_model(args.study, storage=args.storage, out_dir=args.out, trial=args.trial,
                         select=args.select, fmt=args.format, int8=args.int8,
                         retrain_epochs=args.retrain_epochs, tracking_uri=args.tracking_uri, log=_log)
@@ -329,13 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_search)
 
     q = sub.add_parser("pareto", help="the Pareto front of a study")
-    q.add_argument("--study", required=True)
+    q.add_argument("--study", required=True, help="study name (as given to search)")
     q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.set_defaults(fn=cmd_pareto)
 
     q = sub.add_parser("export", help="export a trial's compressed model, verified, with a report card")
-    q.add_argument("--study", required=True)
+    q.add_argument("--study", required=True, help="study name (as given to search)")
     q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
     q.add_argument("--tracking-uri", help=FLAG_HELP["tracking_uri"])
     pick = q.add_mutually_exclusive_group()
@@ -388,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except PrunetuneError as exc:
-        print(f"prunetune: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+        print(f"prunetune: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("\nprunetune: interrupted; finished trials are saved. Re-run the same command to resume.",
