@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prunetune import render
 from prunetune.config import SearchConfig
+from prunetune.paths import study_dir
 from prunetune.search.results import SearchResult, front_rows, summarize, table_rows
 from prunetune.search.study import load_existing
 
@@ -124,7 +125,7 @@ def check_names(cfg: SearchConfig) -> None:
     check_runtime(cfg.runtime)
     if cfg.select:
         check_rule_metrics(pareto.parse_rule(cfg.select))
-    from prunetune.paths import prepare_sqlite, study_dir
+    from prunetune.paths import prepare_sqlite
     from prunetune.search.tracking import DEFAULT_URI
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
@@ -135,7 +136,8 @@ def check_names(cfg: SearchConfig) -> None:
 
 
 def check_rule_metrics(rule) -> None:
-    """ConfigError unless every metric a selection rule names is one trials record."""
+    """ConfigError unless every metric a selection rule names is one that trials record (checked
+    before any trial: a typo must not cost the whole budget)."""
     from prunetune.errors import ConfigError
     from prunetune.search.tracking import METRIC_KEYS
 
@@ -172,8 +174,6 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
     finally:
         bar.close()
     out(pareto_text(result))
-    from prunetune.paths import study_dir
-
     paths = write_front(result, study_dir(cfg.study_name))
     out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} "
         f"(prunetune ui, then open experiment {cfg.study_name!r})")
