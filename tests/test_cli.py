@@ -299,3 +299,22 @@ def test_select_that_picks_nothing_keeps_the_report(isolated, capsys):
     client = MlflowClient(tracking_uri=f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
     assert client.search_model_versions(f"name = 'prunetune-{study}'") == []
     assert client.get_experiment_by_name(study) is not None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs=0"], "--epochs and --batch-size must be >= 1"), (["--batch-size=0"], "must be >= 1"),
+    (["--lr=nan"], "--lr must be a finite number > 0"), (["--lr=-1"], "--lr must be"),
+    (["--seed=-1"], "--seed must be in [0, 2**32)"),
+])
+def test_train_numbers_are_checked(isolated, capsys, flags, message):
+    _fails_cleanly(capsys, ["train", "--model", "tiny_cnn", "--dataset", "digits", "--out", "b.pt", *flags],
+                   message, isolated)
+    assert not (isolated / "b.pt").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ratios=0.5,nan"], "ratios must be in [0, 1)"), (["--max-drop=nan"], "--max-drop is a fraction"),
+    (["--seed=-1"], "base_seed must be in [0, 2**32)"),
+])
+def test_sensitivity_numbers_are_checked_before_training(isolated, capsys, flags, message):
+    _fails_cleanly(capsys, ["sensitivity", "--model", "tiny_cnn", "--dataset", "digits", *flags], message, isolated)
