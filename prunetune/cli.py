@@ -28,7 +28,8 @@ FLAG_HELP = {
     "base_epochs": "epochs to train the base model when no checkpoint is given",
     "base_seed": "seed of that base training (kept apart from --seed so studies share one base)",
     "seed": "study seed: every trial's seed derives from it and the trial number",
-    "study": "study name (default MODEL-DATASET); the same name resumes the study",
+    "study": "study name (default MODEL-DATASET); the same name resumes the study. Allowed: 1-100 "
+             "letters, digits, '.', '_', '-', starting with a letter or digit, no '..'",
     "storage": "Optuna storage URL (default sqlite:///mlruns/optuna.db)",
     "tracking_uri": "MLflow tracking URI (default sqlite:///mlruns/mlflow.db)",
     "trials": "total number of finished trials in the study (resuming counts earlier ones)",
@@ -188,9 +189,25 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _check_train_flags(args) -> None:
+    """train's numbers in the ranges search uses for its base model (PrunetuneError, one line)."""
+    import math
+
+    from prunetune.config import MAX_SEED
+
+    if args.epochs < 1 or args.batch_size < 1:
+        raise PrunetuneError(f"--epochs and --batch-size must be >= 1, got {args.epochs}, {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise PrunetuneError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not 0 <= args.seed < MAX_SEED:
+        raise PrunetuneError(f"--seed must be in [0, 2**32), got {args.seed}")
+
+
 def cmd_train(args) -> int:
     from prunetune.data import create_dataset
     from prunetune.models import Recipe, get_base_model, resolve_device, save_checkpoint
+
+    _check_train_flags(args)
 
     device = resolve_device(args.device)
     bundle = create_dataset(args.dataset, data_root=args.data_root)
@@ -248,15 +265,17 @@ def cmd_sensitivity(args) -> int:
     from prunetune.models import get_base_model
     from prunetune.search.objective import base_recipe, build_space
 
+    for r in args.ratios:  # checked before the base model is trained
+        if not 0.0 <= r < 1.0:
+            raise PrunetuneError(f"ratios must be in [0, 1), got {r}")
+    if not 0.0 <= args.max_drop <= 1.0:
+        raise PrunetuneError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
     cfg = SearchConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
                        checkpoint=args.checkpoint, base_epochs=args.base_epochs, base_seed=args.seed)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=_log)
     inv = inventory(base.model, bundle.example_input(1))
-    for r in args.ratios:
-        if not 0.0 <= r < 1.0:
-            raise PrunetuneError(f"ratios must be in [0, 1), got {r}")
     rows = sensitivity.scan(base.model, bundle, [g.name for g in inv.groups], args.ratios,
                             importance=args.importance, base_accuracy=base.meta["metrics"]["val_accuracy"])
     if args.plot:
@@ -431,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.fn(args)
         except PrunetuneError as exc:
-            print(f"prunetune: error: {exc}", file=sys.stderr)
+            message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+            print(f"prunetune: error: {message}", file=sys.stderr)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             return _interrupted(args.command)

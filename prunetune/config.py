@@ -7,6 +7,7 @@ stored with the study (and logged to MLflow) so a search can be re-run and resum
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from prunetune.errors import ConfigError
+from prunetune.names import check_study_name, default_study_name
 
+MAX_SEED = 2**32  # seeds are in [0, 2**32): what every RNG the search seeds accepts
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
@@ -71,24 +74,51 @@ class SearchConfig:
 
     @property
     def study_name(self) -> str:
-        return self.study or f"{self.model.replace(':', '_')}-{self.dataset}"
+        """`study`, else a valid name derived from model and dataset (see prunetune.names)."""
+        return self.study if self.study is not None else default_study_name(self.model, self.dataset)
 
     @property
     def storage_url(self) -> str:
         return self.storage or "sqlite:///mlruns/optuna.db"
 
     def validate(self) -> None:
-        """Check types and ranges; raise ConfigError naming the offending key."""
+        """Check types, names and ranges; raise ConfigError (one line) naming the offending key.
+
+        Ranges: trials, base_epochs, subset, batch_size, threads, fps_repeats, workers, round_to
+        >= 1; epochs >= 0; seed, base_seed in [0, 2**32); lr, max_flops, cpus_per_trial finite
+        and > 0; gpus_per_trial finite and >= 0; 0 <= ratio_min <= ratio_max < 1; ratio_step in
+        (0, 1); distill and min_accuracy in [0, 1]; no duplicates in objectives, bits, importance;
+        the study name as in prunetune.names."""
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _hints()[f.name])
-        if self.trials < 1:
-            raise ConfigError(f"trials must be >= 1, got {self.trials}")
+        if self.study is not None:
+            check_study_name(self.study)
+        self._validate_choices()
+        self._validate_numbers()
+        from prunetune.compress.quantize import ALLOWED_BITS
+
+        bad = [b for b in self.bits if b not in ALLOWED_BITS]
+        if bad or not self.bits:
+            raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
+        if not self.objectives:
+            raise ConfigError("objectives must name at least one objective")
+        for name in ("objectives", "bits", "importance"):
+            values = getattr(self, name)
+            repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+            if repeated:
+                raise ConfigError(f"{name} must not repeat a value, got {', '.join(repeated)} more than once")
+
+    def _validate_choices(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"unknown granularity {self.granularity!r}; known: {', '.join(GRANULARITIES)}")
+
+    def _validate_numbers(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"trials must be >= 1, got {self.trials}")
         if not 0.0 <= self.ratio_min <= self.ratio_max < 1.0:
             raise ConfigError(f"need 0 <= ratio_min <= ratio_max < 1, got {self.ratio_min}, {self.ratio_max}")
         if not 0.0 < self.ratio_step < 1.0:
@@ -98,18 +128,20 @@ class SearchConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        for name in ("seed", "base_seed"):
+            if not 0 <= getattr(self, name) < MAX_SEED:
+                raise ConfigError(f"{name} must be in [0, 2**32), got {getattr(self, name)}")
+        for name in ("lr", "max_flops", "cpus_per_trial"):
+            value = getattr(self, name)
+            if value is not None and not (_finite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        if not (_finite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise ConfigError(f"gpus_per_trial must be a finite number >= 0, got {self.gpus_per_trial}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         self._check_device()
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
-        from prunetune.compress.quantize import ALLOWED_BITS
-
-        bad = [b for b in self.bits if b not in ALLOWED_BITS]
-        if bad or not self.bits:
-            raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
-        if not self.objectives:
-            raise ConfigError("objectives must name at least one objective")
 
     def _check_device(self) -> None:
         """The name only (whether CUDA exists is checked where the device is used: a study made on
@@ -134,9 +166,11 @@ class SearchConfig:
             values.update(read_yaml_mapping(yaml_path, "config"))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {', '.join(unknown)} in {yaml_path or 'flags'}")
+            shown = ", ".join(k if k.isidentifier() else repr(k) for k in unknown)
+            where = repr(str(yaml_path)) if yaml_path is not None else "flags"
+            raise ConfigError(f"unknown config key(s) {shown} in {where}")
         return cls(**values)
 
 
@@ -146,12 +180,32 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     if not p.is_file():
         raise ConfigError(f"{what} file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {str(p)!r}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} file {str(p)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{what} file {str(p)!r} is not valid YAML: {first}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp 2020-02-30
+        raise ConfigError(f"{what} file {str(p)!r} holds a value YAML cannot build: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} file {str(p)!r} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} file {str(p)!r} must hold a mapping of keys to values")
     return data
+
+
+def _finite(value: float) -> bool:
+    """math.isfinite, False for an int too large to be a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _hints() -> dict:

@@ -47,6 +47,26 @@ def prepare_sqlite(url: str, what: str, *, create: bool) -> str:
     return url
 
 
+STORE = Path("mlruns")  # the store of the working directory (README: "Where results go")
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """`root / parts`, resolved (symbolic links followed), and PrunetuneError unless it stays
+    under `root` resolved: no part may lead out of the store."""
+    base = root.resolve()
+    path = base.joinpath(*parts).resolve()
+    if not path.is_relative_to(base):
+        raise PrunetuneError(f"refusing to write {str(path)!r}: it is outside {str(base)!r}")
+    return path
+
+
+def study_dir(study_name: str) -> Path:
+    """mlruns/prunetune/<study> (absolute), checked to stay under mlruns/prunetune."""
+    from prunetune.names import check_study_name
+
+    return inside(STORE / "prunetune", check_study_name(study_name))
+
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

@@ -180,3 +180,141 @@ def test_sensitivity_scan_table_plot_and_narrowed_space(isolated, capsys):
         allowed = [r["ratio"] for r in rows if r["group"] == g and r["drop"] <= 0.05]
         assert space.groups[g].high == max([0.0, *allowed])
     assert all(r["macs"] > 0 for r in rows)
+
+
+BAD_MODELS = [
+    ("os:system", "requires command"),
+    ("builtins:eval", "requires source"),
+    ("json:loads", "requires s"),
+    (":", "must be package.module:function"),
+    ("..x:y", "must be package.module:function"),
+    ("os.path:", "must be package.module:function"),
+    ("a" * 300 + ":f", "must be package.module:function"),
+    ("os:getcwd", "returned str, not a torch.nn.Module"),
+    ("os:sep", "is a str, not a function"),
+    ("sys:exit", "raised SystemExit"),
+]
+
+
+@pytest.mark.parametrize("model, message", BAD_MODELS, ids=[m[:20] for m, _ in BAD_MODELS])
+def test_bad_user_models_are_one_line(isolated, capsys, model, message):
+    """Callables that are no model factory: refused before anything is written, and one that needs
+    other arguments (os.system's command, eval's source) is never called."""
+    _fails_cleanly(capsys, ["search", *FAST, "--trials", "1", "--model", model], message, isolated)
+    _fails_cleanly(capsys, ["info", "--model", model], message, isolated)
+
+
+def test_user_model_that_raises_is_one_line(isolated, monkeypatch, capsys):
+    (isolated / "brokennets.py").write_text("def build(num_classes):\n    raise RuntimeError('oops\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(isolated))
+    _fails_cleanly(capsys, ["info", "--model", "brokennets:build"], "raised RuntimeError: oops", isolated)
+
+
+BAD_NUMBERS = [
+    ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"),
+    ("--max-flops", "-1"), ("--max-flops", "0"), ("--max-flops", "nan"), ("--max-flops", "inf"),
+    ("--min-accuracy", "nan"), ("--min-accuracy", "1.5"), ("--min-accuracy", "-0.1"),
+    ("--ratio-min", "-0.1"), ("--ratio-min", "nan"), ("--ratio-max", "nan"), ("--ratio-step", "0"),
+    ("--ratio-step", "nan"), ("--distill", "nan"), ("--distill", "2"),
+    ("--cpus-per-trial", "0"), ("--cpus-per-trial", "nan"), ("--cpus-per-trial", "inf"),
+    ("--gpus-per-trial", "-1"), ("--gpus-per-trial", "nan"), ("--gpus-per-trial", "inf"),
+    ("--seed", "-1"), ("--seed", str(2**32)), ("--base-seed", "-5"),
+    ("--fps-repeats", "0"), ("--subset", "0"), ("--batch-size", "0"), ("--threads", "0"),
+    ("--workers", "0"), ("--round-to", "0"), ("--epochs", "-1"), ("--base-epochs", "0"),
+    ("--objectives", "accuracy,accuracy"), ("--bits", "32,8,8"), ("--importance", "l2,l2"),
+]
+
+
+@pytest.mark.parametrize("flag, value", BAD_NUMBERS, ids=[f"{f} {v}" for f, v in BAD_NUMBERS])
+def test_meaningless_numbers_are_refused(isolated, capsys, flag, value):
+    key = flag[2:].replace("-", "_")
+    _fails_cleanly(capsys, ["search", *FAST, "--trials", "1", f"{flag}={value}"], key, isolated)
+
+
+def test_binary_garbage_config_is_one_line(isolated, capsys):
+    (isolated / "garbage.yaml").write_bytes(bytes(range(256)) * 4)
+    _fails_cleanly(capsys, ["search", *FAST, "--config", "garbage.yaml"], "is not UTF-8 text", isolated)
+
+
+def test_select_with_an_unknown_metric_is_refused_before_any_trial(isolated, capsys):
+    _fails_cleanly(capsys, ["search", *FAST, "--select", "max speed where accuracy >= 0.5"],
+                   "unknown metric 'speed'", isolated)
+
+
+BAD_HEADERS = {
+    "no meta": {"format": "prunetune-base/1"},
+    "meta not a mapping": {"format": "prunetune-base/1", "meta": [1, 2], "state_dict": {"w": torch.zeros(1)}},
+    "no state_dict": {"format": "prunetune-base/1", "meta": {}},
+    "state_dict of non-tensors": {"format": "prunetune-base/1", "meta": {}, "state_dict": {"w": 1}},
+    "model not a name": {"format": "prunetune-base/1", "meta": {"model": 3}, "state_dict": {"w": torch.zeros(1)}},
+    "metrics not numbers": {"format": "prunetune-base/1", "meta": {"metrics": {"val_accuracy": "high"}},
+                            "state_dict": {"w": torch.zeros(1)}},
+    "another format": {"format": "prunetune-base/9", "meta": {}, "state_dict": {}},
+    "format not a string": {"format": 1, "meta": {}, "state_dict": {}},
+}
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
+def test_malformed_checkpoint_headers(isolated, capsys, header):
+    from prunetune.errors import CheckpointError
+    from prunetune.models import read_checkpoint
+
+    torch.save(header, isolated / "bad.pt")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        read_checkpoint(isolated / "bad.pt")
+    _fails_cleanly(capsys, ["search", *FAST, "--checkpoint", "bad.pt"], "bad.pt", isolated)
+
+
+def test_checkpoint_without_metrics_gets_them_measured(isolated, capsys):
+    """A valid header whose meta lacks (some) metrics is usable: they are measured."""
+    from prunetune.config import SearchConfig
+    from prunetune.data import create_dataset
+    from prunetune.models import build_for, get_base_model
+    from prunetune.search.objective import base_recipe
+
+    bundle = create_dataset("digits")
+    sd = build_for("tiny_cnn", bundle).state_dict()
+    torch.save({"format": "prunetune-base/1", "meta": {"metrics": {"val_accuracy": 0.5}}, "state_dict": sd},
+               isolated / "partial.pt")
+    base = get_base_model("tiny_cnn", bundle, recipe=base_recipe(SearchConfig()),
+                          checkpoint=isolated / "partial.pt")
+    assert {"val_accuracy", "test_accuracy"} <= set(base.meta["metrics"])
+
+
+@pytest.mark.slow
+def test_select_that_picks_nothing_keeps_the_report(isolated, capsys):
+    """The budget is spent either way: the table and CSV are written, a one-line warning says
+    nothing was selected, nothing is registered, exit 0. (A dotted, dashed study name on the way.)"""
+    from mlflow.tracking import MlflowClient
+
+    study = "run.1-a_b"
+    assert main(["search", *FAST, "--trials", "2", "--study", study,
+                 "--select", "max fps where accuracy >= 1.5"]) == 0
+    captured = capsys.readouterr()
+    assert "Pareto front of study 'run.1-a_b'" in captured.out
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--select picks nothing" in warnings[0] and "accuracy >= 1.5" in warnings[0]
+    csv = isolated / "mlruns" / "prunetune" / study / "pareto_front.csv"
+    assert csv.is_file() and csv.read_text().startswith("trial,")
+    client = MlflowClient(tracking_uri=f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
+    assert client.search_model_versions(f"name = 'prunetune-{study}'") == []
+    assert client.get_experiment_by_name(study) is not None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs=0"], "--epochs and --batch-size must be >= 1"), (["--batch-size=0"], "must be >= 1"),
+    (["--lr=nan"], "--lr must be a finite number > 0"), (["--lr=-1"], "--lr must be"),
+    (["--seed=-1"], "--seed must be in [0, 2**32)"),
+])
+def test_train_numbers_are_checked(isolated, capsys, flags, message):
+    _fails_cleanly(capsys, ["train", "--model", "tiny_cnn", "--dataset", "digits", "--out", "b.pt", *flags],
+                   message, isolated)
+    assert not (isolated / "b.pt").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ratios=0.5,nan"], "ratios must be in [0, 1)"), (["--max-drop=nan"], "--max-drop is a fraction"),
+    (["--seed=-1"], "base_seed must be in [0, 2**32)"),
+])
+def test_sensitivity_numbers_are_checked_before_training(isolated, capsys, flags, message):
+    _fails_cleanly(capsys, ["sensitivity", "--model", "tiny_cnn", "--dataset", "digits", *flags], message, isolated)

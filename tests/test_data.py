@@ -449,3 +449,36 @@ def test_sampler_drives_a_dataloader():
     sampler.set_epoch(1)
     got = torch.cat([x for x, _ in loader]).tolist()
     assert got == list(sampler) and len(got) == 12
+
+
+@pytest.mark.parametrize("bad", ["not-an-image", "truncated"])
+def test_imagefolder_corrupt_image_is_one_clear_error(tmp_path, bad):
+    write_folder(tmp_path, per_class=4)
+    target = tmp_path / "dog" / "zzz.png"
+    if bad == "not-an-image":
+        target.write_bytes(b"this is no PNG at all\n" * 8)
+    else:
+        Image.new("RGB", (30, 30), (1, 2, 3)).save(target)
+        target.write_bytes(target.read_bytes()[:60])
+    with pytest.raises(DataNotFoundError, match=r"cannot read image .*zzz\.png") as info:
+        create_dataset("imagefolder", data_root=tmp_path, image_size=8)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("layout", ["one folder", "train and test"])
+def test_imagefolder_too_few_images_per_class(tmp_path, layout):
+    """One image per class leaves no training image for some class (today: an empty training set
+    and 'num_samples=0' at the first trial): refused at load time, naming the counts."""
+    root = tmp_path / "train" if layout == "train and test" else tmp_path
+    write_folder(root, per_class=1)
+    if layout == "train and test":
+        write_folder(tmp_path / "test", per_class=1, offset=5)
+    with pytest.raises(DataNotFoundError, match="too few images") as info:
+        create_dataset("imagefolder", data_root=tmp_path, image_size=8)
+    assert "3 in 3 class(es)" in str(info.value)
+
+
+def test_imagefolder_smallest_splittable_folder_loads(tmp_path):
+    write_folder(tmp_path, per_class=3)  # 9 images: 1 val, 1 test, 7 training images, every class
+    bundle = create_dataset("imagefolder", data_root=tmp_path, image_size=8)
+    assert len(bundle.train) == 7 and set(split_of(bundle, "train").labels.tolist()) == {0, 1, 2}

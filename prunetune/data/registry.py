@@ -212,8 +212,8 @@ def imagefolder(data_root=None, download: bool = False, image_size: int = 32,
             ds = ImageFolder(str(path), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataNotFoundError(f"no images under {str(path)!r}: {exc}") from None
-        imgs = (ds[i][0] for i in range(len(ds)))  # decode each file once
-        xs = [im.expand(3, -1, -1) if im.shape[0] == 1 else im[:3] for im in imgs]
+        xs = [_decode(ds, i) for i in range(len(ds))]  # decode each file once
+        xs = [im.expand(3, -1, -1) if im.shape[0] == 1 else im[:3] for im in xs]
         return torch.stack(xs), torch.tensor(ds.targets), ds.classes
 
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -223,14 +223,41 @@ def imagefolder(data_root=None, download: bool = False, image_size: int = 32,
         if test_classes != classes:
             raise PrunetuneError(f"class folders differ between {root / 'train'} and {test_dir}")
         n_val = max(1, int(len(y) * val_fraction))
-        tr, va, _ = stratified_split(y, (len(y) - n_val, n_val, 0), SPLIT_SEED)
+        tr, va, _ = _split_images(y, (len(y) - n_val, n_val, 0), classes, root / "train")
         parts = ((x[tr], y[tr]), (x[va], y[va]), (xt, yt))
     else:  # one folder of class folders (DATA_ROOT/train alone is that folder, not a class)
         x, y, classes = load(root / "train" if (root / "train").is_dir() else root)
         n_val, n_test = max(1, int(len(y) * val_fraction)), max(1, int(len(y) * test_fraction))
-        tr, va, te = stratified_split(y, (len(y) - n_val - n_test, n_val, n_test), SPLIT_SEED)
+        tr, va, te = _split_images(y, (len(y) - n_val - n_test, n_val, n_test), classes, root)
         parts = ((x[tr], y[tr]), (x[va], y[va]), (x[te], y[te]))
     train, val, test = (NormalizedTensorDataset(a, b, *IMAGENET_STATS) for a, b in parts)
     return DataBundle(name="imagefolder", train=train, val=val, test=test,
                       train_targets=parts[0][1].clone(), input_shape=(3, image_size, image_size),
                       num_classes=len(classes))
+
+
+def _decode(ds, i: int) -> torch.Tensor:
+    """Image `i` of a torchvision ImageFolder; DataNotFoundError naming the file when it cannot be
+    decoded (not an image, truncated, corrupt, too large)."""
+    try:
+        return ds[i][0]
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError
+        first = str(exc).strip().splitlines()
+        raise DataNotFoundError(f"cannot read image {ds.samples[i][0]!r}: {type(exc).__name__}"
+                                f"{': ' + first[0][:160] if first else ''}") from None
+
+
+def _split_images(y: torch.Tensor, sizes: tuple[int, int, int], classes: list[str], root: Path):
+    """stratified_split of an image folder's labels into train / val / test of `sizes`;
+    DataNotFoundError when there are too few images for every class to keep training images and
+    every held-out part to be non-empty."""
+    held = [n for n in sizes[1:] if n]
+    too_few = DataNotFoundError(
+        f"too few images under {str(root)!r} to split: {len(y)} in {len(classes)} class(es), "
+        f"{' + '.join(map(str, held))} held out; every class needs training images after that")
+    if sizes[0] < len(classes):
+        raise too_few
+    tr, va, te = stratified_split(y, sizes, SPLIT_SEED)
+    if torch.unique(y[tr]).numel() < len(classes):
+        raise too_few
+    return tr, va, te

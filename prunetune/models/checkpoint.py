@@ -64,11 +64,38 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     except Exception as exc:  # truncated zip, pickle of arbitrary objects, not a torch file
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}") from None
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return obj["meta"], obj["state_dict"]
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return {}, obj
+    if isinstance(obj, dict) and "format" in obj:
+        return _checked_header(obj, str(path))
     raise CheckpointError(f"{str(path)!r} is neither a prunetune checkpoint nor a state_dict")
+
+
+def _is_state_dict(obj: object) -> bool:
+    """A non-empty dict of parameter names to tensors."""
+    return (isinstance(obj, dict) and bool(obj)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _checked_header(obj: dict, source: str) -> tuple[dict, dict]:
+    """(meta, state_dict) of a file with a `format` key, or CheckpointError (one line) unless the
+    format is FORMAT, `meta` a dict with string keys (`model` a string, `metrics` a dict of numbers,
+    where present) and `state_dict` a state_dict."""
+    if not isinstance(obj["format"], str) or obj["format"] != FORMAT:
+        raise CheckpointError(f"checkpoint {source!r} has format {str(obj['format'])[:40]!r}; "
+                              f"this prunetune reads {FORMAT!r}")
+    meta, sd = obj.get("meta"), obj.get("state_dict")
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise CheckpointError(f"checkpoint {source!r} has no valid 'meta' mapping")
+    if not isinstance(meta.get("model", ""), str):
+        raise CheckpointError(f"checkpoint {source!r}: meta 'model' is not a name")
+    metrics = meta.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                for v in metrics.values()):
+        raise CheckpointError(f"checkpoint {source!r}: meta 'metrics' is not a mapping of numbers")
+    if not _is_state_dict(sd):
+        raise CheckpointError(f"checkpoint {source!r} has no valid 'state_dict' (names to tensors)")
+    return meta, sd
 
 
 def load_into(model: nn.Module, state_dict: dict, source: str) -> nn.Module:
@@ -100,7 +127,7 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
         if meta.get("model") not in (None, model_name):
             raise CheckpointError(f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, "
                                   f"not {model_name!r}")
-        if "metrics" not in meta:
+        if not {"val_accuracy", "test_accuracy"} <= set(meta.get("metrics", {})):
             meta = {**meta, "model": model_name, "dataset": bundle.name, "metrics": _metrics(model, bundle, device)}
         return BaseModel(model, meta, Path(checkpoint))
     cache = Path(cache_dir) if cache_dir else home_dir() / "checkpoints"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prunetune import render
 from prunetune.config import SearchConfig
+from prunetune.paths import study_dir
 from prunetune.search import pareto
 from prunetune.search.results import SearchResult, front_rows, summarize, table_rows
 from prunetune.search.study import load_existing
@@ -158,13 +159,42 @@ def check_names(cfg: SearchConfig) -> None:
         IMPORTANCES.get(imp)
     check_runtime(cfg.runtime)
     if cfg.select:
-        pareto.parse_rule(cfg.select)
+        check_rule_metrics(pareto.parse_rule(cfg.select))
     from prunetune.paths import prepare_sqlite
     from prunetune.search.tracking import DEFAULT_URI
+
+    study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
     prepare_sqlite(cfg.storage_url, "study storage", create=False)
     prepare_sqlite(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI, "tracking",
                    create=False)
+
+
+def check_rule_metrics(rule) -> None:
+    """ConfigError unless every metric a selection rule names is one that trials record (checked
+    before any trial: a typo must not cost the whole budget)."""
+    from prunetune.errors import ConfigError
+    from prunetune.search.tracking import METRIC_KEYS
+
+    unknown = sorted({rule.metric, *(c.metric for c in rule.conditions)} - set(METRIC_KEYS))
+    if unknown:
+        raise ConfigError(f"rule {str(rule)!r}: unknown metric {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(sorted(METRIC_KEYS))}")
+
+
+def selection_warning(result: SearchResult, select: str | None) -> str | None:
+    """A one-line warning when `select` picks no member of the front (then nothing is selected
+    or registered, and export needs another rule or --trial); None when it picks one."""
+    from prunetune.errors import ConfigError
+    from prunetune.search import pareto
+
+    if not select or not result.front:
+        return None
+    try:
+        pareto.select([r.metrics for r in result.front_records()], pareto.parse_rule(select))
+    except ConfigError as exc:
+        return f"warning: --select picks nothing, so no model was selected or registered: {exc}"
+    return None
 
 
 def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None) -> SearchResult:
@@ -181,9 +211,12 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
     finally:
         bar.close()
     out(pareto_text(result))
-    paths = write_front(result, Path("mlruns") / "prunetune" / cfg.study_name)
+    paths = write_front(result, study_dir(cfg.study_name))
     out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
         f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})")
+    warning = selection_warning(result, cfg.select)
+    if warning:
+        log(warning)
     if export_dir:
         from prunetune.export import export_model
 
@@ -197,9 +230,11 @@ def resolve_study(name: str | None, storage: str) -> str:
     """The study `pareto` / `export` read: `name` when given, else the only study in `storage`,
     else the one `prunetune search` uses by default (mnist_net-mnist5k) if it is there.
     PrunetuneError naming the studies otherwise, or when a SQLite storage does not exist (nothing
-    is created)."""
-    if name:
-        return name
+    is created). A given name is checked (prunetune.names)."""
+    if name is not None:
+        from prunetune.names import check_study_name
+
+        return check_study_name(name)
     import optuna
 
     from prunetune.errors import PrunetuneError
@@ -219,7 +254,10 @@ def resolve_study(name: str | None, storage: str) -> str:
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:
-    result = summarize(load_existing(storage, study_name))
+    """The front of an existing study as a table, CSV or JSON (ConfigError for an invalid name)."""
+    from prunetune.names import check_study_name
+
+    result = summarize(load_existing(storage, check_study_name(study_name)))
     if fmt == "json":
         return json.dumps(front_rows(result), indent=2)
     if fmt == "csv":

@@ -19,6 +19,7 @@ from prunetune import interrupts
 from prunetune.compress import load_compressed_file
 from prunetune.config import SearchConfig
 from prunetune.models import evaluate
+from prunetune.paths import inside, study_dir
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
@@ -39,8 +40,9 @@ class SearchListener(Protocol):
 
 def weights_dir(cfg: SearchConfig) -> Path:
     """Where trial weights live: mlruns/prunetune/<study>/weights (next to the MLflow store), as an
-    absolute path so the records stay valid from any working directory."""
-    return (Path("mlruns") / "prunetune" / cfg.study_name / "weights").resolve()
+    absolute path so the records stay valid from any working directory; PrunetuneError if it would
+    lead out of mlruns/prunetune (see prunetune.paths.inside)."""
+    return inside(study_dir(cfg.study_name), "weights")
 
 
 def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:

@@ -568,14 +568,18 @@ class MlflowTracker:
         return min(hits, key=lambda v: int(v.version)).version if hits else None
 
     def _chosen(self, result: SearchResult) -> TrialRecord | None:
-        """The front member --select picks, else the knee; None for an empty front."""
+        """The front member --select picks, else the knee; None for an empty front or a rule that
+        picks nothing."""
         from prunetune.search import pareto
 
         if not result.front:
             return None
-        if self.select:
+        if self.select:  # a rule no front member meets selects nothing (the search warns)
             rows = [r.metrics for r in result.front_records()]
-            return result.front_records()[pareto.select(rows, pareto.parse_rule(self.select))]
+            try:
+                return result.front_records()[pareto.select(rows, pareto.parse_rule(self.select))]
+            except PrunetuneError:
+                return None
         return result.record(result.knee) if result.knee is not None else None
 
     def register(self, study: str, record: TrialRecord, *, artifact: str, run_id: str | None = None,

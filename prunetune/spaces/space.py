@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,19 +210,20 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "space") -> SearchSpace:
-        unknown = sorted(set(data) - SPACE_KEYS)
+        unknown = _names(k for k in data if k not in SPACE_KEYS)
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; "
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; "
                               f"allowed: {', '.join(sorted(SPACE_KEYS))}")
         try:
             ratio = data.get("ratio", {}) or {}
             _only(ratio, {"min", "max", "step"}, f"{source}: ratio")
             groups = {}
             for name, g in (data.get("groups") or {}).items():
-                _only(g, {"channels", "macs_share", "ratio"}, f"{source}: groups.{name}")
+                _only(g, {"channels", "macs_share", "ratio"}, f"{source}: groups.{_names([name])}")
                 lo, hi = g.get("ratio", [ratio.get("min", 0.0), ratio.get("max", 0.95)])
                 groups[str(name)] = GroupSpec(int(g.get("channels", 0)), float(g.get("macs_share", 0.0)),
-                                              _num(lo, f"groups.{name}.ratio"), _num(hi, f"groups.{name}.ratio"))
+                                              _num(lo, f"groups.{_names([name])}.ratio"),
+                                              _num(hi, f"groups.{_names([name])}.ratio"))
             bits = data.get("bits", {}) or {}
             _only(bits, {"choices", "layers"}, f"{source}: bits")
             choices = bits.get("choices", [32, 8, 6, 4])
@@ -235,10 +237,11 @@ class SearchSpace:
                        ratio_step=_num(ratio.get("step", 0.05), "ratio.step"),
                        round_to=int(data.get("round_to", 1)), bits=choices, importance=importance,
                        model=str(data.get("model", "")))
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, ConfigError):
                 raise
-            raise ConfigError(f"{source}: malformed space ({exc})") from None
+            raise ConfigError(f"{source}: malformed space ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
@@ -248,21 +251,28 @@ class SearchSpace:
         """Raise ConfigError when the space names groups or layers the model does not have."""
         known_groups = {g.name for g in inv.groups}
         known_layers = {q.name for q in inv.quant_layers}
-        bad = sorted(set(self.groups) - known_groups)
+        bad = _names(set(self.groups) - known_groups)
         if bad:
-            raise ConfigError(f"space names unknown group(s) {', '.join(bad)}; "
+            raise ConfigError(f"space names unknown group(s) {bad}; "
                               f"the model's groups: {', '.join(sorted(known_groups))}")
-        bad = sorted(set(self.quant_layers) - known_layers)
+        bad = _names(set(self.quant_layers) - known_layers)
         if bad:
-            raise ConfigError(f"space names unknown layer(s) {', '.join(bad)}")
+            raise ConfigError(f"space names unknown layer(s) {bad}")
 
 
 def _only(mapping, allowed: set[str], where: str) -> None:
     if not isinstance(mapping, dict):
         raise ConfigError(f"{where} must be a mapping")
-    unknown = sorted(set(mapping) - allowed)
+    unknown = _names(k for k in mapping if k not in allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _names(names) -> str:
+    """Names for a one-line message: sorted, comma-separated, quoted unless plain words, digits,
+    dots and dashes (layer paths like `layer1.0.conv1`)."""
+    shown = (n if isinstance(n, str) and re.fullmatch(r"[\w.-]+", n) else repr(n) for n in names)
+    return ", ".join(sorted(shown))
 
 
 def _num(value, where: str) -> float:

@@ -1,0 +1,103 @@
+"""Property-based: random YAML documents and values fed to the config loader
+(SearchConfig.from_sources / read_yaml_mapping) and the space loader (SearchSpace.from_yaml +
+check_fits) either load or raise PrunetuneError with a one-line message, never anything else."""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from prunetune.compress import inventory
+from prunetune.config import SearchConfig, read_yaml_mapping
+from prunetune.errors import PrunetuneError
+from prunetune.models import build_for
+from prunetune.names import check_study_name
+from prunetune.spaces import SearchSpace
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FIELDS = [f.name for f in dataclasses.fields(SearchConfig)]
+
+scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+           | st.sampled_from(["tpe", "ray", "layer", "accuracy", "l2", "s-1", "../x", "it's", "a\nb", ""]))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=6) | st.integers(), inner, max_size=4), max_leaves=8)
+plausible = (st.floats(min_value=-2, max_value=2) | st.integers(min_value=-3, max_value=40)
+             | st.lists(st.sampled_from([32, 8, 6, 4, 9, "accuracy", "flops", "fps", "l2", "taylor"]), max_size=4))
+config_docs = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8) | st.integers(),
+                              values | plausible, max_size=6)
+
+
+@pytest.fixture(scope="module")
+def tiny_inventory():
+    return inventory(build_for("tiny_cnn", (1, 8, 8), 10), torch.zeros(1, 1, 8, 8))
+
+
+def _write(data: str | bytes) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="prop-")) / "doc.yaml"
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
+    return path
+
+
+def _only_one_line_errors(load) -> object | None:
+    """load()'s result, or None after a PrunetuneError whose message is one line."""
+    try:
+        return load()
+    except PrunetuneError as exc:
+        assert "\n" not in str(exc) and "\r" not in str(exc), repr(str(exc))
+        return None
+
+
+@SETTINGS
+@given(doc=config_docs)
+def test_config_loader_on_random_mappings(doc):
+    path = _write(yaml.safe_dump(doc, allow_unicode=True))
+    cfg = _only_one_line_errors(lambda: SearchConfig.from_sources(path))
+    if cfg is not None:
+        assert check_study_name(cfg.study_name) == cfg.study_name
+        assert SearchConfig(**cfg.as_dict()) == cfg
+
+
+@SETTINGS
+@given(data=st.text(max_size=200) | st.binary(max_size=200) | values.map(lambda v: yaml.safe_dump(v)))
+def test_yaml_reader_on_random_documents(data):
+    path = _write(data)
+    mapping = _only_one_line_errors(lambda: read_yaml_mapping(path, "config"))
+    assert mapping is None or isinstance(mapping, dict)
+    _only_one_line_errors(lambda: SearchConfig.from_sources(path))
+
+
+group_names = st.sampled_from(["0", "3", "8", "10", "features.0"]) | st.text(max_size=8)
+numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(min_value=-2**70, max_value=2**70)
+groups = st.dictionaries(group_names, st.dictionaries(
+    st.sampled_from(["channels", "macs_share", "ratio", "other"]),
+    numbers | st.lists(st.floats(min_value=-0.5, max_value=1.5), max_size=3) | values, max_size=3), max_size=3)
+space_docs = st.fixed_dictionaries({}, optional={
+    "model": values, "granularity": st.sampled_from(["layer", "block", "global", "x"]) | values,
+    "ratio": st.dictionaries(st.sampled_from(["min", "max", "step", "other"]), numbers | values, max_size=3) | values,
+    "round_to": numbers | values, "groups": groups | values,
+    "bits": st.fixed_dictionaries({}, optional={"choices": st.lists(st.sampled_from([32, 8, 4, 9, 0]), max_size=3)
+                                                | values, "layers": st.lists(group_names, max_size=3) | values}),
+    "importance": st.sampled_from(["l2", "l1", "taylor", "nope"]) | st.lists(st.sampled_from(["l2", "l1"])) | values,
+}) | st.dictionaries(st.text(max_size=8) | st.integers(), values, max_size=3)
+
+
+@SETTINGS
+@given(doc=space_docs)
+def test_space_loader_on_random_documents(doc, tiny_inventory):
+    path = _write(yaml.safe_dump(doc, allow_unicode=True))
+
+    def load():
+        space = SearchSpace.from_yaml(path)
+        space.check_fits(tiny_inventory)
+        return space
+
+    space = _only_one_line_errors(load)
+    if space is not None:
+        assert SearchSpace.from_dict(space.to_dict()).fingerprint() == space.fingerprint()
