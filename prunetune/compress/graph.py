@@ -164,9 +164,11 @@ def _reshape_ok(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
     return shape == out or flatten or unsqueeze
 
 
-def _last_dim_kept(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
-    """Channels-last input vs output: the last (channel) dimension is unchanged (or a broadcast 1)."""
-    return not shape or not out or shape[-1] in (1, out[-1])
+def _last_dim_kept(shape: tuple[int, ...], out: tuple[int, ...], op: str) -> bool:
+    """Channels-last input vs output: the last (channel) dimension is unchanged, a broadcast 1, or
+    reduced to 1 (as `_same_channels` for dimension 1)."""
+    reduced = op.startswith(_REDUCING) and bool(out) and out[-1] == 1
+    return not shape or not out or shape[-1] in (1, out[-1]) or reduced
 
 
 def _inside_linear(node: tp.Node) -> bool:
@@ -191,7 +193,7 @@ def _unmappable(node: tp.Node, *, channels_last: bool = False) -> str | None:
     if channels_last and _inside_linear(node):
         return None
     if channels_last and dims is None and out is not None:
-        bad = [s for s in _in_shapes(fn) if not _last_dim_kept(s, out)]
+        bad = [s for s in _in_shapes(fn) if not _last_dim_kept(s, out, fn.name())]
         return f"{fn.name()} {list(bad[0])} -> {list(out)} (channels-last)" if bad else None
     if out is None or len(out) < 2:
         return f"{fn.name()} (output shape {list(out) if out else 'unknown'})" if is_reshape else None
