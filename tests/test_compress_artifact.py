@@ -259,3 +259,16 @@ def test_malformed_headers_raise_checkpoint_error(tmp_path, field, value, messag
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=message):
         load_compressed_file(tmp_path / "bad.pt")
+
+
+@pytest.mark.slow
+def test_a_search_of_a_user_model_still_reloads_its_front(tmp_path, monkeypatch):
+    """The search names its own user architecture when it reloads trial files (finalize)."""
+    from prunetune.cli import main
+    from tests.helpers import FAST, load_study
+
+    (tmp_path / "canary_mod.py").write_text(CANARY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [a if a != "tiny_cnn" else "canary_mod:build" for a in FAST]
+    assert main(["search", *args, "--study", "u", "--trials", "2", "--bits", "32"]) == 0
+    assert load_study(tmp_path, "u").user_attrs["test_accuracy"]
