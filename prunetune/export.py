@@ -219,8 +219,9 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
 
     `--int8` keeps the trial's layers above 8 bits float (see `_layers`). `tracking_uri` defaults to
     the one the search used; `register=False` skips MLflow. `model`: the `package.module:function` a
-    study of a user architecture was built from (never imported because the study or file says so). Relative paths (storage, stored weights)
-    are resolved against the working directory, as during the search. Raises ConfigError for a bad
+    study of a user architecture was built from (never imported because the study or file says so;
+    CheckpointError without it). Relative paths (storage, stored weights) are resolved against the
+    working directory, as during the search. Raises ConfigError for a bad
     format / flag combination; PrunetuneError for an unknown study or trial, an incomplete trial, a
     trial whose weights were not kept, --int8 on a trial with every layer float, or an fp32 file
     whose outputs do not match PyTorch (its card is written, nothing is registered).
