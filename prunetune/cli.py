@@ -312,7 +312,8 @@ def cmd_export(args) -> int:
 
     card = export_model(resolve_study(args.study, args.storage), storage=args.storage, out_dir=args.out, trial=args.trial,
                         select=args.select, fmt=args.format, int8=args.int8,
-                        retrain_epochs=args.retrain_epochs, tracking_uri=args.tracking_uri, log=_log)
+                        retrain_epochs=args.retrain_epochs, tracking_uri=args.tracking_uri, model=args.model,
+                        log=_log)
     print(card.summary())
     print(f"report card: {Path(args.out) / 'card.md'}")
     return 0
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--retrain-epochs", type=int, default=0,
                    help="fine-tune this many epochs on the full training split before export")
     q.add_argument("--out", required=True, help="output folder (model, card.json, card.md)")
+    q.add_argument("--model", help="the package.module:function a study of a user model was searched with "
+                   "(needed to rebuild it: stored files never import code on their own)")
     q.set_defaults(fn=cmd_export)
 
     q = sub.add_parser("sensitivity", help="prune each group alone at several ratios (no fine-tuning)")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from prunetune.compress import CompressionConfig, load_compressed_file, save_compressed
+from prunetune.compress.artifact import check_model_name
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.measure import Timing, count_macs, count_params, torch_threads
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
@@ -153,13 +154,14 @@ def _write_model(model: nn.Module, fmt: str, example: torch.Tensor, directory: P
                                    path=directory / MODEL_FILES["onnx-int8"]))
 
 
-def _file_runner(path: Path, fmt: str, threads: int) -> Runner:
-    """A Runner of the exported *file* in its own runtime (not of the in-memory model)."""
+def _file_runner(path: Path, fmt: str, threads: int, *, model: str | None = None) -> Runner:
+    """A Runner of the exported *file* in its own runtime (not of the in-memory model); `model` as
+    for `load_compressed`."""
     if fmt == "onnx":
         return onnx_file_runner(path, threads=threads)
     if fmt == "pt2":
         return _ModuleRunner(torch.export.load(path).module(), runtime="torch.export (pt2)", threads=threads)
-    return _ModuleRunner(load_compressed(path), runtime="torch", threads=threads)
+    return _ModuleRunner(load_compressed(path, model=model), runtime="torch", threads=threads)
 
 
 def _runner_accuracy(run: Runner, dataset) -> float:
@@ -245,12 +247,15 @@ def _trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
 def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: int | None = None,
                  select: str | None = None, fmt: str = "onnx", int8: bool = False,
                  retrain_epochs: int = 0, tracking_uri: str | None = None, register: bool = True,
-                 fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None) -> Card:
+                 fps_repeats: int = 21, model: str | None = None,
+                 log: Callable[[str], None] = lambda m: None) -> Card:
     """Export, verify and document one trial of a study (see the module docstring); return its card.
 
     `--int8` keeps the trial's layers above 8 bits float (see `_layers`). `tracking_uri` defaults to
-    the one the search used; `register=False` skips MLflow. Relative paths (storage, stored weights)
-    are resolved against the working directory, as during the search. Raises ConfigError for a bad
+    the one the search used; `register=False` skips MLflow. `model`: the `package.module:function` a
+    study of a user architecture was built from (never imported because the study or file says so;
+    CheckpointError without it). Relative paths (storage, stored weights) are resolved against the
+    working directory, as during the search. Raises ConfigError for a bad
     format / flag combination; PrunetuneError for an unknown study or trial, an incomplete trial, a
     trial whose weights were not kept, --int8 on a trial with every layer float, or an fp32 file
     whose outputs do not match PyTorch (its card is written, nothing is registered).
@@ -273,8 +278,10 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     if not result.config:
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
+    check_model_name(cfg.model, model)
+    trusted = model
     rec.weights = str(_trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
-    model, header = load_compressed_file(rec.weights)
+    model, header = load_compressed_file(rec.weights, model=trusted)
     config, base_ref = CompressionConfig.from_dict(header["config"]), header["base"]
     if int8 and not any(_runs_int8(n, config.bits, int8) for n in _weighted(model)):
         raise PrunetuneError(f"trial {rec.number} keeps every layer float (32 bits), so --int8 would quantize "
@@ -314,12 +321,12 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     path = weights if fmt == "state-dict" else _write_model(plain, fmt, example, out, calibration=calibration,
                                                             layer_bits=config.bits)
     export_s = time.perf_counter() - t0
-    run = _file_runner(path, fmt, threads)
+    run = _file_runner(path, fmt, threads, model=trusted)
     verification = _verify(run, plain, bundle, int8=int8)
 
     log(f"timing {path.name} next to the base model ({threads} thread(s), batch 1)")
     base_run, base_bytes, timings = _time_next_to_base(run, base.model, fmt, example, base_ref,
-                                                       repeats=fps_repeats)
+                                                       repeats=fps_repeats, model=trusted)
 
     base_macs, macs = count_macs(base.model, example), count_macs(plain, example)
     file_bytes = path.stat().st_size
@@ -374,7 +381,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
 
 
 def _time_next_to_base(run: Runner, base: nn.Module, fmt: str, example: torch.Tensor, base_ref: dict, *,
-                       repeats: int) -> tuple[Runner, int, dict[str, Timing]]:
+                       repeats: int, model: str | None = None) -> tuple[Runner, int, dict[str, Timing]]:
     """Export the float base model in `fmt` to a temporary folder, run that file in its runtime and
     time it interleaved with `run` (`runtimes.measure_fps`): (base runner, base file size, timings
     keyed "compressed" and "base")."""
@@ -382,7 +389,7 @@ def _time_next_to_base(run: Runner, base: nn.Module, fmt: str, example: torch.Te
         folder = Path(tmp)
         path = (save_compressed(folder / WEIGHTS_FILE, base, CompressionConfig(), base_ref)
                 if fmt == "state-dict" else _write_model(materialize(base), fmt, example, folder))
-        base_run = _file_runner(path, fmt, run.threads)
+        base_run = _file_runner(path, fmt, run.threads, model=model)
         timings = measure_fps({"compressed": run, "base": base_run}, example, repeats=repeats)
         return base_run, path.stat().st_size, timings
 
@@ -585,9 +592,11 @@ def card_markdown(d: dict) -> str:
 
 # ------------------------------------------------------------------------------------ loading
 
-def load_compressed(directory: str | Path) -> nn.Module:
+def load_compressed(directory: str | Path, *, model: str | None = None) -> nn.Module:
     """The model of an export directory (or of a compressed.pt file) as a float torch module in eval
-    mode, weight bit-widths baked in. CheckpointError if DIR holds no readable compressed.pt."""
+    mode, weight bit-widths baked in. `model`: the `package.module:function` of a user architecture
+    (only then is that code imported). CheckpointError if DIR holds no readable compressed.pt or
+    its file names user code other than `model`."""
     path = Path(directory)
-    model, _ = load_compressed_file(path / WEIGHTS_FILE if path.is_dir() else path)
+    model, _ = load_compressed_file(path / WEIGHTS_FILE if path.is_dir() else path, model=model)
     return materialize(model)

@@ -21,32 +21,70 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def _unwrap_parametrized(name: str) -> str:
-    return name.replace(".parametrizations.weight.original", "")
+LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _layers(model: nn.Module) -> dict[nn.Module, str]:
+    """The layers MACs are reported for, by their `named_modules()` name: every conv/linear layer
+    (whatever it carries, e.g. fake quantization's parametrizations and input quantizer) and every
+    other leaf module outside them."""
+    out: dict[nn.Module, str] = {}
+    inside: list[str] = []
+    for name, m in model.named_modules():
+        if m in out or any(p == "" or name.startswith(f"{p}.") for p in inside):
+            continue
+        if isinstance(m, LAYER_TYPES):
+            inside.append(name)
+            out[m] = name
+        elif not any(True for _ in m.children()):
+            out[m] = name
+    return out
+
+
+@contextlib.contextmanager
+def _per_layer_flops(model: nn.Module, counter: FlopCounterMode, per: dict[str, int]) -> Iterator[None]:
+    """While active, add to `per[name]` the FLOPs `counter` counts inside each leaf layer's forward
+    (matched by module identity through forward hooks, so whatever name torch's own module tracker
+    gives a layer does not matter)."""
+    start: dict[nn.Module, list[int]] = {}
+
+    def pre(m: nn.Module, _args) -> None:
+        start.setdefault(m, []).append(counter.get_total_flops())
+
+    def post(m: nn.Module, _args, _out) -> None:
+        name = layers[m]
+        per[name] = per.get(name, 0) + counter.get_total_flops() - start[m].pop()
+
+    layers = _layers(model)
+    handles = [h for m in layers for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @torch.no_grad()
 def count_macs(model: nn.Module, example_input: torch.Tensor, *, per_module: bool = False
                ) -> int | tuple[int, dict[str, int]]:
     """Multiply-accumulates of one forward pass at the example's batch size divided by that batch
-    size (so: MACs per image). With per_module, also MACs per leaf module name."""
+    size (so: MACs per image). With per_module, also MACs per leaf layer, keyed by its
+    `model.named_modules()` name (layers with no MACs are left out); they sum to the total except
+    for MACs of ops outside any leaf layer (e.g. a bare `torch.matmul` in a parent's forward)."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with counter:
-        model(example_input)
-    model.train(was_training)
+    flops: dict[str, int] = {}
+    try:
+        with counter, (_per_layer_flops(model, counter, flops) if per_module else contextlib.nullcontext()):
+            model(example_input)
+    finally:
+        model.train(was_training)
     batch = example_input.shape[0]
     total = counter.get_total_flops() // 2 // batch
     if not per_module:
         return int(total)
-    per: dict[str, int] = {}
-    leaves = {name for name, m in model.named_modules() if not list(m.children())}
-    for key, ops in counter.get_flop_counts().items():
-        name = key.removeprefix("Global").lstrip(".")
-        if name in leaves:
-            per[name] = int(sum(ops.values()) // 2 // batch)
-    return int(total), per
+    return int(total), {n: int(f // 2 // batch) for n, f in flops.items() if f}
 
 
 def count_params(model: nn.Module) -> int:

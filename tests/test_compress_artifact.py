@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -154,3 +156,119 @@ def test_base_reference_and_metadata_must_be_complete_and_json_able(tmp_path):
     with pytest.raises(ConfigError, match="needs input_shape, num_classes"):
         save_compressed(tmp_path / "m.pt", model, config, {"model": "tiny_cnn"})
     assert not list(tmp_path.iterdir())
+
+
+def test_mnasnet_reloads_exactly_because_state_dict_metadata_is_kept(tmp_path):
+    """MNASNet's _load_from_state_dict needs the layer version stored in state_dict._metadata."""
+    torch.manual_seed(0)
+    shape, name = (3, 64, 64), "torchvision:mnasnet0_5"
+    base = build_for(name, shape, 10)
+    x = torch.randn(2, *shape)
+    config = CompressionConfig(ratios={g.name: 0.3 for g in inventory(base, x[:1]).groups})
+    model = compress(base, config, x[:1]).eval()
+    path = save_compressed(tmp_path / "m.pt", model, config, {"model": name, "input_shape": shape,
+                                                              "num_classes": 10})
+    assert torch.load(path, weights_only=True)["state_metadata"][""] == {"version": 2}
+    loaded, header = load_compressed_file(path)
+    assert torch.equal(loaded(x), model(x)) and "state_metadata" not in header
+
+
+CANARY = '''
+import pathlib
+pathlib.Path("imported.marker").write_text("imported")
+from prunetune.models.zoo import tiny_cnn
+
+
+def build(in_channels, num_classes, input_size):
+    pathlib.Path("called.marker").write_text("called")
+    return tiny_cnn(in_channels, num_classes, input_size)
+'''
+
+
+def _with_model(path, name: str, tmp_path):
+    """A copy of the compressed file `path` whose base reference names `name`."""
+    payload = torch.load(path, weights_only=True)
+    payload["base"]["model"] = name
+    out = tmp_path / f"{name.replace(':', '_')}.pt"
+    torch.save(payload, out)
+    return out
+
+
+def test_user_architectures_are_rebuilt_only_when_the_caller_names_them(tmp_path, monkeypatch):
+    (tmp_path / "canary_mod.py").write_text(CANARY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = CompressionConfig(ratios={"0": 0.5})
+    model = compress(build_for("tiny_cnn", (1, 8, 8), 10), config, torch.zeros(1, 1, 8, 8)).eval()
+    path = _with_model(save_compressed(tmp_path / "m.pt", model, config, TINY), "canary_mod:build", tmp_path)
+    with pytest.raises(CheckpointError, match=r"built from user code canary_mod:build; "
+                                              r"pass model='canary_mod:build' to rebuild it"):
+        load_compressed_file(path)
+    with pytest.raises(CheckpointError, match="built from 'canary_mod:build', not from 'other:fn'"):
+        load_compressed_file(path, model="other:fn")
+    assert not (tmp_path / "imported.marker").exists() and not (tmp_path / "called.marker").exists()
+    loaded, _ = load_compressed_file(path, model="canary_mod:build")
+    assert (tmp_path / "called.marker").exists()
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+
+
+CRAFTED = '''
+import sys
+from prunetune.compress import load_compressed_file
+from prunetune.errors import CheckpointError
+for path in sys.argv[1:]:
+    try:
+        load_compressed_file(path)
+    except CheckpointError as exc:
+        print("refused:", exc)
+print("survived")
+'''
+
+
+@pytest.mark.slow
+def test_crafted_files_naming_dangerous_functions_call_nothing(tmp_path):
+    config = CompressionConfig()
+    model = compress(build_for("tiny_cnn", (1, 8, 8), 10), config, torch.zeros(1, 1, 8, 8))
+    path = save_compressed(tmp_path / "m.pt", model, config, TINY)
+    names = ["os:abort", "sys:exit", "builtins:eval"]
+    files = [str(_with_model(path, n, tmp_path)) for n in names]
+    done = subprocess.run([sys.executable, "-c", CRAFTED, *files], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "survived" and len(lines) == 4, done.stdout
+    for name, line in zip(names, lines):
+        assert f"built from user code {name}; pass model='{name}'" in line
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("input_shape", "1,8,8", "input_shape must be"),
+    ("input_shape", [1, 8], "input_shape must be"),
+    ("input_shape", [1, 10**9, 8], "input_shape must be"),
+    ("input_shape", [1.0, 8, 8], "input_shape must be"),
+    ("num_classes", 10**12, "num_classes must be"),
+    ("num_classes", True, "num_classes must be"),
+    ("num_classes", "10", "num_classes must be"),
+    ("model", 5, "names no architecture"),
+    ("config", "ratios", "compression config must be a mapping"),
+])
+def test_malformed_headers_raise_checkpoint_error(tmp_path, field, value, message):
+    config = CompressionConfig()
+    model = compress(build_for("tiny_cnn", (1, 8, 8), 10), config, torch.zeros(1, 1, 8, 8))
+    payload = torch.load(save_compressed(tmp_path / "m.pt", model, config, TINY), weights_only=True)
+    (payload if field == "config" else payload["base"])[field] = value
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_compressed_file(tmp_path / "bad.pt")
+
+
+@pytest.mark.slow
+def test_a_search_of_a_user_model_still_reloads_its_front(tmp_path, monkeypatch):
+    """The search names its own user architecture when it reloads trial files (finalize)."""
+    from prunetune.cli import main
+    from tests.helpers import FAST, load_study
+
+    (tmp_path / "canary_mod.py").write_text(CANARY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [a if a != "tiny_cnn" else "canary_mod:build" for a in FAST]
+    assert main(["search", *args, "--study", "u", "--trials", "2", "--bits", "32"]) == 0
+    assert load_study(tmp_path, "u").user_attrs["test_accuracy"]

@@ -340,3 +340,22 @@ def test_error_weights_not_kept(in_study, tmp_path, capsys):
                            contains="were not kept")
     finally:
         shutil.move(aside, weights)
+
+
+def test_error_trial_file_naming_user_code_is_refused_unless_named(in_study, tmp_path, capsys):
+    """A stored trial file that names `module:function` is not rebuilt on its own word (issue 14)."""
+    rec = in_study.result().record(in_study.result().knee)
+    weights = Path(rec.weights)
+    aside = tmp_path / weights.name
+    shutil.copy(weights, aside)
+    payload = torch.load(weights, weights_only=True)
+    payload["base"]["model"] = "sys:exit"
+    torch.save(payload, weights)
+    try:
+        args = in_study.cli("--trial", str(rec.number), "--out", str(tmp_path / "o"))
+        _expect_user_error(args, capsys, contains="built from user code sys:exit; pass model='sys:exit'")
+        _expect_user_error([*args, "--model", "other.mod:build"], capsys,
+                           contains="built from 'tiny_cnn', not from 'other.mod:build'")
+    finally:
+        shutil.move(aside, weights)
+    assert not (tmp_path / "o").exists()

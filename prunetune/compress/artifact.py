@@ -3,14 +3,22 @@
 A pruned model cannot be rebuilt from its state_dict alone (its layer widths changed) and a whole
 pickled module does not load with `torch.load(weights_only=True)`. So the file stores plain data:
 which base model (zoo name, input shape, number of classes), the CompressionConfig, the caller's
-metadata and the weights. Loading rebuilds the base model, replays `compress` (the structure
-depends only on the config) and loads the weights, reproducing the saved model's outputs exactly.
+metadata, the weights and the state_dict's per-module `_metadata` (layer versions some modules'
+`_load_from_state_dict` needs, e.g. torchvision's MNASNet). Loading rebuilds the base model, replays
+`compress` (the structure depends only on the config) and loads the weights, reproducing the saved
+model's outputs exactly.
+
+Loading is data-only: a file names its architecture, and only a registry name (zoo name,
+`torchvision:NAME`, `timm:NAME`) is rebuilt on the file's word. A user architecture
+(`package.module:function`) is imported and called only when the caller names the same one
+(`load_compressed_file(path, model="pkg.mod:fn")`, `prunetune export --model`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,10 +28,12 @@ from torch import nn
 from prunetune.compress.config import CompressionConfig, compress
 from prunetune.errors import CheckpointError, ConfigError, PrunetuneError
 from prunetune.models.checkpoint import build_for, load_into
+from prunetune.models.registry import is_user_model
 
 FORMAT = "prunetune-compressed/1"
 BASE_KEYS = ("model", "input_shape", "num_classes")
 REPLAY_IMPORTANCE = "l1"  # data-free and cheap; which channels it picks is irrelevant on replay
+MAX_CHANNELS, MAX_SIDE, MAX_CLASSES = 64, 4096, 100_000  # sanity bounds of a file's base reference
 
 
 def save_compressed(path: str | Path, model: nn.Module, config: CompressionConfig, base: Mapping, *,
@@ -44,8 +54,10 @@ def save_compressed(path: str | Path, model: nn.Module, config: CompressionConfi
         raise ConfigError(f"compressed-model base reference and metadata must be JSON-able: {exc}") from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
     payload = {"format": FORMAT, "base": base, "config": config.as_dict(), "meta": dict(meta or {}),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+               "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+               "state_metadata": _plain_metadata(state)}
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         torch.save(payload, tmp)
@@ -55,12 +67,50 @@ def save_compressed(path: str | Path, model: nn.Module, config: CompressionConfi
     return path
 
 
-def load_compressed_file(path: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode, header) of a file written by `save_compressed`. The header holds
-    "format", "base" (the base reference as saved), "config" (a CompressionConfig as dict) and
-    "meta". The global RNG state is left as it was. CheckpointError if the file is missing, corrupt, of another format, or its weights do
-    not fit the rebuilt model."""
-    path = Path(path)
+def _plain_metadata(state: Mapping) -> dict[str, dict]:
+    """The state_dict's `_metadata` ({module prefix: {"version": ...}}) as plain JSON-able dicts
+    (entries of other types are dropped), so the file still loads with weights_only=True."""
+    plain = (str, int, float, bool, type(None))
+    return {str(prefix): {str(k): v for k, v in entry.items() if isinstance(v, plain)}
+            for prefix, entry in getattr(state, "_metadata", {}).items() if isinstance(entry, Mapping)}
+
+
+def user_code_error(name: str) -> CheckpointError:
+    """The one-line refusal to run user code a file (or stored study) names on its own."""
+    return CheckpointError(f"this file was built from user code {name}; pass model={name!r} to rebuild it "
+                           f"(--model {name} on the command line)")
+
+
+def check_model_name(named: object, model: str | None) -> str:
+    """`named` (the architecture a file or study names) if it may be rebuilt: a registry name, or
+    the user architecture the caller named as `model`. CheckpointError otherwise."""
+    if not isinstance(named, str) or not named:
+        raise CheckpointError(f"the file names no architecture (model {named!r})")
+    if model is not None and model != named:
+        raise CheckpointError(f"this file was built from {named!r}, not from {model!r}")
+    if is_user_model(named) and model != named:
+        raise user_code_error(named)
+    return named
+
+
+def _base_reference(base: object, model: str | None) -> tuple[str, tuple[int, int, int], int]:
+    """(architecture, (C, H, W), classes) of a file's base reference, type- and range-checked."""
+    if not isinstance(base, Mapping):
+        raise CheckpointError("its base reference is not a mapping")
+    name = check_model_name(base.get("model"), model)
+    shape, k = base.get("input_shape"), base.get("num_classes")
+    ints = isinstance(shape, list | tuple) and len(shape) == 3 and \
+        all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
+    if not ints or not (1 <= shape[0] <= MAX_CHANNELS and all(1 <= s <= MAX_SIDE for s in shape[1:])):
+        raise CheckpointError(f"its input_shape must be [C, H, W] (C <= {MAX_CHANNELS}, H, W <= {MAX_SIDE}), "
+                              f"got {shape!r:.80}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CLASSES:
+        raise CheckpointError(f"its num_classes must be an integer in [1, {MAX_CLASSES}], got {k!r:.80}")
+    return name, (shape[0], shape[1], shape[2]), k
+
+
+def _read(path: Path) -> dict:
+    """The file's payload, format-checked (CheckpointError otherwise)."""
     if not path.is_file():
         raise CheckpointError(f"compressed model {str(path)!r} does not exist")
     try:
@@ -69,16 +119,38 @@ def load_compressed_file(path: str | Path) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"cannot read compressed model {str(path)!r}: {type(exc).__name__}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a prunetune compressed model ({FORMAT})")
-    state = obj.get("state_dict")
-    if not isinstance(state, dict):
+    if not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"{str(path)!r} holds no state_dict")
+    return obj
+
+
+def _state_dict(obj: dict, fallback: Mapping) -> OrderedDict:
+    """The saved weights with their `_metadata` (the rebuilt model's own for files saved before it
+    was kept)."""
+    state = OrderedDict(obj["state_dict"])
+    saved = obj.get("state_metadata")
+    meta = saved if isinstance(saved, dict) else getattr(fallback, "_metadata", {})
+    state._metadata = OrderedDict((k, dict(v)) for k, v in meta.items() if isinstance(v, Mapping))  # type: ignore[attr-defined]
+    return state
+
+
+def load_compressed_file(path: str | Path, *, model: str | None = None) -> tuple[nn.Module, dict]:
+    """(model in eval mode, header) of a file written by `save_compressed`. The header holds
+    "format", "base" (the base reference as saved), "config" (a CompressionConfig as dict) and
+    "meta". The global RNG state is left as it was. `model`: the architecture the caller expects;
+    needed (and must match) when the file was built from user code (`package.module:function`),
+    which is never imported on the file's word. CheckpointError if the file is missing, corrupt, of
+    another format or architecture, names user code the caller did not name, has a malformed header,
+    or its weights do not fit the rebuilt model."""
+    path = Path(path)
+    obj = _read(path)
     try:
-        base, config = obj["base"], CompressionConfig.from_dict(obj["config"])
-        shape, num_classes = tuple(base["input_shape"]), base["num_classes"]
+        name, shape, num_classes = _base_reference(obj.get("base"), model)
+        config = CompressionConfig.from_dict(obj.get("config"))
         replay = dataclasses.replace(config, importance=REPLAY_IMPORTANCE)
         with torch.random.fork_rng(devices=[]):  # the throw-away init must not move the caller's RNG
-            model = compress(build_for(base["model"], shape, num_classes), replay, torch.zeros(1, *shape))
-    except (KeyError, TypeError, PrunetuneError) as exc:
+            rebuilt = compress(build_for(name, shape, num_classes), replay, torch.zeros(1, *shape))
+    except (KeyError, TypeError, ValueError, RuntimeError, PrunetuneError) as exc:
         raise CheckpointError(f"cannot rebuild the model of {str(path)!r}: {exc}") from None
-    load_into(model, state, str(path))
-    return model, {k: v for k, v in obj.items() if k != "state_dict"}
+    load_into(rebuilt, _state_dict(obj, rebuilt.state_dict()), str(path))
+    return rebuilt, {k: v for k, v in obj.items() if k not in ("state_dict", "state_metadata")}

@@ -1,8 +1,10 @@
 """Model registry: `create_model(name, in_channels=, num_classes=, input_size=)`.
 
 Names: a registered zoo factory (`prunetune models` lists them), `torchvision:NAME` for any
-torchvision classification builder (untrained, first conv adapted to the channel count), or
-`package.module:function` for a user's own factory (imported only when written that way).
+torchvision classification builder (untrained, first conv adapted to the channel count),
+`timm:NAME` for any timm architecture (untrained; needs the optional `timm` package), or
+`package.module:function` for a user's own factory (imported only when written that way; files
+never name one on their own authority, see `is_user_model`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from prunetune.errors import ConfigError, UnknownNameError
 from prunetune.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
+LIBRARY_PREFIXES = ("torchvision:", "timm:")
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
@@ -32,7 +35,13 @@ def create_model(name: str, *, in_channels: int, num_classes: int,
         from prunetune.models.zoo import torchvision_model
 
         return torchvision_model(name.split(":", 1)[1], in_channels, num_classes, input_size)
-    if ":" in name:
+    if name.startswith("timm:"):
+        validate_model_name(name)
+        import timm
+
+        return timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=num_classes,
+                                 in_chans=in_channels)
+    if is_user_model(name):
         return _user_model(name, in_channels, num_classes, input_size)
     return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
 
@@ -40,6 +49,11 @@ def create_model(name: str, *, in_channels: int, num_classes: int,
 USER_MODEL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 MAX_MODEL_NAME = 200
 FACTORY_ARGS = ("in_channels", "num_classes", "input_size")
+
+
+def is_user_model(name: str) -> bool:
+    """True for a `package.module:function` name: building it imports and runs that code."""
+    return ":" in name and not name.startswith(LIBRARY_PREFIXES)
 
 
 def user_factory(spec: str) -> Callable[..., object]:
@@ -104,6 +118,13 @@ def validate_model_name(name: str) -> None:
         known = torchvision.models.list_models(module=torchvision.models)
         if name.split(":", 1)[1] not in known:
             raise UnknownNameError("torchvision model", name.split(":", 1)[1], known)
+    elif name.startswith("timm:"):
+        try:
+            import timm
+        except ImportError:
+            raise ConfigError(f"{name!r} needs the timm package (pip install timm)") from None
+        if not timm.is_model(name.split(":", 1)[1]):
+            raise UnknownNameError("timm model", name.split(":", 1)[1], timm.list_models())
     elif ":" in name:
         user_factory(name)
     else:

@@ -162,7 +162,7 @@ def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool 
     tests = dict(study.user_attrs.get("test_accuracy", {}))
     for r in result.front_records():
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
-            model, _ = load_compressed_file(r.weights)
+            model, _ = load_compressed_file(r.weights, model=setup.config.model)
             tests[str(r.number)] = evaluate(model, setup.bundle.test, device="cpu")["accuracy"]
     study.set_user_attr("test_accuracy", tests)
     if not keep_all_weights:
