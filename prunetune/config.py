@@ -7,6 +7,7 @@ stored with the study (and logged to MLflow) so a search can be re-run and resum
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from prunetune.errors import ConfigError
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
+STRATEGIES = ("search", "uniform", "global", "sensitivity")
 
 
 @dataclass
@@ -35,6 +37,10 @@ class SearchConfig:
     storage: str | None = None
     tracking_uri: str | None = None
     trials: int = 30
+    timeout: float | None = None
+    strategy: str = "search"
+    screen: int = 8
+    no_screen: bool = False
     sampler: str = "tpe"
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "flops", "fps"])
     min_accuracy: float | None = None
@@ -80,6 +86,13 @@ class SearchConfig:
             _check_type(f.name, getattr(self, f.name), _hints()[f.name])
         if self.trials < 1:
             raise ConfigError(f"trials must be >= 1, got {self.trials}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+        if self.screen < 1:
+            raise ConfigError(f"screen must be >= 1 (configs screened per full trial; --no-screen "
+                              f"turns screening off), got {self.screen}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
         if self.backend not in BACKENDS:
@@ -106,6 +119,11 @@ class SearchConfig:
             raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
         if not self.objectives:
             raise ConfigError("objectives must name at least one objective")
+
+    @property
+    def screening(self) -> bool:
+        """Multi-fidelity screening is on: the default for strategy `search` (off: --no-screen)."""
+        return self.strategy == "search" and not self.no_screen
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -30,6 +30,7 @@ from pathlib import Path
 from prunetune.errors import PrunetuneError
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
+from prunetune.search.screening import screen_stats
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # the UI opens prunetune experiments in its "Model training" view (runs table), not the GenAI one
@@ -172,7 +173,8 @@ class MlflowTracker:
             run = self.client.create_run(
                 self.experiment_id, run_name=f"search {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 tags={"prunetune.role": "search", "study": cfg.study_name, "model": cfg.model,
-                      "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler})
+                      "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler,
+                      "strategy": cfg.strategy, "screening": str(cfg.screening).lower()})
             self.parent_run_id = run.info.run_id
             params = _flat_params("", cfg.as_dict()) | _flat_params("space.", setup.space.summary())
             params["budget"] = str(cfg.trials)
@@ -204,6 +206,7 @@ class MlflowTracker:
             cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
             if self.trial_seconds > 0:
                 cost["tracking_share"] = spent / self.trial_seconds
+            cost |= screen_stats(study) or {}  # screened configs: counted here, never child runs
             self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
             self.client.set_terminated(self.parent_run_id, status=status)
             self.seconds += time.perf_counter() - t
