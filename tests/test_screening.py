@@ -10,7 +10,7 @@ import pytest
 from prunetune.cli import main
 from prunetune.search.results import summarize
 from prunetune.search.screening import screen_objectives
-from tests.helpers import load_study, search_args
+from tests.helpers import finished, load_study, search_args
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,21 @@ def test_no_screen_runs_the_sampler_alone(isolated):
     import optuna
 
     assert "plain.screen" not in optuna.get_all_study_names(storage)
+
+
+def test_ray_backend_screens_in_the_driver_and_stops_at_the_timeout(isolated):
+    """Under Ray the driver screens between the workers' trials (3 warm-start trials, then one
+    promoted); a later run whose window closes during its first trial stops there."""
+    from prunetune.config import SearchConfig
+    from prunetune.search.ray_runner import run_search_ray
+    from tests.test_timeout import TINY, SlowTrialEnd
+
+    cfg = SearchConfig(**TINY, study="rs", trials=4, screen=2, backend="ray", workers=1)
+    run_search_ray(cfg)
+    trials = load_study(isolated, "rs").trials
+    assert len(trials) == 4 and [t.user_attrs.get("screened_from") for t in trials][3] is not None
+    assert len(load_study(isolated, "rs.screen").trials) == 2
+    slow = SlowTrialEnd(6.0)
+    run_search_ray(SearchConfig(**TINY, study="rs", trials=40, screen=2, backend="ray", workers=1, timeout=5.0),
+                   listeners=[slow])
+    assert finished(load_study(isolated, "rs")) <= 5 and slow.outcomes == ["finished"]
