@@ -7,7 +7,8 @@ batch-norm statistics re-estimated, part of the validation split, no fine-tuning
 most promising screened config not yet promoted -- lowest Pareto rank by non-dominated sorting
 over the screening objectives, ties broken by its exclusive hypervolume contribution in that rank
 -- is `enqueue_trial`-ed into the full study, whose next ask runs it as a normal full-fidelity
-trial (user attr `screened_from`). The screening objectives are the search's with `fps` replaced
+trial (user attr `screened_from`). The enqueue happens under the study's budget lock, only when
+no trial waits and the budget is not reached, so parallel searches never leave a trial behind. The screening objectives are the search's with `fps` replaced
 by `macs` (FPS is not measured at screening; MACs are its proxy).
 
 Only full trials live in the full study, so only they can reach the front, the `pareto` tags,
@@ -22,15 +23,20 @@ from prunetune.errors import ConfigError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, screen_trial
 from prunetune.search.records import COMPLETE, REJECTED
+from prunetune.search.study import budget_lock, count_finished, make_sampler
 
 SUFFIX = ".screen"
 
 
 def screen_objectives(objectives: list[str]) -> list[str]:
-    """The search's objectives for screening: fps -> macs (its proxy), duplicates dropped."""
+    """The search's objectives for screening: fps -> macs (its proxy), left out when flops or macs
+    (the same quantity up to a factor) is an objective already."""
     out: list[str] = []
     for o in objectives:
-        o = "macs" if o == "fps" else o
+        if o == "fps":
+            if any(x in objectives for x in ("flops", "macs")):
+                continue
+            o = "macs"
         if o not in out:
             out.append(o)
     return out
@@ -43,8 +49,6 @@ def screen_study_name(study_name: str) -> str:
 def open_screen_study(setup: SearchSetup, study: optuna.Study) -> optuna.Study:
     """The screening study of `study` (created on first use, in the same storage). A study of that
     name that is not this study's screening study is refused (ConfigError)."""
-    from prunetune.search.study import make_sampler
-
     cfg = setup.config
     objectives = screen_objectives(cfg.objectives)
     name = screen_study_name(study.study_name)
@@ -75,17 +79,23 @@ class Screener:
         enqueue the best one not run yet. False when `deadline` (an object with `passed()`) passed
         while screening (nothing enqueued: the search should stop); True otherwise (also when no
         screened config qualifies: the full study's sampler then proposes the trial)."""
-        waiting = optuna.trial.TrialState.WAITING
-        if any(t.state == waiting for t in self.study.get_trials(deepcopy=False)):
+        if self._waiting():
             return True
         for _ in range(self.setup.config.screen):
             if deadline.passed():
                 return False
             self.screen_one()
-        best = self.best_unpromoted()
-        if best is not None:
-            self.study.enqueue_trial(best.params, user_attrs={"screened_from": best.number})
+        cfg = self.setup.config
+        with budget_lock(cfg.study_name):  # never a trial left waiting past the budget, nor two at once
+            finished, running = count_finished(self.study)
+            best = self.best_unpromoted() if finished + running < cfg.trials and not self._waiting() else None
+            if best is not None:
+                self.study.enqueue_trial(best.params, user_attrs={"screened_from": best.number})
         return True
+
+    def _waiting(self) -> bool:
+        waiting = optuna.trial.TrialState.WAITING
+        return any(t.state == waiting for t in self.study.get_trials(deepcopy=False))
 
     def screen_one(self) -> None:
         """Ask the screening study for one config, score it cheaply, tell the result."""
