@@ -6,7 +6,8 @@ each strategy -- `screened` (`--strategy search`, the default, multi-fidelity sc
 `unscreened` (`--strategy search --no-screen`), `uniform`, `global`, `sensitivity` -- and each seed
 (study seed = trial fine-tune seeds' root = final fine-tune seed), one `run_search` with the same
 `--timeout` (wall clock of the trial loop; the trial in flight finishes) and no trial budget.
-Objectives accuracy + MACs, pruning only (bits 32), layer granularity, every trial's weights kept.
+Objectives accuracy + MACs, pruning only (bits 32), layer granularity, ratios in
+[`--ratio-min`, 0.95] for every strategy, every trial's weights kept.
 Then per run and MACs target (<= 5 %, 2 %, 1 % of the base's MACs): the complete trial with the
 best validation accuracy within the target is fine-tuned with one final recipe (`--final-epochs`
 epochs on the whole training split, Adam lr `--final-lr`, batch norms re-estimated) and scored on
@@ -50,6 +51,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="brief fine-tune epochs per trial")
     p.add_argument("--subset", type=int, default=1000, help="brief fine-tune images per epoch")
     p.add_argument("--screen", type=int, default=8, help="configs screened per full trial (screened)")
+    p.add_argument("--ratio-min", type=float, default=0.5, help="every strategy's lowest ratio: the targets "
+                   "(<= 5 %% of MACs) need ratios around 0.8-0.9, so the budget is not spent on light pruning")
     p.add_argument("--base-epochs", type=int, default=5)
     p.add_argument("--final-epochs", type=int, default=2)
     p.add_argument("--final-lr", type=float, default=5e-4)
@@ -69,13 +72,15 @@ def _base_recipe(args):
 def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
     from prunetune.config import SearchConfig
 
-    name = f"{net}-{strategy}-s{seed}-t{args['timeout']:g}-e{args['epochs']}-n{args['subset']}"
+    name = (f"{net}-{strategy}-s{seed}-t{args['timeout']:g}-e{args['epochs']}-n{args['subset']}"
+            f"-r{args['ratio_min']:g}")
     if strategy == "screened":
         name += f"-k{args['screen']}"
     return SearchConfig(model=net, dataset="mnist5k", base_epochs=args["base_epochs"], seed=seed, study=name,
                         storage=f"sqlite:///{workdir / 'studies' / (name + '.db')}", trials=100_000,
                         timeout=args["timeout"], objectives=list(OBJECTIVES), bits=[32], epochs=args["epochs"],
-                        subset=args["subset"], screen=args["screen"], fps_repeats=3, threads=1,
+                        subset=args["subset"], screen=args["screen"], ratio_min=args["ratio_min"],
+                        fps_repeats=3, threads=1,
                         keep_all_weights=True, **STRATEGIES[strategy])
 
 
@@ -217,7 +222,7 @@ def render(data: dict, out: Path | None) -> None:
              _common.machine_line(data["machine"], "1 torch thread per worker"), "",
              "Protocol: " + " ".join(__doc__.split("\n\n")[1].split()), "",
              f"Budgets: --timeout {args['timeout']:g} s per run; brief fine-tune {args['epochs']} epoch(s) x "
-             f"{args['subset']} images; screening {args['screen']} configs per full trial; final recipe "
+             f"{args['subset']} images; ratios >= {args['ratio_min']:g}; screening {args['screen']} configs per full trial; final recipe "
              f"{args['final_epochs']} epoch(s) on the whole training split at lr {args['final_lr']:g}.", ""]
     for net in bases:
         b = bases[net]

@@ -11,6 +11,7 @@ from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError
 from prunetune.search.optuna_runner import run_search
 from prunetune.search.screening import screen_stats
+from prunetune.search.strategies import make_space
 from prunetune.search.tracking import MlflowTracker
 from tests.helpers import load_study, search_args
 
@@ -24,6 +25,13 @@ def test_unknown_strategy_is_one_line_exit_2(isolated, capsys):
     assert not (isolated / "mlruns").exists()
 
 
+def _space(low: float, high: float, step: float):
+    from prunetune.spaces import GroupSpec, SearchSpace
+
+    return SearchSpace(groups={"a": GroupSpec(8, 0.5, low, high), "b": GroupSpec(8, 0.5, low, high)},
+                       quant_layers=[], ratio_step=step)
+
+
 def _runs(isolated, study: str):
     mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=[study], output_format="list")
@@ -35,6 +43,8 @@ def _runs(isolated, study: str):
 def test_uniform_sweeps_each_ratio_once_then_stops(isolated):
     # grid 0.1, 0.2, 0.3: a budget of 20 trials still runs each ratio exactly once
     cfg = SearchConfig(**TINY, study="uni", trials=20, strategy="uniform", ratio_max=0.3, ratio_step=0.1)
+    assert make_space(SearchConfig(strategy="uniform", ratio_min=0.6, ratio_max=0.8, ratio_step=0.1),
+                      _space(0.6, 0.8, 0.1), None, None, None).grid == [0.6, 0.7, 0.8]
     run_search(cfg, listeners=[MlflowTracker()])
     study = load_study(isolated, "uni")
     targets = sorted(t.params["target:uniform"] for t in study.trials)
@@ -65,11 +75,32 @@ def test_ranking_strategies_run_through_the_trial_pipeline(isolated, strategy):
     for r in result.records:
         target = r.params[f"target:{strategy}"]
         ratios = r.config["ratios"]
-        if strategy == "global":  # torch-pruning's global ranking removes ~target of all channels
-            removed = sum(g["channels"] - kept_channels(g["channels"], ratios[n]) for n, g in groups.items())
-            total = sum(g["channels"] for g in groups.values())
-            assert abs(removed / total - target) <= len(groups) / total, (target, ratios, groups)
-        else:  # less sensitive groups pruned more, around the target
+        assert set(ratios) == set(groups) and any(v > 0 for v in ratios.values()), (target, ratios)
+        if strategy == "sensitivity":  # less sensitive groups pruned more, around the target
             assert min(ratios.values()) <= target + 1e-6 or max(ratios.values()) == 0.95
     parents, children = _runs(isolated, strategy)
     assert parents[0].data.tags["strategy"] == strategy and len(children) == 2
+
+
+def test_global_ratios_follow_torch_pruning_global_ranking():
+    """On random weights (no ties) torch-pruning's global ranking removes the target share of all
+    channels, unevenly across groups, and more at a larger target."""
+    import torch
+
+    from prunetune.compress import inventory
+    from prunetune.models import build_for
+    from prunetune.search.strategies import global_ratios
+    from prunetune.spaces import SearchSpace
+
+    torch.manual_seed(0)
+    model, example = build_for("tiny_cnn", (1, 8, 8), 10), torch.zeros(1, 1, 8, 8)
+    space = SearchSpace.from_inventory(inventory(model, example))
+    total = sum(g.channels for g in space.groups.values())
+    removed = {}
+    for target in (0.3, 0.6):
+        ratios = global_ratios(model, example, space, target)
+        removed[target] = sum(space.groups[n].channels - kept_channels(space.groups[n].channels, r)
+                              for n, r in ratios.items())
+        assert abs(removed[target] / total - target) <= 1 / total + 1e-9, (target, ratios)
+    assert removed[0.6] > removed[0.3]
+    assert len(set(global_ratios(model, example, space, 0.6).values())) > 1  # not a uniform ratio

@@ -21,6 +21,7 @@ default). Importance is the space's first criterion.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import optuna
@@ -113,12 +114,16 @@ class SweepSampler(optuna.samplers.GridSampler):
 
 
 def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor, bundle):
-    """The space of cfg.strategy: `space` itself for `search`, else its SweepSpace."""
+    """The space of cfg.strategy: `space` itself for `search`, else its SweepSpace over the ratio
+    grid (multiples of the step from the groups' lowest ratio, above 0, to their highest)."""
     if cfg.strategy == "search":
         return space
-    high = max((g.high for g in space.groups.values()), default=0.0)
+    searched = [g for g in space.groups.values() if g.high > 0.0]
+    high = max((g.high for g in searched), default=0.0)
+    low = min((g.low for g in searched), default=0.0)
     step = space.ratio_step
-    grid = [round(step * i, 6) for i in range(1, int(high / step + 1e-9) + 1)] or [0.0]
+    first = max(1, math.ceil(low / step - 1e-9))  # targets from the ranges' lowest ratio (above 0)
+    grid = [round(step * i, 6) for i in range(first, int(high / step + 1e-9) + 1)] or [0.0]
     return SweepSpace(cfg.strategy, space, grid, model=model, example=example, bundle=bundle)
 
 

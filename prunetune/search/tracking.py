@@ -30,7 +30,6 @@ from pathlib import Path
 from prunetune.errors import PrunetuneError
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
-from prunetune.search.screening import screen_stats
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # the UI opens prunetune experiments in its "Model training" view (runs table), not the GenAI one
@@ -206,6 +205,8 @@ class MlflowTracker:
             cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
             if self.trial_seconds > 0:
                 cost["tracking_share"] = spent / self.trial_seconds
+            from prunetune.search.screening import screen_stats
+
             cost |= screen_stats(study) or {}  # screened configs: counted here, never child runs
             self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
             self.client.set_terminated(self.parent_run_id, status=status)
