@@ -220,7 +220,7 @@ def render(data: dict, out: Path | None) -> None:
     lines = [title + (" -- SMOKE RUN, NOT EVIDENCE" if data["smoke"] else ""), "",
              f"Command: `{data['command']}`", "",
              _common.machine_line(data["machine"], "1 torch thread per worker"), "",
-             "Protocol: " + " ".join(__doc__.split("\n\n")[1].split()), "",
+             " ".join(__doc__.split("\n\n")[1].split()), "",
              f"Budgets: --timeout {args['timeout']:g} s per run; brief fine-tune {args['epochs']} epoch(s) x "
              f"{args['subset']} images; ratios >= {args['ratio_min']:g}; screening {args['screen']} configs per full trial; final recipe "
              f"{args['final_epochs']} epoch(s) on the whole training split at lr {args['final_lr']:g}.", ""]
