@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     bases = {b["net"]: b for b in pool.map(task_base, *zip(*[(args, n, str(workdir)) for n in nets]))}
     specs = [(args, n, s, seed, str(workdir)) for n in nets for s in strategies for seed in range(ns.seeds)]
     runs = list(pool.map(task_run, *zip(*specs)))
-    picks, finals = {}, {}
+    picks, finals, seeds = {}, {}, {r["study"]: r["seed"] for r in runs}
     for run in runs:
         for target in targets:
             best = best_within(run, target * bases[run["net"]]["macs"])
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     _common.finish_facts(facts)
     data = {"command": _common.command("deep_search.py", argv if argv is not None else os.sys.argv[1:]),
             "machine": facts, "args": args, "smoke": ns.smoke, "bases": bases, "runs": runs, "targets": targets,
-            "picks": {f"{s}|{t}": (None if p is None else {**p, **finals[(p["weights"], int(s.split("-s")[1].split("-")[0]))]})
+            "picks": {f"{s}|{t}": (None if p is None else {**p, **finals[(p["weights"], seeds[s])]})
                       for (s, t), p in picks.items()},
             "spearman": {n: {"configs": [{**t, **finals[(t["weights"], t["seed"])]} for t in ts]} for n, ts in checks.items()}}
     for n, block in data["spearman"].items():
