@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = {k: statistics.fmean([p.get(k, 0.0) for p in per]) for k in KEYS}
     per_hour = 3600 / mean["iteration_s"]
 
+    screen = screen_costs(cfg, recs)
     # Part 2: FPS noise
     from prunetune.runtimes import make_runner, measure_fps
 
@@ -155,9 +156,35 @@ def main(argv: list[str] | None = None) -> int:
             "fps_reps": args.fps_reps, "trials": per, "mean": mean, "trials_per_hour": per_hour,
             "startup_s": first_trial_at, "end_s": t_end - marks[-1], "tracking_start_s": tracker.start_s,
             "tracking_end_s": tracker.end_s, "fps_noise": {str(k): v for k, v in noise.items()},
-            "config": cfg.as_dict()}
+            "config": cfg.as_dict(), "screen": screen}
     render(data, workdir if args.quick else None)
     return 0
+
+
+def screen_costs(cfg, recs) -> list[dict]:
+    """Part 3: the cheap fidelity of screening (prune, batch norms re-estimated, part of the
+    validation split; `objective.screen_trial`) on the same configs as the timed trials."""
+    from prunetune.search.objective import prepare_search, screen_trial
+    from prunetune.search.optuna_runner import weights_dir
+
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    out = []
+    for r in recs:
+        s = screen_trial(setup, r.params, r.number)
+        out.append({"number": r.number, "screen_s": s.timings["total_s"], "trial_s": r.timings.get("total_s"),
+                    "screen_accuracy": s.metrics.get("accuracy"), "accuracy": r.metrics.get("accuracy")})
+    return out
+
+
+def screen_lines(screen: list[dict] | None) -> list[str]:
+    if not screen:
+        return []
+    s = statistics.fmean(x["screen_s"] for x in screen)
+    t = statistics.fmean(x["trial_s"] for x in screen)
+    return ["", "## Part 3: the cheap fidelity (screening)", "",
+            f"The same {len(screen)} configs scored as a screened config (prune, batch-norm statistics on 300 "
+            f"training images, accuracy on up to 500 validation images; no fine-tune, no FPS): "
+            f"**{s:.2f} s per screened config vs {t:.1f} s per full trial** ({t / s:.0f}x).", ""]
 
 
 def render(data: dict, out=None, regenerated: bool = False) -> None:
@@ -228,6 +255,7 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
     reading += (" Two FPS values (or speedups) of different trials closer than about 2 x CV are not "
                 "distinguishable; FPS as an objective carries that noise into the front, accuracy and FLOPs do not.")
     lines += ["", "Reading: " + reading]
+    lines += screen_lines(data.get("screen"))
     _common.write("cost_anatomy", "\n".join(lines) + "\n", data, out)
 
 

@@ -33,6 +33,12 @@ FLAG_HELP = {
     "storage": "Optuna storage URL (default sqlite:///mlruns/optuna.db)",
     "tracking_uri": "MLflow tracking URI (default sqlite:///mlruns/mlflow.db)",
     "trials": "total number of finished trials in the study (resuming counts earlier ones)",
+    "timeout": "stop starting trials after this many seconds of this run (the trial in flight "
+               "finishes; with --trials: whichever comes first; each resume gets a new window)",
+    "strategy": "search (per-group search) | uniform (one ratio, swept) | global (torch-pruning's "
+                "global ranking, target swept) | sensitivity (ratios from a sensitivity scan, swept)",
+    "screen": "search: configs screened cheaply (pruned, batch norms re-estimated, no fine-tune) "
+              "per full trial, the most promising (Pareto rank) promoted; 0: no screening (experimental)",
     "sampler": "tpe | nsga2 | nsga3 | random | gp",
     "objectives": "comma list of accuracy, flops, macs, fps, size, params",
     "min_accuracy": "constraint: validation accuracy (fraction) at least this",

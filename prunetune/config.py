@@ -23,6 +23,7 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
+STRATEGIES = ("search", "uniform", "global", "sensitivity")
 
 
 @dataclass
@@ -40,6 +41,9 @@ class SearchConfig:
     storage: str | None = None
     tracking_uri: str | None = None
     trials: int = 30
+    timeout: float | None = None
+    strategy: str = "search"
+    screen: int = 0
     sampler: str = "tpe"
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "flops", "fps"])
     min_accuracy: float | None = None
@@ -95,6 +99,7 @@ class SearchConfig:
             check_study_name(self.study)
         self._validate_choices()
         self._validate_numbers()
+        self._validate_budget()
         from prunetune.compress.quantize import ALLOWED_BITS
 
         bad = [b for b in self.bits if b not in ALLOWED_BITS]
@@ -107,6 +112,15 @@ class SearchConfig:
             repeated = sorted({repr(v) for v in values if values.count(v) > 1})
             if repeated:
                 raise ConfigError(f"{name} must not repeat a value, got {', '.join(repeated)} more than once")
+
+    def _validate_budget(self) -> None:
+        if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+        if self.screen < 0:
+            raise ConfigError(f"screen must be >= 0 (configs screened per full trial; 0: no "
+                              f"screening), got {self.screen}")
 
     def _validate_choices(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -154,6 +168,12 @@ class SearchConfig:
             if self.device != implied:
                 raise ConfigError(f"with the ray backend, --gpus-per-trial decides a trial's device "
                                   f"({implied} for {self.gpus_per_trial:g}); use --device auto or {implied}")
+
+    @property
+    def screening(self) -> bool:
+        """Multi-fidelity screening is on: `--screen N` (N >= 1) with strategy `search`. Off by
+        default until bench/deep_search.py shows it finds better fronts at equal wall time."""
+        return self.strategy == "search" and self.screen > 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

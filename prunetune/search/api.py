@@ -20,24 +20,39 @@ HEADERS = {"accuracy": "val acc", "test_accuracy": "test acc", "size_bytes": "si
 
 
 class ProgressBar:
-    """tqdm on stderr: trials finished of the budget, current front size, ETA. Where stderr is not
+    """tqdm on stderr: trials finished of the budget, current front size, ETA (and with --timeout
+    the time left of this run's window). Where stderr is not
     a terminal (logs, CI), one plain line per finished trial instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
         self.bar = None
         self.last = -1
+        self.timeout = timeout  # --timeout: the time left is shown, counted from the first call
+        self.started: float | None = None
+
+    def time_left(self) -> str | None:
+        """"M:SS" of the --timeout window still left (None without a timeout)."""
+        import time
+
+        if self.timeout is None:
+            return None
+        if self.started is None:
+            self.started = time.monotonic()
+        left = max(0.0, self.timeout - (time.monotonic() - self.started))
+        return f"{int(left // 60)}:{int(left % 60):02d}"
 
     def __call__(self, finished: int, total: int, study) -> None:
         import sys
 
         from tqdm import tqdm
 
+        left = self.time_left()
         if not sys.stderr.isatty():
             if finished != self.last:
                 self.last = finished
                 if finished:
-                    print(f"search: {finished}/{total} trials finished, front {len(summarize(study).front)}",
-                          file=sys.stderr, flush=True)
+                    print(f"search: {finished}/{total} trials finished, front {len(summarize(study).front)}"
+                          + (f", {left} left" if left else ""), file=sys.stderr, flush=True)
             return
         if self.bar is None:
             # disable=None: a bar on a terminal, silent in logs and pipes
@@ -45,8 +60,9 @@ class ProgressBar:
                             disable=None)
         else:
             self.bar.update(finished - self.bar.n)
-        if finished:
-            self.bar.set_postfix(front=len(summarize(study).front), refresh=True)
+        if finished or left:
+            extra = {"left": left} if left else {}
+            self.bar.set_postfix(front=len(summarize(study).front), **extra, refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -203,7 +219,7 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
 
     check_names(cfg)
     check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
-    bar = ProgressBar()
+    bar = ProgressBar(cfg.timeout)
     # with --export the export registers the selected trial (one version per trial, not two)
     tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
     try:

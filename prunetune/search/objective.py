@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from prunetune.compress import CompressionConfig, compress, compressed_size_bytes, inventory, save_compressed, size_bytes
 from prunetune.config import SearchConfig
@@ -30,12 +31,15 @@ from prunetune.models import (BaseModel, Recipe, evaluate, get_base_model, recal
                               train)
 from prunetune.models.training import DivergedError
 from prunetune.runtimes import make_runner, measure_fps
+from prunetune.search import strategies
 from prunetune.search.quiet import QuietLock
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
 from prunetune.spaces import SearchSpace
 
 CALIBRATION_BATCHES = 8
 RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
+SCREEN_IMAGES = 300  # screening: batch-norm statistics re-estimated on this many training images
+SCREEN_VAL_IMAGES = 500  # ... and accuracy on (at most) this many validation images
 
 
 @dataclass
@@ -101,7 +105,7 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
                           checkpoint=cfg.checkpoint, log=log, device=device)
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
-    space = build_space(cfg, inv)
+    space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
     setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
                         weights_dir=weights_dir, skipped_layers=list(inv.skipped), device=str(device))
     setup.base_metrics = measure_base(setup)
@@ -201,6 +205,38 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
         rec.state = FAILED
         rec.reason = f"{type(exc).__name__}: {str(exc)[:300]} (at {Path(where.filename).name}:{where.lineno})"
         rec.traceback = "".join(traceback.format_exception(exc))
+    finally:
+        rec.timings["total_s"] = time.perf_counter() - t0
+    return rec
+
+
+def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
+    """The cheap fidelity of multi-fidelity screening: compress, re-estimate the batch-norm
+    statistics on SCREEN_IMAGES class-balanced training images, score on the first
+    SCREEN_VAL_IMAGES validation images. No fine-tuning, no FPS, no weights written. Never raises
+    for the config's own failure (the record says `failed` or `rejected`, as run_trial's)."""
+    cfg = setup.config
+    seed = trial_seed(cfg.seed, number)
+    rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
+    t0 = time.perf_counter()
+    try:
+        config = setup.space.decode(params)
+        rec.config = config.as_dict()
+        example, bundle = setup.example_input(), setup.bundle
+        with setup.lock.busy():
+            model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
+            macs, per_layer = count_macs(model, example, per_module=True)
+            rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
+                               params=count_params(model), size_bytes=compressed_size_bytes(model, config))
+            if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
+                rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
+                return rec
+            recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, seed, SCREEN_IMAGES),
+                           batch_size=cfg.batch_size)
+            val = Subset(bundle.val, range(min(SCREEN_VAL_IMAGES, len(bundle.val))))
+            rec.metrics["accuracy"] = evaluate(model, val)["accuracy"]
+    except Exception as exc:  # a config's own failure must not end the search
+        rec.state, rec.reason = FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:
         rec.timings["total_s"] = time.perf_counter() - t0
     return rec

@@ -2,14 +2,18 @@
 
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
-listeners.on_trial_end} until `cfg.trials` trials have finished (or FAILURE_STREAK trials in a row
-failed the same way: RepeatedFailureError) -> end_search: finalize (test accuracy of the front,
-weights of dominated trials dropped), listeners.on_search_end. Ctrl-C marks the running trial
-interrupted (it is re-run on resume) and re-raises; nothing finished is lost. `drive()`, the
+listeners.on_trial_end} until `cfg.trials` trials have finished, `cfg.timeout` seconds have passed
+(the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in a row
+failed the same way (RepeatedFailureError); with screening, each ask is preceded by
+`Screener.refill` (cheap configs screened, the most promising enqueued) -> end_search: finalize
+(test accuracy of the front, weights of dominated trials dropped), listeners.on_search_end.
+Ctrl-C marks the running trial interrupted (it is re-run on resume) and re-raises; nothing
+finished is lost. `drive()`, the
 start / signal / finish logic around the loop, is shared with the Ray runner.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -20,10 +24,11 @@ from prunetune.compress import load_compressed_file
 from prunetune.config import SearchConfig
 from prunetune.models import evaluate
 from prunetune.paths import inside, study_dir
-from prunetune.search import pareto
+from prunetune.search import pareto, strategies
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
+from prunetune.search.screening import Screener
 from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -36,6 +41,17 @@ class SearchListener(Protocol):
     def on_trial_end(self, record: TrialRecord, study: optuna.Study) -> None: ...
     def on_search_end(self, result: SearchResult, study: optuna.Study, *, outcome: str) -> None:
         """outcome: "finished", "interrupted" (Ctrl-C / SIGTERM) or "failed" (an error)."""
+
+
+class Deadline:
+    """`seconds` from its creation (None: never). A search stops *asking* once it has passed: the
+    trial in flight finishes, as with Optuna's `timeout`."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end
 
 
 def weights_dir(cfg: SearchConfig) -> Path:
@@ -81,10 +97,16 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     streak = FailureStreak()
 
     def loop() -> None:
+        deadline = Deadline(cfg.timeout)  # each run its own window; trials already run are kept
+        screen = Screener(setup, study) if cfg.screening else None
         while True:
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
             if progress:
                 progress(count_finished(study)[0], cfg.trials, study)
+            if deadline.passed() or strategies.exhausted(setup.space, study):
+                return
+            if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
+                return  # the deadline passed while screening
             with budget_lock(study):  # count + ask atomically: parallel searches never overshoot
                 finished, running = count_finished(study)
                 if finished + running >= cfg.trials:

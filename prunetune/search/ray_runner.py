@@ -47,8 +47,10 @@ from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search.optuna_runner import SearchListener, drive, tell, weights_dir
+from prunetune.search import strategies
+from prunetune.search.optuna_runner import Deadline, SearchListener, drive, tell, weights_dir
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
+from prunetune.search.screening import Screener
 from prunetune.search.results import SearchResult
 from prunetune.search.study import budget_lock, count_finished, make_sampler, make_storage, open_study, \
     recover_unfinished, worker_id
@@ -256,6 +258,7 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
     from ray.tune.search.optuna import OptunaSearch
 
     driver = worker_id()
+    deadline = Deadline(cfg.timeout)  # starts when the searcher does: this run's window
 
     class PrunetuneOptunaSearch(OptunaSearch):
         """OptunaSearch on prunetune's study. `suggest` stops at the budget (counted with the
@@ -270,6 +273,11 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
             self.streak, self.stop_error = FailureStreak(), None
 
         def suggest(self, trial_id: str) -> dict | None:
+            if deadline.passed() or strategies.exhausted(setup.space, self._ot_study):
+                return Searcher.FINISHED  # trials in flight finish; no new one starts
+            if (self._screen is not None and count_finished(self._ot_study)[0] < cfg.trials
+                    and not self._screen.refill(deadline)):
+                return Searcher.FINISHED
             with budget_lock(self._ot_study):  # count, ask and tag atomically, as the embedded runner
                 finished, running = count_finished(self._ot_study)
                 if finished + running >= cfg.trials or self.stop_error is not None:
@@ -315,6 +323,8 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
                     self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
                     self._completed_trials.add(trial_id)
 
+        _screen: Screener | None = None
+
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: the Optuna study in its storage is the checkpoint."""
 
@@ -324,8 +334,12 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
 
     metrics = [pareto.get_objective(o).key for o in cfg.objectives]
     modes = ["max" if pareto.get_objective(o).direction == "maximize" else "min" for o in cfg.objectives]
-    return PrunetuneOptunaSearch(space=space, metric=metrics, mode=modes, sampler=make_sampler(cfg),
-                                 storage=make_storage(cfg.storage_url), study_name=cfg.study_name)
+    searcher = PrunetuneOptunaSearch(space=space, metric=metrics, mode=modes,
+                                     sampler=make_sampler(cfg, setup.space),
+                                     storage=make_storage(cfg.storage_url), study_name=cfg.study_name)
+    if cfg.screening:  # screening runs here, in the driver, between the workers' full trials
+        searcher._screen = Screener(setup, searcher._ot_study)
+    return searcher
 
 
 def _trials_fitting(node: dict, cfg: SearchConfig) -> int:

@@ -11,7 +11,7 @@ import optuna
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import file_lock, prepare_sqlite
-from prunetune.search import pareto
+from prunetune.search import pareto, strategies
 from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.spaces import SearchSpace
 
@@ -32,8 +32,12 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                                  f"{str(exc).splitlines()[0][:200]}") from None
 
 
-def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
-    """The sampler named by cfg.sampler, seeded; populations sized to the budget."""
+def make_sampler(cfg: SearchConfig, space=None) -> optuna.samplers.BaseSampler:
+    """The sampler named by cfg.sampler, seeded; populations sized to the budget. A baseline
+    strategy's sweep (see prunetune.search.strategies) brings its own grid sampler instead."""
+    sweep = strategies.make_sampler(cfg, space)
+    if sweep is not None:
+        return sweep
     pop = max(8, min(50, cfg.trials // 4))
     if cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=10)
@@ -96,12 +100,13 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
     with _file_lock(storage.url, cfg.study_name, "create"):
         exists = study_exists(storage, cfg.study_name)
         study = optuna.create_study(study_name=cfg.study_name, storage=storage, load_if_exists=True,
-                                    sampler=make_sampler(cfg),
+                                    sampler=make_sampler(cfg, space),
                                     directions=[o.direction for o in objectives])
         if exists:
             _check_same(study, cfg, space)
         else:
             study.set_user_attr("objectives", [o.name for o in objectives])
+            study.set_user_attr("strategy", cfg.strategy)
             study.set_user_attr("space_fingerprint", space.fingerprint())
             study.set_user_attr("space", space.to_dict())
             study.set_user_attr("config", cfg.as_dict())
@@ -120,6 +125,12 @@ def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> N
         raise ConfigError(f"study {cfg.study_name!r} was created with a different search space "
                           f"(model {attrs.get('model')!r}, dataset {attrs.get('dataset')!r}); "
                           f"use another --study name, or the original space to resume it")
+    if attrs.get("screen_of"):
+        raise ConfigError(f"study {cfg.study_name!r} is the screening study of {attrs['screen_of']!r}; "
+                          f"use another --study name")
+    if attrs.get("strategy", "search") != cfg.strategy:
+        raise ConfigError(f"study {cfg.study_name!r} was created with --strategy "
+                          f"{attrs.get('strategy', 'search')}, not {cfg.strategy}; use another --study name")
     if attrs.get("objectives") != list(cfg.objectives):
         raise ConfigError(f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
                           f"{list(cfg.objectives)}; use another --study name")

@@ -338,19 +338,20 @@ class MlflowTracker:
             cfg = setup.config
             self.experiment_id = self._experiment(cfg.study_name)
             mark_dead_parents(self.client, self.experiment_id)
+            run_tags = {"strategy": cfg.strategy, "screening": str(cfg.screening).lower()}
             reopened = self._reopen_parent(study.user_attrs.get(PARENT_ATTR))
             if reopened is None:
                 run = self.client.create_run(
                     self.experiment_id, run_name=f"search {cfg.study_name}",
                     tags={"prunetune.role": "search", "study": cfg.study_name, "model": cfg.model,
                           "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler,
-                          "prunetune.worker": worker_id()})
+                          "prunetune.worker": worker_id(), **run_tags})
                 self.parent_run_id = run.info.run_id
                 study.set_user_attr(PARENT_ATTR, self.parent_run_id)
                 known: dict[str, str] = {}
             else:
                 self.parent_run_id, known = reopened
-                self.client.set_tag(self.parent_run_id, "prunetune.worker", worker_id())
+                self._log_batch(self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags})
             params = _flat_params("", cfg.as_dict()) | _flat_params("space.", setup.space.summary())
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
             base = {f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)}
@@ -398,16 +399,20 @@ class MlflowTracker:
             raise
         finally:
             with interrupts.deferred():  # a signal now waits until the parent is ended
-                self._end_parent(outcome, t)
+                self._end_parent(outcome, t, study)
 
-    def _end_parent(self, outcome: str, started: float) -> None:
-        """The parent's cost metrics and `outcome` tag, then its end status (FINISHED, KILLED for
-        "interrupted", else FAILED)."""
+    def _end_parent(self, outcome: str, started: float, study) -> None:
+        """The parent's cost metrics (and the study's screening counts: screened configs are
+        counted here, never child runs) and `outcome` tag, then its end status (FINISHED, KILLED
+        for "interrupted", else FAILED)."""
+        from prunetune.search.screening import screen_stats
+
         status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
         spent = self.seconds + time.perf_counter() - started  # all but the two writes below
         cost = {"tracking_s": spent, "trial_s": self.trial_seconds}
         if self.trial_seconds > 0:
             cost["tracking_share"] = spent / self.trial_seconds
+        cost |= screen_stats(study) or {}
         self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
         self.client.set_terminated(self.parent_run_id, status=status)
         self.seconds += time.perf_counter() - started
