@@ -1,8 +1,8 @@
-"""Issue 13: search quality on deep networks -- does the default search (with screening) beat
-uniform pruning and global ranking at equal wall time?
+"""Issue 13: search quality on deep networks -- does the per-layer search (with and without
+screening) beat uniform pruning and global ranking at equal wall time?
 
 Protocol. For each net (zoo adaptations on mnist5k, base trained once per net, seed 0, cached) and
-each strategy -- `screened` (`--strategy search`, the default, multi-fidelity screening on),
+each strategy -- `screened` (`--strategy search --screen K`, multi-fidelity screening on),
 `unscreened` (`--strategy search`, no `--screen`), `uniform`, `global`, `sensitivity` -- and each seed
 (study seed = trial fine-tune seeds' root = final fine-tune seed), one `run_search` with the same
 `--timeout` (wall clock of the trial loop; the trial in flight finishes) and no trial budget.

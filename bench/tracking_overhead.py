@@ -50,7 +50,7 @@ PROJECTION_TRIALS = (12, 30, 100, 300)
 # cProfile rows of the refresh: label -> (function name, file name ends with)
 PROFILE_ROWS = {
     "PNG plot (matplotlib)": ("pareto_png", "plots.py"),
-    "HTML plot (Plotly, plotly.js inline)": ("pareto_html", "plots.py"),
+    "HTML plot (inline SVG)": ("pareto_html", "plots.py"),
     "front CSV/JSON": ("write_front", "api.py"),
     "log_artifacts (front files + plots)": ("log_artifacts", "client.py"),
     "log_artifact (front_models/ + selected/ weights)": ("log_artifact", "client.py"),

@@ -121,6 +121,9 @@ class SearchConfig:
         if self.screen < 0:
             raise ConfigError(f"screen must be >= 0 (configs screened per full trial; 0: no "
                               f"screening), got {self.screen}")
+        if self.screen and self.strategy != "search":
+            raise ConfigError(f"--screen screens the per-group search's proposals: use it with --strategy "
+                              f"search, not {self.strategy}")
 
     def _validate_choices(self) -> None:
         if self.sampler not in SAMPLERS:

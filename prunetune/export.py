@@ -236,8 +236,9 @@ def _trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
     if rec.weights:
         from prunetune.search.tracking import fetch_front_weights
 
-        here = Path("mlruns") / "prunetune" / study / "weights"
-        fetched = fetch_front_weights(uri, study, Path(rec.weights).name, here.resolve())
+        from prunetune.paths import inside, study_dir
+
+        fetched = fetch_front_weights(uri, study, Path(rec.weights).name, inside(study_dir(study), "weights"))
         if fetched is not None:
             return fetched
     raise PrunetuneError(f"the weights of trial {rec.number} were not kept (only the Pareto front's "

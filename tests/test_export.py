@@ -335,9 +335,11 @@ def test_error_weights_not_kept(in_study, tmp_path, capsys):
     weights = Path(rec.weights)
     aside = tmp_path / weights.name
     shutil.move(weights, aside)
-    try:
-        _expect_user_error(in_study.cli("--trial", str(rec.number), "--out", str(tmp_path / "o")), capsys,
-                           contains="were not kept")
+    try:  # nor in the tracking store named (MLflow keeps the front's weights: export fetches them)
+        args = in_study.cli("--trial", str(rec.number), "--out", str(tmp_path / "o"))
+        args[args.index("--tracking-uri") + 1] = f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}"
+        _expect_user_error(args, capsys, contains="were not kept")
+        assert not (tmp_path / "no-store").exists()  # looking for the weights created no store
     finally:
         shutil.move(aside, weights)
 
@@ -359,3 +361,20 @@ def test_error_trial_file_naming_user_code_is_refused_unless_named(in_study, tmp
     finally:
         shutil.move(aside, weights)
     assert not (tmp_path / "o").exists()
+
+
+def test_export_fetches_a_front_members_weights_from_mlflow_when_the_file_is_gone(in_study, tmp_path):
+    """Another machine, or the search's folder cleaned: the front's weights come back from the
+    study's MLflow runs (front_models/), into this folder's mlruns/prunetune/<study>/weights."""
+    result = in_study.result()
+    rec = result.record(result.knee)
+    weights = Path(rec.weights)
+    aside = tmp_path / weights.name
+    shutil.move(weights, aside)
+    try:
+        card = in_study.export(tmp_path / "o", trial=rec.number, fmt="state-dict", register=False)
+        assert card.data["trial"] == rec.number
+        assert weights.is_file()  # fetched back where the search kept it
+    finally:
+        if not weights.is_file():
+            shutil.move(aside, weights)

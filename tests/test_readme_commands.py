@@ -15,13 +15,15 @@ from tests.helpers import FAST, run_cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_ON_RESULT = ("models", "datasets", "pareto", "export")
+PLACEHOLDER_HOSTS = ("DBHOST", "TRACKHOST", "HEAD_IP")  # the cluster section's templates: parsed only
 
 
 def readme_commands() -> list[str]:
-    """The `prunetune` command lines of README.md's ```bash blocks, comments and `> file` cut off."""
+    """The `prunetune` command lines of README.md's ```bash blocks (continuation lines joined),
+    comments and `> file` cut off."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
     out = []
-    for line in (ln.strip() for block in blocks for ln in block.splitlines()):
+    for line in (ln.strip() for block in blocks for ln in re.sub(r"\\\n\s*", " ", block).splitlines()):
         if line.startswith("prunetune "):
             line = re.split(r"\s+#\s", line, maxsplit=1)[0]
             out.append(line.split(" > ")[0].strip())
@@ -46,7 +48,7 @@ def test_readme_commands_run_on_the_quickstarts_result(isolated):
     ran = 0
     for cmd in readme_commands():
         args = shlex.split(re.sub(r"accuracy>=0\.\d+", "accuracy>=0.3", cmd))[1:]
-        if args[0] not in RUN_ON_RESULT:
+        if args[0] not in RUN_ON_RESULT or any(h in cmd for h in PLACEHOLDER_HOSTS):
             continue
         got = run_cli(args, isolated)
         assert got.returncode == 0, f"{cmd}\n{got.stderr[-2000:]}"

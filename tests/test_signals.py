@@ -80,7 +80,7 @@ def test_sigterm_at_the_end_of_a_search_and_during_an_export(isolated):
     """End of search (test scoring, MLflow artifacts): the parent run used to stay RUNNING. Export:
     its temporary folders used to stay behind."""
     search = Process(search_args("end", 2), isolated, {})
-    rc, err = search.terminate_after("search: budget reached", temp_folder=True)  # MLflow artifacts
+    rc, err = search.terminate_after("search: no more trials to run", temp_folder=True)  # MLflow artifacts
     assert_one_line(rc, err, RESUME)
     assert [(p.info.status, p.data.tags["outcome"]) for p in parents(isolated, "end")] == [("KILLED", "interrupted")]
     assert sum(t.state.name == "COMPLETE" for t in load_study(isolated, "end").trials) == 2  # kept

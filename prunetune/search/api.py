@@ -259,8 +259,8 @@ def resolve_study(name: str | None, storage: str) -> str:
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         raise PrunetuneError(f"no study storage at {storage.removeprefix('sqlite:///')}: run `prunetune search` "
                              "first, or pass --storage")
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage),
-                                                                        include_best_trial=False))
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False)
+                   if "screen_of" not in s.user_attrs)  # a search's screening study is not one to read
     default = SearchConfig().study_name
     if len(names) == 1:
         return names[0]

@@ -99,7 +99,8 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     measure the base model. The device (`cfg.device`; with Ray the driver's own, as trials get
     theirs from --gpus-per-trial) is decided once, first: a CUDA device that is not there is a
     ConfigError before anything is loaded. Raises PrunetuneError subclasses for user mistakes."""
-    device = resolve_device("auto" if cfg.backend == "ray" else cfg.device)
+    # under Ray the driver may have no GPU of its own: "auto" unless the user said cpu
+    device = resolve_device(cfg.device if cfg.backend != "ray" or cfg.device == "cpu" else "auto")
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=log, device=device)
@@ -169,10 +170,10 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
                       device=setup.device)
     t0 = time.perf_counter()
     try:
-        config = setup.space.decode(params)
-        rec.config = config.as_dict()
         example = setup.example_input()
         with setup.lock.busy():  # compute, like training: never during another trial's timing
+            config = setup.space.decode(params)  # a sweep's decode may scan or rank (strategies.py)
+            rec.config = config.as_dict()
             model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
         macs, per_layer = count_macs(model, example, per_module=True)
         rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
@@ -232,9 +233,9 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
                 rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
                 return rec
             recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, seed, SCREEN_IMAGES),
-                           batch_size=cfg.batch_size)
+                           batch_size=cfg.batch_size, device=setup.device)
             val = Subset(bundle.val, range(min(SCREEN_VAL_IMAGES, len(bundle.val))))
-            rec.metrics["accuracy"] = evaluate(model, val)["accuracy"]
+            rec.metrics["accuracy"] = evaluate(model, val, device=setup.device)["accuracy"]
     except Exception as exc:  # a config's own failure must not end the search
         rec.state, rec.reason = FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:

@@ -161,7 +161,7 @@ def end_search(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, liste
     summarized result with outcome "interrupted" / "failed" and the exception propagates; the
     finished trials stay in the study either way."""
     if outcome == "finished":
-        log("search: budget reached; scoring the front on the test split and updating MLflow")
+        log("search: no more trials to run; scoring the front on the test split and updating MLflow")
     try:
         result = finalize(study, setup, keep_all_weights=cfg.keep_all_weights) if outcome == "finished" \
             else summarize(study)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import optuna
 
+from prunetune import interrupts
+
 from prunetune.errors import ConfigError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, screen_trial
@@ -86,7 +88,7 @@ class Screener:
                 return False
             self.screen_one()
         cfg = self.setup.config
-        with budget_lock(cfg.study_name):  # never a trial left waiting past the budget, nor two at once
+        with budget_lock(self.study):  # never a trial left waiting past the budget, nor two at once
             finished, running = count_finished(self.study)
             best = self.best_unpromoted() if finished + running < cfg.trials and not self._waiting() else None
             if best is not None:
@@ -98,9 +100,15 @@ class Screener:
         return any(t.state == waiting for t in self.study.get_trials(deepcopy=False))
 
     def screen_one(self) -> None:
-        """Ask the screening study for one config, score it cheaply, tell the result."""
+        """Ask the screening study for one config, score it cheaply, tell the result (a Ctrl-C
+        during it fails the screened config, never leaving it RUNNING, and propagates)."""
+        interrupts.check()
         trial = self.screen.ask()
-        record = screen_trial(self.setup, self.setup.space.suggest(trial), trial.number)
+        try:
+            record = screen_trial(self.setup, self.setup.space.suggest(trial), trial.number)
+        except KeyboardInterrupt:
+            self.screen.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         trial.set_user_attr("record", {"state": record.state, "metrics": record.metrics,
                                        "config": record.config, "reason": record.reason,
                                        "timings": record.timings, "seed": record.seed})

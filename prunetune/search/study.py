@@ -121,13 +121,13 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
 
 def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> None:
     attrs = study.user_attrs
+    if attrs.get("screen_of"):
+        raise ConfigError(f"study {cfg.study_name!r} is the screening study of {attrs['screen_of']!r}; "
+                          f"use another --study name")
     if attrs.get("space_fingerprint") != space.fingerprint():
         raise ConfigError(f"study {cfg.study_name!r} was created with a different search space "
                           f"(model {attrs.get('model')!r}, dataset {attrs.get('dataset')!r}); "
                           f"use another --study name, or the original space to resume it")
-    if attrs.get("screen_of"):
-        raise ConfigError(f"study {cfg.study_name!r} is the screening study of {attrs['screen_of']!r}; "
-                          f"use another --study name")
     if attrs.get("strategy", "search") != cfg.strategy:
         raise ConfigError(f"study {cfg.study_name!r} was created with --strategy "
                           f"{attrs.get('strategy', 'search')}, not {cfg.strategy}; use another --study name")

@@ -1,5 +1,5 @@
-"""MLflow tracking: one experiment per study, one parent run per search invocation, one nested
-child run per trial; the Pareto front as the parent's artifacts and as `pareto` tags on children.
+"""MLflow tracking: one experiment per study, one parent run per study (resumes reopen it), one
+nested child run per trial; the Pareto front as the parent's artifacts and as `pareto` tags on children.
 
 Default store: MLflow's SQLite store `sqlite:///mlruns/mlflow.db` with artifacts under
 `mlruns/artifacts/<study>/` (the experiment's artifact_location is an absolute file:// URI, so the
@@ -15,7 +15,9 @@ front, so the MLflow UI filter `tags.pareto = 'true'` shows exactly the current 
 killed invocation finished in Optuna but never logged get their child run at the next refresh.
 Child runs carry the trial's real start and end times (from Optuna's trial timestamps, else the
 record's total_s ending now). The model registry gets a version only when a search finishes, and
-never a second version of the same trial (a search and an export of one trial share a version).
+never a second version of the same trial in the same format and runtime (a search registers the
+prunetune file of its selection, `search --export` leaves that to the export; exporting a trial
+again in the same format reuses its version).
 
 The MLflow 3 UI picks its view (GenAI vs model training) from the `workflowType` URL parameter or
 the user's stored choice, default GenAI; the `mlflow.experimentKind` tag is set too (older 3.x
@@ -613,7 +615,13 @@ def fetch_front_weights(uri: str | None, study: str, filename: str, directory: P
     machine that does not have the search's mlruns folder (no shared filesystem)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri(uri))
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///"):  # no store here: nothing to fetch, and none (no folder) is created
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        if not db.is_file():
+            return None
+        uri = f"sqlite:///{db}"
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
         return None
