@@ -60,6 +60,22 @@ def wait_for(cond: Callable[[], bool], timeout: float = 240.0) -> bool:
     return False
 
 
+def race(target: Callable, arg: str, n: int, *, timeout: float = 240) -> list[str]:
+    """Fork `n` processes that each run `target(arg, barrier, results)` (waiting at one barrier, so
+    they start together) and return what each put in `results`."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # the children only open stores: no import cost
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(arg, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return outcomes
+
+
 def open_storage_after(url: str, barrier, results) -> None:
     """In a child process: wait at `barrier`, open the Optuna storage `url` as prunetune does and
     put "ok" or the error in the `results` queue."""

@@ -1,7 +1,6 @@
 """Faults inside trials are recorded and the search goes on; loading is safe; no shell strings."""
 from __future__ import annotations
 
-import multiprocessing
 import re
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import mlflow
 import pytest
 
 from prunetune.cli import main
-from tests.helpers import load_study, open_storage_after
+from tests.helpers import load_study, open_storage_after, race
 
 FAULTY = '''
 import torch
@@ -129,17 +128,9 @@ def test_ctrl_c_swallowed_by_other_code_still_stops_the_search(isolated, monkeyp
 def test_searches_starting_together_on_a_new_storage_do_not_collide(tmp_path):
     """Two `prunetune search` processes started at once in a fresh folder both create the Optuna
     schema; unguarded, one of them fails ("table ... already exists", "UNIQUE constraint")."""
-    ctx = multiprocessing.get_context("fork")  # the children only run Optuna and SQLite: no import cost
     for rep in range(3):
         url = f"sqlite:///{tmp_path / f'new-{rep}' / 'optuna.db'}"
-        barrier, results = ctx.Barrier(4), ctx.Queue()
-        procs = [ctx.Process(target=open_storage_after, args=(url, barrier, results)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        outcomes = [results.get(timeout=120) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
-        assert outcomes == ["ok"] * 4
+        assert race(open_storage_after, url, 4, timeout=120) == ["ok"] * 4
 
 
 SOURCE = Path(__file__).resolve().parents[1] / "prunetune"

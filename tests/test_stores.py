@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import multiprocessing
 import os
 import subprocess
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from prunetune.cli import main
 from prunetune.search.study import make_storage
-from tests.helpers import load_study, search_args
+from tests.helpers import load_study, race, search_args
 
 
 @contextlib.contextmanager
@@ -63,16 +62,8 @@ def test_searches_starting_together_create_one_mlflow_store(tmp_path):
     migrations collide ("table metrics already exists", "duplicate column name")."""
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - imported once, before the fork
 
-    ctx = multiprocessing.get_context("fork")
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=open_tracking_after, args=(uri, barrier, results)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=240) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert outcomes == ["ok"] * 3
+    assert race(open_tracking_after, uri, 3) == ["ok"] * 3
     assert sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith("mlflow.db")) == []
 
 
