@@ -136,7 +136,7 @@ def _ray(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def ray_two_nodes(head_dir: Path, worker_dir: Path) -> Iterator[str]:
+def ray_two_nodes(head_dir: Path, worker_dir: Path, *, head_cpus: int = 1, worker_cpus: int = 1) -> Iterator[str]:
     """A Ray head and one worker node, one CPU each, started by `ray start` in different working
     directories with different temp directories (as two machines would be); yields the head's
     HOST:PORT. `ray stop` on both after (their temp folders removed)."""
@@ -147,11 +147,11 @@ def ray_two_nodes(head_dir: Path, worker_dir: Path) -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     try:
         started = _ray(["start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                        "--num-cpus", "1", "--include-dashboard", "false", "--temp-dir", str(head_tmp),
+                        "--num-cpus", str(head_cpus), "--include-dashboard", "false", "--temp-dir", str(head_tmp),
                         "--disable-usage-stats"], head_dir, env)
         if started.returncode:
             raise RuntimeError(f"ray start --head failed: {started.stderr[-2000:]}")
-        started = _ray(["start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+        started = _ray(["start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", str(worker_cpus),
                         "--temp-dir", str(worker_tmp), "--disable-usage-stats"], worker_dir, env)
         if started.returncode:
             raise RuntimeError(f"ray start (worker) failed: {started.stderr[-2000:]}")
