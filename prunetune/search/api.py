@@ -2,8 +2,6 @@
 Pareto table. `prunetune search` and `prunetune pareto` are thin wrappers over these."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -12,7 +10,7 @@ from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
 from prunetune.search import pareto
-from prunetune.search.results import SearchResult, front_rows, summarize, table_rows
+from prunetune.search.results import SearchResult, csv_text, front_rows, summarize, table_rows, write_front
 from prunetune.search.study import load_existing
 
 TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
@@ -137,27 +135,6 @@ def pareto_text(result: SearchResult) -> str:
     if result.hypervolume:
         notes.append(f"hypervolume {result.hypervolume[-1]:.3f} on [0, 1] ({pareto.UNIT_HV_NOTE})")
     return "\n".join(notes)
-
-
-def write_front(result: SearchResult, directory: Path) -> dict[str, Path]:
-    """pareto_front.csv / .json of the front (base model first in the CSV)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rows = front_rows(result)
-    paths = {"json": directory / "pareto_front.json", "csv": directory / "pareto_front.csv"}
-    paths["json"].write_text(json.dumps(rows, indent=2))
-    paths["csv"].write_text(csv_text(result))
-    return paths
-
-
-def csv_text(result: SearchResult) -> str:
-    rows = table_rows(result)
-    buf = io.StringIO()
-    cols = ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
-            "size_bytes", "bitops", "knee", "config"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def check_names(cfg: SearchConfig) -> None:

@@ -6,7 +6,11 @@ interrupted or a still-running search, from any process.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 
@@ -125,3 +129,24 @@ def config_text(config: dict) -> str:
     r = " ".join(f"{v:.2f}" for v in ratios.values()) if ratios else "-"
     b = "/".join(str(x) for x in sorted(set(bits.values()), reverse=True)) if bits else "32"
     return f"ratios[{r}] bits[{b}]"
+
+
+def write_front(result: SearchResult, directory: Path) -> dict[str, Path]:
+    """pareto_front.csv / .json of the front (base model first in the CSV)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = front_rows(result)
+    paths = {"json": directory / "pareto_front.json", "csv": directory / "pareto_front.csv"}
+    paths["json"].write_text(json.dumps(rows, indent=2))
+    paths["csv"].write_text(csv_text(result))
+    return paths
+
+
+def csv_text(result: SearchResult) -> str:
+    rows = table_rows(result)
+    buf = io.StringIO()
+    cols = ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
+            "size_bytes", "bitops", "knee", "config"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

@@ -503,7 +503,7 @@ class MlflowTracker:
         version of that trial exists yet); `times`: trial number -> (start, end) ms for backfilled
         children."""
         from prunetune.search import plots
-        from prunetune.search.api import write_front
+        from prunetune.search.results import write_front
 
         children = self._children()
         logged = {int(run.data.tags.get("trial", -1)) for run in children}
