@@ -137,7 +137,7 @@ def task_final(args: dict, weights: str, seed: int, workdir: str) -> dict:
     from prunetune.compress import load_compressed_file
     from prunetune.data import create_dataset
     from prunetune.models import Recipe, evaluate, recalibrate_bn, train
-    from prunetune.search.objective import recalibration_sampler
+    from prunetune.search.workload import recalibration_sampler
 
     torch.set_num_threads(1)
     os.chdir(workdir)

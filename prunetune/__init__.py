@@ -5,7 +5,8 @@ __version__ = "0.1.0"
 
 # the public API loads on first use (PEP 562): `prunetune --help` and argument errors never import torch
 _LAZY = {"CompressionConfig": "prunetune.compress", "compress": "prunetune.compress", "prune": "prunetune.compress",
-         "export_model": "prunetune.export", "load_compressed": "prunetune.export", "count_macs": "prunetune.measure"}
+         "export_model": "prunetune.export", "load_compressed": "prunetune.export", "count_macs": "prunetune.measure",
+         "run_search": "prunetune.search.python_api", "SearchRun": "prunetune.search.python_api"}
 
 
 def __getattr__(name: str):
@@ -19,5 +20,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'prunetune' has no attribute {name!r}")
 
 
-__all__ = ["CompressionConfig", "__version__", "compress", "count_macs", "export_model", "load_compressed",
-           "prune"]
+__all__ = ["CompressionConfig", "SearchRun", "__version__", "compress", "count_macs", "export_model",
+           "load_compressed", "prune", "run_search"]

@@ -71,8 +71,8 @@ class Card:
         """One paragraph for the terminal (rendering only)."""
         d, c, b, v = self.data, self.data["compressed"], self.data["base"], self.data["verification"]
         return (f"exported trial {d['trial']} of study {d['study']} to {self.model_path} "
-                f"({d['format']}{', int8' if d['int8'] else ''}): test accuracy {c['test_accuracy']:.2%} "
-                f"(base {b['test_accuracy']:.2%}), {c['file_bytes'] / 1e6:.2f} MB "
+                f"({d['format']}{', int8' if d['int8'] else ''}): test accuracy {_pct(c['test_accuracy'])} "
+                f"(base {_pct(b['test_accuracy'])}), {c['file_bytes'] / 1e6:.2f} MB "
                 f"({d['size_ratio']:.1f}x smaller), {c['fps']:,.0f} FPS ({d['speedup']:.1f}x the base; "
                 f"{c['runtime']} vs {b['runtime']}, {d['runtime']['threads']} thread(s)); "
                 f"verified: {verification_text(v, int8=d['int8'])}")
@@ -88,10 +88,11 @@ def verification_text(v: dict, *, int8: bool) -> str:
         rng = v.get("output_range")
         rel = f", {v['max_abs_diff'] / rng:.1%} of the logits' range {rng:.3g}" if rng else ""
         return (f"int8 check {verdict}: top-1 agreement with the float model {v['top1_agreement']:.2%} of "
-                f"{v['images']} test images (needs >= {INT8_MIN_AGREEMENT:.0%}); logits differ by up to "
+                f"{v['images']} {v.get('inputs', 'test images')} (needs >= {INT8_MIN_AGREEMENT:.0%}); logits differ by up to "
                 f"{v['max_abs_diff']:.3g} (int8 rounding{rel})")
     return (f"float check {verdict}: outputs equal to PyTorch's within {v['tolerance']:.1e} (max |diff| "
-            f"{v['max_abs_diff']:.1e}) on {v['images']} test images, top-1 agreement {v['top1_agreement']:.2%}")
+            f"{v['max_abs_diff']:.1e}) on {v['images']} {v.get('inputs', 'test images')}, top-1 agreement "
+            f"{v['top1_agreement']:.2%}")
 
 
 class _ModuleRunner(Runner):
@@ -154,14 +155,14 @@ def _write_model(model: nn.Module, fmt: str, example: torch.Tensor, directory: P
                                    path=directory / MODEL_FILES["onnx-int8"]))
 
 
-def _file_runner(path: Path, fmt: str, threads: int, *, model: str | None = None) -> Runner:
-    """A Runner of the exported *file* in its own runtime (not of the in-memory model); `model` as
-    for `load_compressed`."""
+def _file_runner(path: Path, fmt: str, threads: int, *, load: Callable[[Path], nn.Module]) -> Runner:
+    """A Runner of the exported *file* in its own runtime (not of the in-memory model); `load`
+    reads a compressed.pt file (see ExportInputs)."""
     if fmt == "onnx":
         return onnx_file_runner(path, threads=threads)
     if fmt == "pt2":
         return _ModuleRunner(torch.export.load(path).module(), runtime="torch.export (pt2)", threads=threads)
-    return _ModuleRunner(load_compressed(path, model=model), runtime="torch", threads=threads)
+    return _ModuleRunner(load(path), runtime="torch", threads=threads)
 
 
 def _runner_accuracy(run: Runner, dataset) -> float:
@@ -174,11 +175,11 @@ def _runner_accuracy(run: Runner, dataset) -> float:
     return correct / max(n, 1)
 
 
-def _verify(run: Runner, plain: nn.Module, bundle, *, int8: bool) -> dict:
-    """Outputs of the file's runtime vs the float PyTorch model on the first test images, and the
-    test accuracy through the runtime. `outputs_match`: fp32 within float tolerance; int8 top-1
-    agreement >= INT8_MIN_AGREEMENT."""
-    xs = torch.stack([bundle.test[i][0] for i in range(min(VERIFY_IMAGES, len(bundle.test)))])
+def _verify(run: Runner, plain: nn.Module, inputs: ExportInputs, *, int8: bool) -> dict:
+    """Outputs of the file's runtime vs the float PyTorch model on `inputs.verify` (the first test
+    images of a data set), and the test accuracy through the runtime (None without a test set).
+    `outputs_match`: fp32 within float tolerance; int8 top-1 agreement >= INT8_MIN_AGREEMENT."""
+    xs = inputs.verify
     with torch.inference_mode():
         ref = plain(xs)
     got = run(xs)
@@ -186,10 +187,10 @@ def _verify(run: Runner, plain: nn.Module, bundle, *, int8: bool) -> dict:
     agreement = float((got.argmax(1) == ref.argmax(1)).float().mean())
     tolerance = 1e-4 * max(1.0, float(ref.abs().max()))
     match = agreement >= INT8_MIN_AGREEMENT if int8 else diff <= tolerance
-    return {"images": len(xs), "max_abs_diff": diff, "tolerance": None if int8 else tolerance,
+    return {"images": len(xs), "inputs": inputs.verify_label, "max_abs_diff": diff, "tolerance": None if int8 else tolerance,
             "output_range": float(ref.abs().max()),
             "top1_agreement": agreement, "outputs_match": match,
-            "test_accuracy": _runner_accuracy(run, bundle.test)}
+            "test_accuracy": None if inputs.test_set is None else _runner_accuracy(run, inputs.test_set)}
 
 
 def _runs_int8(layer: str, bits: dict[str, int], int8: bool) -> bool:
@@ -245,6 +246,54 @@ def _trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
                          f"are, unless the search ran with --keep-all-weights): export a front member")
 
 
+@dataclass
+class ExportInputs:
+    """What an export verifies, times and documents a trial with, wherever the trial came from (a
+    CLI study's data set, or a Python API search's in-memory model). `verify`: the inputs whose
+    outputs are compared; `test_set`: labelled data scored through the exported file (None: not
+    measured); `torch_test(model)`: the PyTorch model's test accuracy (None: no test data);
+    `calibration`: int8 calibration batches (None: no int8); `load(path)`: a compressed.pt file as
+    a torch module."""
+
+    base: nn.Module
+    example: torch.Tensor
+    verify: torch.Tensor
+    test_set: object | None
+    torch_test: Callable[[nn.Module], float | None]
+    calibration: list[torch.Tensor] | None
+    load: Callable[[Path], nn.Module]
+    base_metrics: dict
+    base_checkpoint: str | None
+    threads: int
+    verify_label: str = "test images"
+
+
+def check_export_flags(fmt: str, int8: bool, retrain_epochs: int = 0) -> None:
+    """ConfigError for an unknown format or a flag combination that cannot be exported."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ConfigError(f"--int8 is ONNX Runtime static int8: use it with --format onnx, not {fmt}")
+    if retrain_epochs < 0:
+        raise ConfigError(f"--retrain-epochs must be >= 0, got {retrain_epochs}")
+
+
+def check_int8(model: nn.Module, config: CompressionConfig, rec: TrialRecord, int8: bool) -> None:
+    """PrunetuneError for --int8 on a trial whose layers are all float (nothing to quantize)."""
+    if int8 and not any(_runs_int8(n, config.bits, int8) for n in _weighted(model)):
+        raise PrunetuneError(f"trial {rec.number} keeps every layer float (32 bits), so --int8 would quantize "
+                             f"nothing: export it without --int8, or choose a trial with layers at 8 bits or less")
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrunetuneError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
+    return out
+
+
 def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: int | None = None,
                  select: str | None = None, fmt: str = "onnx", int8: bool = False,
                  retrain_epochs: int = 0, tracking_uri: str | None = None, register: bool = True,
@@ -262,118 +311,26 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     whose outputs do not match PyTorch (its card is written, nothing is registered).
     """
     from prunetune.config import SearchConfig
-    from prunetune.data import create_dataset
-    from prunetune.models import get_base_model, resolve_device
-    from prunetune.search.objective import base_recipe, calibration_batches, recalibration_sampler
     from prunetune.search.results import summarize
     from prunetune.search.study import load_existing
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if int8 and fmt != "onnx":
-        raise ConfigError(f"--int8 is ONNX Runtime static int8: use it with --format onnx, not {fmt}")
-    if retrain_epochs < 0:
-        raise ConfigError(f"--retrain-epochs must be >= 0, got {retrain_epochs}")
+    check_export_flags(fmt, int8, retrain_epochs)
     result = summarize(load_existing(storage, study_name))
     rec = choose_trial(result, trial=trial, select=select)
     if not result.config:
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
     check_model_name(cfg.model, model)
-    trusted = model
     rec.weights = str(_trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
-    model, header = load_compressed_file(rec.weights, model=trusted)
-    config, base_ref = CompressionConfig.from_dict(header["config"]), header["base"]
-    if int8 and not any(_runs_int8(n, config.bits, int8) for n in _weighted(model)):
-        raise PrunetuneError(f"trial {rec.number} keeps every layer float (32 bits), so --int8 would quantize "
-                             f"nothing: export it without --int8, or choose a trial with layers at 8 bits or less")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PrunetuneError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
-    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
-    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
-                          checkpoint=cfg.checkpoint, log=log)
-    example, threads = bundle.example_input(1), cfg.threads
-
-    retrain = None
-    if retrain_epochs:
-        device = resolve_device(cfg.device)  # the search's choice; the model stays on the CPU
-        log(f"fine-tuning trial {rec.number} for {retrain_epochs} epoch(s) on the full training split ({device})")
-        try:
-            hist = train(model, bundle.train, Recipe(epochs=retrain_epochs, lr=cfg.lr / 2,
-                                                     batch_size=cfg.batch_size), seed=rec.seed, device=device)
-        except DivergedError as exc:
-            raise PrunetuneError(f"fine-tuning trial {rec.number} diverged ({exc}); export it without "
-                                 f"--retrain-epochs or with fewer epochs") from None
-        recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed),  # as after a trial
-                       device=device)
-        retrain = {"epochs": retrain_epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
-                   "device": str(device), "val_accuracy": evaluate(model, bundle.val, device=device)["accuracy"]}
-    torch_test = evaluate(model, bundle.test)["accuracy"]
-    model.cpu().eval()
-    plain = materialize(model)
-
-    t0 = time.perf_counter()
-    weights = save_compressed(out / WEIGHTS_FILE, model, config, base_ref,
-                              meta={"study": study_name, "trial": rec.number, "retrain_epochs": retrain_epochs})
-    calibration = calibration_batches(bundle, rec.seed) if int8 else None
-    path = weights if fmt == "state-dict" else _write_model(plain, fmt, example, out, calibration=calibration,
-                                                            layer_bits=config.bits)
-    export_s = time.perf_counter() - t0
-    run = _file_runner(path, fmt, threads, model=trusted)
-    verification = _verify(run, plain, bundle, int8=int8)
-
-    log(f"timing {path.name} next to the base model ({threads} thread(s), batch 1)")
-    base_run, base_bytes, timings = _time_next_to_base(run, base.model, fmt, example, base_ref,
-                                                       repeats=fps_repeats, model=trusted)
-
-    base_macs, macs = count_macs(base.model, example), count_macs(plain, example)
-    file_bytes = path.stat().st_size
-    base_metrics = base.meta.get("metrics", {})
-    recorded_test = result.test_accuracy.get(rec.number)
-    t_base, t_comp = timings["base"], timings["compressed"]
-    data = {
-        "study": study_name, "trial": rec.number, "format": fmt, "int8": int8, "file": path.name,
-        "selection": f"trial {trial}" if trial is not None else select or "knee of the Pareto front",
-        "runtime": {"compressed": run.runtime, "base": base_run.runtime, "threads": threads, "batch_size": 1,
-                    "kernels": list(run.kernels), "op_types": list(getattr(run, "op_types", ())),
-                    "repeats": fps_repeats, "protocol": "median of interleaved samples after warm-up"},
-        "base": {"runtime": base_run.runtime, "test_accuracy": base_metrics.get("test_accuracy"),
-                 "val_accuracy": base_metrics.get("val_accuracy"), "macs": base_macs, "flops": 2 * base_macs,
-                 "params": count_params(base.model), "file_bytes": base_bytes, "fps": t_base.fps,
-                 "latency_ms": t_base.median_ms, "fps_spread": t_base.spread},
-        "compressed": {"runtime": run.runtime, "test_accuracy": verification["test_accuracy"],
-                       "test_accuracy_torch": torch_test, "recorded_test_accuracy": recorded_test,
-                       "val_accuracy": retrain["val_accuracy"] if retrain else rec.metrics.get("accuracy"),
-                       "macs": macs, "flops": 2 * macs, "params": count_params(plain), "file_bytes": file_bytes,
-                       "packed_size_bytes": rec.metrics.get("size_bytes"), "fps": t_comp.fps,
-                       "latency_ms": t_comp.median_ms, "fps_spread": t_comp.spread},
-        "speedup": t_comp.fps / t_base.fps,
-        "size_ratio": base_bytes / max(file_bytes, 1),
-        "recorded": {"runtime": cfg.runtime, "speedup": rec.metrics.get("speedup"), "fps": rec.metrics.get("fps"),
-                     "val_accuracy": rec.metrics.get("accuracy"), "test_accuracy": recorded_test,
-                     "base_test_accuracy": result.base_metrics.get("test_accuracy")},
-        "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
-        "layers": _layers(base.model, plain, config.bits, int8=int8),
-        "config": rec.config, "retrain": retrain,
-        "provenance": {"study": study_name, "storage": storage, "working_directory": str(Path.cwd()),
-                       "trial": rec.number, "seed": rec.seed,
-                       "trial_weights": str(Path(rec.weights).resolve()),
-                       "base_checkpoint": str(base.path) if base.path else None,
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "export_seconds": export_s,
-                       "versions": _package_versions(), "mlflow": None},
-    }
-    data["verification"]["accuracy_delta"] = (None if recorded_test is None or retrain
-                                              else verification["test_accuracy"] - recorded_test)
-    _warn_on_checks(data, log)
-    card = Card(out, data)
-    if not int8 and not verification["outputs_match"]:
-        write_card(card)
-        raise PrunetuneError(f"verification failed: {path.name} differs from the PyTorch model by "
-                             f"{verification['max_abs_diff']:.3g} (tolerance {verification['tolerance']:.3g}); "
-                             f"not registered, see {out / CARD_MD}")
+    compressed, header = load_compressed_file(rec.weights, model=model)
+    check_int8(compressed, CompressionConfig.from_dict(header["config"]), rec, int8)
+    out = output_folder(out_dir)
+    inputs, bundle = _dataset_inputs(cfg, rec, int8, model, log)
+    retrain = _retrain(compressed, bundle, cfg, rec, retrain_epochs, log) if retrain_epochs else None
+    selection = f"trial {trial}" if trial is not None else select or "knee of the Pareto front"
+    card = write_verified(compressed, header, rec, inputs, out, fmt=fmt, int8=int8, fps_repeats=fps_repeats,
+                          study=(study_name, storage, selection), searched=(cfg.runtime, result),
+                          retrain=retrain, log=log)
     if register:
         _log_export(card, rec, tracking_uri or cfg.tracking_uri, log)
     else:
@@ -381,17 +338,139 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     return card
 
 
-def _time_next_to_base(run: Runner, base: nn.Module, fmt: str, example: torch.Tensor, base_ref: dict, *,
-                       repeats: int, model: str | None = None) -> tuple[Runner, int, dict[str, Timing]]:
+def _dataset_inputs(cfg, rec: TrialRecord, int8: bool, model: str | None, log) -> tuple[ExportInputs, object]:
+    """(ExportInputs, DataBundle) of a CLI study: its data set's test images, its base model."""
+    from prunetune.data import create_dataset
+    from prunetune.models import get_base_model
+    from prunetune.search.objective import base_recipe
+    from prunetune.search.workload import calibration_batches
+
+    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
+                          checkpoint=cfg.checkpoint, log=log)
+    verify = torch.stack([bundle.test[i][0] for i in range(min(VERIFY_IMAGES, len(bundle.test)))])
+    return ExportInputs(base=base.model, example=bundle.example_input(1), verify=verify, test_set=bundle.test,
+                        torch_test=lambda m: evaluate(m, bundle.test)["accuracy"],
+                        calibration=calibration_batches(bundle, rec.seed) if int8 else None,
+                        load=lambda path: load_compressed(path, model=model),
+                        base_metrics=base.meta.get("metrics", {}),
+                        base_checkpoint=str(base.path) if base.path else None, threads=cfg.threads), bundle
+
+
+def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) -> dict:
+    """The final fine-tune of --retrain-epochs on the whole training split (lr halved, batch norms
+    re-estimated as after a trial), in place; what it did, for the card."""
+    from prunetune.models import resolve_device
+    from prunetune.search.workload import recalibration_sampler
+
+    device = resolve_device(cfg.device)  # the search's choice; the model stays on the CPU
+    log(f"fine-tuning trial {rec.number} for {epochs} epoch(s) on the full training split ({device})")
+    try:
+        hist = train(model, bundle.train, Recipe(epochs=epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size),
+                     seed=rec.seed, device=device)
+    except DivergedError as exc:
+        raise PrunetuneError(f"fine-tuning trial {rec.number} diverged ({exc}); export it without "
+                             f"--retrain-epochs or with fewer epochs") from None
+    recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed), device=device)
+    return {"epochs": epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
+            "device": str(device), "val_accuracy": evaluate(model, bundle.val, device=device)["accuracy"]}
+
+
+def write_verified(model: nn.Module, header: dict, rec: TrialRecord, inputs: ExportInputs, out: Path, *,
+                   fmt: str, int8: bool, fps_repeats: int, study: tuple[str, str, str],
+                   searched: tuple[str, object], retrain: dict | None = None,
+                   log: Callable[[str], None] = lambda m: None) -> Card:
+    """Write `model` (a trial's compressed model, as loaded) to `out` as `fmt`, reload the file in
+    its runtime, verify it against PyTorch, time it next to the base exported the same way; the
+    card (not yet written). `study`: (name, storage, how the trial was chosen); `searched`: (the
+    search's runtime, its SearchResult). PrunetuneError (card written) when an fp32 file's outputs
+    differ from PyTorch's."""
+    config, base_ref = CompressionConfig.from_dict(header["config"]), header["base"]
+    torch_test = inputs.torch_test(model)
+    model.cpu().eval()
+    plain = materialize(model)
+    t0 = time.perf_counter()
+    weights = save_compressed(out / WEIGHTS_FILE, model, config, base_ref,
+                              meta={"study": study[0], "trial": rec.number,
+                                    "retrain_epochs": (retrain or {}).get("epochs", 0)})
+    path = weights if fmt == "state-dict" else _write_model(plain, fmt, inputs.example, out,
+                                                            calibration=inputs.calibration if int8 else None,
+                                                            layer_bits=config.bits)
+    export_s = time.perf_counter() - t0
+    run = _file_runner(path, fmt, inputs.threads, load=inputs.load)
+    verification = _verify(run, plain, inputs, int8=int8)
+    log(f"timing {path.name} next to the base model ({inputs.threads} thread(s), batch 1)")
+    base_run, base_bytes, timings = _time_next_to_base(run, inputs, fmt, base_ref, repeats=fps_repeats)
+    files = {"path": path, "bytes": path.stat().st_size, "base_bytes": base_bytes, "export_s": export_s}
+    data = _card_data(rec, inputs, plain, config, files, (run, base_run, timings), verification, torch_test,
+                      fmt=fmt, int8=int8, study=study, searched=searched, retrain=retrain, repeats=fps_repeats)
+    _warn_on_checks(data, log)
+    card = Card(out, data)
+    if not int8 and not verification["outputs_match"]:
+        write_card(card)
+        raise PrunetuneError(f"verification failed: {path.name} differs from the PyTorch model by "
+                             f"{verification['max_abs_diff']:.3g} (tolerance {verification['tolerance']:.3g}); "
+                             f"not registered, see {out / CARD_MD}")
+    return card
+
+
+def _card_data(rec: TrialRecord, inputs: ExportInputs, plain: nn.Module, config: CompressionConfig, files: dict,
+               timed: tuple, verification: dict, torch_test: float | None, *, fmt: str, int8: bool,
+               study: tuple[str, str, str], searched: tuple[str, object], retrain: dict | None,
+               repeats: int) -> dict:
+    """card.json's data (compute only; card_markdown renders it)."""
+    (study_name, storage, selection), (runtime, result) = study, searched
+    run, base_run, timings = timed
+    base, example = inputs.base, inputs.example
+    base_macs, macs = count_macs(base, example), count_macs(plain, example)
+    recorded_test = result.test_accuracy.get(rec.number)
+    t_base, t_comp = timings["base"], timings["compressed"]
+    data = {
+        "study": study_name, "trial": rec.number, "format": fmt, "int8": int8, "file": files["path"].name,
+        "selection": selection,
+        "runtime": {"compressed": run.runtime, "base": base_run.runtime, "threads": inputs.threads, "batch_size": 1,
+                    "kernels": list(run.kernels), "op_types": list(getattr(run, "op_types", ())),
+                    "repeats": repeats, "protocol": "median of interleaved samples after warm-up"},
+        "base": {"runtime": base_run.runtime, "test_accuracy": inputs.base_metrics.get("test_accuracy"),
+                 "val_accuracy": inputs.base_metrics.get("val_accuracy"), "macs": base_macs, "flops": 2 * base_macs,
+                 "params": count_params(base), "file_bytes": files["base_bytes"], "fps": t_base.fps,
+                 "latency_ms": t_base.median_ms, "fps_spread": t_base.spread},
+        "compressed": {"runtime": run.runtime, "test_accuracy": verification["test_accuracy"],
+                       "test_accuracy_torch": torch_test, "recorded_test_accuracy": recorded_test,
+                       "val_accuracy": retrain["val_accuracy"] if retrain else rec.metrics.get("accuracy"),
+                       "macs": macs, "flops": 2 * macs, "params": count_params(plain), "file_bytes": files["bytes"],
+                       "packed_size_bytes": rec.metrics.get("size_bytes"), "fps": t_comp.fps,
+                       "latency_ms": t_comp.median_ms, "fps_spread": t_comp.spread},
+        "speedup": t_comp.fps / t_base.fps,
+        "size_ratio": files["base_bytes"] / max(files["bytes"], 1),
+        "recorded": {"runtime": runtime, "speedup": rec.metrics.get("speedup"), "fps": rec.metrics.get("fps"),
+                     "val_accuracy": rec.metrics.get("accuracy"), "test_accuracy": recorded_test,
+                     "base_test_accuracy": result.base_metrics.get("test_accuracy")},
+        "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
+        "layers": _layers(base, plain, config.bits, int8=int8),
+        "config": rec.config, "retrain": retrain,
+        "provenance": {"study": study_name, "storage": storage, "working_directory": str(Path.cwd()),
+                       "trial": rec.number, "seed": rec.seed, "trial_weights": str(Path(rec.weights).resolve()),
+                       "base_checkpoint": inputs.base_checkpoint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "export_seconds": files["export_s"], "versions": _package_versions(), "mlflow": None},
+    }
+    tested = verification["test_accuracy"]
+    data["verification"]["accuracy_delta"] = (None if recorded_test is None or retrain or tested is None
+                                              else tested - recorded_test)
+    return data
+
+
+def _time_next_to_base(run: Runner, inputs: ExportInputs, fmt: str, base_ref: dict, *,
+                       repeats: int) -> tuple[Runner, int, dict[str, Timing]]:
     """Export the float base model in `fmt` to a temporary folder, run that file in its runtime and
     time it interleaved with `run` (`runtimes.measure_fps`): (base runner, base file size, timings
     keyed "compressed" and "base")."""
     with tempfile.TemporaryDirectory(prefix="prunetune-export-base-") as tmp:
         folder = Path(tmp)
-        path = (save_compressed(folder / WEIGHTS_FILE, base, CompressionConfig(), base_ref)
-                if fmt == "state-dict" else _write_model(materialize(base), fmt, example, folder))
-        base_run = _file_runner(path, fmt, run.threads, model=model)
-        timings = measure_fps({"compressed": run, "base": base_run}, example, repeats=repeats)
+        path = (save_compressed(folder / WEIGHTS_FILE, inputs.base, CompressionConfig(), base_ref)
+                if fmt == "state-dict" else _write_model(materialize(inputs.base), fmt, inputs.example, folder))
+        base_run = _file_runner(path, fmt, run.threads, load=inputs.load)
+        timings = measure_fps({"compressed": run, "base": base_run}, inputs.example, repeats=repeats)
         return base_run, path.stat().st_size, timings
 
 
@@ -428,8 +507,6 @@ def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[st
     """Log the export as an MLflow run nested under the study's latest search run (metrics, the
     model file, compressed.pt and the cards under `export/`), register that folder as a version
     of `prunetune-STUDY`, and write the cards. Returns the MLflow provenance."""
-    from mlflow.entities import Metric, Param
-
     from prunetune.search.tracking import MlflowTracker, registered_name, tracking_uri
 
     d = card.data
@@ -454,18 +531,7 @@ def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[st
                             run_name=f"export trial {rec.number} ({d['format']}{' int8' if d['int8'] else ''})")
     run_id = run.info.run_id
     try:
-        now = int(time.time() * 1000)
-        metrics = {f"{side}_{k}": d[side][k] for side in ("base", "compressed")
-                   for k in ("test_accuracy", "macs", "params", "file_bytes", "fps", "latency_ms")}
-        metrics |= {"speedup": d["speedup"], "size_ratio": d["size_ratio"],
-                    "max_abs_diff": d["verification"]["max_abs_diff"],
-                    "top1_agreement": d["verification"]["top1_agreement"]}
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
-                                          if isinstance(v, int | float) and math.isfinite(v)],
-                         params=[Param(k, str(v)) for k, v in (
-                             ("trial", rec.number), ("format", d["format"]), ("int8", d["int8"]),
-                             ("runtime", d["runtime"]["compressed"]), ("threads", d["runtime"]["threads"]),
-                             ("retrain_epochs", (d["retrain"] or {}).get("epochs", 0)))])
+        _log_figures(client, run_id, d)
         name = registered_name(d["study"])
         version = tracker.version_of(d["study"], rec.number, format=d["format"], runtime=d["runtime"]["compressed"])
         if version is not None:  # the same trial, format and runtime exported again: no duplicate
@@ -493,6 +559,24 @@ def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[st
     return provenance
 
 
+def _log_figures(client, run_id: str, d: dict) -> None:
+    """The card's figures as the export run's metrics, its choices as params."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    metrics = {f"{side}_{k}": d[side][k] for side in ("base", "compressed")
+               for k in ("test_accuracy", "macs", "params", "file_bytes", "fps", "latency_ms")}
+    metrics |= {"speedup": d["speedup"], "size_ratio": d["size_ratio"],
+                "max_abs_diff": d["verification"]["max_abs_diff"],
+                "top1_agreement": d["verification"]["top1_agreement"]}
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                      if isinstance(v, int | float) and math.isfinite(v)],
+                     params=[Param(k, str(v)) for k, v in (
+                         ("trial", d["trial"]), ("format", d["format"]), ("int8", d["int8"]),
+                         ("runtime", d["runtime"]["compressed"]), ("threads", d["runtime"]["threads"]),
+                         ("retrain_epochs", (d["retrain"] or {}).get("epochs", 0)))])
+
+
 def _register_export(tracker, card: Card, rec: TrialRecord, run_id: str) -> str:
     """A new version of the study's registered model from the export run's `export/` folder,
     tagged with the format, file, runtime and measured figures; returns the version."""
@@ -504,9 +588,10 @@ def _register_export(tracker, card: Card, rec: TrialRecord, run_id: str) -> str:
                                description=f"trial {rec.number} exported as {d['file']} "
                                            f"({d['runtime']['compressed']}); see card.md")
     for key, value in (("format", d["format"]), ("file", d["file"]), ("runtime", d["runtime"]["compressed"]),
-                       ("export_test_accuracy", f"{d['compressed']['test_accuracy']:.6g}"),
-                       ("export_speedup", f"{d['speedup']:.6g}")):
-        tracker.client.set_model_version_tag(name, version, key, value)
+                       ("export_test_accuracy", d["compressed"]["test_accuracy"]),
+                       ("export_speedup", d["speedup"])):
+        if value is not None:
+            tracker.client.set_model_version_tag(name, version, key, f"{value:.6g}" if isinstance(value, float) else value)
     return version
 
 

@@ -15,6 +15,7 @@ Loading is data-only: a file names its architecture, and only a registry name (z
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -109,6 +110,22 @@ def _base_reference(base: object, model: str | None) -> tuple[str, tuple[int, in
     return name, (shape[0], shape[1], shape[2]), k
 
 
+def in_memory_base(ref: object, base_model: nn.Module | None, path: Path) -> tuple[nn.Module, tuple[int, ...]]:
+    """(a copy of `base_model`, input shape) for a file of a Python API search, whose base was the
+    caller's in-memory model (base reference {"in_memory": true, "model": a label, "input_shape"}).
+    CheckpointError without `base_model`, or for a file whose base is a registry architecture."""
+    if not isinstance(ref, Mapping) or not ref.get("in_memory"):
+        raise CheckpointError(f"{str(path)!r} was compressed from {ref.get('model') if isinstance(ref, Mapping) else ref!r}, "
+                              "not from an in-memory model: load it without base_model")
+    if base_model is None:
+        raise CheckpointError(f"{str(path)!r} was compressed from an in-memory model ({ref.get('model')}): pass that "
+                              "model as base_model to load it (or use the search result's model())")
+    shape = ref.get("input_shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise CheckpointError(f"its input_shape must be a list of positive integers, got {shape!r:.80}")
+    return copy.deepcopy(base_model).cpu().eval(), tuple(shape)
+
+
 def _read(path: Path) -> dict:
     """The file's payload, format-checked (CheckpointError otherwise)."""
     if not path.is_file():
@@ -134,22 +151,31 @@ def _state_dict(obj: dict, fallback: Mapping) -> OrderedDict:
     return state
 
 
-def load_compressed_file(path: str | Path, *, model: str | None = None) -> tuple[nn.Module, dict]:
+def load_compressed_file(path: str | Path, *, model: str | None = None,
+                         base_model: nn.Module | None = None) -> tuple[nn.Module, dict]:
     """(model in eval mode, header) of a file written by `save_compressed`. The header holds
     "format", "base" (the base reference as saved), "config" (a CompressionConfig as dict) and
     "meta". The global RNG state is left as it was. `model`: the architecture the caller expects;
     needed (and must match) when the file was built from user code (`package.module:function`),
     which is never imported on the file's word. CheckpointError if the file is missing, corrupt, of
     another format or architecture, names user code the caller did not name, has a malformed header,
-    or its weights do not fit the rebuilt model."""
+    or its weights do not fit the rebuilt model. `base_model`: the in-memory base a Python API search
+    compressed (its files name no architecture to rebuild, see `in_memory_base`); it is copied, never
+    changed."""
     path = Path(path)
     obj = _read(path)
+    ref = obj.get("base")
+    if base_model is not None or (isinstance(ref, Mapping) and ref.get("in_memory")):
+        base, shape = in_memory_base(ref, base_model, path)
     try:
-        name, shape, num_classes = _base_reference(obj.get("base"), model)
+        if base_model is None:
+            name, shape, num_classes = _base_reference(ref, model)
         config = CompressionConfig.from_dict(obj.get("config"))
         replay = dataclasses.replace(config, importance=REPLAY_IMPORTANCE)
         with torch.random.fork_rng(devices=[]):  # the throw-away init must not move the caller's RNG
-            rebuilt = compress(build_for(name, shape, num_classes), replay, torch.zeros(1, *shape))
+            if base_model is None:
+                base = build_for(name, shape, num_classes)
+            rebuilt = compress(base, replay, torch.zeros(1, *shape))
     except (KeyError, TypeError, ValueError, RuntimeError, PrunetuneError) as exc:
         raise CheckpointError(f"cannot rebuild the model of {str(path)!r}: {exc}") from None
     load_into(rebuilt, _state_dict(obj, rebuilt.state_dict()), str(path))

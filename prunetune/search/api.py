@@ -92,7 +92,8 @@ class BaseModelCheck:
 
     def on_search_start(self, setup, study) -> None:
         acc = setup.base_metrics.get("accuracy")
-        warning = near_chance(acc, setup.bundle.num_classes) if acc is not None else None
+        classes = setup.workload.num_classes
+        warning = near_chance(acc, classes) if acc is not None and classes else None
         if warning:
             self.log(warning)
 

@@ -21,41 +21,40 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
-from prunetune.compress import CompressionConfig, compress, compressed_size_bytes, inventory, save_compressed, size_bytes
+from prunetune.compress import (CompressionConfig, compress, compressed_size_bytes, inventory, load_compressed_file,
+                                save_compressed, size_bytes)
 from prunetune.config import SearchConfig
-from prunetune.data import BalancedSubsetSampler, DataBundle, create_dataset
+from prunetune.data import DataBundle, create_dataset
 from prunetune.measure import count_macs, count_params
-from prunetune.models import (BaseModel, Recipe, evaluate, get_base_model, recalibrate_bn, resolve_device,
-                              train)
+from prunetune.models import BaseModel, Recipe, get_base_model, resolve_device
 from prunetune.models.training import DivergedError
 from prunetune.runtimes import make_runner, measure_fps
-from prunetune.search import strategies
+from prunetune.search import pareto, strategies
 from prunetune.search.quiet import QuietLock
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
+from prunetune.search.workload import DatasetWorkload, UserFunctionError, Workload
 from prunetune.spaces import SearchSpace
-
-CALIBRATION_BATCHES = 8
-RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
-SCREEN_IMAGES = 300  # screening: batch-norm statistics re-estimated on this many training images
-SCREEN_VAL_IMAGES = 500  # ... and accuracy on (at most) this many validation images
 
 
 @dataclass
 class SearchSetup:
     """What every trial of one search shares. Picklable (Ray ships it to workers once); `runners`,
     the base model's runners keyed by (runtime, threads), is left out of the pickle (ONNX Runtime
-    sessions do not travel) and built again where needed. `device`: where trials train."""
+    sessions do not travel) and built again where needed. `device`: where trials train.
+    `workload`: what trials do with data (see prunetune.search.workload); `bundle` is the CLI's data
+    set (None for a search of the Python API, whose `example` is the user's one-sample input)."""
 
     config: SearchConfig
-    bundle: DataBundle
+    bundle: DataBundle | None
     base: BaseModel
     space: SearchSpace
     base_metrics: dict
     weights_dir: Path
     skipped_layers: list
+    workload: Workload
     device: str = "cpu"
+    example: torch.Tensor | None = None
     runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -68,8 +67,19 @@ class SearchSetup:
     def lock(self) -> QuietLock:
         return QuietLock()
 
+    @property
+    def in_memory(self) -> bool:
+        """The base model is the caller's object (Python API), not a registry name."""
+        return self.bundle is None
+
     def example_input(self) -> torch.Tensor:
-        return self.bundle.example_input(1)
+        return self.bundle.example_input(1) if self.bundle is not None else self.example
+
+    def load_trial(self, path: str | Path) -> nn.Module:
+        """A trial's saved model, rebuilt from this search's base model."""
+        if self.in_memory:
+            return load_compressed_file(path, base_model=self.base.model)[0]
+        return load_compressed_file(path, model=self.config.model)[0]
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -107,22 +117,18 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
+    workload = DatasetWorkload(bundle, epochs=cfg.epochs, subset=cfg.subset, lr=cfg.lr, batch_size=cfg.batch_size,
+                               distill=cfg.distill, teacher=base.model)
     setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
-                        weights_dir=weights_dir, skipped_layers=list(inv.skipped), device=str(device))
+                        weights_dir=weights_dir, skipped_layers=list(inv.skipped), workload=workload,
+                        device=str(device))
     setup.base_metrics = measure_base(setup)
     return setup
 
 
-def calibration_batches(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(bundle.train), generator=g)[:CALIBRATION_BATCHES * 16]
-    xs = torch.stack([bundle.train[int(i)][0] for i in idx])
-    return list(xs.split(16))
-
-
 def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
     cfg = setup.config
-    calib = calibration_batches(setup.bundle, seed) if cfg.runtime.endswith("int8") else None
+    calib = setup.workload.calibration_batches(seed) if cfg.runtime.endswith("int8") else None
     return make_runner(model, cfg.runtime, setup.example_input(), threads=cfg.threads,
                        calibration_batches=calib, layer_bits=bits)
 
@@ -138,7 +144,8 @@ def _base_runner(setup: SearchSetup):
 
 
 def measure_base(setup: SearchSetup) -> dict:
-    """The base model's reference numbers (accuracy from its checkpoint metadata)."""
+    """The base model's reference numbers (accuracy from its checkpoint metadata; a Python API
+    search's base also carries the other metrics its eval_fn returned, as "user_metrics")."""
     model, example = setup.base.model, setup.example_input()
     macs = count_macs(model, example)
     m = setup.base.meta.get("metrics", {})
@@ -149,7 +156,7 @@ def measure_base(setup: SearchSetup) -> dict:
             "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
             "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
             "fps_spread": timing.spread, "speedup": 1.0, "runtime": setup.config.runtime,
-            "threads": setup.config.threads, "device": setup.device}
+            "threads": setup.config.threads, "device": setup.device, **m.get("user_metrics", {})}
 
 
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
@@ -174,7 +181,8 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
         with setup.lock.busy():  # compute, like training: never during another trial's timing
             config = setup.space.decode(params)  # a sweep's decode may scan or rank (strategies.py)
             rec.config = config.as_dict()
-            model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
+            model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed),
+                             seed=seed)
         macs, per_layer = count_macs(model, example, per_module=True)
         rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
                            params=count_params(model), size_bytes=compressed_size_bytes(model, config))
@@ -183,21 +191,27 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
             rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
             return rec
         t1 = time.perf_counter()
-        rec.curve = _finetune(setup, model, seed)
+        with setup.lock.busy():
+            rec.curve = setup.workload.finetune(model, seed, setup.device)
         rec.timings["finetune_s"] = time.perf_counter() - t1
         t_bn = time.perf_counter()
-        if _recalibrate(setup, model, seed):
-            rec.timings["recalibrate_s"] = time.perf_counter() - t_bn
+        with setup.lock.busy():
+            if setup.workload.recalibrate(model, seed, setup.device):
+                rec.timings["recalibrate_s"] = time.perf_counter() - t_bn
         t2 = time.perf_counter()
         with setup.lock.busy():
-            rec.metrics["accuracy"] = evaluate(model, setup.bundle.val, device=setup.device)["accuracy"]
+            rec.metrics.update(setup.workload.evaluate(model, setup.device))
         rec.metrics.update(_measure_speed(setup, model, config, seed))
+        missing_objectives(setup.config.objectives, rec.metrics)
         rec.timings["measure_s"] = time.perf_counter() - t2
         path = setup.weights_dir / f"trial-{number:05d}.pt"
         save_compressed(path, model, config, base_reference(setup))
         rec.weights = str(path)
     except DivergedError as exc:
         rec.state, rec.reason = FAILED, f"diverged: {exc}"
+    except UserFunctionError as exc:
+        rec.state, rec.reason = FAILED, str(exc)
+        rec.traceback = "".join(traceback.format_exception(exc))
     except MemoryError as exc:
         rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
         rec.traceback = "".join(traceback.format_exception(exc))
@@ -212,10 +226,11 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
 
 
 def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
-    """The cheap fidelity of multi-fidelity screening: compress, re-estimate the batch-norm
-    statistics on SCREEN_IMAGES class-balanced training images, score on the first
-    SCREEN_VAL_IMAGES validation images. No fine-tuning, no FPS, no weights written. Never raises
-    for the config's own failure (the record says `failed` or `rejected`, as run_trial's)."""
+    """The cheap fidelity of multi-fidelity screening: compress and score without fine-tuning
+    (`Workload.screen`: the CLI's re-estimates the batch-norm statistics on SCREEN_IMAGES training
+    images and scores the first SCREEN_VAL_IMAGES validation images). No FPS, no weights written.
+    Never raises for the config's own failure (the record says `failed` or `rejected`, as
+    run_trial's)."""
     cfg = setup.config
     seed = trial_seed(cfg.seed, number)
     rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
@@ -223,19 +238,18 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     try:
         config = setup.space.decode(params)
         rec.config = config.as_dict()
-        example, bundle = setup.example_input(), setup.bundle
+        example = setup.example_input()
         with setup.lock.busy():
-            model = compress(setup.base.model, config, example, data=_importance_data(setup, seed), seed=seed)
+            model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed),
+                             seed=seed)
             macs, per_layer = count_macs(model, example, per_module=True)
             rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
                                params=count_params(model), size_bytes=compressed_size_bytes(model, config))
             if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
                 rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
                 return rec
-            recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, seed, SCREEN_IMAGES),
-                           batch_size=cfg.batch_size, device=setup.device)
-            val = Subset(bundle.val, range(min(SCREEN_VAL_IMAGES, len(bundle.val))))
-            rec.metrics["accuracy"] = evaluate(model, val, device=setup.device)["accuracy"]
+            rec.metrics.update(setup.workload.screen(model, seed, setup.device))
+            missing_objectives([o for o in cfg.objectives if o != "fps"], rec.metrics)  # fps: screened as macs
     except Exception as exc:  # a config's own failure must not end the search
         rec.state, rec.reason = FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:
@@ -243,48 +257,26 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     return rec
 
 
+def missing_objectives(objectives: list[str], metrics: dict) -> None:
+    """UserFunctionError when `metrics` lacks an objective's metric (a user metric eval_fn did not
+    return): the trial fails with that reason instead of the search stopping at `tell`."""
+    missing = [o for o in objectives if pareto.get_objective(o).key not in metrics]
+    if missing:
+        raise UserFunctionError(f"eval_fn returned no {', '.join(repr(pareto.get_objective(o).key) for o in missing)} "
+                                f"(named as objective); it returned {sorted(metrics)}")
+
+
 def base_reference(setup: SearchSetup) -> dict:
-    """What a compressed-model file needs to rebuild its architecture."""
+    """What a compressed-model file needs to rebuild its architecture. A Python API search's base
+    is the caller's object: its files say so ("in_memory") and load only with that model."""
+    example = setup.example_input()
+    if setup.in_memory:
+        return {"model": setup.config.model, "in_memory": True, "dataset": setup.workload.label,
+                "input_shape": list(example.shape[1:]), "num_classes": setup.base.meta["num_classes"],
+                "base_checkpoint": None}
     return {"model": setup.config.model, "dataset": setup.bundle.name,
             "input_shape": list(setup.bundle.input_shape), "num_classes": setup.bundle.num_classes,
             "base_checkpoint": str(setup.base.path) if setup.base.path else None}
-
-
-def _importance_data(setup: SearchSetup, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A few class-balanced batches for data-driven criteria (taylor); cheap."""
-    sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=8, seed=seed)
-    idx = list(sampler)
-    xs = torch.stack([setup.bundle.train[i][0] for i in idx])
-    ys = torch.stack([torch.as_tensor(setup.bundle.train[i][1]) for i in idx])
-    return list(zip(xs.split(32), ys.split(32)))
-
-
-def _finetune(setup: SearchSetup, model: nn.Module, seed: int) -> list[float]:
-    cfg = setup.config
-    if cfg.epochs == 0:
-        return []
-    per_class = max(1, cfg.subset // setup.bundle.num_classes)
-    sampler = BalancedSubsetSampler(setup.bundle.train_targets, per_class=per_class, seed=seed)
-    recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, distill_alpha=cfg.distill)
-    with setup.lock.busy():
-        hist = train(model, setup.bundle.train, recipe, seed=seed, sampler=sampler, device=setup.device,
-                     teacher=setup.base.model if cfg.distill > 0 else None)
-    return hist.loss
-
-
-def recalibration_sampler(bundle: DataBundle, seed: int, images: int = RECALIBRATION_IMAGES) -> BalancedSubsetSampler:
-    """The class-balanced training images (about `images` of them) on which the batch-norm
-    statistics of the model fine-tuned with `seed` are re-estimated: a draw of its own."""
-    return BalancedSubsetSampler(bundle.train_targets, per_class=max(1, images // bundle.num_classes), seed=seed + 1)
-
-
-def _recalibrate(setup: SearchSetup, model: nn.Module, seed: int) -> int:
-    """Batch-norm statistics re-estimated on a class-balanced sample of the training images
-    (up to RECALIBRATION_IMAGES, at most the fine-tune subset); returns the number of batch norms."""
-    sampler = recalibration_sampler(setup.bundle, seed, min(setup.config.subset, RECALIBRATION_IMAGES))
-    with setup.lock.busy():
-        return recalibrate_bn(model, setup.bundle.train, sampler=sampler, batch_size=setup.config.batch_size,
-                              device=setup.device)
 
 
 def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int) -> dict:

@@ -20,9 +20,7 @@ from typing import Callable, Protocol
 import optuna
 
 from prunetune import interrupts
-from prunetune.compress import load_compressed_file
 from prunetune.config import SearchConfig
-from prunetune.models import evaluate
 from prunetune.paths import inside, study_dir
 from prunetune.search import pareto, strategies
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
@@ -83,10 +81,12 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cf
 
 
 def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
-               progress=None) -> SearchResult:
+               progress=None, setup: SearchSetup | None = None) -> SearchResult:
     """Run (or resume) the search described by cfg until cfg.trials trials have finished. Raises
-    RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike."""
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
+    RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
+    `setup`: one already prepared (the Python API's, around the caller's model and loop); else
+    `prepare_search(cfg)` (the CLI's data set and recipe)."""
+    setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
     study = open_study(cfg, setup.space, setup.base_metrics)
     for layer, why in setup.skipped_layers:
         if "model output" not in why:  # the classifier's outputs are never pruned: no news
@@ -179,13 +179,15 @@ def end_search(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, liste
 
 def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False) -> SearchResult:
     """Score front members on the test split (once each; on the CPU, where exported models run and
-    their verification re-scores them), drop dominated trials' weights."""
+    their verification re-scores them; a workload without test data scores none), drop dominated
+    trials' weights."""
     result = summarize(study)
     tests = dict(study.user_attrs.get("test_accuracy", {}))
     for r in result.front_records():
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
-            model, _ = load_compressed_file(r.weights, model=setup.config.model)
-            tests[str(r.number)] = evaluate(model, setup.bundle.test, device="cpu")["accuracy"]
+            test = setup.workload.test_accuracy(setup.load_trial(r.weights))
+            if test is not None:
+                tests[str(r.number)] = test
     study.set_user_attr("test_accuracy", tests)
     if not keep_all_weights:
         front = set(result.front)

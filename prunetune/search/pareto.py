@@ -91,11 +91,28 @@ OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
 
 
 def get_objective(name: str) -> Objective:
-    """Return the standard objective called ``name``; raise UnknownNameError if there is none."""
-    try:
+    """The standard objective called ``name``, or a user metric written ``metric:maximize`` /
+    ``metric:minimize`` (a metric the Python API's eval_fn returns); UnknownNameError otherwise."""
+    if name in OBJECTIVES:
         return OBJECTIVES[name]
-    except KeyError:
-        raise UnknownNameError("objective", name, list(OBJECTIVES)) from None
+    metric, sep, direction = name.rpartition(":")
+    if sep and metric and direction in ("maximize", "minimize") and metric not in OBJECTIVES:
+        return Objective(name, direction, key=metric)  # type: ignore[arg-type]
+    raise UnknownNameError("objective", name, list(OBJECTIVES))
+
+
+def user_objective(metric: str, direction: str) -> str:
+    """The objective name of a user metric (see get_objective): a standard objective's own name
+    when `metric` is one and `direction` is its direction; ConfigError for a wrong direction."""
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"objective {metric!r}: direction must be 'maximize' or 'minimize', not {direction!r}")
+    if metric in OBJECTIVES:
+        if OBJECTIVES[metric].direction != direction:
+            raise ConfigError(f"objective {metric!r} is always {OBJECTIVES[metric].direction}d, not {direction}d")
+        return metric
+    if not metric or ":" in metric:
+        raise ConfigError(f"a user metric's name must be non-empty and without ':', got {metric!r}")
+    return f"{metric}:{direction}"
 
 
 def _resolve(objectives: Sequence[Objective | str]) -> list[Objective]:
@@ -298,12 +315,16 @@ UNIT_HV_NOTE = ("the share of the unit box dominated by the front: error 0..1 x 
 def _unit_point(point: Point, objectives: list[Objective], base: Point) -> dict[str, float]:
     """One point as minimisation values on [0, 1] for a dominating point: accuracy as error
     1 - accuracy, fps as latency relative to the base (1 / speedup where measured side by side,
-    else base fps / fps), every other objective as value / base value."""
+    else base fps / fps), a user metric to maximize as 1 - value / base value (1 - value when the
+    base's is not positive), every other objective as value / base value."""
     out = {}
     for o in objectives:
         v = _number(point, o.key, "point")
         if o.key == "accuracy":
             out[o.key] = 1.0 - v
+        elif o.direction == "maximize" and o.key not in OBJECTIVES:
+            b = _number(base, o.key, "base")
+            out[o.key] = 1.0 - (v / b if b > 0 else v)
         elif o.key == "fps":
             speedup = point.get("speedup")
             out[o.key] = 1.0 / speedup if speedup else _number(base, "fps", "base") / v if v > 0 else math.inf

@@ -69,11 +69,12 @@ SILENCED_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 
 def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
-                   progress=None) -> SearchResult:
+                   progress=None, setup: SearchSetup | None = None) -> SearchResult:
     """Run (or resume) the search with Ray Tune until cfg.trials trials have finished, at most
     cfg.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
     no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
-    one this function started (or joined) is shut down (disconnected) before it returns."""
+    one this function started (or joined) is shut down (disconnected) before it returns. `setup`:
+    one already prepared (the Python API's; its weights folder must be absolute), else prepared here."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -84,7 +85,7 @@ def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), l
     try:
         if cfg.address and owns_ray:
             _init_ray(cfg)  # a wrong address fails before the base model is trained or anything written
-        setup = prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
+        setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
         for layer, why in setup.skipped_layers:
             log(f"left unpruned: {layer} ({why})")
         study = open_study(cfg, setup.space, setup.base_metrics)

@@ -1,0 +1,235 @@
+"""`prunetune.run_search`: the search around the caller's own model and training loop.
+
+The same runners, study storage, resume, MLflow tracking, Pareto front, constraints and Ray backend
+as `prunetune search`; only the workload differs: the CLI's data set and recipe there
+(`DatasetWorkload`), the caller's `train_fn` / `eval_fn` here (`UserWorkload`). Call order:
+check the arguments -> a SearchConfig from them (`search_config`) -> `prepare_user_search` (the base
+measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
+tracker -> a `SearchRun` (front, knee, reloaded models, export, a pandas table).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prunetune.config import SearchConfig
+from prunetune.errors import ConfigError
+from prunetune.models import BaseModel
+from prunetune.search import pareto, strategies
+from prunetune.search.objective import SearchSetup, build_space, measure_base
+from prunetune.search.records import TrialRecord
+from prunetune.search.results import SearchResult
+from prunetune.search.workload import UserWorkload, metrics_of
+
+# SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
+NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_seed", "epochs", "subset",
+               "lr", "batch_size", "distill", "objectives", "trials", "study", "storage", "tracking_uri", "backend")
+DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here
+
+
+def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
+    """Objective names for the config: built-in names (`accuracy`, `flops`, `macs`, `fps`, `size`,
+    `params`) as they are, a mapping {metric: "maximize" | "minimize"} as built-in names or
+    `metric:direction` for the caller's own metrics (see pareto.get_objective)."""
+    if isinstance(objectives, str):
+        raise ConfigError("objectives must be a sequence of names or a mapping {metric: direction}, not one string")
+    if isinstance(objectives, Mapping):
+        return [pareto.user_objective(str(m), str(d)) for m, d in objectives.items()]
+    names = [str(o) for o in objectives]
+    for name in names:
+        pareto.get_objective(name)
+    return names
+
+
+def search_config(label: str, *, objectives, trials: int, study_name: str | None, storage: str | None,
+                  tracking_uri: str | None, backend: str, options: dict) -> SearchConfig:
+    """The validated SearchConfig of a Python API search (ConfigError naming a bad option)."""
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    bad = sorted(set(options) & set(NOT_OPTIONS)) + sorted(set(options) - fields)
+    if bad:
+        raise ConfigError(f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
+                          f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}")
+    cfg = SearchConfig(model=label, dataset="user", objectives=objective_names(objectives), trials=trials,
+                       study=study_name, storage=storage, tracking_uri=tracking_uri, backend=backend,
+                       **{"device": "cpu", **options})
+    if cfg.strategy == "sensitivity":
+        raise ConfigError("strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
+                          "or global around your own loop")
+    if "taylor" in cfg.importance:
+        raise ConfigError("importance 'taylor' needs labelled batches prunetune does not have here: use l1, l2 "
+                          "or another data-free criterion")
+    if cfg.runtime not in DATA_FREE_RUNTIMES:
+        raise ConfigError(f"runtime {cfg.runtime!r} calibrates int8 on data prunetune does not have here: "
+                          f"use {' or '.join(DATA_FREE_RUNTIMES)}")
+    return cfg
+
+
+def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(one-sample input (1, C, H, W), output width) after one forward pass; ConfigError otherwise."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(example_input, torch.Tensor) or example_input.ndim not in (3, 4):
+        raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the model accepts")
+    x = (example_input if example_input.ndim == 4 else example_input.unsqueeze(0))[:1].detach().cpu().float()
+    try:
+        with torch.no_grad():
+            out = copy.deepcopy(model).cpu().eval()(x)
+    except Exception as exc:  # noqa: BLE001 - the caller's model on the caller's input
+        raise ConfigError(f"the model does not accept example_input {tuple(x.shape)}: {type(exc).__name__}: "
+                          f"{str(exc)[:200]}") from None
+    return x, int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else 0
+
+
+def prepare_user_search(cfg: SearchConfig, model: nn.Module, example: torch.Tensor, workload: UserWorkload,
+                        weights_dir: Path, classes: int) -> SearchSetup:
+    """The SearchSetup of a Python API search: a copy of `model` as the base (scored once with
+    eval_fn, and test_fn when given), the space from its inventory, the base's FPS on the CPU."""
+    from prunetune.compress import inventory
+
+    base_model = copy.deepcopy(model).cpu().eval()
+    scored = metrics_of("eval_fn", workload.eval_fn, copy.deepcopy(base_model))
+    test = workload.test_accuracy(copy.deepcopy(base_model))
+    meta = {"metrics": {"val_accuracy": scored["accuracy"], "test_accuracy": test,
+                        "user_metrics": {k: v for k, v in scored.items() if k != "accuracy"}},
+            "num_classes": classes}
+    base = BaseModel(model=base_model, meta=meta, path=None)
+    inv = inventory(base_model, example)
+    space = strategies.make_space(cfg, build_space(cfg, inv), base_model, example, None)
+    setup = SearchSetup(config=cfg, bundle=None, base=base, space=space, base_metrics={}, weights_dir=weights_dir,
+                        skipped_layers=list(inv.skipped), workload=workload, device="cpu", example=example)
+    setup.base_metrics = measure_base(setup)
+    return setup
+
+
+def _check_picklable(workload: UserWorkload) -> None:
+    """With Ray the functions travel to worker processes: ConfigError now rather than inside Ray."""
+    from ray import cloudpickle
+
+    for name in ("train_fn", "eval_fn", "test_fn"):
+        fn = getattr(workload, name)
+        try:
+            cloudpickle.dumps(fn)
+        except Exception as exc:  # noqa: BLE001 - whatever the pickler refuses
+            raise ConfigError(f"with backend='ray', {name} must be picklable (cloudpickle: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}); define it at module level, without locks, open files or "
+                              "sessions in its closure") from None
+
+
+@dataclass
+class SearchRun:
+    """The outcome of `run_search`: the study's records (`records`, `front`, `knee`: TrialRecords;
+    `record.metrics["accuracy"]` reads a metric), the SearchResult underneath (`result`), and what a
+    user does next: `model(record)`, `export(record, out_dir)`, `trials_dataframe()`."""
+
+    result: SearchResult
+    setup: SearchSetup
+    tracking_uri: str | None = None
+
+    @property
+    def study_name(self) -> str:
+        return self.result.study_name
+
+    @property
+    def records(self) -> list[TrialRecord]:
+        return self.result.records
+
+    @property
+    def front(self) -> list[TrialRecord]:
+        return self.result.front_records()
+
+    @property
+    def knee(self) -> TrialRecord | None:
+        return None if self.result.knee is None else self.result.record(self.result.knee)
+
+    def model(self, record: TrialRecord | int) -> nn.Module:
+        """The compressed model of a trial whose weights were kept (front members; every trial
+        with keep_all_weights=True), reloaded exactly, as a float torch module in eval mode."""
+        from prunetune.runtimes import materialize
+
+        return materialize(self.setup.load_trial(_weights_of(self._record(record))))
+
+    def export(self, record: TrialRecord | int, out_dir: str | Path, fmt: str = "onnx", *,
+               register: bool = True, fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None):
+        """Export, verify and document a trial as `prunetune export` does (onnx | pt2 | state-dict;
+        card.json + card.md; MLflow run + registered version when `register`); returns the Card.
+        Verified on `example_input`'s batch plus 63 seeded random inputs of its shape."""
+        from prunetune.search.user_export import export_user_trial
+
+        return export_user_trial(self, self._record(record), out_dir, fmt=fmt, register=register,
+                                 fps_repeats=fps_repeats, log=log)
+
+    def trials_dataframe(self):
+        """Every trial as a pandas DataFrame (params, metrics, state; front members flagged)."""
+        from prunetune.search.results import trials_dataframe
+
+        return trials_dataframe(self.result)
+
+    def _record(self, record: TrialRecord | int) -> TrialRecord:
+        return self.result.record(record if isinstance(record, int) else record.number)
+
+
+def _weights_of(record: TrialRecord) -> str:
+    from prunetune.errors import PrunetuneError
+
+    if not record.weights or not Path(record.weights).is_file():
+        raise PrunetuneError(f"the weights of trial {record.number} were not kept (only the Pareto front's are, "
+                             "unless the search ran with keep_all_weights=True)")
+    return record.weights
+
+
+def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable[[nn.Module], object],
+               eval_fn: Callable[[nn.Module], dict], *, objectives: Sequence[str] | Mapping[str, str] = ("accuracy", "flops"),
+               trials: int = 30, study_name: str | None = None, storage: str | None = None,
+               tracking_uri: str | None = None, backend: str = "optuna",
+               test_fn: Callable[[nn.Module], dict] | None = None, log: Callable[[str], None] = lambda m: None,
+               **options) -> SearchRun:
+    """Search per-layer pruning ratios (and bit-widths) of the caller's trained `model`.
+
+    Each trial compresses a copy, calls `train_fn(model)` (fine-tune in place, any device; the model
+    comes back to the CPU), then `eval_fn(model) -> dict` ("accuracy" required; any other metric may
+    be an objective: objectives={"map": "maximize", "flops": "minimize"}), measures MACs, FPS and
+    size. `test_fn` (optional, like eval_fn) scores front members on held-out data. `options`: the
+    other search settings by their config names (sampler, seed, timeout, strategy, granularity,
+    ratio_min, ratio_max, bits, importance, screen, min_accuracy, max_flops, threads, fps_repeats,
+    workers, cpus_per_trial, keep_all_weights, ...; `prunetune search --help` describes them).
+    The study lives in `storage` (default sqlite:///mlruns/optuna.db), trial weights under
+    mlruns/prunetune/<study>/weights, tracking in MLflow (`tracking_uri`, default as the CLI's);
+    re-running with the same study name resumes it. A train_fn or eval_fn that raises, or an
+    eval_fn without "accuracy" or a named objective's metric, fails that trial with the reason
+    (five alike in a row stop the search). Raises ConfigError (one line) for bad arguments; with
+    backend="ray" the functions must be picklable."""
+    from prunetune.paths import inside, study_dir
+
+    example, classes = _checked_input(model, example_input)
+    for name, fn in (("train_fn", train_fn), ("eval_fn", eval_fn), ("test_fn", test_fn)):
+        if fn is not None and not callable(fn):
+            raise ConfigError(f"{name} must be callable, got {type(fn).__name__}")
+    cfg = search_config(type(model).__name__, objectives=objectives, trials=trials, study_name=study_name,
+                        storage=storage, tracking_uri=tracking_uri, backend=backend, options=options)
+    workload = UserWorkload(train_fn, eval_fn, test_fn, num_classes=classes or None)
+    if backend == "ray":
+        _check_picklable(workload)
+    weights = inside(study_dir(cfg.study_name), "weights").resolve()
+    setup = prepare_user_search(cfg, model, example, workload, weights, classes)
+    return SearchRun(_run(cfg, setup, log), setup, tracking_uri)
+
+
+def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
+    """The runner of cfg.backend with MLflow tracking (the store checked before anything is written)."""
+    from prunetune.search.tracking import MlflowTracker, check_store
+
+    check_store(cfg.tracking_uri)
+    tracker = MlflowTracker(cfg.tracking_uri)
+    if cfg.backend == "ray":
+        from prunetune.search.ray_runner import run_search_ray
+
+        return run_search_ray(cfg, listeners=[tracker], log=log, setup=setup)
+    from prunetune.search.optuna_runner import run_search as run_embedded
+
+    return run_embedded(cfg, listeners=[tracker], log=log, setup=setup)

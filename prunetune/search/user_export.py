@@ -1,0 +1,54 @@
+"""Export of a Python API search's trial: the CLI's export (prunetune.export: file, reload in its
+runtime, verification, timing next to the base, card, MLflow run + registered version) with the
+inputs an in-memory model has -- the caller's example input instead of a data set's test images,
+its test_fn (if any) for the PyTorch model's test accuracy, no int8 (no calibration data)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from prunetune.compress import load_compressed_file
+from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, _log_export, check_export_flags, output_folder,
+                              write_card, write_verified)
+from prunetune.runtimes import materialize
+from prunetune.search.records import COMPLETE, TrialRecord
+
+VERIFY_SEED = 0
+
+
+def verify_inputs(example: torch.Tensor, n: int = VERIFY_IMAGES // 4) -> torch.Tensor:
+    """`example` followed by seeded standard-normal inputs of its shape (n in all)."""
+    g = torch.Generator().manual_seed(VERIFY_SEED)
+    noise = torch.randn(n - len(example), *example.shape[1:], generator=g)
+    return torch.cat([example, noise])
+
+
+def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = "onnx", register: bool = True,
+                      fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None) -> Card:
+    """Export trial `rec` of SearchRun `run` to `out_dir` as `fmt`, verified (see the module
+    docstring); the Card. PrunetuneError for an incomplete trial or one whose weights were not kept."""
+    from prunetune.errors import PrunetuneError
+    from prunetune.search.python_api import _weights_of
+
+    check_export_flags(fmt, int8=False)
+    if rec.state != COMPLETE:
+        raise PrunetuneError(f"trial {rec.number} is {rec.state}; export a complete trial")
+    setup = run.setup
+    base = setup.base.model
+    model, header = load_compressed_file(_weights_of(rec), base_model=base)
+    inputs = ExportInputs(base=base, example=setup.example, verify=verify_inputs(setup.example), test_set=None,
+                          torch_test=setup.workload.test_accuracy, calibration=None,
+                          load=lambda path: materialize(load_compressed_file(path, base_model=base)[0]),
+                          base_metrics=setup.base.meta["metrics"], base_checkpoint=None,
+                          threads=setup.config.threads,
+                          verify_label="inputs (example_input, then seeded random inputs of its shape)")
+    card = write_verified(model, header, rec, inputs, output_folder(out_dir), fmt=fmt, int8=False,
+                          fps_repeats=fps_repeats, study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
+                          searched=(setup.config.runtime, run.result), log=log)
+    if register:
+        _log_export(card, rec, run.tracking_uri, log)
+    else:
+        write_card(card)
+    return card

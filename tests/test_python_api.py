@@ -1,0 +1,205 @@
+"""prunetune.run_search around a model and a training loop defined here, not in prunetune's zoo."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+import prunetune
+from prunetune.errors import CheckpointError, ConfigError
+from prunetune.search.study import load_existing
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[1]
+
+
+class OwnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                                  nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))
+
+
+def _digits():
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    return (x[:1000], y[:1000]), (x[1000:1400], y[1000:1400])
+
+
+TRAIN, VAL = _digits()
+
+
+def _fit(model, epochs, lr=1e-2):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, 1000, 100):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(TRAIN[0][i:i + 100]), TRAIN[1][i:i + 100]).backward()
+            opt.step()
+    model.eval()
+
+
+def finetune(model):
+    _fit(model, 1, lr=5e-3)
+
+
+def evaluate(model):
+    with torch.no_grad():
+        logits = model(VAL[0])
+    return {"accuracy": float((logits.argmax(1) == VAL[1]).float().mean()),
+            "confidence": float(logits.softmax(1).max(1).values.mean())}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = OwnNet()
+    _fit(model, 8)
+    return model
+
+
+@pytest.fixture(scope="module")
+def searched(trained, tmp_path_factory):
+    """One 4-trial search of OwnNet (its folder, the SearchRun)."""
+    folder = tmp_path_factory.mktemp("api")
+    with contextlib.chdir(folder):
+        run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
+                                   objectives=("accuracy", "flops"), trials=4, study_name="own", bits=[32],
+                                   fps_repeats=3, seed=0)
+    return folder, run
+
+
+def test_front_knee_and_exact_reload_of_a_user_model(searched):
+    folder, run = searched
+    assert len(run.records) == 4 and all(r.state == "complete" for r in run.records)
+    assert run.front and run.knee.number in [r.number for r in run.front]
+    for rec in run.front:  # the reloaded model is the trial's: same accuracy with the user's own eval_fn
+        assert evaluate(run.model(rec))["accuracy"] == rec.metrics["accuracy"]
+    assert run.knee.metrics["flops"] < run.result.base_metrics["flops"] or len(run.front) == 1
+    assert (folder / "mlruns" / "optuna.db").is_file() and (folder / "mlruns" / "mlflow.db").is_file()
+
+
+def test_trials_dataframe_flags_the_front(searched):
+    _, run = searched
+    df = run.trials_dataframe()
+    assert len(df) == 4 and set(df.loc[df["front"], "number"]) == {r.number for r in run.front}
+    assert "accuracy" in df.columns and "flops" in df.columns
+
+
+def test_export_of_a_user_model_is_verified(searched, tmp_path):
+    folder, run = searched
+    with contextlib.chdir(folder):
+        card = run.export(run.knee, tmp_path / "out", fmt="onnx")
+    assert card.model_path.is_file() and card.data["verification"]["outputs_match"]
+    assert (tmp_path / "out" / "card.md").is_file() and card.data["compressed"]["macs"] < card.data["base"]["macs"]
+
+
+def test_a_user_models_file_is_refused_without_its_base(searched):
+    _, run = searched
+    with pytest.raises(CheckpointError, match="in-memory model"):
+        prunetune.load_compressed(run.knee.weights)
+
+
+def test_an_extra_metric_from_eval_fn_is_an_objective(trained):
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
+                               objectives={"confidence": "maximize", "flops": "minimize"}, trials=3,
+                               study_name="own-metric", bits=[32], fps_repeats=3, seed=1)
+    study = load_existing("sqlite:///mlruns/optuna.db", "own-metric")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert run.result.objectives == ["confidence:maximize", "flops"]
+    for t in study.get_trials():
+        assert t.values[0] == pytest.approx(run.result.record(t.number).metrics["confidence"])
+    assert run.result.base_metrics["confidence"] > 0 and run.result.hypervolume
+
+
+def _fails_on_pruned(what):
+    """An eval_fn that works on the base model (first call) and then does `what`."""
+    calls = []
+
+    def eval_fn(model):
+        calls.append(1)
+        if len(calls) == 1:
+            return evaluate(model)
+        return what(model)
+    return eval_fn
+
+
+@pytest.mark.parametrize("eval_fn,train_fn,reason", [
+    (_fails_on_pruned(lambda m: 1 / 0), finetune, "eval_fn raised ZeroDivisionError"),
+    (_fails_on_pruned(lambda m: {"acc": 1.0}), finetune, "eval_fn must return a dict with an 'accuracy'"),
+    (evaluate, lambda m: (_ for _ in ()).throw(RuntimeError("loader broke")), "train_fn raised RuntimeError: loader broke"),
+])
+def test_user_functions_that_fail_fail_their_trial_with_the_reason(trained, eval_fn, train_fn, reason):
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=train_fn, eval_fn=eval_fn, trials=2,
+                               study_name="own-fails", bits=[32], fps_repeats=3)
+    assert [r.state for r in run.records] == ["failed", "failed"]
+    assert all(reason in r.reason for r in run.records) and run.front == [] and run.knee is None
+
+
+def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
+    calls = []
+
+    def eval_fn(model):  # "map" for the base only
+        calls.append(1)
+        return {**evaluate(model), **({"map": 0.5} if len(calls) == 1 else {})}
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=eval_fn,
+                               objectives={"map": "maximize", "flops": "minimize"}, trials=1, study_name="own-map",
+                               bits=[32], fps_repeats=3)
+    assert run.records[0].state == "failed" and "eval_fn returned no 'map'" in run.records[0].reason
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"model": "resnet18"}, "model must be a torch.nn.Module"),
+    ({"example_input": torch.zeros(8)}, "example_input must be a tensor"),
+    ({"example_input": torch.zeros(1, 3, 8, 8)}, "does not accept example_input"),
+    ({"epochs": 3}, "run_search does not take epochs"),
+    ({"objectives": {"map": "up"}}, "direction must be 'maximize' or 'minimize'"),
+    ({"objectives": ("accuracy", "mAP")}, "unknown objective"),
+    ({"strategy": "sensitivity"}, "strategy 'sensitivity'"),
+    ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
+    ({"train_fn": 3}, "train_fn must be callable"),
+])
+def test_bad_arguments_are_one_clear_error_before_anything_is_written(trained, tmp_path, kwargs, message):
+    args = {"model": trained, "example_input": VAL[0][:1], "train_fn": finetune, "eval_fn": evaluate,
+            "trials": 1, **kwargs}
+    with pytest.raises(Exception, match=message) as info:
+        prunetune.run_search(**args)
+    assert isinstance(info.value, (ConfigError, prunetune.errors.UnknownNameError)), info.value
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_ray_refuses_functions_it_cannot_ship(trained):
+    lock = threading.Lock()
+
+    def train_fn(model):
+        with lock:
+            finetune(model)
+    with pytest.raises(ConfigError, match="with backend='ray', train_fn must be picklable"):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=train_fn, eval_fn=evaluate, trials=1,
+                             backend="ray")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["optuna", "ray"])
+def test_the_example_script_runs_with_both_backends(tmp_path, backend):
+    """examples/own_training_loop.py as a user runs it (its model and loop live in __main__)."""
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "own_training_loop.py"), "--trials", "3",
+                          "--backend", backend, "--export", str(tmp_path / "out")], cwd=tmp_path, text=True,
+                         capture_output=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "knee: trial" in out.stdout and "reloaded knee: test accuracy" in out.stdout
+    assert "verified: float check pass" in out.stdout and (tmp_path / "out" / "model.onnx").is_file()
