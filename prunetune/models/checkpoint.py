@@ -139,6 +139,7 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
             return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
         except CheckpointError as exc:
             log(f"ignoring broken cached checkpoint ({exc}); retraining")
+    torch.manual_seed(seed)  # the initial weights too: torch seeds itself at random at start-up
     model = build_for(model_name, bundle)
     epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
     log(f"training base {model_name} on {bundle.name} for {epochs} (cached afterwards)")
