@@ -1,0 +1,1 @@
+"""Stored test data and the scripts that make it."""

@@ -1,0 +1,58 @@
+"""`prunetune search` finds what it found before: the same seed gives the same trial params, the
+same compression configs, MACs and FLOPs, and on the CPU the same accuracies, front and knee as the
+stored reference (tests/data/search_reference.json; see tests/data/make_search_reference.py for
+when and how to regenerate it).
+
+Accuracy is compared exactly, not within a tolerance: two fresh runs of the generator on the
+reference machine write identical files (with torch at 1 or 2 threads), because every random draw
+is seeded (sampler, base model initialisation and training, subsets, fine-tuning) and the search
+runs with OMP_NUM_THREADS=1. Bit-for-bit equality of floats needs the same torch build and the same
+CPU kernels, so on another torch version or CPU instruction set only the accuracy test is skipped,
+saying why; params, configs, MACs and FLOPs are compared everywhere.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.data.make_search_reference import REFERENCE, environment, run_search, snapshot
+
+pytestmark = pytest.mark.slow
+
+STRUCTURE = ("number", "state", "params", "config", "macs", "flops")  # independent of float rounding
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return json.loads(REFERENCE.read_text())
+
+
+@pytest.fixture(scope="module")
+def now(tmp_path_factory) -> dict:
+    """The reference search run again, now, in a fresh folder."""
+    workdir = tmp_path_factory.mktemp("reference-search")
+    run_search(workdir)
+    return snapshot(workdir)
+
+
+def test_reference_is_the_search_it_describes(reference, now):
+    assert now["args"] == reference["args"], "the generator's ARGS changed: regenerate the reference"
+
+
+def test_same_seed_gives_the_same_trials(reference, now):
+    """Trial numbers, states, sampled params, decoded compression configs, MACs and FLOPs."""
+    assert [{k: t[k] for k in STRUCTURE} for t in now["trials"]] == \
+        [{k: t[k] for k in STRUCTURE} for t in reference["trials"]]
+    assert {k: now["base"][k] for k in ("macs", "flops")} == {k: reference["base"][k] for k in ("macs", "flops")}
+
+
+def test_same_seed_gives_the_same_accuracy_front_and_knee(reference, now):
+    if now["environment"] != reference["environment"]:
+        pytest.skip(f"exact accuracies need the reference's torch build and CPU kernels "
+                    f"{reference['environment']}, this is {environment()}")
+    assert now["base"]["accuracy"] == reference["base"]["accuracy"]
+    assert [(t["number"], t["accuracy"]) for t in now["trials"]] == \
+        [(t["number"], t["accuracy"]) for t in reference["trials"]]
+    assert (now["front"], now["knee"]) == (reference["front"], reference["knee"])
+    assert now["test_accuracy"] == reference["test_accuracy"]
