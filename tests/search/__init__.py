@@ -1,0 +1,1 @@
+"""Unit tests of prunetune.search on in-memory Optuna studies (mirrors prunetune/search/)."""
