@@ -11,12 +11,20 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
 from prunetune.search import pareto
 from prunetune.search.records import COMPLETE, TrialRecord, record_from_trial
 
+if TYPE_CHECKING:
+    import pandas
+
+# trials_dataframe: the metric columns' order (any other metric follows, sorted by name)
+METRIC_ORDER = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
+                "latency_ms", "fps_spread", "speedup")
+TIMING_ORDER = ("compress_s", "finetune_s", "measure_s", "total_s")
 TABLE_COLUMNS = ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
                  "size_bytes", "bitops")
 
@@ -150,3 +158,34 @@ def csv_text(result: SearchResult) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
+    """Every trial as one row of a pandas DataFrame, in trial-number order, after Optuna's
+    `study.trials_dataframe()`: `number`, `state` (prunetune's: complete, failed, rejected,
+    running, interrupted, waiting), `params_<name>` for each sampled parameter, one column per
+    metric any record has (METRIC_ORDER first, then the others, user-defined ones included, by
+    name; NaN where a trial lacks it; test accuracy only for front members that were scored), the
+    timings in seconds (`total_s` is the trial's duration), `front` and `knee` (booleans: on the
+    result's Pareto front, its knee) and `reason` (why a trial failed or was rejected, else "").
+    A metric named like one of the fixed columns gets the prefix `metric_`."""
+    import pandas
+
+    metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_ORDER)
+    timings = _ordered({k for r in result.records for k in r.timings}, TIMING_ORDER)
+    params = sorted({k for r in result.records for k in r.params})
+    fixed = {"number", "state", "front", "knee", "reason", *timings}
+    named = {m: f"metric_{m}" if m in fixed else m for m in metrics}
+    front = set(result.front)
+    rows = [{"number": r.number, "state": r.state, **{f"params_{k}": r.params.get(k) for k in params},
+             **{named[m]: r.metrics.get(m) for m in metrics}, **{t: r.timings.get(t) for t in timings},
+             "front": r.number in front, "knee": r.number == result.knee, "reason": r.reason}
+            for r in result.records]
+    columns = ["number", "state", *(f"params_{k}" for k in params), *named.values(), *timings,
+               "front", "knee", "reason"]
+    return pandas.DataFrame.from_records(rows, columns=columns)
+
+
+def _ordered(keys: set[str], first: tuple[str, ...]) -> list[str]:
+    """`keys` with those in `first` leading, in its order, the rest sorted."""
+    return [k for k in first if k in keys] + sorted(keys - set(first))

@@ -40,11 +40,13 @@ def params(ratio: float = 0.5, bits: int = 8) -> dict:
 
 def record(number: int, state: str = COMPLETE, *, accuracy: float = 0.8, flops: float = 500, **metrics
            ) -> TrialRecord:
-    """A record with every field set to something other than its default (round trips see them)."""
+    """A record with every field set to something other than its default (round trips see them);
+    metrics (accuracy, flops, macs = flops / 2 and `metrics`) when complete, else only `metrics`."""
     p = params()
     return TrialRecord(number=number, state=state, params=p,
                        config={"ratios": {"0": 0.5, "3": 0.5}, "bits": {"0": 8, "3": 8}, "importance": "l2"},
-                       metrics={"accuracy": accuracy, "flops": flops, "macs": flops / 2, **metrics},
+                       metrics={"accuracy": accuracy, "flops": flops, "macs": flops / 2, **metrics}
+                       if state == COMPLETE else metrics,
                        timings={"compress_s": 0.1, "finetune_s": 1.5, "measure_s": 0.2, "total_s": 1.8},
                        curve=[1.2, 0.7], reason="" if state == COMPLETE else f"{state}: why",
                        weights=f"/w/trial_{number}.pt", seed=1000 + number, device="cpu")

@@ -1,0 +1,177 @@
+"""From a study to a result (prunetune.search.results) on in-memory Optuna studies: front, knee,
+constraints, test accuracy, the hypervolume history on the base's scale, the Pareto table's rows,
+CSV and JSON, and `trials_dataframe`. The module is pure report code: it imports no torch."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING
+from prunetune.search.results import (csv_text, feasible, front_rows, summarize, table_rows, trials_dataframe,
+                                      write_front)
+from tests.search.studies import BASE, add, new_study, params, record
+
+# (accuracy, flops) of the complete trials; trial 2 is dominated by trial 0. BASE: 0.9 at 1000 FLOPs.
+POINTS = {0: (0.8, 500), 1: (0.6, 250), 2: (0.7, 600), 6: (0.85, 900)}
+OTHERS = {3: FAILED, 4: REJECTED, 5: RUNNING}
+
+
+def study_of(*, constraints: dict | None = None, base: dict | None = BASE, test_accuracy: dict | None = None,
+             extra: dict | None = None):
+    """Trials 0-6: POINTS complete (with a measured fps and speedup), OTHERS in their states."""
+    study = new_study(constraints=constraints, base=base)
+    for n in range(7):
+        if n in POINTS:
+            acc, flops = POINTS[n]
+            rec = record(n, accuracy=acc, flops=flops, fps=90.0 * (n + 1), speedup=float(n + 1))
+            rec.metrics.update(extra or {})
+            add(study, rec)
+        else:
+            add(study, record(n, OTHERS[n]))
+    if test_accuracy is not None:
+        study.set_user_attr("test_accuracy", test_accuracy)
+    return study
+
+
+def test_the_front_is_the_non_dominated_complete_trials_and_the_knee_is_balanced():
+    result = summarize(study_of())
+    assert result.front == [0, 1, 6]
+    # rescaled to the front's range (accuracy 0.6..0.85, flops 250..900), trial 0 is nearest the ideal
+    assert result.knee == 0
+    assert result.front_records() == [result.record(0), result.record(1), result.record(6)]
+    assert result.counts() == {COMPLETE: 4, FAILED: 1, REJECTED: 1, RUNNING: 1}
+    assert [r.number for r in result.records] == list(range(7))
+    assert result.objectives == ["accuracy", "flops"] and result.base_metrics == BASE
+
+
+@pytest.mark.parametrize("constraints, front", [
+    ({"min_accuracy": 0.75}, [0, 6]),
+    ({"max_flops": 550}, [0, 1]),
+    ({"min_accuracy": 0.75, "max_flops": 550}, [0]),
+    ({"min_accuracy": 0.95}, []),
+])
+def test_constraints_keep_infeasible_trials_off_the_front(constraints, front):
+    result = summarize(study_of(constraints=constraints))
+    assert result.front == front
+    assert result.knee == (front[0] if front else None)
+    assert result.constraints == {"min_accuracy": None, "max_flops": None, **constraints}
+
+
+def test_only_complete_trials_are_feasible():
+    for state in (FAILED, REJECTED, RUNNING, INTERRUPTED):
+        assert not feasible(record(0, state), {})
+    assert feasible(record(0, accuracy=0.5, flops=10), {"min_accuracy": 0.5, "max_flops": 10})
+    assert not feasible(record(0, accuracy=0.5, flops=11), {"max_flops": 10})
+
+
+def test_test_accuracy_is_merged_into_the_scored_records():
+    result = summarize(study_of(test_accuracy={"0": 0.79, "6": 0.84}))
+    assert result.test_accuracy == {0: 0.79, 6: 0.84}
+    assert [r.metrics.get("test_accuracy") for r in result.records] == [0.79, None, None, None, None, None, 0.84]
+
+
+def test_the_hypervolume_history_is_on_the_base_models_scale():
+    """Unit scale: error 1 - accuracy and FLOPs / base FLOPs, reference (1, 1). Trial 0: error 0.2
+    at 0.5 -> 0.8 x 0.5 = 0.4; trial 1 (0.4, 0.25) adds 0.6 x 0.25 = 0.15; trial 2 is dominated;
+    trial 6 (0.15, 0.9) adds 0.05 x 0.1. One value per feasible trial, in trial order."""
+    assert summarize(study_of()).hypervolume == pytest.approx([0.4, 0.55, 0.55, 0.555])
+    assert summarize(study_of(base=None)).hypervolume == []
+    worse = {**BASE, "flops": 400}  # cheaper than every trial but trial 1 (error 0.4, 250/400)
+    assert summarize(study_of(base=worse)).hypervolume == pytest.approx([0.0, 0.6 * 0.375, 0.225, 0.225])
+
+
+def test_a_study_without_complete_trials_has_an_empty_front():
+    study = new_study()
+    add(study, record(0, FAILED))
+    add(study, record(1, RUNNING))
+    result = summarize(study)
+    assert (result.front, result.knee, result.hypervolume) == ([], None, [])
+    assert front_rows(result) == [] and len(table_rows(result)) == 1
+
+
+def test_front_rows_rescale_fps_to_the_base_clock_best_accuracy_first():
+    result = summarize(study_of())
+    rows = front_rows(result)
+    assert [r["trial"] for r in rows] == [6, 0, 1]
+    assert [(r["fps"], r["fps_measured"]) for r in rows] == [(700.0, 630.0), (100.0, 90.0), (200.0, 180.0)]
+    assert [r["knee"] for r in rows] == [False, True, False]
+    assert rows[0]["config"] == {"ratios": {"0": 0.5, "3": 0.5}, "bits": {"0": 8, "3": 8}, "importance": "l2"}
+    assert rows[1]["accuracy"] == 0.8 and rows[1]["flops"] == 500 and rows[1]["macs"] == 250
+
+
+def test_without_a_base_fps_a_row_keeps_its_own():
+    result = summarize(study_of(base={k: v for k, v in BASE.items() if k != "fps"}))
+    assert [r["fps"] for r in front_rows(result)] == [630.0, 90.0, 180.0]
+
+
+def test_the_table_starts_with_the_base_model_and_summarises_configs():
+    rows = table_rows(summarize(study_of()))
+    assert rows[0] == {"trial": "base", "accuracy": 0.9, "test_accuracy": None, "macs": 500, "flops": 1000,
+                       "fps": 100.0, "speedup": None, "params": 2000, "size_bytes": 8000, "bitops": None,
+                       "knee": False, "config": "uncompressed"}
+    assert [r["trial"] for r in rows[1:]] == [6, 0, 1]
+    assert rows[1]["config"] == "ratios[0.50 0.50] bits[8]"
+
+
+def test_csv_and_json_of_the_front(tmp_path):
+    result = summarize(study_of(test_accuracy={"0": 0.79}))
+    table = list(csv.DictReader(io.StringIO(csv_text(result))))
+    assert list(table[0]) == ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
+                              "size_bytes", "bitops", "knee", "config"]
+    assert [(r["trial"], r["knee"], r["test_accuracy"]) for r in table] == \
+        [("base", "False", ""), ("6", "False", ""), ("0", "True", "0.79"), ("1", "False", "")]
+    paths = write_front(result, tmp_path / "out")
+    assert json.loads(paths["json"].read_text()) == front_rows(result)
+    assert paths["csv"].read_bytes().decode() == csv_text(result)  # CRLF rows, as csv writes them
+
+
+def test_trials_dataframe_has_one_row_per_trial_in_optunas_convention():
+    df = trials_dataframe(summarize(study_of(test_accuracy={"0": 0.79})))
+    assert list(df["number"]) == list(range(7))
+    assert list(df["state"]) == [COMPLETE, COMPLETE, COMPLETE, FAILED, REJECTED, RUNNING, COMPLETE]
+    assert list(df.columns) == ["number", "state", *(f"params_{k}" for k in sorted(params())),
+                                "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup",
+                                "compress_s", "finetune_s", "measure_s", "total_s", "front", "knee", "reason"]
+    assert list(df["params_ratio:0"]) == [0.5] * 7
+    assert df["accuracy"].tolist()[:3] == [0.8, 0.6, 0.7] and df["accuracy"][6] == 0.85
+    assert df["accuracy"][3:6].isna().all()  # failed, rejected, running: no metrics
+    assert df["test_accuracy"][0] == 0.79 and df["test_accuracy"].isna().sum() == 6
+    assert df["front"].dtype == bool and list(df.index[df["front"]]) == [0, 1, 6]
+    assert df["knee"].dtype == bool and list(df.index[df["knee"]]) == [0]
+    assert df["total_s"][0] == 1.8 and df["reason"][3] == "failed: why" and df["reason"][0] == ""
+
+
+def test_trials_dataframe_has_a_column_for_each_metric_a_record_has():
+    """User-defined metrics (an eval_fn's "map") are columns too; one named like a fixed column
+    does not overwrite it."""
+    df = trials_dataframe(summarize(study_of(extra={"map": 0.5, "state": 3.0})))
+    assert df["map"].tolist()[:3] == [0.5, 0.5, 0.5] and math.isnan(df["map"][3])
+    assert df["metric_state"][0] == 3.0 and df["state"][0] == COMPLETE
+    assert list(df.columns).index("map") > list(df.columns).index("speedup")
+
+
+def test_trials_dataframe_of_an_empty_study_has_the_fixed_columns():
+    df = trials_dataframe(summarize(new_study()))
+    assert len(df) == 0 and list(df.columns) == ["number", "state", "front", "knee", "reason"]
+
+
+def test_results_and_records_import_no_torch():
+    """The report layer stays importable (and `prunetune pareto` fast) without torch; pandas only
+    when a data frame is asked for."""
+    code = ("import sys; import prunetune.search.results as r, tests.search.studies as s;"
+            "assert 'pandas' not in sys.modules, 'pandas at import';"
+            "r.trials_dataframe(r.summarize(s.new_study()));"
+            "bad = [m for m in ('torch', 'torchvision', 'mlflow', 'ray') if m in sys.modules]; assert not bad, bad")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
