@@ -56,3 +56,22 @@ def test_same_seed_gives_the_same_accuracy_front_and_knee(reference, now):
         [(t["number"], t["accuracy"]) for t in reference["trials"]]
     assert (now["front"], now["knee"]) == (reference["front"], reference["knee"])
     assert now["test_accuracy"] == reference["test_accuracy"]
+
+
+def test_the_base_model_is_a_function_of_its_seed(tmp_path, one_torch_thread):
+    """Trained from scratch twice after different draws from torch's global generator (torch seeds
+    it at random at start-up, so two processes start from different states), the same seed gives
+    the same weights: the initial weights are seeded too, not only the training."""
+    import torch
+
+    from prunetune.data import create_dataset
+    from prunetune.models import Recipe, get_base_model
+
+    bundle, recipe = create_dataset("digits"), Recipe(epochs=1)
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        base = get_base_model("tiny_cnn", bundle, recipe=recipe, seed=3, cache_dir=tmp_path / str(state))
+        weights.append(base.model.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
