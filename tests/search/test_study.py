@@ -5,9 +5,9 @@ strategy modules, which import torch: these tests cost one torch import, nothing
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
 import os
 import socket
+import subprocess
 import uuid
 
 import optuna
@@ -27,9 +27,8 @@ State = optuna.trial.TrialState
 
 def dead_worker() -> str:
     """`host:pid` of a process of this machine that has exited (and been reaped)."""
-    proc = multiprocessing.get_context("fork").Process(target=int)
-    proc.start()
-    proc.join()
+    proc = subprocess.Popen(["true"])
+    proc.wait()
     return f"{socket.gethostname()}:{proc.pid}"
 
 
