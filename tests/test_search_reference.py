@@ -13,10 +13,14 @@ saying why; params, configs, MACs and FLOPs are compared everywhere.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import optuna
 import pytest
 
-from tests.data.make_search_reference import REFERENCE, environment, run_search, snapshot
+from prunetune.search.results import summarize, trials_dataframe
+from prunetune.search.study import make_storage
+from tests.data.make_search_reference import REFERENCE, STUDY, environment, run_search, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +33,15 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module")
-def now(tmp_path_factory) -> dict:
-    """The reference search run again, now, in a fresh folder."""
-    workdir = tmp_path_factory.mktemp("reference-search")
-    run_search(workdir)
+def workdir(tmp_path_factory) -> Path:
+    """A fresh folder in which the reference search has just run again."""
+    folder = tmp_path_factory.mktemp("reference-search")
+    run_search(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def now(workdir) -> dict:
     return snapshot(workdir)
 
 
@@ -75,3 +84,17 @@ def test_the_base_model_is_a_function_of_its_seed(tmp_path, one_torch_thread):
         weights.append(base.model.state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_trials_dataframe_of_a_real_search(workdir, now):
+    """Every trial of the search as a row: its params, its metrics as the records hold them, the front."""
+    storage = make_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
+    df = trials_dataframe(summarize(optuna.load_study(study_name=STUDY, storage=storage)))
+    assert df["number"].tolist() == [t["number"] for t in now["trials"]]
+    assert df["accuracy"].tolist() == [t["accuracy"] for t in now["trials"]]
+    assert df["flops"].tolist() == [t["flops"] for t in now["trials"]]
+    assert df["params_ratio:0"].tolist() == [t["params"]["ratio:0"] for t in now["trials"]]
+    assert df.loc[df["front"], "number"].tolist() == now["front"]
+    assert df.loc[df["knee"], "number"].tolist() == [now["knee"]]
+    assert {"fps", "speedup", "size_bytes", "total_s"} <= set(df.columns)
+    assert (df["total_s"] > 0).all() and (df["state"] == "complete").all()
