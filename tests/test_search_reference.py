@@ -13,10 +13,14 @@ saying why; params, configs, MACs and FLOPs are compared everywhere.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import optuna
 import pytest
 
-from tests.data.make_search_reference import REFERENCE, environment, run_search, snapshot
+from prunetune.search.results import summarize, trials_dataframe
+from prunetune.search.study import make_storage
+from tests.data.make_search_reference import REFERENCE, STUDY, environment, run_search, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +33,15 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module")
-def now(tmp_path_factory) -> dict:
-    """The reference search run again, now, in a fresh folder."""
-    workdir = tmp_path_factory.mktemp("reference-search")
-    run_search(workdir)
+def workdir(tmp_path_factory) -> Path:
+    """A fresh folder in which the reference search has just run again."""
+    folder = tmp_path_factory.mktemp("reference-search")
+    run_search(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def now(workdir) -> dict:
     return snapshot(workdir)
 
 
@@ -56,3 +65,36 @@ def test_same_seed_gives_the_same_accuracy_front_and_knee(reference, now):
         [(t["number"], t["accuracy"]) for t in reference["trials"]]
     assert (now["front"], now["knee"]) == (reference["front"], reference["knee"])
     assert now["test_accuracy"] == reference["test_accuracy"]
+
+
+def test_the_base_model_is_a_function_of_its_seed(tmp_path, one_torch_thread):
+    """Trained from scratch twice after different draws from torch's global generator (torch seeds
+    it at random at start-up, so two processes start from different states), the same seed gives
+    the same weights: the initial weights are seeded too, not only the training."""
+    import torch
+
+    from prunetune.data import create_dataset
+    from prunetune.models import Recipe, get_base_model
+
+    bundle, recipe = create_dataset("digits"), Recipe(epochs=1)
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        base = get_base_model("tiny_cnn", bundle, recipe=recipe, seed=3, cache_dir=tmp_path / str(state))
+        weights.append(base.model.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_trials_dataframe_of_a_real_search(workdir, now):
+    """Every trial of the search as a row: its params, its metrics as the records hold them, the front."""
+    storage = make_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
+    df = trials_dataframe(summarize(optuna.load_study(study_name=STUDY, storage=storage)))
+    assert df["number"].tolist() == [t["number"] for t in now["trials"]]
+    assert df["accuracy"].tolist() == [t["accuracy"] for t in now["trials"]]
+    assert df["flops"].tolist() == [t["flops"] for t in now["trials"]]
+    assert df["params_ratio:0"].tolist() == [t["params"]["ratio:0"] for t in now["trials"]]
+    assert df.loc[df["front"], "number"].tolist() == now["front"]
+    assert df.loc[df["knee"], "number"].tolist() == [now["knee"]]
+    assert {"fps", "speedup", "size_bytes", "total_s"} <= set(df.columns)
+    assert (df["total_s"] > 0).all() and (df["state"] == "complete").all()

@@ -63,7 +63,8 @@ def record_from_trial(frozen) -> TrialRecord:
         stored["state"] = REJECTED
     stored.setdefault("state", COMPLETE if state == "COMPLETE" else state.lower())
     stored["traceback"] = frozen.user_attrs.get("traceback", "")
-    stored.setdefault("replay_of", frozen.user_attrs.get("replay_of"))  # set when re-queued, before any record
+    if stored.get("replay_of") is None:  # set on the trial when re-queued, before (or without) a record
+        stored["replay_of"] = frozen.user_attrs.get("replay_of")
     params = {k: v for k, v in frozen.params.items()}
     return TrialRecord(number=frozen.number, params=params, **stored)
 

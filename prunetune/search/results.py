@@ -174,7 +174,7 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
     metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_ORDER)
     timings = _ordered({k for r in result.records for k in r.timings}, TIMING_ORDER)
     params = sorted({k for r in result.records for k in r.params})
-    fixed = {"number", "state", "front", "knee", "reason", *timings}
+    fixed = {"number", "state", "front", "knee", "reason", *timings, *(f"params_{k}" for k in params)}
     named = {m: f"metric_{m}" if m in fixed else m for m in metrics}
     front = set(result.front)
     rows = [{"number": r.number, "state": r.state, **{f"params_{k}": r.params.get(k) for k in params},

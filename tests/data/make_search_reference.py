@@ -11,8 +11,8 @@ another fine-tune recipe, a new parameter in the space, a data-split change, a t
 changes CPU kernels), and say so in the commit message. Never to make a refactor's test pass.
 Run it twice and check that the two files are identical (`cmp`): that is the determinism check.
 
-    PYTHONPATH=. python tests/data/make_search_reference.py          # writes the JSON
-    PYTHONPATH=. python tests/data/make_search_reference.py --out X  # writes elsewhere
+    python tests/data/make_search_reference.py          # from the checkout's root: writes the JSON
+    python tests/data/make_search_reference.py --out X  # writes elsewhere
 
 The search runs through the CLI (`python -m prunetune search`, MLflow tracking included) in a fresh
 temporary folder with its own mlruns/ and PRUNETUNE_HOME (so the base model is trained from its
@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 REFERENCE = Path(__file__).with_name("search_reference.json")
+ROOT = Path(__file__).resolve().parents[2]
 STUDY = "reference"
 # Frozen here rather than taken from tests/helpers.FAST: a change of the suite's fast args must
 # not silently change what the reference means.
@@ -41,9 +42,11 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_search(workdir: Path, *extra: str, timeout: float = 600) -> None:
-    """`python -m prunetune ARGS EXTRA` in `workdir` (its own mlruns/ and PRUNETUNE_HOME), one
-    thread; raises RuntimeError with the CLI's stderr if it does not exit 0."""
-    env = {**os.environ, **ONE_THREAD, "PRUNETUNE_HOME": str(workdir / "home"), "RAY_AUTH_MODE": "disabled"}
+    """`python -m prunetune ARGS EXTRA` of this checkout in `workdir` (its own mlruns/ and
+    PRUNETUNE_HOME), one thread; raises RuntimeError with the CLI's stderr if it does not exit 0."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # this checkout's prunetune
+    env = {**os.environ, **ONE_THREAD, "PRUNETUNE_HOME": str(workdir / "home"), "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": path}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run([sys.executable, "-m", "prunetune", *ARGS, *extra], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -93,4 +96,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # snapshot() reads the study with this checkout's prunetune
     sys.exit(main())

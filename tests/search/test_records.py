@@ -71,13 +71,16 @@ def test_a_replay_keeps_its_origin_and_seed():
 
 def test_a_replay_still_running_names_the_trial_it_replays():
     """A re-queued trial carries `replay_of` from its enqueueing (study.recover_unfinished) before
-    any record exists: its record says which trial it re-runs while it runs or after Ctrl-C."""
+    any record exists: its record says which trial it re-runs while it runs, after Ctrl-C, or when
+    the record its runner wrote lacks it."""
     study = new_study()
     running = add(study, record(0, RUNNING), user_attrs={"replay_of": 3})
     interrupted = add(study, record(1, INTERRUPTED), user_attrs={"replay_of": 3})
     assert record_from_trial(running).replay_of == 3
     assert record_from_trial(interrupted).replay_of == 3
     assert record_from_trial(add(study, record(2, RUNNING))).replay_of is None
+    # a replay whose runner wrote a record without it (Ray: its actor died, no result came back)
+    assert record_from_trial(add(study, record(3, FAILED), user_attrs={"replay_of": 3})).replay_of == 3
 
 
 def test_an_enqueued_trial_reads_as_waiting():

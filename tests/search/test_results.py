@@ -152,9 +152,10 @@ def test_trials_dataframe_has_one_row_per_trial_in_optunas_convention():
 def test_trials_dataframe_has_a_column_for_each_metric_a_record_has():
     """User-defined metrics (an eval_fn's "map") are columns too; one named like a fixed column
     does not overwrite it."""
-    df = trials_dataframe(summarize(study_of(extra={"map": 0.5, "state": 3.0})))
+    df = trials_dataframe(summarize(study_of(extra={"map": 0.5, "state": 3.0, "params_ratio:0": 7.0})))
     assert df["map"].tolist()[:3] == [0.5, 0.5, 0.5] and math.isnan(df["map"][3])
     assert df["metric_state"][0] == 3.0 and df["state"][0] == COMPLETE
+    assert df["metric_params_ratio:0"][0] == 7.0 and df["params_ratio:0"][0] == 0.5
     assert list(df.columns).index("map") > list(df.columns).index("speedup")
 
 
