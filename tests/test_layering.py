@@ -218,3 +218,16 @@ def test_the_allowlist_names_only_functions_still_too_long():
     lengths = {name: n for name, _, n in _functions()}
     stale = [name for name in ALLOWLIST if lengths.get(name, 0) <= MAX_FUNCTION_LINES]
     assert not stale, f"remove from ALLOWLIST (gone or now short enough): {stale}"
+
+
+def test_the_ray_searcher_is_a_plain_searcher_on_the_study():
+    """Issue 16: the Ray side subclasses `ray.tune.search.Searcher` and delegates to the study;
+    it neither subclasses OptunaSearch nor reads or writes Tune searchers' private state."""
+    tree = TREES["prunetune.search.ray_runner"]
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert "OptunaSearch" not in names
+    assert not {n for n in names if n.startswith(("_ot_", "_completed_trials", "_space", "_metric"))}
+    bases = [ast.unparse(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases]
+    assert "Searcher" in bases

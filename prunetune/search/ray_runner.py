@@ -5,8 +5,9 @@ Call order: [join the cluster named by --address: fails fast, before anything is
 prepare_search -> open_study (shared with the optuna backend) -> recover_unfinished -> [if trials
 remain: start a private local Ray unless joined; check a node can hold one trial] ->
 listeners.on_search_start -> Tuner(with_resources(with_parameters(trial actor, setup)),
-search_alg=ConcurrencyLimiter(searcher)).fit() -> finalize -> listeners.on_search_end ->
-ray.shutdown().
+search_alg=ConcurrencyLimiter(StudySearcher)).fit() -> finalize -> listeners.on_search_end ->
+ray.shutdown(). StudySearcher is a plain `ray.tune.search.Searcher` that delegates to RayTrials
+(ask / tell / interrupt on the study `open_study` returned, with its sampler).
 
 Everything that touches the study or MLflow runs in this driver process: the searcher asks Optuna
 for each trial (user attr `worker` = the driver's host:pid, so a killed driver's trials are
@@ -53,8 +54,7 @@ from prunetune.search.optuna_runner import Deadline, SearchListener, drive, tell
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.screening import Screener
 from prunetune.search.results import SearchResult
-from prunetune.search.study import budget_lock, count_finished, make_sampler, make_storage, open_study, \
-    recover_unfinished, worker_id
+from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
 
 NUMBER_KEY = "_prunetune_trial"  # the Optuna trial number of a Ray trial (names its record and weights)
 REPLAY_KEY = "_prunetune_replay_of"  # the trial it re-runs (whose seed it uses), or None
@@ -113,7 +113,7 @@ def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: 
         if progress:
             progress(count_finished(study)[0], cfg.trials, study)
         if remaining > 0:
-            searcher = _make_searcher(cfg, setup, listeners, log, progress)
+            searcher = _make_searcher(cfg, setup, study, listeners, log, progress)
             _fit(cfg, setup, searcher, remaining)
             if searcher.trials.stop_error is not None:
                 raise searcher.trials.stop_error
@@ -338,17 +338,20 @@ def _record_of(trial: optuna.trial.Trial, result: dict | None, error: bool) -> T
     return record
 
 
-def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progress):
-    """A Tune searcher on the study (through RayTrials); `.trials` is that RayTrials."""
+def _make_searcher(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners, log, progress):
+    """A plain Tune Searcher on the study: it hands every call to a RayTrials (its `.trials`), so
+    the Optuna study, with the sampler `open_study` gave it, is the only search state."""
     from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
 
-    class PrunetuneOptunaSearch(OptunaSearch):
-        """OptunaSearch on prunetune's study; RayTrials does the asking and telling."""
+    class StudySearcher(Searcher):
+        """Tune's view of prunetune's study: suggest = RayTrials.suggest (FINISHED once it says
+        no more), on_trial_complete = RayTrials.complete; no state of its own to save."""
 
-        trials: RayTrials
+        def __init__(self, trials: RayTrials, metric: list[str], mode: list[str]) -> None:
+            super().__init__(metric=metric, mode=mode)
+            self.trials = trials
 
-        def suggest(self, trial_id: str) -> dict | None:
+        def suggest(self, trial_id: str) -> dict | str | None:
             config = self.trials.suggest(trial_id)
             return Searcher.FINISHED if config is None else config
 
@@ -358,13 +361,12 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progre
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: the Optuna study in its storage is the checkpoint."""
 
-    metrics = [pareto.get_objective(o).key for o in cfg.objectives]
-    modes = ["max" if pareto.get_objective(o).direction == "maximize" else "min" for o in cfg.objectives]
-    searcher = PrunetuneOptunaSearch(space=lambda trial: None, metric=metrics, mode=modes,
-                                     sampler=make_sampler(cfg, setup.space),
-                                     storage=make_storage(cfg.storage_url), study_name=cfg.study_name)
-    searcher.trials = RayTrials(cfg, setup, searcher._ot_study, listeners, log, progress)
-    return searcher
+        def restore(self, checkpoint_path: str) -> None:
+            """Nothing to restore: a re-run resumes from the study (see recover_unfinished)."""
+
+    objectives = [pareto.get_objective(o) for o in cfg.objectives]
+    modes = ["max" if o.direction == "maximize" else "min" for o in objectives]
+    return StudySearcher(RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes)
 
 
 def _trials_fitting(node: dict, cfg: SearchConfig) -> int:
