@@ -231,3 +231,33 @@ def test_the_ray_searcher_is_a_plain_searcher_on_the_study():
     assert not {n for n in names if n.startswith(("_ot_", "_completed_trials", "_space", "_metric"))}
     bases = [ast.unparse(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases]
     assert "Searcher" in bases
+
+
+def _references(folders: list[Path]) -> set[str]:
+    """Every name the code in `folders` uses: names, attributes, imported names, identifier strings
+    (registry keys, the lazy exports of prunetune/__init__)."""
+    used: set[str] = set()
+    for folder in folders:
+        for path in folder.rglob("*.py"):
+            for n in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(n, ast.Name):
+                    used.add(n.id)
+                elif isinstance(n, ast.Attribute):
+                    used.add(n.attr)
+                elif isinstance(n, ast.alias):
+                    used.add(n.name.rpartition(".")[2])
+                elif isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier():
+                    used.add(n.value)
+    return used
+
+
+def test_every_module_level_function_and_class_is_used():
+    """Dead code check: a top-level def or class (not registered by a decorator) that nothing in
+    the package, the benchmarks or the examples names. Tests do not count: code only a test calls
+    is dead too. (Methods are left out: framework hooks such as forward are called by name.)"""
+    root = PACKAGE.parent
+    used = _references([PACKAGE] + [root / d for d in ("bench", "examples") if (root / d).is_dir()])
+    unused = [f"{module}:{node.lineno} {node.name}" for module, tree in TREES.items() for node in tree.body
+              if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.decorator_list
+              and not node.name.startswith("__") and node.name not in used]
+    assert not unused, "\n".join(unused)

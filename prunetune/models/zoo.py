@@ -19,10 +19,6 @@ def _flat_features(features: nn.Module, in_channels: int, input_size: tuple[int,
         return int(features(torch.zeros(1, in_channels, *input_size)).numel())
 
 
-class Sequential(nn.Sequential):
-    """nn.Sequential with a name that shows in `prunetune info`."""
-
-
 @register_model
 def mnist_net(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """The "Net" of the classic MNIST filter-pruning write-up: two 3x3 convs (16, 32 filters, no
