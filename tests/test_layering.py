@@ -1,5 +1,5 @@
 """Layering and size rules of the prunetune package, checked statically (ast only: nothing is
-imported, no torch, well under a second).
+imported, no torch: a few seconds).
 
 The import graph has one node per module of prunetune (a package is its `__init__`). An edge is a
 `import prunetune.x`, `from prunetune.x import y` or relative import found in the module's source:
