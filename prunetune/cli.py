@@ -325,27 +325,24 @@ def cmd_export(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prunetune", description="Search per-layer structured pruning ratios and "
-                "bit-widths of a PyTorch CNN (Optuna / Ray Tune), tracked in MLflow.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+STUDY_HELP = "study name (default: the only study in the storage, else mnist_net-mnist5k, what `search` uses)"
 
-    sub.add_parser("models", help="list the model zoo").set_defaults(fn=cmd_models)
-    sub.add_parser("datasets", help="list the datasets").set_defaults(fn=cmd_datasets)
 
-    def shape_flags(q):
-        q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
-        q.add_argument("--dataset", help="take input shape and classes from this dataset")
-        q.add_argument("--data-root", help=FLAG_HELP["data_root"])
-        q.add_argument("--input-size", default="1,28,28", help="C,H,W when no --dataset (default 1,28,28)")
-        q.add_argument("--num-classes", type=int, default=10, help="classes when no --dataset")
+def _shape_flags(q: argparse.ArgumentParser) -> None:
+    """The model and input-shape flags of `info` and `space`."""
+    q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
+    q.add_argument("--dataset", help="take input shape and classes from this dataset")
+    q.add_argument("--data-root", help=FLAG_HELP["data_root"])
+    q.add_argument("--input-size", default="1,28,28", help="C,H,W when no --dataset (default 1,28,28)")
+    q.add_argument("--num-classes", type=int, default=10, help="classes when no --dataset")
 
-    q = sub.add_parser("info", help="layers, MACs, params and prunable groups of a model")
-    shape_flags(q)
+
+def _info_flags(q: argparse.ArgumentParser) -> None:
+    _shape_flags(q)
     q.add_argument("--format", choices=["table", "json"], default="table")
-    q.set_defaults(fn=cmd_info)
 
-    q = sub.add_parser("train", help="train a base model and save a checkpoint (cached)")
+
+def _train_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
     q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
     q.add_argument("--data-root", help=FLAG_HELP["data_root"])
@@ -355,31 +352,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="auto", help=_with_default(FLAG_HELP["device"], "auto"))
     q.add_argument("--out", help="also write the checkpoint here")
-    q.set_defaults(fn=cmd_train)
 
-    q = sub.add_parser("space", help="print a model's default search space as YAML (edit, then --space)")
-    shape_flags(q)
+
+def _space_flags(q: argparse.ArgumentParser) -> None:
+    _shape_flags(q)
     q.add_argument("--granularity", choices=["layer", "block", "global"], default="layer")
     q.add_argument("--ratio-max", type=float, default=0.95)
     q.add_argument("--ratio-step", type=float, default=0.05)
     q.add_argument("--bits", type=_csv(int), default=[32, 8, 6, 4])
     q.add_argument("--out", help="write to this file instead of stdout")
-    q.set_defaults(fn=cmd_space)
 
-    q = sub.add_parser("search", help="run or resume a multi-objective compression search")
+
+def _search_flags(q: argparse.ArgumentParser) -> None:
     _add_config_flags(q)
     q.add_argument("--export", metavar="DIR", help="after the search, export the selected model here")
-    q.set_defaults(fn=cmd_search)
 
-    study_help = "study name (default: the only study in the storage, else mnist_net-mnist5k, what `search` uses)"
-    q = sub.add_parser("pareto", help="the Pareto front of a study")
-    q.add_argument("--study", help=study_help)
+
+def _pareto_flags(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--study", help=STUDY_HELP)
     q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.set_defaults(fn=cmd_pareto)
 
-    q = sub.add_parser("export", help="export a trial's compressed model, verified, with a report card")
-    q.add_argument("--study", help=study_help)
+
+def _export_flags(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--study", help=STUDY_HELP)
     q.add_argument("--storage", default="sqlite:///mlruns/optuna.db")
     q.add_argument("--tracking-uri", help=FLAG_HELP["tracking_uri"])
     pick = q.add_mutually_exclusive_group()
@@ -392,9 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output folder (model, card.json, card.md)")
     q.add_argument("--model", help="the package.module:function a study of a user model was searched with "
                    "(needed to rebuild it: stored files never import code on their own)")
-    q.set_defaults(fn=cmd_export)
 
-    q = sub.add_parser("sensitivity", help="prune each group alone at several ratios (no fine-tuning)")
+
+def _sensitivity_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
     q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
     q.add_argument("--data-root", help=FLAG_HELP["data_root"])
@@ -407,13 +403,43 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--space-out", help="write a search space narrowed by the scan")
     q.add_argument("--max-drop", type=float, default=0.1, help="accuracy drop allowed when narrowing")
     q.add_argument("--format", choices=["table", "json"], default="table")
-    q.set_defaults(fn=cmd_sensitivity)
 
-    q = sub.add_parser("ui", help="serve the MLflow UI for ./mlruns (127.0.0.1 unless told otherwise)")
+
+def _ui_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--host", default="127.0.0.1")
     q.add_argument("--port", type=int, default=5000)
     q.add_argument("--tracking-uri", help=FLAG_HELP["tracking_uri"])
-    q.set_defaults(fn=cmd_ui)
+
+
+def _no_flags(q: argparse.ArgumentParser) -> None:
+    """`models` and `datasets` take none."""
+
+
+# command: (help, flags, handler), in the order `prunetune --help` lists them
+COMMANDS = {
+    "models": ("list the model zoo", _no_flags, cmd_models),
+    "datasets": ("list the datasets", _no_flags, cmd_datasets),
+    "info": ("layers, MACs, params and prunable groups of a model", _info_flags, cmd_info),
+    "train": ("train a base model and save a checkpoint (cached)", _train_flags, cmd_train),
+    "space": ("print a model's default search space as YAML (edit, then --space)", _space_flags, cmd_space),
+    "search": ("run or resume a multi-objective compression search", _search_flags, cmd_search),
+    "pareto": ("the Pareto front of a study", _pareto_flags, cmd_pareto),
+    "export": ("export a trial's compressed model, verified, with a report card", _export_flags, cmd_export),
+    "sensitivity": ("prune each group alone at several ratios (no fine-tuning)", _sensitivity_flags,
+                    cmd_sensitivity),
+    "ui": ("serve the MLflow UI for ./mlruns (127.0.0.1 unless told otherwise)", _ui_flags, cmd_ui),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `prunetune` parser: one subcommand per COMMANDS entry, its handler in `args.fn`."""
+    p = _Parser(prog="prunetune", description="Search per-layer structured pruning ratios and "
+                "bit-widths of a PyTorch CNN (Optuna / Ray Tune), tracked in MLflow.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help_text, add_flags, handler) in COMMANDS.items():
+        q = sub.add_parser(name, help=help_text)
+        add_flags(q)
+        q.set_defaults(fn=handler)
     return p
 
 

@@ -163,8 +163,3 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, runtime: dict[str,
         rt = runtime if isinstance(runtime, str) else runtime[k]
         out[k] = Timing(rt, threads, batch_size, statistics.median(s), q[0], q[2], len(s))
     return out
-
-
-def timing_summary(t: Timing) -> str:
-    return (f"{t.fps:,.0f} FPS (median {t.median_ms:.3f} ms, IQR {t.spread:.0%}, batch {t.batch_size}, "
-            f"{t.threads} thread{'s' if t.threads > 1 else ''}, {t.runtime})")

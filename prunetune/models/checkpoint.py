@@ -14,7 +14,7 @@ from torch import nn
 
 from prunetune.data.bundle import DataBundle
 from prunetune.errors import CheckpointError
-from prunetune.models.registry import create_model
+from prunetune.models.factory import create_model
 from prunetune.models.training import Recipe, evaluate, train
 
 FORMAT = "prunetune-base/1"

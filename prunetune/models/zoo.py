@@ -19,10 +19,6 @@ def _flat_features(features: nn.Module, in_channels: int, input_size: tuple[int,
         return int(features(torch.zeros(1, in_channels, *input_size)).numel())
 
 
-class Sequential(nn.Sequential):
-    """nn.Sequential with a name that shows in `prunetune info`."""
-
-
 @register_model
 def mnist_net(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """The "Net" of the classic MNIST filter-pruning write-up: two 3x3 convs (16, 32 filters, no
@@ -130,10 +126,8 @@ def vgg16_bn(in_channels: int, num_classes: int, input_size: tuple[int, int]) ->
 def torchvision_model(name: str, in_channels: int, num_classes: int,
                       input_size: tuple[int, int]) -> nn.Module:
     """Any torchvision classification builder by name, untrained, first conv adapted to
-    `in_channels`; no other change (pick inputs large enough for its down-sampling)."""
-    from prunetune.models.registry import validate_model_name
-
-    validate_model_name(f"torchvision:{name}")
+    `in_channels`; no other change (pick inputs large enough for its down-sampling). The name is
+    not checked here: `factory.create_model` validates `torchvision:NAME` first."""
     m = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if in_channels != 3:
         _replace_first_conv(m, in_channels)

@@ -142,7 +142,7 @@ def check_names(cfg: SearchConfig) -> None:
     """Fail fast, before anything is written, on names that do not exist."""
     from prunetune.compress import IMPORTANCES
     from prunetune.data import DATASETS
-    from prunetune.models.registry import validate_model_name
+    from prunetune.models.factory import validate_model_name
     from prunetune.runtimes import check_runtime
 
     validate_model_name(cfg.model)

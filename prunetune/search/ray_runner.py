@@ -5,8 +5,9 @@ Call order: [join the cluster named by --address: fails fast, before anything is
 prepare_search -> open_study (shared with the optuna backend) -> recover_unfinished -> [if trials
 remain: start a private local Ray unless joined; check a node can hold one trial] ->
 listeners.on_search_start -> Tuner(with_resources(with_parameters(trial actor, setup)),
-search_alg=ConcurrencyLimiter(searcher)).fit() -> finalize -> listeners.on_search_end ->
-ray.shutdown().
+search_alg=ConcurrencyLimiter(StudySearcher)).fit() -> finalize -> listeners.on_search_end ->
+ray.shutdown(). StudySearcher is a plain `ray.tune.search.Searcher` that delegates to RayTrials
+(ask / tell / interrupt on the study `open_study` returned, with its sampler).
 
 Everything that touches the study or MLflow runs in this driver process: the searcher asks Optuna
 for each trial (user attr `worker` = the driver's host:pid, so a killed driver's trials are
@@ -40,6 +41,7 @@ import socket
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import optuna
 
@@ -52,8 +54,7 @@ from prunetune.search.optuna_runner import Deadline, SearchListener, drive, tell
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.screening import Screener
 from prunetune.search.results import SearchResult
-from prunetune.search.study import budget_lock, count_finished, make_sampler, make_storage, open_study, \
-    recover_unfinished, worker_id
+from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
 
 NUMBER_KEY = "_prunetune_trial"  # the Optuna trial number of a Ray trial (names its record and weights)
 REPLAY_KEY = "_prunetune_replay_of"  # the trial it re-runs (whose seed it uses), or None
@@ -113,14 +114,14 @@ def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: 
         if progress:
             progress(count_finished(study)[0], cfg.trials, study)
         if remaining > 0:
-            searcher = _make_searcher(cfg, setup, listeners, log, progress)
+            searcher = _make_searcher(cfg, setup, study, listeners, log, progress)
             _fit(cfg, setup, searcher, remaining)
-            if searcher.stop_error is not None:
-                raise searcher.stop_error
+            if searcher.trials.stop_error is not None:
+                raise searcher.trials.stop_error
 
     def cleanup() -> None:
         if searcher is not None:
-            searcher.interrupt_unfinished()
+            searcher.trials.interrupt_unfinished()
 
     return drive(cfg, setup, study, listeners, run_trials, cleanup, log=log)
 
@@ -254,93 +255,119 @@ def trial_device(cfg: SearchConfig):
     return resolve_device("cuda" if cfg.gpus_per_trial > 0 else "cpu")
 
 
-def _make_searcher(cfg: SearchConfig, setup: SearchSetup, listeners, log, progress):
+class RayTrials:
+    """The driver's side of a Ray search on prunetune's study: one Optuna trial per Tune trial id.
+
+    `suggest` stops at the budget (counted with the study's budget lock, so other searches on the
+    study are counted too), at the deadline, when a strategy's sweep is done or screening ran out
+    of time; `complete` stores the TrialRecord (complete -> values + constraints, rejected ->
+    PRUNED, failed -> FAIL with its reason) and notifies the listeners; the study in storage is
+    the only checkpoint. After FAILURE_STREAK identical failures in a row it asks for no more
+    trials and keeps the RepeatedFailureError in `stop_error` (raised once Tune has finished the
+    trials in flight). `interrupt_unfinished` marks the trials still in flight interrupted."""
+
+    def __init__(self, cfg: SearchConfig, setup: SearchSetup, study: optuna.Study,
+                 listeners: list[SearchListener], log: Callable[[str], None], progress) -> None:
+        self.cfg, self.setup, self.study = cfg, setup, study
+        self.listeners, self.log, self.progress = listeners, log, progress
+        self.driver = worker_id()
+        self.deadline = Deadline(cfg.timeout)  # starts with the searcher: this run's window
+        self.screen = Screener(setup, study) if cfg.screening else None  # runs here, in the driver
+        self.asked: dict[str, optuna.trial.Trial] = {}
+        self.completed: set[str] = set()
+        self.streak, self.stop_error = FailureStreak(), None
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """The Tune config of a new trial (its params, NUMBER_KEY, REPLAY_KEY), or None: no more
+        trials start (those in flight finish)."""
+        if self.deadline.passed() or strategies.exhausted(self.setup.space, self.study):
+            return None
+        if (self.screen is not None and count_finished(self.study)[0] < self.cfg.trials
+                and not self.screen.refill(self.deadline)):
+            return None
+        with budget_lock(self.study):  # count, ask and tag atomically, as the embedded runner
+            finished, running = count_finished(self.study)
+            if finished + running >= self.cfg.trials or self.stop_error is not None:
+                return None
+            trial = self.study.ask()
+            trial.set_user_attr("worker", self.driver)
+            self.asked[trial_id] = trial
+            params = self.setup.space.suggest(trial)
+            return {**params, NUMBER_KEY: trial.number, REPLAY_KEY: trial.user_attrs.get("replay_of")}
+
+    def complete(self, trial_id: str, result: dict | None, error: bool) -> None:
+        """Store the record a finished Tune trial sent (or a FAILED one: no result), notify."""
+        if trial_id in self.completed:
+            return
+        trial = self.asked[trial_id]
+        record = _record_of(trial, result, error)
+        tell(self.study, trial, record, self.cfg)
+        self.completed.add(trial_id)
+        if record.state == FAILED:
+            self.log(f"trial {record.number} failed: {record.reason}")
+        for listener in self.listeners:
+            listener.on_trial_end(record, self.study)
+        if self.progress:
+            self.progress(count_finished(self.study)[0], self.cfg.trials, self.study)
+        try:
+            self.streak.observe(record)
+        except RepeatedFailureError as exc:
+            self.stop_error = self.stop_error or exc
+
+    def interrupt_unfinished(self) -> None:
+        """Mark the trials still in flight as interrupted (re-run on resume), as the embedded
+        runner does on Ctrl-C. A no-op after a finished search."""
+        for trial_id, trial in self.asked.items():
+            if trial_id not in self.completed:
+                trial.set_user_attr("interrupted", True)
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.completed.add(trial_id)
+
+
+def _record_of(trial: optuna.trial.Trial, result: dict | None, error: bool) -> TrialRecord:
+    """The TrialRecord of a finished Tune trial (where it ran tagged on `trial`), or a FAILED one
+    when no record came back."""
+    if result and RECORD_KEY in result:
+        record = TrialRecord(**json.loads(result[RECORD_KEY]))
+        trial.set_user_attr("ray_node", result.get("node_id"))
+        trial.set_user_attr("ray_worker", result.get("ray_worker"))
+    else:
+        why = "the Ray trial failed (its actor died or raised; see the Ray logs)" if error else "no result"
+        record = TrialRecord(number=trial.number, state=FAILED, params=dict(trial.params), reason=why)
+    record.number = trial.number
+    return record
+
+
+def _make_searcher(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners, log, progress):
+    """A plain Tune Searcher on the study: it hands every call to a RayTrials (its `.trials`), so
+    the Optuna study, with the sampler `open_study` gave it, is the only search state."""
     from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
 
-    driver = worker_id()
-    deadline = Deadline(cfg.timeout)  # starts when the searcher does: this run's window
+    class StudySearcher(Searcher):
+        """Tune's view of prunetune's study: suggest = RayTrials.suggest (FINISHED once it says
+        no more), on_trial_complete = RayTrials.complete; no state of its own to save."""
 
-    class PrunetuneOptunaSearch(OptunaSearch):
-        """OptunaSearch on prunetune's study. `suggest` stops at the budget (counted with the
-        study's budget lock, so other searches on the study are counted too); `on_trial_complete`
-        stores the TrialRecord (complete -> values + constraints, rejected -> PRUNED, failed -> FAIL
-        with its reason) and notifies the listeners; the study in storage is the only checkpoint.
-        After FAILURE_STREAK identical failures in a row it asks for no more trials and keeps the
-        RepeatedFailureError in `stop_error` (raised once Tune has finished the trials in flight)."""
+        def __init__(self, trials: RayTrials, metric: list[str], mode: list[str]) -> None:
+            super().__init__(metric=metric, mode=mode)
+            self.trials = trials
 
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.streak, self.stop_error = FailureStreak(), None
-
-        def suggest(self, trial_id: str) -> dict | None:
-            if deadline.passed() or strategies.exhausted(setup.space, self._ot_study):
-                return Searcher.FINISHED  # trials in flight finish; no new one starts
-            if (self._screen is not None and count_finished(self._ot_study)[0] < cfg.trials
-                    and not self._screen.refill(deadline)):
-                return Searcher.FINISHED
-            with budget_lock(self._ot_study):  # count, ask and tag atomically, as the embedded runner
-                finished, running = count_finished(self._ot_study)
-                if finished + running >= cfg.trials or self.stop_error is not None:
-                    return Searcher.FINISHED
-                trial = self._ot_study.ask()
-                trial.set_user_attr("worker", driver)
-                self._ot_trials[trial_id] = trial
-                return super().suggest(trial_id)  # the define-by-run space on this trial
+        def suggest(self, trial_id: str) -> dict | str | None:
+            config = self.trials.suggest(trial_id)
+            return Searcher.FINISHED if config is None else config
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id in self._completed_trials:
-                return
-            ot_trial = self._ot_trials[trial_id]
-            if result and RECORD_KEY in result:
-                record = TrialRecord(**json.loads(result[RECORD_KEY]))
-                ot_trial.set_user_attr("ray_node", result.get("node_id"))
-                ot_trial.set_user_attr("ray_worker", result.get("ray_worker"))
-            else:
-                why = "the Ray trial failed (its actor died or raised; see the Ray logs)" if error else "no result"
-                record = TrialRecord(number=ot_trial.number, state=FAILED, params=dict(ot_trial.params),
-                                     reason=why)
-            record.number = ot_trial.number
-            tell(self._ot_study, ot_trial, record, cfg)
-            self._completed_trials.add(trial_id)
-            if record.state == FAILED:
-                log(f"trial {record.number} failed: {record.reason}")
-            for listener in listeners:
-                listener.on_trial_end(record, self._ot_study)
-            if progress:
-                progress(count_finished(self._ot_study)[0], cfg.trials, self._ot_study)
-            try:
-                self.streak.observe(record)
-            except RepeatedFailureError as exc:
-                self.stop_error = self.stop_error or exc
-
-        def interrupt_unfinished(self) -> None:
-            """Mark the trials still in flight as interrupted (re-run on resume), as the embedded
-            runner does on Ctrl-C. A no-op after a finished search."""
-            for trial_id, ot_trial in self._ot_trials.items():
-                if trial_id not in self._completed_trials:
-                    ot_trial.set_user_attr("interrupted", True)
-                    ot_trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
-                    self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-                    self._completed_trials.add(trial_id)
-
-        _screen: Screener | None = None
+            self.trials.complete(trial_id, result, error)
 
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: the Optuna study in its storage is the checkpoint."""
 
-    def space(trial) -> dict:
-        params = setup.space.suggest(trial)
-        return {**params, NUMBER_KEY: trial.number, REPLAY_KEY: trial.user_attrs.get("replay_of")}
+        def restore(self, checkpoint_path: str) -> None:
+            """Nothing to restore: a re-run resumes from the study (see recover_unfinished)."""
 
-    metrics = [pareto.get_objective(o).key for o in cfg.objectives]
-    modes = ["max" if pareto.get_objective(o).direction == "maximize" else "min" for o in cfg.objectives]
-    searcher = PrunetuneOptunaSearch(space=space, metric=metrics, mode=modes,
-                                     sampler=make_sampler(cfg, setup.space),
-                                     storage=make_storage(cfg.storage_url), study_name=cfg.study_name)
-    if cfg.screening:  # screening runs here, in the driver, between the workers' full trials
-        searcher._screen = Screener(setup, searcher._ot_study)
-    return searcher
+    objectives = [pareto.get_objective(o) for o in cfg.objectives]
+    modes = ["max" if o.direction == "maximize" else "min" for o in objectives]
+    return StudySearcher(RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes)
 
 
 def _trials_fitting(node: dict, cfg: SearchConfig) -> int:

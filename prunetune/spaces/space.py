@@ -1,8 +1,9 @@
 """SearchSpace: the per-group pruning ratios and per-layer bit-widths a search may choose.
 
 Derived from a model's inventory (its prunable groups and quantizable layers). One definition is
-rendered to Optuna suggestions (`suggest`) and to Ray Tune domains (`to_tune`), decoded into a
-CompressionConfig (`decode`), and round-trips through YAML (`to_yaml` / `from_yaml`).
+rendered to Optuna suggestions (`suggest`, under either backend: the Ray searcher asks the same
+study), decoded into a CompressionConfig (`decode`), and round-trips through YAML (`to_yaml` /
+`from_yaml`).
 
 Parameter names: `ratio:<dim>` (a dim is a group, a block of groups, or `all`), `bits:<dim>`
 (a dim is a layer, a block of layers, or `all`) and `importance` when more than one criterion is
@@ -131,20 +132,6 @@ class SearchSpace:
         if len(self.importance) > 1:
             params["importance"] = trial.suggest_categorical("importance", self.importance)
         return params
-
-    def to_tune(self) -> dict:
-        """The same dimensions as Ray Tune domains."""
-        from ray import tune
-
-        space: dict = {}
-        for dim, members in self.ratio_dims().items():
-            low, high = self._ratio_range(members)
-            space[f"ratio:{dim}"] = tune.quniform(low, high, self.ratio_step) if high > low else low
-        for dim in self.bits_dims():
-            space[f"bits:{dim}"] = tune.choice(self.bits)
-        if len(self.importance) > 1:
-            space["importance"] = tune.choice(self.importance)
-        return space
 
     def decode(self, params: dict) -> CompressionConfig:
         """Turn a params dict (from Optuna or Ray) into a CompressionConfig over groups and layers."""
