@@ -166,10 +166,10 @@ def _file_runner(path: Path, fmt: str, threads: int, *, load: Callable[[Path], n
 
 
 def _runner_accuracy(run: Runner, dataset) -> float:
-    from prunetune.models.training import _batches
+    from prunetune.models.training import batches
 
     correct = n = 0
-    for x, y in _batches(dataset, 250):
+    for x, y in batches(dataset, 250):
         correct += int((run(x).argmax(1) == y).sum())
         n += len(y)
     return correct / max(n, 1)
@@ -332,7 +332,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
                           study=(study_name, storage, selection), searched=(cfg.runtime, result),
                           retrain=retrain, log=log)
     if register:
-        _log_export(card, rec, tracking_uri or cfg.tracking_uri, log)
+        log_export(card, rec, tracking_uri or cfg.tracking_uri, log)
     else:
         write_card(card)
     return card
@@ -503,7 +503,7 @@ def _latest_run(client, experiment_id: str, filter_string: str):
     return runs[0] if runs else None
 
 
-def _log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str], None]) -> dict:
+def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str], None]) -> dict:
     """Log the export as an MLflow run nested under the study's latest search run (metrics, the
     model file, compressed.pt and the cards under `export/`), register that folder as a version
     of `prunetune-STUDY`, and write the cards. Returns the MLflow provenance."""

@@ -218,7 +218,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500,
     correct1 = correct5 = n = 0
     with _moved_to(model, device):
         model.eval()
-        for x, y in _batches(dataset, batch_size):
+        for x, y in batches(dataset, batch_size):
             out = model(x.to(device))
             y = y.to(device)
             correct1 += (out.argmax(1) == y).sum().item()
@@ -231,7 +231,8 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500,
     return result
 
 
-def _batches(dataset: Dataset, batch_size: int):
+def batches(dataset: Dataset, batch_size: int):
+    """(x, y) batches of `dataset` in order (whole tensors sliced for in-memory sets)."""
     if isinstance(dataset, NormalizedTensorDataset):
         x, y = dataset.tensors()
         for i in range(0, len(y), batch_size):

@@ -151,8 +151,9 @@ class SearchRun:
         """The compressed model of a trial whose weights were kept (front members; every trial
         with keep_all_weights=True), reloaded exactly, as a float torch module in eval mode."""
         from prunetune.runtimes import materialize
+        from prunetune.search.user_export import kept_weights
 
-        return materialize(self.setup.load_trial(_weights_of(self._record(record))))
+        return materialize(self.setup.load_trial(kept_weights(self._record(record))))
 
     def export(self, record: TrialRecord | int, out_dir: str | Path, fmt: str = "onnx", *,
                register: bool = True, fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None):
@@ -172,15 +173,6 @@ class SearchRun:
 
     def _record(self, record: TrialRecord | int) -> TrialRecord:
         return self.result.record(record if isinstance(record, int) else record.number)
-
-
-def _weights_of(record: TrialRecord) -> str:
-    from prunetune.errors import PrunetuneError
-
-    if not record.weights or not Path(record.weights).is_file():
-        raise PrunetuneError(f"the weights of trial {record.number} were not kept (only the Pareto front's are, "
-                             "unless the search ran with keep_all_weights=True)")
-    return record.weights
 
 
 def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable[[nn.Module], object],

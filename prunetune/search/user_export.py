@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 
 from prunetune.compress import load_compressed_file
-from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, _log_export, check_export_flags, output_folder,
+from prunetune.errors import PrunetuneError
+from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, log_export, output_folder,
                               write_card, write_verified)
 from prunetune.runtimes import materialize
 from prunetune.search.records import COMPLETE, TrialRecord
@@ -25,19 +26,24 @@ def verify_inputs(example: torch.Tensor, n: int = VERIFY_IMAGES // 4) -> torch.T
     return torch.cat([example, noise])
 
 
+def kept_weights(record: TrialRecord) -> str:
+    """The trial's weights file; PrunetuneError when it was not kept."""
+    if not record.weights or not Path(record.weights).is_file():
+        raise PrunetuneError(f"the weights of trial {record.number} were not kept (only the Pareto front's are, "
+                             "unless the search ran with keep_all_weights=True)")
+    return record.weights
+
+
 def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = "onnx", register: bool = True,
                       fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None) -> Card:
     """Export trial `rec` of SearchRun `run` to `out_dir` as `fmt`, verified (see the module
     docstring); the Card. PrunetuneError for an incomplete trial or one whose weights were not kept."""
-    from prunetune.errors import PrunetuneError
-    from prunetune.search.python_api import _weights_of
-
     check_export_flags(fmt, int8=False)
     if rec.state != COMPLETE:
         raise PrunetuneError(f"trial {rec.number} is {rec.state}; export a complete trial")
     setup = run.setup
     base = setup.base.model
-    model, header = load_compressed_file(_weights_of(rec), base_model=base)
+    model, header = load_compressed_file(kept_weights(rec), base_model=base)
     inputs = ExportInputs(base=base, example=setup.example, verify=verify_inputs(setup.example), test_set=None,
                           torch_test=setup.workload.test_accuracy, calibration=None,
                           load=lambda path: materialize(load_compressed_file(path, base_model=base)[0]),
@@ -48,7 +54,7 @@ def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = 
                           fps_repeats=fps_repeats, study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
                           searched=(setup.config.runtime, run.result), log=log)
     if register:
-        _log_export(card, rec, run.tracking_uri, log)
+        log_export(card, rec, run.tracking_uri, log)
     else:
         write_card(card)
     return card
