@@ -39,6 +39,8 @@ FLAG_HELP = {
                 "global ranking, target swept) | sensitivity (ratios from a sensitivity scan, swept)",
     "screen": "search: configs screened cheaply (pruned, batch norms re-estimated, no fine-tune) "
               "per full trial, the most promising (Pareto rank) promoted; 0: no screening (experimental)",
+    "parametrization": "search: ratios (one per group, independent) | allocation (one MACs-weighted level + "
+                       "per-group allocations around it, AMC-style: most configs land near the level's MACs)",
     "sampler": "tpe | nsga2 | nsga3 | random | gp",
     "objectives": "comma list of accuracy, flops, macs, fps, size, params",
     "min_accuracy": "constraint: validation accuracy (fraction) at least this",

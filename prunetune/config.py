@@ -24,6 +24,7 @@ BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
 STRATEGIES = ("search", "uniform", "global", "sensitivity")
+PARAMETRIZATIONS = ("ratios", "allocation")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class SearchConfig:
     timeout: float | None = None
     strategy: str = "search"
     screen: int = 0
+    parametrization: str = "ratios"
     sampler: str = "tpe"
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "flops", "fps"])
     min_accuracy: float | None = None
@@ -121,6 +123,11 @@ class SearchConfig:
         if self.screen < 0:
             raise ConfigError(f"screen must be >= 0 (configs screened per full trial; 0: no "
                               f"screening), got {self.screen}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ConfigError(f"unknown parametrization {self.parametrization!r}; known: {', '.join(PARAMETRIZATIONS)}")
+        if self.parametrization != "ratios" and self.strategy != "search":
+            raise ConfigError(f"--parametrization shapes the per-group search: use it with --strategy search, "
+                              f"not {self.strategy}")
         if self.screen and self.strategy != "search":
             raise ConfigError(f"--screen screens the per-group search's proposals: use it with --strategy "
                               f"search, not {self.strategy}")

@@ -30,6 +30,7 @@ from torch import nn
 
 from prunetune.compress import CompressionConfig
 from prunetune.spaces import SearchSpace
+from prunetune.spaces.allocation import AllocationSpace
 
 SENSITIVITY_RATIOS = (0.5, 0.8)  # the scan behind `sensitivity`: each group alone at these ratios
 SENSITIVITY_VAL_IMAGES = 250  # ... scored on this many validation images (no fine-tuning)
@@ -117,7 +118,7 @@ def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor,
     """The space of cfg.strategy: `space` itself for `search`, else its SweepSpace over the ratio
     grid (multiples of the step from the groups' lowest ratio, above 0, to their highest)."""
     if cfg.strategy == "search":
-        return space
+        return AllocationSpace(space) if cfg.parametrization == "allocation" else space
     searched = [g for g in space.groups.values() if g.high > 0.0]
     high = max((g.high for g in searched), default=0.0)
     low = min((g.low for g in searched), default=0.0)

@@ -1,0 +1,97 @@
+"""The level + allocation parametrization (prunetune.spaces.allocation, `--parametrization allocation`)."""
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from prunetune.compress import compress, inventory
+from prunetune.measure import count_macs
+from prunetune.models import build_for
+from prunetune.spaces import SearchSpace
+from prunetune.spaces.allocation import ALLOC, LEVEL, SPREAD, AllocationSpace
+from tests.helpers import run_cli, search_args
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    model, x = build_for("resnet18", (1, 28, 28), 10).eval(), torch.zeros(1, 1, 28, 28)
+    inner = SearchSpace.from_inventory(inventory(model, x), ratio_min=0.7, ratio_max=0.95, bits=[32])
+    return model, x, inner
+
+
+def _sampled(space, n: int, seed: int = 0) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_params_are_one_level_and_one_allocation_per_dimension(resnet):
+    _, _, inner = resnet
+    space = AllocationSpace(inner)
+    params = _sampled(space, 1)[0]
+    assert set(params) == {LEVEL} | {ALLOC + d for d in inner.ratio_dims()}
+    assert 0.7 <= params[LEVEL] <= 0.95 and all(-1 <= params[ALLOC + d] <= 1 for d in inner.ratio_dims())
+
+
+def test_the_macs_weighted_mean_ratio_is_the_level_unless_clamped(resnet):
+    _, _, inner = resnet
+    space = AllocationSpace(inner)
+    for params in _sampled(space, 20, seed=3):
+        params[LEVEL] = 0.8  # 0.8 +- 2 x SPREAD stays inside [0.7, 0.95] only partly: check unclamped ones
+        ratios = space.ratios(params)
+        weights = {d: sum(inner.groups[m].macs_share for m in ms) for d, ms in inner.ratio_dims().items()}
+        assert all(0.7 <= r <= 0.95 for r in ratios.values())
+        if all(0.7 < r < 0.95 for r in ratios.values()):
+            mean = sum(ratios[d] * w for d, w in weights.items()) / sum(weights.values())
+            assert mean == pytest.approx(0.8, abs=1e-5)
+        assert max(abs(r - 0.8) for r in ratios.values()) <= 2 * SPREAD + 1e-9
+
+
+def test_configs_at_one_level_stay_near_that_levels_macs(resnet):
+    """What the parametrization is for: at level 0.85 every sampled config's MACs is within a factor
+    1.5 of the uniform-0.85 config's, while independent per-group ratios spread far wider."""
+    model, x, inner = resnet
+    space = AllocationSpace(inner)
+    uniform = count_macs(compress(model, inner.decode({f"ratio:{d}": 0.85 for d in inner.ratio_dims()}), x), x)
+    allocated = [count_macs(compress(model, space.decode({**p, LEVEL: 0.85}), x), x) / uniform
+                 for p in _sampled(space, 6, seed=1)]
+    independent = [count_macs(compress(model, inner.decode(p), x), x) / uniform for p in _sampled(inner, 6, seed=1)]
+    assert all(1 / 1.5 <= f <= 1.5 for f in allocated), allocated
+    assert max(independent) / min(independent) > max(allocated) / min(allocated)
+
+
+def test_warm_starts_are_uniform_levels(resnet):
+    _, _, inner = resnet
+    space = AllocationSpace(inner)
+    seeds = space.warm_start()
+    assert seeds and all(all(v == 0.0 for k, v in s.items() if k.startswith(ALLOC)) for s in seeds)
+    for s in seeds:
+        assert len(set(space.ratios(s).values())) == 1
+
+
+def test_search_with_allocation_runs_and_records_levels(tmp_path):
+    out = run_cli(search_args("alloc", 3, "--parametrization", "allocation", "--bits", "32",
+                              "--objectives", "accuracy,macs"), tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from tests.helpers import load_study
+
+    study = load_study(tmp_path, "alloc")
+    assert all(LEVEL in t.params for t in study.trials) and len(study.trials) == 3
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--parametrization", "levels"], "unknown parametrization 'levels'"),
+    (["--parametrization", "allocation", "--strategy", "uniform"], "use it with --strategy search"),
+])
+def test_bad_parametrizations_are_one_line_exit_2(tmp_path, extra, message):
+    out = run_cli(search_args("bad", 1, *extra), tmp_path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlruns").exists()
