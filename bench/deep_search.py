@@ -36,8 +36,8 @@ from multiprocessing import get_context  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 STRATEGIES = {"screened": {"strategy": "search"}, "unscreened": {"strategy": "search", "screen": 0},
-              "uniform": {"strategy": "uniform"}, "global": {"strategy": "global"},
-              "sensitivity": {"strategy": "sensitivity"}}
+              "uniform": {"strategy": "uniform", "screen": 0}, "global": {"strategy": "global", "screen": 0},
+              "sensitivity": {"strategy": "sensitivity", "screen": 0}}
 OBJECTIVES = ["accuracy", "macs"]
 
 
