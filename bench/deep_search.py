@@ -3,7 +3,8 @@ screening) beat uniform pruning and global ranking at equal wall time?
 
 Protocol. For each net (zoo adaptations on mnist5k, base trained once per net, seed 0, cached) and
 each strategy -- `screened` (`--strategy search --screen K`, multi-fidelity screening on),
-`unscreened` (`--strategy search`, no `--screen`), `uniform`, `global`, `sensitivity` -- and each seed
+`unscreened` (`--strategy search`, no `--screen`), `allocation` (`--strategy search --parametrization
+allocation`: one MACs-weighted level + per-group allocations), `uniform`, `global`, `sensitivity` -- and each seed
 (study seed = trial fine-tune seeds' root = final fine-tune seed), one `run_search` with the same
 `--timeout` (wall clock of the trial loop; the trial in flight finishes) and no trial budget.
 Objectives accuracy + MACs, pruning only (bits 32), layer granularity, ratios in
@@ -37,7 +38,8 @@ from pathlib import Path  # noqa: E402
 
 STRATEGIES = {"screened": {"strategy": "search"}, "unscreened": {"strategy": "search", "screen": 0},
               "uniform": {"strategy": "uniform", "screen": 0}, "global": {"strategy": "global", "screen": 0},
-              "sensitivity": {"strategy": "sensitivity", "screen": 0}}
+              "sensitivity": {"strategy": "sensitivity", "screen": 0},
+              "allocation": {"strategy": "search", "screen": 0, "parametrization": "allocation"}}
 OBJECTIVES = ["accuracy", "macs"]
 
 
@@ -129,9 +131,21 @@ def task_run(args: dict, net: str, strategy: str, seed: int, workdir: str) -> di
     return out
 
 
+def final_key(args: dict, weights: str, seed: int) -> str:
+    """The cache name of one final fine-tune (the same weights, seed and recipe give the same result)."""
+    import hashlib
+
+    text = f"{weights}|{seed}|{args['final_epochs']}|{args['final_lr']:g}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 def task_final(args: dict, weights: str, seed: int, workdir: str) -> dict:
     """The final recipe on one trial's weights: brief test accuracy (as searched), then
-    --final-epochs on the whole training split, batch norms re-estimated, test accuracy."""
+    --final-epochs on the whole training split, batch norms re-estimated, test accuracy (reused
+    from workdir/finals/ when this final already ran)."""
+    cached = Path(workdir) / "finals" / f"{final_key(args, weights, seed)}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     import torch
 
     from prunetune.compress import load_compressed_file
@@ -147,8 +161,11 @@ def task_final(args: dict, weights: str, seed: int, workdir: str) -> dict:
     t0 = time.perf_counter()
     train(model, bundle.train, Recipe(epochs=args["final_epochs"], lr=args["final_lr"], batch_size=64), seed=seed)
     recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, seed), batch_size=64)
-    return {"weights": weights, "seed": seed, "brief_test": brief, "final_test": evaluate(model, bundle.test)["accuracy"],
-            "final_s": time.perf_counter() - t0}
+    out = {"weights": weights, "seed": seed, "brief_test": brief, "final_test": evaluate(model, bundle.test)["accuracy"],
+           "final_s": time.perf_counter() - t0}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(out))
+    return out
 
 
 def best_within(run: dict, cap: float) -> dict | None:
