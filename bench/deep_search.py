@@ -55,6 +55,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--screen", type=int, default=8, help="configs screened per full trial (screened)")
     p.add_argument("--ratio-min", type=float, default=0.5, help="every strategy's lowest ratio: the targets "
                    "(<= 5 %% of MACs) need ratios around 0.8-0.9, so the budget is not spent on light pruning")
+    p.add_argument("--sweep-step", type=float, default=0.01, help="ratio grid of the sweeps (uniform, global, "
+                   "sensitivity): fine enough that a sweep can use its --timeout (the search's per-group grid is 0.05)")
     p.add_argument("--base-epochs", type=int, default=5)
     p.add_argument("--final-epochs", type=int, default=2)
     p.add_argument("--final-lr", type=float, default=5e-4)
@@ -78,11 +80,15 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
             f"-r{args['ratio_min']:g}")
     if strategy == "screened":
         name += f"-k{args['screen']}"
+    sweep = STRATEGIES[strategy]["strategy"] != "search"
+    if sweep:
+        name += f"-st{args['sweep_step']:g}"
     return SearchConfig(model=net, dataset="mnist5k", base_epochs=args["base_epochs"], seed=seed, study=name,
                         storage=f"sqlite:///{workdir / 'studies' / (name + '.db')}", trials=100_000,
                         timeout=args["timeout"], objectives=list(OBJECTIVES), bits=[32], epochs=args["epochs"],
                         subset=args["subset"], ratio_min=args["ratio_min"], fps_repeats=3, threads=1,
-                        keep_all_weights=True, **{"screen": args["screen"], **STRATEGIES[strategy]})
+                        keep_all_weights=True, ratio_step=args["sweep_step"] if sweep else 0.05,
+                        **{"screen": args["screen"], **STRATEGIES[strategy]})
 
 
 def task_base(args: dict, net: str, workdir: str) -> dict:
@@ -238,7 +244,7 @@ def render(data: dict, out: Path | None) -> None:
              _common.machine_line(data["machine"], "1 torch thread per worker"), "",
              " ".join(__doc__.split("\n\n")[1].split()), "",
              f"Budgets: --timeout {args['timeout']:g} s per run; brief fine-tune {args['epochs']} epoch(s) x "
-             f"{args['subset']} images; ratios >= {args['ratio_min']:g}; screening {args['screen']} configs per full trial; final recipe "
+             f"{args['subset']} images; ratios >= {args['ratio_min']:g} (sweeps on a {args['sweep_step']:g} grid, the search's per-group grid 0.05); screening {args['screen']} configs per full trial; final recipe "
              f"{args['final_epochs']} epoch(s) on the whole training split at lr {args['final_lr']:g}.", ""]
     for net in bases:
         b = bases[net]
