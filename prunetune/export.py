@@ -114,8 +114,6 @@ def choose_trial(result, *, trial: int | None = None, select: str | None = None)
     """The trial to export from a SearchResult: trial number `trial` (any complete trial), the front
     member chosen by the `select` rule, or else the knee of the front. PrunetuneError for an unknown
     or incomplete trial, or a study without a complete trial; ConfigError for a bad rule."""
-    from prunetune.search import pareto
-
     if trial is not None and select:
         raise ConfigError("give either a trial number or a selection rule, not both")
     if trial is not None:
@@ -127,12 +125,12 @@ def choose_trial(result, *, trial: int | None = None, select: str | None = None)
             raise PrunetuneError(f"trial {trial} of study {result.study_name!r} is {rec.state}"
                                  f"{' (' + rec.reason + ')' if rec.reason else ''}; export a complete trial")
         return rec
-    front = result.front_records()
-    if not front:
+    from prunetune.search.results import selected
+
+    chosen = selected(result, select)
+    if chosen is None:
         raise PrunetuneError(f"study {result.study_name!r} has no complete trial to export")
-    if select:
-        return front[pareto.select([r.metrics for r in front], pareto.parse_rule(select))]
-    return result.record(result.knee)
+    return chosen
 
 
 # ----------------------------------------------------------------------------- files, runners

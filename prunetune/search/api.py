@@ -10,7 +10,7 @@ from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
 from prunetune.search import pareto
-from prunetune.search.results import SearchResult, csv_text, front_rows, summarize, table_rows, write_front
+from prunetune.search.results import SearchResult, csv_text, front_rows, selected, summarize, table_rows, write_front
 from prunetune.search.study import load_existing
 
 TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
@@ -180,12 +180,11 @@ def selection_warning(result: SearchResult, select: str | None) -> str | None:
     """A one-line warning when `select` picks no member of the front (then nothing is selected
     or registered, and export needs another rule or --trial); None when it picks one."""
     from prunetune.errors import ConfigError
-    from prunetune.search import pareto
 
-    if not select or not result.front:
+    if not select:
         return None
     try:
-        pareto.select([r.metrics for r in result.front_records()], pareto.parse_rule(select))
+        selected(result, select)
     except ConfigError as exc:
         return f"warning: --select picks nothing, so no model was selected or registered: {exc}"
     return None

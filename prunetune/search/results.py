@@ -96,6 +96,17 @@ def summarize(study: optuna.Study) -> SearchResult:
                         test_accuracy=tests, config=dict(attrs.get("config", {})), constraints=constraints)
 
 
+def selected(result: SearchResult, select: str | None = None) -> TrialRecord | None:
+    """The front member the selection rule `select` picks, else the knee; None for an empty front.
+    ConfigError for a malformed rule or one no front member meets (see pareto.select)."""
+    if not result.front:
+        return None
+    if select:
+        front = result.front_records()
+        return front[pareto.select([r.metrics for r in front], pareto.parse_rule(select))]
+    return result.record(result.knee)
+
+
 def scaled_fps(metrics: dict, base_fps: float | None) -> float | None:
     """A trial's FPS on the study's one clock: speedup (timed side by side with the base) x the
     base's FPS; the trial's own measured FPS when either is missing."""

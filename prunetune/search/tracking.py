@@ -577,17 +577,12 @@ class MlflowTracker:
     def _chosen(self, result: SearchResult) -> TrialRecord | None:
         """The front member --select picks, else the knee; None for an empty front or a rule that
         picks nothing."""
-        from prunetune.search import pareto
+        from prunetune.search.results import selected
 
-        if not result.front:
+        try:
+            return selected(result, self.select)
+        except PrunetuneError:  # a rule no front member meets selects nothing (the search warns)
             return None
-        if self.select:  # a rule no front member meets selects nothing (the search warns)
-            rows = [r.metrics for r in result.front_records()]
-            try:
-                return result.front_records()[pareto.select(rows, pareto.parse_rule(self.select))]
-            except PrunetuneError:
-                return None
-        return result.record(result.knee) if result.knee is not None else None
 
     def register(self, study: str, record: TrialRecord, *, artifact: str, run_id: str | None = None,
                  description: str = "") -> str:
