@@ -41,18 +41,22 @@ def test_params_are_one_level_and_one_allocation_per_dimension(resnet):
     assert 0.7 <= params[LEVEL] <= 0.95 and all(-1 <= params[ALLOC + d] <= 1 for d in inner.ratio_dims())
 
 
-def test_the_macs_weighted_mean_ratio_is_the_level_unless_clamped(resnet):
-    _, _, inner = resnet
-    space = AllocationSpace(inner)
-    for params in _sampled(space, 20, seed=3):
-        params[LEVEL] = 0.8  # 0.8 +- 2 x SPREAD stays inside [0.7, 0.95] only partly: check unclamped ones
-        ratios = space.ratios(params)
-        weights = {d: sum(inner.groups[m].macs_share for m in ms) for d, ms in inner.ratio_dims().items()}
-        assert all(0.7 <= r <= 0.95 for r in ratios.values())
-        if all(0.7 < r < 0.95 for r in ratios.values()):
-            mean = sum(ratios[d] * w for d, w in weights.items()) / sum(weights.values())
-            assert mean == pytest.approx(0.8, abs=1e-5)
-        assert max(abs(r - 0.8) for r in ratios.values()) <= 2 * SPREAD + 1e-9
+def test_the_macs_weighted_mean_ratio_is_the_level(resnet):
+    """Unclamped (level 0.5 in [0, 0.95]: 0.5 +- 2 x SPREAD always fits), the centred allocations
+    keep the MACs-weighted mean ratio at the level; clamped (level 0.8 in [0.7, 0.95]) every ratio
+    stays in its range."""
+    model, x, _ = resnet
+    wide = AllocationSpace(SearchSpace.from_inventory(inventory(model, x), ratio_min=0.0, ratio_max=0.95, bits=[32]))
+    weights = {d: sum(wide.groups[m].macs_share for m in ms) for d, ms in wide.inner.ratio_dims().items()}
+    for params in _sampled(wide, 20, seed=3):
+        ratios = wide.ratios({**params, LEVEL: 0.5})
+        assert 0.0 < min(ratios.values()) and max(ratios.values()) < 0.95  # nothing clamped
+        mean = sum(ratios[d] * w for d, w in weights.items()) / sum(weights.values())
+        assert mean == pytest.approx(0.5, abs=1e-5)
+        assert max(abs(r - 0.5) for r in ratios.values()) <= 2 * SPREAD + 1e-9
+    narrow = AllocationSpace(resnet[2])
+    for params in _sampled(narrow, 20, seed=3):
+        assert all(0.7 <= r <= 0.95 for r in narrow.ratios({**params, LEVEL: 0.8}).values())
 
 
 def test_configs_at_one_level_stay_near_that_levels_macs(resnet):

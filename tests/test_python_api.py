@@ -170,6 +170,8 @@ def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
     ({"objectives": {"map": "up"}}, "direction must be 'maximize' or 'minimize'"),
     ({"objectives": ("accuracy", "mAP")}, "unknown objective"),
     ({"strategy": "sensitivity"}, "strategy 'sensitivity'"),
+    ({"screen": 4}, "screening scores configs without fine-tuning"),
+    ({"device": "cuda"}, "run_search does not take device"),
     ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
     ({"train_fn": 3}, "train_fn must be callable"),
 ])
@@ -180,6 +182,84 @@ def test_bad_arguments_are_one_clear_error_before_anything_is_written(trained, t
         prunetune.run_search(**args)
     assert isinstance(info.value, (ConfigError, prunetune.errors.UnknownNameError)), info.value
     assert not (tmp_path / "mlruns").exists()
+
+
+def _returning(extra):
+    def eval_fn(model):
+        return {**evaluate(model), **extra}
+    return eval_fn
+
+
+@pytest.mark.parametrize("eval_fn,message", [
+    (_returning({"flops": 1.0}), "returned 'flops', which prunetune measures itself"),
+    (_returning({"accuracy": 97.0}), "accuracy must be a fraction in [0, 1]"),
+    (_returning({"map@50": 0.3}), "metric names must be 1-100 letters"),
+])
+def test_eval_fn_results_that_would_corrupt_the_front_are_refused_on_the_base(trained, tmp_path, eval_fn, message):
+    with pytest.raises(prunetune.errors.PrunetuneError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=eval_fn, trials=1)
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_an_objective_the_base_does_not_report_is_refused_before_any_trial(trained, tmp_path):
+    with pytest.raises(ConfigError, match="the base model: eval_fn returned no 'map'"):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, trials=1,
+                             objectives={"map": "maximize", "flops": "minimize"})
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_user_metric_whose_base_is_zero_still_gives_a_front(trained):
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune,
+                               eval_fn=_returning({"loss_gap": 0.0}), trials=2, study_name="own-zero",
+                               objectives={"accuracy": "maximize", "loss_gap": "minimize"}, bits=[32], fps_repeats=3)
+    assert run.front and all(v == v for v in run.result.hypervolume)  # no division by the base's 0
+
+
+def test_a_failing_test_fn_keeps_the_finished_search(trained):
+    calls = []
+
+    def flaky_test(model):  # works on the base, fails on every front member
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("test data gone")
+        return evaluate(model)
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
+                               test_fn=flaky_test, trials=2, study_name="own-test-fails", bits=[32], fps_repeats=3)
+    study = load_existing("sqlite:///mlruns/optuna.db", "own-test-fails")
+    assert run.front and not run.result.test_accuracy
+    assert all("test_fn raised RuntimeError: test data gone" in v for v in study.user_attrs["test_errors"].values())
+
+
+def test_resuming_a_study_from_other_weights_is_refused(trained):
+    kwargs = dict(example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, trials=1, study_name="own-same",
+                  bits=[32], fps_repeats=3)
+    prunetune.run_search(trained, **kwargs)
+    other = OwnNet()
+    other.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        other.head.bias += 0.01
+    with pytest.raises(ConfigError, match="was searched from other weights of OwnNet"):
+        prunetune.run_search(other, **{**kwargs, "trials": 2})
+    assert len(prunetune.run_search(trained, **{**kwargs, "trials": 2}).records) == 2  # the same model resumes
+
+
+def test_a_model_with_nothing_to_search_is_one_error(tmp_path):
+    class Linear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+    with pytest.raises(ConfigError, match="nothing to search in Linear"):
+        prunetune.run_search(Linear(), example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, bits=[32])
+
+
+def test_the_cli_takes_only_the_standard_objectives(tmp_path):
+    from tests.helpers import run_cli, search_args
+
+    out = run_cli(search_args("cli-map", 1, "--objectives", "accuracy,map:maximize"), tmp_path)
+    assert out.returncode == 2 and "unknown objective 'map:maximize'" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_ray_refuses_functions_it_cannot_ship(trained):

@@ -111,7 +111,7 @@ def load_into(model: nn.Module, state_dict: dict, source: str) -> nn.Module:
 
 def cache_key(model_name: str, dataset: str, seed: int, recipe: Recipe) -> str:
     blob = json.dumps({"model": model_name, "dataset": dataset, "seed": seed,
-                       "recipe": recipe.as_dict(), "format": FORMAT}, sort_keys=True)
+                       "recipe": recipe.as_dict(), "format": FORMAT, "init": "seeded"}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -139,8 +139,9 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
             return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
         except CheckpointError as exc:
             log(f"ignoring broken cached checkpoint ({exc}); retraining")
-    torch.manual_seed(seed)  # the initial weights too: torch seeds itself at random at start-up
-    model = build_for(model_name, bundle)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
+        torch.manual_seed(seed)  # the initial weights too: torch seeds itself at random at start-up
+        model = build_for(model_name, bundle)
     epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
     log(f"training base {model_name} on {bundle.name} for {epochs} (cached afterwards)")
     hist = train(model, bundle.train, recipe, seed=seed, device=device)

@@ -104,15 +104,16 @@ class BaseModelCheck:
         pass
 
 
-def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=()) -> SearchResult:
-    """Run the search on the configured backend."""
+def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=(), setup=None) -> SearchResult:
+    """Run the search on the configured backend (`setup`: one already prepared, e.g. the Python
+    API's around the caller's loop; else the runner prepares the CLI's)."""
     if cfg.backend == "ray":
         from prunetune.search.ray_runner import run_search_ray
 
-        return run_search_ray(cfg, listeners=list(listeners), log=log, progress=progress)
+        return run_search_ray(cfg, listeners=list(listeners), log=log, progress=progress, setup=setup)
     from prunetune.search.optuna_runner import run_search
 
-    return run_search(cfg, listeners=list(listeners), log=log, progress=progress)
+    return run_search(cfg, listeners=list(listeners), log=log, progress=progress, setup=setup)
 
 
 def pareto_text(result: SearchResult) -> str:
@@ -147,8 +148,11 @@ def check_names(cfg: SearchConfig) -> None:
 
     validate_model_name(cfg.model)
     DATASETS.get(cfg.dataset)
-    for o in cfg.objectives:
-        pareto.get_objective(o)
+    for o in cfg.objectives:  # metric:direction objectives are the Python API's (its eval_fn's metrics)
+        if o not in pareto.OBJECTIVES:
+            from prunetune.errors import UnknownNameError
+
+            raise UnknownNameError("objective", o, list(pareto.OBJECTIVES))
     for imp in cfg.importance:
         IMPORTANCES.get(imp)
     check_runtime(cfg.runtime)

@@ -27,6 +27,7 @@ from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.screening import Screener
+from prunetune.search.workload import UserFunctionError
 from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -179,16 +180,24 @@ def end_search(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, liste
 
 def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False) -> SearchResult:
     """Score front members on the test split (once each; on the CPU, where exported models run and
-    their verification re-scores them; a workload without test data scores none), drop dominated
-    trials' weights."""
+    their verification re-scores them; a workload without test data scores none; a user's test_fn
+    that fails leaves that member unscored, the reason in the study's "test_errors"), drop
+    dominated trials' weights."""
     result = summarize(study)
     tests = dict(study.user_attrs.get("test_accuracy", {}))
+    errors = dict(study.user_attrs.get("test_errors", {}))
     for r in result.front_records():
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
-            test = setup.workload.test_accuracy(setup.load_trial(r.weights))
+            try:
+                test = setup.workload.test_accuracy(setup.load_trial(r.weights))
+            except UserFunctionError as exc:
+                errors[str(r.number)] = str(exc)
+                continue
             if test is not None:
                 tests[str(r.number)] = test
     study.set_user_attr("test_accuracy", tests)
+    if errors:
+        study.set_user_attr("test_errors", errors)
     if not keep_all_weights:
         front = set(result.front)
         for r in result.records:

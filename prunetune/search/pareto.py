@@ -315,16 +315,20 @@ UNIT_HV_NOTE = ("the share of the unit box dominated by the front: error 0..1 x 
 def _unit_point(point: Point, objectives: list[Objective], base: Point) -> dict[str, float]:
     """One point as minimisation values on [0, 1] for a dominating point: accuracy as error
     1 - accuracy, fps as latency relative to the base (1 / speedup where measured side by side,
-    else base fps / fps), a user metric to maximize as 1 - value / base value (1 - value when the
-    base's is not positive), every other objective as value / base value."""
+    else base fps / fps), a user metric to maximize as 1 - value / base value and one to minimize
+    as value / base value (where the base's value is not positive: 1 - (value - base) and
+    1 + (value - base)), every other objective as value / base value."""
     out = {}
     for o in objectives:
         v = _number(point, o.key, "point")
         if o.key == "accuracy":
             out[o.key] = 1.0 - v
-        elif o.direction == "maximize" and o.key not in OBJECTIVES:
-            b = _number(base, o.key, "base")
-            out[o.key] = 1.0 - (v / b if b > 0 else v)
+        elif o.key not in OBJECTIVES:  # a user metric: 1 - value / base (maximize), value / base
+            b = _number(base, o.key, "base")  # (minimize); shifted by the base where it is not positive
+            if o.direction == "maximize":
+                out[o.key] = 1.0 - (v / b if b > 0 else v - b)
+            else:
+                out[o.key] = v / b if b > 0 else 1.0 + (v - b)
         elif o.key == "fps":
             speedup = point.get("speedup")
             out[o.key] = 1.0 / speedup if speedup else _number(base, "fps", "base") / v if v > 0 else math.inf

@@ -22,14 +22,15 @@ from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError
 from prunetune.models import BaseModel
 from prunetune.search import pareto, strategies
-from prunetune.search.objective import SearchSetup, build_space, measure_base
+from prunetune.search.objective import SearchSetup, build_space, measure_base, missing_objectives
 from prunetune.search.records import TrialRecord
 from prunetune.search.results import SearchResult
-from prunetune.search.workload import UserWorkload, metrics_of
+from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
 
 # SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
 NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_seed", "epochs", "subset",
-               "lr", "batch_size", "distill", "objectives", "trials", "study", "storage", "tracking_uri", "backend")
+               "lr", "batch_size", "distill", "device", "objectives", "trials", "study", "storage", "tracking_uri",
+               "backend")
 DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here
 
 
@@ -55,9 +56,18 @@ def search_config(label: str, *, objectives, trials: int, study_name: str | None
     if bad:
         raise ConfigError(f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
                           f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}")
+    import os
+
+    from prunetune.paths import absolute_sqlite
+    from prunetune.search.tracking import DEFAULT_URI
+
+    tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     cfg = SearchConfig(model=label, dataset="user", objectives=objective_names(objectives), trials=trials,
-                       study=study_name, storage=storage, tracking_uri=tracking_uri, backend=backend,
-                       **{"device": "cpu", **options})
+                       study=study_name, storage=absolute_sqlite(storage or SearchConfig().storage_url),
+                       tracking_uri=absolute_sqlite(tracking), backend=backend, device="cpu", **options)
+    if cfg.screen:
+        raise ConfigError("screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
+                          "prunetune's own data: not available around your loop (screen=0)")
     if cfg.strategy == "sensitivity":
         raise ConfigError("strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
                           "or global around your own loop")
@@ -101,9 +111,16 @@ def prepare_user_search(cfg: SearchConfig, model: nn.Module, example: torch.Tens
     base = BaseModel(model=base_model, meta=meta, path=None)
     inv = inventory(base_model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base_model, example, None)
+    if not space.summary()["ratio_dims"] and not space.summary()["bits_dims"]:
+        raise ConfigError(f"nothing to search in {type(model).__name__}: no prunable channel group and one bit-width "
+                          f"(left unpruned: {', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})")
     setup = SearchSetup(config=cfg, bundle=None, base=base, space=space, base_metrics={}, weights_dir=weights_dir,
                         skipped_layers=list(inv.skipped), workload=workload, device="cpu", example=example)
     setup.base_metrics = measure_base(setup)
+    try:
+        missing_objectives(cfg.objectives, setup.base_metrics)
+    except UserFunctionError as exc:
+        raise ConfigError(f"the base model: {exc}") from None
     return setup
 
 
@@ -209,19 +226,53 @@ def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable
         _check_picklable(workload)
     weights = inside(study_dir(cfg.study_name), "weights").resolve()
     setup = prepare_user_search(cfg, model, example, workload, weights, classes)
-    return SearchRun(_run(cfg, setup, log), setup, tracking_uri)
+    return SearchRun(_run(cfg, setup, log), setup, cfg.tracking_uri)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A hash of the model's parameters and buffers (names, shapes, dtypes, bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class SameBaseCheck:
+    """A SearchListener: a study of an in-memory model keeps that model's weights ("base_weights",
+    set when the study starts); resuming it from other weights is a ConfigError before any trial."""
+
+    def __init__(self, setup: SearchSetup) -> None:
+        self.fingerprint = weights_fingerprint(setup.base.model)
+
+    def on_search_start(self, setup: SearchSetup, study) -> None:
+        stored = study.user_attrs.get("base_weights")
+        if stored is None:
+            study.set_user_attr("base_weights", self.fingerprint)
+        elif stored != self.fingerprint:
+            raise ConfigError(f"study {study.study_name!r} was searched from other weights of "
+                              f"{setup.config.model}; pass another study_name (or the same model to resume it)")
+
+    def on_trial_end(self, record, study) -> None:
+        pass
+
+    def on_search_end(self, result, study, *, outcome: str) -> None:
+        pass
 
 
 def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
-    """The runner of cfg.backend with MLflow tracking (the store checked before anything is written)."""
+    """The CLI's runner dispatch (search.api.run) with the same MLflow tracking and --select
+    registration; the store is checked before anything is written."""
+    from prunetune.search.api import run, selection_warning
     from prunetune.search.tracking import MlflowTracker, check_store
 
     check_store(cfg.tracking_uri)
-    tracker = MlflowTracker(cfg.tracking_uri)
-    if cfg.backend == "ray":
-        from prunetune.search.ray_runner import run_search_ray
-
-        return run_search_ray(cfg, listeners=[tracker], log=log, setup=setup)
-    from prunetune.search.optuna_runner import run_search as run_embedded
-
-    return run_embedded(cfg, listeners=[tracker], log=log, setup=setup)
+    listeners = [SameBaseCheck(setup), MlflowTracker(cfg.tracking_uri, select=cfg.select)]
+    result = run(cfg, log=log, listeners=listeners, setup=setup)
+    warning = selection_warning(result, cfg.select)
+    if warning:
+        log(warning)
+    return result

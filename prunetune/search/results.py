@@ -114,14 +114,22 @@ def scaled_fps(metrics: dict, base_fps: float | None) -> float | None:
     return speedup * base_fps if speedup and base_fps else metrics.get("fps")
 
 
+def user_metric_keys(result: SearchResult) -> list[str]:
+    """The metrics of the study's objectives that are not standard columns (a Python API search's
+    own metrics, e.g. "map" of objective "map:maximize")."""
+    keys = [pareto.get_objective(o).key for o in result.objectives]
+    return [k for k in keys if k not in TABLE_COLUMNS and k not in pareto.OBJECTIVES]
+
+
 def front_rows(result: SearchResult) -> list[dict]:
     """One dict per front member (sorted by accuracy, best first): the `prunetune pareto` JSON.
     `fps` is rescaled to one clock (render.FPS_NOTE): speedup x the base's FPS from the study's
     base measurement; `fps_measured` is the trial's own FPS, timed in its window."""
     rows = []
     base_fps = result.base_metrics.get("fps")
+    extra = user_metric_keys(result)
     for r in result.front_records():
-        row = {"trial": r.number, **{k: r.metrics.get(k) for k in TABLE_COLUMNS if k != "trial"}}
+        row = {"trial": r.number, **{k: r.metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"}}
         row["fps_measured"] = r.metrics.get("fps")
         row["fps"] = scaled_fps(r.metrics, base_fps)
         row["knee"] = r.number == result.knee
@@ -163,8 +171,8 @@ def write_front(result: SearchResult, directory: Path) -> dict[str, Path]:
 def csv_text(result: SearchResult) -> str:
     rows = table_rows(result)
     buf = io.StringIO()
-    cols = ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
-            "size_bytes", "bitops", "knee", "config"]
+    cols = ["trial", "accuracy", *user_metric_keys(result), "test_accuracy", "macs", "flops", "fps", "speedup",
+            "params", "size_bytes", "bitops", "knee", "config"]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)

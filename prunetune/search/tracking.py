@@ -474,7 +474,8 @@ class MlflowTracker:
         params = {f"ratio.{k}": f"{v:.4g}" for k, v in record.config.get("ratios", {}).items()}
         params |= {f"bits.{k}": str(v) for k, v in record.config.get("bits", {}).items()}
         params |= {"importance": str(record.config.get("importance")), "seed": str(record.seed)}
-        values = {k: record.metrics[k] for k in METRIC_KEYS if k in record.metrics}
+        values = {k: v for k, v in record.metrics.items()  # a Python API search's own metrics too
+                  if k in METRIC_KEYS or (isinstance(v, int | float) and not isinstance(v, bool))}
         values |= {f"time_{k}": v for k, v in record.timings.items()}
         curve = [("finetune_loss", v, i + 1) for i, v in enumerate(record.curve)]
         self._log_batch(rid, params=params, metrics=_metrics(values) + _metrics_steps(curve))

@@ -13,6 +13,7 @@ it there). Seeds are the trial's (see objective.trial_seed).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -155,7 +156,10 @@ class UserWorkload:
     def finetune(self, model: nn.Module, seed: int, device: str) -> list[float]:  # noqa: ARG002
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            _call("train_fn", self.train_fn, model)
+            returned = _call("train_fn", self.train_fn, model)
+        if isinstance(returned, nn.Module) and returned is not model:
+            raise UserFunctionError("train_fn returned another module: it must fine-tune the model it is given in "
+                                    "place (return None)")
         model.cpu().eval()
         return []
 
@@ -186,13 +190,28 @@ def _call(name: str, fn: Callable, model: nn.Module):
         raise UserFunctionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
+# metrics prunetune measures itself: a user function may not return (and so replace) them
+MEASURED = ("macs", "flops", "bitops", "params", "size_bytes", "fps", "latency_ms", "fps_spread", "speedup",
+            "test_accuracy")
+METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what MLflow takes as a metric name, ':' and '/' aside
+
+
 def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
-    """The metrics `fn(model)` returns, checked: a mapping of names to finite numbers with
-    "accuracy" among them. The model is back on the CPU in eval mode afterwards."""
+    """The metrics `fn(model)` returns, checked: a mapping of names (letters, digits, '_', '.', '-';
+    none that prunetune measures itself, see MEASURED) to finite numbers, with "accuracy" among
+    them as a fraction in [0, 1]. The model is back on the CPU in eval mode afterwards."""
     out = _call(name, fn, model)
     model.cpu().eval()
     if not isinstance(out, dict) or "accuracy" not in out:
         raise UserFunctionError(f"{name} must return a dict with an 'accuracy' entry, got {out!r:.200}")
+    clash = sorted(str(k) for k in out if k in MEASURED)
+    if clash:
+        raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}, which prunetune measures itself; "
+                                "name your metric otherwise")
+    bad = sorted(repr(k) for k in out if not isinstance(k, str) or not METRIC_NAME.fullmatch(k))
+    if bad:
+        raise UserFunctionError(f"{name}'s metric names must be 1-100 letters, digits, '_', '.' or '-', got "
+                                f"{', '.join(bad)}")
     metrics = {}
     for key, value in out.items():
         try:
@@ -202,4 +221,6 @@ def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
         if not math.isfinite(number):
             raise UserFunctionError(f"{name}'s metric {key!r} is not finite: {number}")
         metrics[str(key)] = number
+    if not 0.0 <= metrics["accuracy"] <= 1.0:
+        raise UserFunctionError(f"{name}'s accuracy must be a fraction in [0, 1], got {metrics['accuracy']}")
     return metrics
