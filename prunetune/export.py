@@ -417,6 +417,8 @@ def _card_data(rec: TrialRecord, inputs: ExportInputs, plain: nn.Module, config:
                study: tuple[str, str, str], searched: tuple[str, object], retrain: dict | None,
                repeats: int) -> dict:
     """card.json's data (compute only; card_markdown renders it)."""
+    from prunetune.search.results import user_metric_keys
+
     (study_name, storage, selection), (runtime, result) = study, searched
     run, base_run, timings = timed
     base, example = inputs.base, inputs.example
@@ -443,7 +445,8 @@ def _card_data(rec: TrialRecord, inputs: ExportInputs, plain: nn.Module, config:
         "size_ratio": files["base_bytes"] / max(files["bytes"], 1),
         "recorded": {"runtime": runtime, "speedup": rec.metrics.get("speedup"), "fps": rec.metrics.get("fps"),
                      "val_accuracy": rec.metrics.get("accuracy"), "test_accuracy": recorded_test,
-                     "base_test_accuracy": result.base_metrics.get("test_accuracy")},
+                     "base_test_accuracy": result.base_metrics.get("test_accuracy"),
+                     "user_metrics": {k: rec.metrics[k] for k in user_metric_keys(result)}},
         "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
         "layers": _layers(base, plain, config.bits, int8=int8),
         "config": rec.config, "retrain": retrain,
@@ -676,11 +679,15 @@ def card_markdown(d: dict) -> str:
 
 # ------------------------------------------------------------------------------------ loading
 
-def load_compressed(directory: str | Path, *, model: str | None = None) -> nn.Module:
+def load_compressed(directory: str | Path, *, model: str | None = None,
+                    base_model: nn.Module | None = None) -> nn.Module:
     """The model of an export directory (or of a compressed.pt file) as a float torch module in eval
     mode, weight bit-widths baked in. `model`: the `package.module:function` of a user architecture
-    (only then is that code imported). CheckpointError if DIR holds no readable compressed.pt or
-    its file names user code other than `model`."""
+    (only then is that code imported); `base_model`: the in-memory model a Python API search
+    compressed (`prunetune.run_search`; its files name no architecture). CheckpointError if DIR
+    holds no readable compressed.pt, its file names user code other than `model`, or it needs a
+    `base_model` that was not given."""
     path = Path(directory)
-    model, _ = load_compressed_file(path / WEIGHTS_FILE if path.is_dir() else path, model=model)
+    model, _ = load_compressed_file(path / WEIGHTS_FILE if path.is_dir() else path, model=model,
+                                    base_model=base_model)
     return materialize(model)

@@ -106,6 +106,8 @@ def test_export_of_a_user_model_is_verified(searched, tmp_path):
         card = run.export(run.knee, tmp_path / "out", fmt="onnx")
     assert card.model_path.is_file() and card.data["verification"]["outputs_match"]
     assert (tmp_path / "out" / "card.md").is_file() and card.data["compressed"]["macs"] < card.data["base"]["macs"]
+    exported = prunetune.load_compressed(tmp_path / "out", base_model=run.setup.base.model)
+    assert evaluate(exported)["accuracy"] == run.knee.metrics["accuracy"]  # the exported model is the knee
 
 
 def test_a_user_models_file_is_refused_without_its_base(searched):
@@ -123,6 +125,9 @@ def test_an_extra_metric_from_eval_fn_is_an_objective(trained):
     assert run.result.objectives == ["confidence:maximize", "flops"]
     for t in study.get_trials():
         assert t.values[0] == pytest.approx(run.result.record(t.number).metrics["confidence"])
+    from prunetune.search.results import csv_text
+
+    assert csv_text(run.result).splitlines()[0].startswith("trial,accuracy,confidence,")
     assert run.result.base_metrics["confidence"] > 0 and run.result.hypervolume
 
 

@@ -11,9 +11,8 @@ import torch
 
 from prunetune.compress import load_compressed_file
 from prunetune.errors import PrunetuneError
-from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, log_export, output_folder,
-                              write_card, write_verified)
-from prunetune.runtimes import materialize
+from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, load_compressed, log_export,
+                              output_folder, write_card, write_verified)
 from prunetune.search.records import COMPLETE, TrialRecord
 
 VERIFY_SEED = 0
@@ -46,7 +45,7 @@ def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = 
     model, header = load_compressed_file(kept_weights(rec), base_model=base)
     inputs = ExportInputs(base=base, example=setup.example, verify=verify_inputs(setup.example), test_set=None,
                           torch_test=setup.workload.test_accuracy, calibration=None,
-                          load=lambda path: materialize(load_compressed_file(path, base_model=base)[0]),
+                          load=lambda path: load_compressed(path, base_model=base),
                           base_metrics=setup.base.meta["metrics"], base_checkpoint=None,
                           threads=setup.config.threads,
                           verify_label="inputs (example_input, then seeded random inputs of its shape)")
