@@ -226,7 +226,7 @@ def _package_versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ export
 
-def _trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
+def trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
     """The trial's weights file: where the search stored it, else (another machine, the search's
     folder gone) downloaded from the study's MLflow runs into this folder's
     mlruns/prunetune/<study>/weights/. PrunetuneError when neither has it."""
@@ -319,7 +319,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
     check_model_name(cfg.model, model)
-    rec.weights = str(_trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
+    rec.weights = str(trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
     compressed, header = load_compressed_file(rec.weights, model=model)
     check_int8(compressed, CompressionConfig.from_dict(header["config"]), rec, int8)
     out = output_folder(out_dir)

@@ -3,7 +3,6 @@ Pareto table. `prunetune search` and `prunetune pareto` are thin wrappers over t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from prunetune import render
@@ -159,12 +158,12 @@ def check_names(cfg: SearchConfig) -> None:
     if cfg.select:
         check_rule_metrics(pareto.parse_rule(cfg.select))
     from prunetune.paths import prepare_sqlite
-    from prunetune.search.tracking import DEFAULT_URI
+    from prunetune.search.tracking import requested_uri
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
     prepare_sqlite(cfg.storage_url, "study storage", create=False)
-    prepare_sqlite(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI, "tracking",
+    prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking",
                    create=False)
 
 
@@ -172,7 +171,7 @@ def check_rule_metrics(rule) -> None:
     """ConfigError unless every metric a selection rule names is one that trials record (checked
     before any trial: a typo must not cost the whole budget)."""
     from prunetune.errors import ConfigError
-    from prunetune.search.tracking import METRIC_KEYS
+    from prunetune.search.records import METRIC_KEYS
 
     unknown = sorted({rule.metric, *(c.metric for c in rule.conditions)} - set(METRIC_KEYS))
     if unknown:

@@ -177,18 +177,9 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
                       device=setup.device)
     t0 = time.perf_counter()
     try:
-        example = setup.example_input()
-        with setup.lock.busy():  # compute, like training: never during another trial's timing
-            config = setup.space.decode(params)  # a sweep's decode may scan or rank (strategies.py)
-            rec.config = config.as_dict()
-            model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed),
-                             seed=seed)
-        macs, per_layer = count_macs(model, example, per_module=True)
-        rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
-                           params=count_params(model), size_bytes=compressed_size_bytes(model, config))
+        config, model = _compressed(setup, params, seed, rec)
         rec.timings["compress_s"] = time.perf_counter() - t0
-        if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
-            rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
+        if rec.state == REJECTED:
             return rec
         t1 = time.perf_counter()
         with setup.lock.busy():
@@ -225,6 +216,23 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
     return rec
 
 
+def _compressed(setup: SearchSetup, params: dict, seed: int, rec: TrialRecord) -> tuple[CompressionConfig, nn.Module]:
+    """Decode `params`, compress the base model and record the config and the compressed model's
+    costs on `rec` (macs, flops, bitops, params, size_bytes), all as compute (the busy lock: never
+    during another trial's timing); `rec` becomes REJECTED when the FLOPs break --max-flops."""
+    cfg, example = setup.config, setup.example_input()
+    with setup.lock.busy():
+        config = setup.space.decode(params)  # a sweep's decode may scan or rank (strategies.py)
+        rec.config = config.as_dict()
+        model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed)
+        macs, per_layer = count_macs(model, example, per_module=True)
+    rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
+                       params=count_params(model), size_bytes=compressed_size_bytes(model, config))
+    if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
+        rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
+    return config, model
+
+
 def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     """The cheap fidelity of multi-fidelity screening: compress and score without fine-tuning
     (`Workload.screen`: the CLI's re-estimates the batch-norm statistics on SCREEN_IMAGES training
@@ -236,18 +244,10 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
     t0 = time.perf_counter()
     try:
-        config = setup.space.decode(params)
-        rec.config = config.as_dict()
-        example = setup.example_input()
+        _, model = _compressed(setup, params, seed, rec)
+        if rec.state == REJECTED:
+            return rec
         with setup.lock.busy():
-            model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed),
-                             seed=seed)
-            macs, per_layer = count_macs(model, example, per_module=True)
-            rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
-                               params=count_params(model), size_bytes=compressed_size_bytes(model, config))
-            if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
-                rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
-                return rec
             rec.metrics.update(setup.workload.screen(model, seed, setup.device))
             missing_objectives([o for o in cfg.objectives if o != "fps"], rec.metrics)  # fps: screened as macs
     except Exception as exc:  # a config's own failure must not end the search

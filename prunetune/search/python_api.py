@@ -56,15 +56,12 @@ def search_config(label: str, *, objectives, trials: int, study_name: str | None
     if bad:
         raise ConfigError(f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
                           f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}")
-    import os
-
     from prunetune.paths import absolute_sqlite
-    from prunetune.search.tracking import DEFAULT_URI
+    from prunetune.search.tracking import requested_uri
 
-    tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     cfg = SearchConfig(model=label, dataset="user", objectives=objective_names(objectives), trials=trials,
                        study=study_name, storage=absolute_sqlite(storage or SearchConfig().storage_url),
-                       tracking_uri=absolute_sqlite(tracking), backend=backend, device="cpu", **options)
+                       tracking_uri=absolute_sqlite(requested_uri(tracking_uri)), backend=backend, device="cpu", **options)
     if cfg.screen:
         raise ConfigError("screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
                           "prunetune's own data: not available around your loop (screen=0)")
@@ -80,29 +77,31 @@ def search_config(label: str, *, objectives, trials: int, study_name: str | None
     return cfg
 
 
-def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(one-sample input (1, C, H, W), output width) after one forward pass; ConfigError otherwise."""
+def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, torch.Tensor, int]:
+    """(a copy of `model` on the CPU in eval mode: the search's base, one-sample input (1, C, H, W),
+    output width) after one forward pass of the copy; ConfigError otherwise."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.ndim not in (3, 4):
         raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the model accepts")
     x = (example_input if example_input.ndim == 4 else example_input.unsqueeze(0))[:1].detach().cpu().float()
+    base = copy.deepcopy(model).cpu().eval()
     try:
         with torch.no_grad():
-            out = copy.deepcopy(model).cpu().eval()(x)
+            out = base(x)
     except Exception as exc:  # noqa: BLE001 - the caller's model on the caller's input
         raise ConfigError(f"the model does not accept example_input {tuple(x.shape)}: {type(exc).__name__}: "
                           f"{str(exc)[:200]}") from None
-    return x, int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else 0
+    return base, x, int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else 0
 
 
-def prepare_user_search(cfg: SearchConfig, model: nn.Module, example: torch.Tensor, workload: UserWorkload,
+def prepare_user_search(cfg: SearchConfig, base_model: nn.Module, example: torch.Tensor, workload: UserWorkload,
                         weights_dir: Path, classes: int) -> SearchSetup:
-    """The SearchSetup of a Python API search: a copy of `model` as the base (scored once with
-    eval_fn, and test_fn when given), the space from its inventory, the base's FPS on the CPU."""
+    """The SearchSetup of a Python API search: `base_model` (the search's own copy of the caller's
+    model) as the base, scored once with eval_fn (and test_fn when given), the space from its
+    inventory, the base's FPS on the CPU."""
     from prunetune.compress import inventory
 
-    base_model = copy.deepcopy(model).cpu().eval()
     scored = metrics_of("eval_fn", workload.eval_fn, copy.deepcopy(base_model))
     test = workload.test_accuracy(copy.deepcopy(base_model))
     meta = {"metrics": {"val_accuracy": scored["accuracy"], "test_accuracy": test,
@@ -111,8 +110,9 @@ def prepare_user_search(cfg: SearchConfig, model: nn.Module, example: torch.Tens
     base = BaseModel(model=base_model, meta=meta, path=None)
     inv = inventory(base_model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base_model, example, None)
-    if not space.summary()["ratio_dims"] and not space.summary()["bits_dims"]:
-        raise ConfigError(f"nothing to search in {type(model).__name__}: no prunable channel group and one bit-width "
+    dims = space.summary()
+    if not dims["ratio_dims"] and not dims["bits_dims"]:
+        raise ConfigError(f"nothing to search in {type(base_model).__name__}: no prunable channel group and one bit-width "
                           f"(left unpruned: {', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})")
     setup = SearchSetup(config=cfg, bundle=None, base=base, space=space, base_metrics={}, weights_dir=weights_dir,
                         skipped_layers=list(inv.skipped), workload=workload, device="cpu", example=example)
@@ -146,7 +146,10 @@ class SearchRun:
 
     result: SearchResult
     setup: SearchSetup
-    tracking_uri: str | None = None
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.setup.config.tracking_uri
 
     @property
     def study_name(self) -> str:
@@ -167,10 +170,11 @@ class SearchRun:
     def model(self, record: TrialRecord | int) -> nn.Module:
         """The compressed model of a trial whose weights were kept (front members; every trial
         with keep_all_weights=True), reloaded exactly, as a float torch module in eval mode."""
+        from prunetune.export import trial_weights
         from prunetune.runtimes import materialize
-        from prunetune.search.user_export import kept_weights
 
-        return materialize(self.setup.load_trial(kept_weights(self._record(record))))
+        rec = self._record(record)
+        return materialize(self.setup.load_trial(trial_weights(rec, self.study_name, self.tracking_uri)))
 
     def export(self, record: TrialRecord | int, out_dir: str | Path, fmt: str = "onnx", *,
                register: bool = True, fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None):
@@ -205,7 +209,7 @@ def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable
     be an objective: objectives={"map": "maximize", "flops": "minimize"}), measures MACs, FPS and
     size. `test_fn` (optional, like eval_fn) scores front members on held-out data. `options`: the
     other search settings by their config names (sampler, seed, timeout, strategy, granularity,
-    ratio_min, ratio_max, bits, importance, screen, min_accuracy, max_flops, threads, fps_repeats,
+    ratio_min, ratio_max, bits, importance, min_accuracy, max_flops, threads, fps_repeats,
     workers, cpus_per_trial, keep_all_weights, ...; `prunetune search --help` describes them).
     The study lives in `storage` (default sqlite:///mlruns/optuna.db), trial weights under
     mlruns/prunetune/<study>/weights, tracking in MLflow (`tracking_uri`, default as the CLI's);
@@ -215,7 +219,7 @@ def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable
     backend="ray" the functions must be picklable."""
     from prunetune.paths import inside, study_dir
 
-    example, classes = _checked_input(model, example_input)
+    base_model, example, classes = _checked_input(model, example_input)
     for name, fn in (("train_fn", train_fn), ("eval_fn", eval_fn), ("test_fn", test_fn)):
         if fn is not None and not callable(fn):
             raise ConfigError(f"{name} must be callable, got {type(fn).__name__}")
@@ -225,8 +229,8 @@ def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable
     if backend == "ray":
         _check_picklable(workload)
     weights = inside(study_dir(cfg.study_name), "weights").resolve()
-    setup = prepare_user_search(cfg, model, example, workload, weights, classes)
-    return SearchRun(_run(cfg, setup, log), setup, cfg.tracking_uri)
+    setup = prepare_user_search(cfg, base_model, example, workload, weights, classes)
+    return SearchRun(_run(cfg, setup, log), setup)
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -10,6 +10,11 @@ from dataclasses import asdict, dataclass, field
 from prunetune.errors import PrunetuneError
 
 COMPLETE, FAILED, REJECTED, RUNNING, INTERRUPTED = "complete", "failed", "rejected", "running", "interrupted"
+# the metrics a trial records, in table order: "accuracy" (validation, from the workload), then
+# what prunetune measures itself (test accuracy of front members, costs, speed)
+METRIC_KEYS = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
+               "latency_ms", "fps_spread", "speedup")
+MEASURED_KEYS = METRIC_KEYS[1:]
 TRACEBACK_CHARS = 20_000  # a failed trial's stored traceback: its last this many characters
 FAILURE_STREAK = 5  # this many identical failures in a row stop a search
 

@@ -16,14 +16,11 @@ from typing import TYPE_CHECKING
 import optuna
 
 from prunetune.search import pareto
-from prunetune.search.records import COMPLETE, TrialRecord, record_from_trial
+from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_from_trial
 
 if TYPE_CHECKING:
     import pandas
 
-# trials_dataframe: the metric columns' order (any other metric follows, sorted by name)
-METRIC_ORDER = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
-                "latency_ms", "fps_spread", "speedup")
 TIMING_ORDER = ("compress_s", "finetune_s", "measure_s", "total_s")
 TABLE_COLUMNS = ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
                  "size_bytes", "bitops")
@@ -183,14 +180,14 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
     """Every trial as one row of a pandas DataFrame, in trial-number order, after Optuna's
     `study.trials_dataframe()`: `number`, `state` (prunetune's: complete, failed, rejected,
     running, interrupted, waiting), `params_<name>` for each sampled parameter, one column per
-    metric any record has (METRIC_ORDER first, then the others, user-defined ones included, by
+    metric any record has (METRIC_KEYS first, then the others, user-defined ones included, by
     name; NaN where a trial lacks it; test accuracy only for front members that were scored), the
     timings in seconds (`total_s` is the trial's duration), `front` and `knee` (booleans: on the
     result's Pareto front, its knee) and `reason` (why a trial failed or was rejected, else "").
     A metric named like one of the fixed columns gets the prefix `metric_`."""
     import pandas
 
-    metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_ORDER)
+    metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_KEYS)
     timings = _ordered({k for r in result.records for k in r.timings}, TIMING_ORDER)
     params = sorted({k for r in result.records for k in r.params})
     fixed = {"number", "state", "front", "knee", "reason", *timings, *(f"params_{k}" for k in params)}

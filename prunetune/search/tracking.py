@@ -42,7 +42,7 @@ from pathlib import Path
 
 from prunetune import interrupts
 from prunetune.errors import PrunetuneError
-from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
+from prunetune.search.records import COMPLETE, FAILED, METRIC_KEYS, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
@@ -50,14 +50,18 @@ DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_ATTR = "mlflow_parent_run_id"  # Optuna study user attr: the study's one MLflow parent run
 LOGGED_STATES = (COMPLETE, FAILED, REJECTED)  # finished trials: each has one child run
-METRIC_KEYS = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
-               "latency_ms", "fps_spread", "speedup")
+
+
+def requested_uri(uri: str | None) -> str:
+    """The tracking URI asked for: `uri`, else $MLFLOW_TRACKING_URI, else DEFAULT_URI (nothing
+    resolved, checked or created)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def tracking_uri(uri: str | None) -> str:
     """The tracking URI to use: `uri`, else $MLFLOW_TRACKING_URI, else DEFAULT_URI. A SQLite URI is
     made absolute and its folder created; PrunetuneError if the folder cannot be created or written."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = requested_uri(uri)
     if uri.startswith("sqlite:///"):  # made absolute: MLflow caches stores by URI, Ray workers chdir
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
         folder = Path(uri.removeprefix("sqlite:///")).parent
@@ -82,7 +86,7 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
     """
     import sys
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = requested_uri(uri)
     argv = [sys.executable, "-m", "mlflow", "server"]
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///")).resolve()
@@ -122,7 +126,7 @@ def check_store(uri: str | None) -> None:
     line, otherwise."""
     from prunetune.paths import absolute_sqlite, prepare_sqlite
 
-    uri = absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+    uri = absolute_sqlite(requested_uri(uri))
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
     elif uri.startswith("sqlite:///"):
@@ -611,7 +615,7 @@ def fetch_front_weights(uri: str | None, study: str, filename: str, directory: P
     machine that does not have the search's mlruns folder (no shared filesystem)."""
     from mlflow.tracking import MlflowClient
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = requested_uri(uri)
     if uri.startswith("sqlite:///"):  # no store here: nothing to fetch, and none (no folder) is created
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         if not db.is_file():

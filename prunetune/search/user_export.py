@@ -10,10 +10,9 @@ from typing import Callable
 import torch
 
 from prunetune.compress import load_compressed_file
-from prunetune.errors import PrunetuneError
-from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, load_compressed, log_export,
-                              output_folder, write_card, write_verified)
-from prunetune.search.records import COMPLETE, TrialRecord
+from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, choose_trial, load_compressed,
+                              log_export, output_folder, trial_weights, write_card, write_verified)
+from prunetune.search.records import TrialRecord
 
 VERIFY_SEED = 0
 
@@ -25,24 +24,15 @@ def verify_inputs(example: torch.Tensor, n: int = VERIFY_IMAGES // 4) -> torch.T
     return torch.cat([example, noise])
 
 
-def kept_weights(record: TrialRecord) -> str:
-    """The trial's weights file; PrunetuneError when it was not kept."""
-    if not record.weights or not Path(record.weights).is_file():
-        raise PrunetuneError(f"the weights of trial {record.number} were not kept (only the Pareto front's are, "
-                             "unless the search ran with keep_all_weights=True)")
-    return record.weights
-
-
 def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = "onnx", register: bool = True,
                       fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None) -> Card:
     """Export trial `rec` of SearchRun `run` to `out_dir` as `fmt`, verified (see the module
     docstring); the Card. PrunetuneError for an incomplete trial or one whose weights were not kept."""
     check_export_flags(fmt, int8=False)
-    if rec.state != COMPLETE:
-        raise PrunetuneError(f"trial {rec.number} is {rec.state}; export a complete trial")
+    rec = choose_trial(run.result, trial=rec.number)
     setup = run.setup
     base = setup.base.model
-    model, header = load_compressed_file(kept_weights(rec), base_model=base)
+    model, header = load_compressed_file(trial_weights(rec, run.study_name, run.tracking_uri), base_model=base)
     inputs = ExportInputs(base=base, example=setup.example, verify=verify_inputs(setup.example), test_set=None,
                           torch_test=setup.workload.test_accuracy, calibration=None,
                           load=lambda path: load_compressed(path, base_model=base),

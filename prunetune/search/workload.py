@@ -24,6 +24,7 @@ from torch.utils.data import Subset
 from prunetune.data import BalancedSubsetSampler, DataBundle
 from prunetune.errors import PrunetuneError
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
+from prunetune.search.records import MEASURED_KEYS
 
 RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
 SCREEN_IMAGES = 300  # screening: batch-norm statistics re-estimated on this many training images
@@ -190,21 +191,18 @@ def _call(name: str, fn: Callable, model: nn.Module):
         raise UserFunctionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
-# metrics prunetune measures itself: a user function may not return (and so replace) them
-MEASURED = ("macs", "flops", "bitops", "params", "size_bytes", "fps", "latency_ms", "fps_spread", "speedup",
-            "test_accuracy")
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what MLflow takes as a metric name, ':' and '/' aside
 
 
 def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
     """The metrics `fn(model)` returns, checked: a mapping of names (letters, digits, '_', '.', '-';
-    none that prunetune measures itself, see MEASURED) to finite numbers, with "accuracy" among
+    none that prunetune measures itself, records.MEASURED_KEYS) to finite numbers, with "accuracy" among
     them as a fraction in [0, 1]. The model is back on the CPU in eval mode afterwards."""
     out = _call(name, fn, model)
     model.cpu().eval()
     if not isinstance(out, dict) or "accuracy" not in out:
         raise UserFunctionError(f"{name} must return a dict with an 'accuracy' entry, got {out!r:.200}")
-    clash = sorted(str(k) for k in out if k in MEASURED)
+    clash = sorted(str(k) for k in out if k in MEASURED_KEYS)
     if clash:
         raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}, which prunetune measures itself; "
                                 "name your metric otherwise")
