@@ -81,6 +81,43 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cf
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
+def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, screen: Screener | None, *,
+               sample: bool = False) -> tuple[optuna.trial.Trial, dict | None] | None:
+    """The next trial of a search, asked and tagged with this worker under the study's budget lock
+    (count + ask atomically: parallel searches never overshoot), with its params when `sample`
+    (sampled under the lock too); None when no trial should start: the deadline passed, a
+    strategy's sweep is done, the deadline passed while screening, or the budget is reached."""
+    cfg = setup.config
+    if deadline.passed() or strategies.exhausted(setup.space, study):
+        return None
+    if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
+        return None
+    with budget_lock(study):
+        finished, running = count_finished(study)
+        if finished + running >= cfg.trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr("worker", worker_id())
+        return trial, setup.space.suggest(trial) if sample else None
+
+
+def mark_interrupted(study: optuna.Study, trial: optuna.trial.Trial) -> None:
+    """Finish a trial stopped by Ctrl-C / SIGTERM as FAIL marked interrupted (re-run on resume)."""
+    trial.set_user_attr("interrupted", True)
+    trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def finish_trial(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig,
+                 listeners: list[SearchListener], log: Callable[[str], None]) -> None:
+    """Store the record on its trial (`tell`), log a failure, notify the listeners."""
+    tell(study, trial, record, cfg)
+    if record.state == FAILED:
+        log(f"trial {trial.number} failed: {record.reason}")
+    for listener in listeners:
+        listener.on_trial_end(record, study)
+
+
 def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
                progress=None, setup: SearchSetup | None = None) -> SearchResult:
     """Run (or resume) the search described by cfg until cfg.trials trials have finished. Raises
@@ -104,29 +141,17 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
             if progress:
                 progress(count_finished(study)[0], cfg.trials, study)
-            if deadline.passed() or strategies.exhausted(setup.space, study):
+            asked = next_trial(study, setup, deadline, screen)
+            if asked is None:
                 return
-            if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
-                return  # the deadline passed while screening
-            with budget_lock(study):  # count + ask atomically: parallel searches never overshoot
-                finished, running = count_finished(study)
-                if finished + running >= cfg.trials:
-                    return
-                trial = study.ask()
-                trial.set_user_attr("worker", worker_id())
+            trial = asked[0]
             try:
                 record = run_trial(setup, setup.space.suggest(trial), trial.number,
                                    replay_of=trial.user_attrs.get("replay_of"))
             except KeyboardInterrupt:
-                trial.set_user_attr("interrupted", True)
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                mark_interrupted(study, trial)
                 raise
-            tell(study, trial, record, cfg)
-            if record.state == FAILED:
-                log(f"trial {trial.number} failed: {record.reason}")
-            for listener in listeners:
-                listener.on_trial_end(record, study)
+            finish_trial(study, trial, record, cfg, listeners, log)
             streak.observe(record)
 
     return drive(cfg, setup, study, listeners, loop, log=log)

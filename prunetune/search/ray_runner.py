@@ -49,12 +49,12 @@ from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search import strategies
-from prunetune.search.optuna_runner import Deadline, SearchListener, drive, tell, weights_dir
+from prunetune.search.optuna_runner import (Deadline, SearchListener, drive, finish_trial, mark_interrupted, next_trial,
+                                            weights_dir)
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.screening import Screener
 from prunetune.search.results import SearchResult
-from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
+from prunetune.search.study import count_finished, open_study, recover_unfinished, worker_id
 
 NUMBER_KEY = "_prunetune_trial"  # the Optuna trial number of a Ray trial (names its record and weights)
 REPLAY_KEY = "_prunetune_replay_of"  # the trial it re-runs (whose seed it uses), or None
@@ -270,7 +270,6 @@ class RayTrials:
                  listeners: list[SearchListener], log: Callable[[str], None], progress) -> None:
         self.cfg, self.setup, self.study = cfg, setup, study
         self.listeners, self.log, self.progress = listeners, log, progress
-        self.driver = worker_id()
         self.deadline = Deadline(cfg.timeout)  # starts with the searcher: this run's window
         self.screen = Screener(setup, study) if cfg.screening else None  # runs here, in the driver
         self.asked: dict[str, optuna.trial.Trial] = {}
@@ -280,20 +279,14 @@ class RayTrials:
     def suggest(self, trial_id: str) -> dict | None:
         """The Tune config of a new trial (its params, NUMBER_KEY, REPLAY_KEY), or None: no more
         trials start (those in flight finish)."""
-        if self.deadline.passed() or strategies.exhausted(self.setup.space, self.study):
+        if self.stop_error is not None:
             return None
-        if (self.screen is not None and count_finished(self.study)[0] < self.cfg.trials
-                and not self.screen.refill(self.deadline)):
+        asked = next_trial(self.study, self.setup, self.deadline, self.screen, sample=True)
+        if asked is None:
             return None
-        with budget_lock(self.study):  # count, ask and tag atomically, as the embedded runner
-            finished, running = count_finished(self.study)
-            if finished + running >= self.cfg.trials or self.stop_error is not None:
-                return None
-            trial = self.study.ask()
-            trial.set_user_attr("worker", self.driver)
-            self.asked[trial_id] = trial
-            params = self.setup.space.suggest(trial)
-            return {**params, NUMBER_KEY: trial.number, REPLAY_KEY: trial.user_attrs.get("replay_of")}
+        trial, params = asked
+        self.asked[trial_id] = trial
+        return {**params, NUMBER_KEY: trial.number, REPLAY_KEY: trial.user_attrs.get("replay_of")}
 
     def complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         """Store the record a finished Tune trial sent (or a FAILED one: no result), notify."""
@@ -301,12 +294,8 @@ class RayTrials:
             return
         trial = self.asked[trial_id]
         record = _record_of(trial, result, error)
-        tell(self.study, trial, record, self.cfg)
+        finish_trial(self.study, trial, record, self.cfg, self.listeners, self.log)
         self.completed.add(trial_id)
-        if record.state == FAILED:
-            self.log(f"trial {record.number} failed: {record.reason}")
-        for listener in self.listeners:
-            listener.on_trial_end(record, self.study)
         if self.progress:
             self.progress(count_finished(self.study)[0], self.cfg.trials, self.study)
         try:
@@ -319,9 +308,7 @@ class RayTrials:
         runner does on Ctrl-C. A no-op after a finished search."""
         for trial_id, trial in self.asked.items():
             if trial_id not in self.completed:
-                trial.set_user_attr("interrupted", True)
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                mark_interrupted(self.study, trial)
                 self.completed.add(trial_id)
 
 
