@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from multiprocessing import get_context  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-STRATEGIES = {"screened": {"strategy": "search"}, "unscreened": {"strategy": "search", "screen": 0},
+STRATEGIES = {"targets": {"strategy": "targets", "screen": 0}, "screened": {"strategy": "search"}, "unscreened": {"strategy": "search", "screen": 0},
               "uniform": {"strategy": "uniform", "screen": 0}, "global": {"strategy": "global", "screen": 0},
               "sensitivity": {"strategy": "sensitivity", "screen": 0},
               "allocation": {"strategy": "search", "screen": 0, "parametrization": "allocation"}}
@@ -46,13 +46,14 @@ OBJECTIVES = ["accuracy", "macs"]
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", default="resnet18,mobilenet_v2,vgg16_bn")
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--strategies", default="targets,uniform,global")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--timeout", type=float, default=100.0, help="seconds of trial loop per run")
     p.add_argument("--targets", default="0.05,0.02,0.01", help="MACs targets, fractions of the base's")
     p.add_argument("--epochs", type=int, default=1, help="brief fine-tune epochs per trial")
     p.add_argument("--subset", type=int, default=1000, help="brief fine-tune images per epoch")
     p.add_argument("--screen", type=int, default=8, help="configs screened per full trial (screened)")
+    p.add_argument("--candidates", type=int, default=8, help="allocations scored per full trial (targets)")
     p.add_argument("--ratio-min", type=float, default=0.5, help="every strategy's lowest ratio: the targets "
                    "(<= 5 %% of MACs) need ratios around 0.8-0.9, so the budget is not spent on light pruning")
     p.add_argument("--sweep-step", type=float, default=0.01, help="ratio grid of the sweeps (uniform, global, "
@@ -80,6 +81,8 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
             f"-r{args['ratio_min']:g}")
     if strategy == "screened":
         name += f"-k{args['screen']}"
+    if strategy == "targets":
+        name += f"-c{args['candidates']}"
     sweep = STRATEGIES[strategy]["strategy"] != "search"
     if sweep:
         name += f"-st{args['sweep_step']:g}"
@@ -88,7 +91,8 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
                         timeout=args["timeout"], objectives=list(OBJECTIVES), bits=[32], epochs=args["epochs"],
                         subset=args["subset"], ratio_min=args["ratio_min"], fps_repeats=3, threads=1,
                         keep_all_weights=True, ratio_step=args["sweep_step"] if sweep else 0.05,
-                        **{"screen": args["screen"], **STRATEGIES[strategy]})
+                        **{"screen": args["screen"], **STRATEGIES[strategy]},
+                        **({"candidates": args["candidates"]} if strategy == "targets" else {}))
 
 
 def task_base(args: dict, net: str, workdir: str) -> dict:
@@ -114,6 +118,7 @@ def task_run(args: dict, net: str, strategy: str, seed: int, workdir: str) -> di
     from prunetune.search.optuna_runner import run_search
     from prunetune.search.screening import screen_stats
     from prunetune.search.study import load_existing
+    from prunetune.search.targets import proxy_quality
 
     torch.set_num_threads(1)
     os.chdir(workdir)
@@ -124,17 +129,37 @@ def task_run(args: dict, net: str, strategy: str, seed: int, workdir: str) -> di
     t0 = time.perf_counter()
     result = run_search(cfg)
     wall = time.perf_counter() - t0
-    stats = screen_stats(load_existing(cfg.storage_url, cfg.study_name)) or {}
+    study = load_existing(cfg.storage_url, cfg.study_name)
+    stats = screen_stats(study) or {}
+    stats |= proxy_quality(study) or {}
+    stats["configs_screened"] = stats.get("configs_screened", 0) + _candidates_scored(cfg, study)
     out = {"net": net, "strategy": strategy, "seed": seed, "study": cfg.study_name, "wall_s": wall,
            "full_trials": sum(r.state in ("complete", "rejected", "failed") for r in result.records),
            "configs_screened": stats.get("configs_screened", 0), "screen_s": stats.get("screen_s", 0.0),
            "hypervolume": result.hypervolume[-1] if result.hypervolume else 0.0,
+           "proxy_spearman": stats.get("proxy_spearman"), "proxy_pairs": stats.get("proxy_pairs"),
            "trials": [{"number": r.number, "state": r.state, "accuracy": r.metrics.get("accuracy"),
                        "macs": r.metrics.get("macs"), "weights": r.weights, "params": r.params,
                        "total_s": r.timings.get("total_s")} for r in result.records]}
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(out))
     return out
+
+
+def _candidates_scored(cfg, study) -> int:
+    """Candidates the targets planner scored with its proxy (0 for other strategies)."""
+    import optuna
+
+    from prunetune.search.targets import candidate_study_name
+
+    names = {s.study_name for s in optuna.get_all_study_summaries(cfg.storage_url, include_best_trial=False)}
+    return sum(len(optuna.load_study(study_name=n, storage=cfg.storage_url).get_trials(deepcopy=False))
+               for n in names if n.startswith(study.study_name + ".target-"))
+
+
+def _rho(values: list) -> str:
+    known = [v for v in values if v is not None]
+    return _common.ms(known, ".2f") if known else "-"
 
 
 def final_key(args: dict, weights: str, seed: int) -> str:
@@ -260,9 +285,10 @@ def render(data: dict, out: Path | None) -> None:
                 cells.append((_common.ms(accs) if accs else "-") + (f" ({miss} run(s) none)" if miss else ""))
             rows.append([strategy, *cells, _common.ms([r["configs_screened"] for r in mine], ".0f"),
                          _common.ms([r["full_trials"] for r in mine], ".0f"),
-                         _common.ms([r["hypervolume"] for r in mine], ".3f")])
+                         _common.ms([r["hypervolume"] for r in mine], ".3f"),
+                         _rho([r.get("proxy_spearman") for r in mine])])
         lines += _common.table(["strategy", *[f"test acc at <= {t:.0%} MACs" for t in targets], "configs screened",
-                                "full trials", "hypervolume"], rows)
+                                "full trials", "hypervolume", "proxy rho (within target)"], rows)
         sp = data["spearman"][net]
         rho = "n/a" if sp["rho"] is None else f"{sp['rho']:.2f}"
         lines += ["", f"Proxy check: Spearman rho of brief vs final fine-tune test accuracy over "

@@ -35,8 +35,15 @@ FLAG_HELP = {
     "trials": "total number of finished trials in the study (resuming counts earlier ones)",
     "timeout": "stop starting trials after this many seconds of this run (the trial in flight "
                "finishes; with --trials: whichever comes first; each resume gets a new window)",
-    "strategy": "search (per-group search) | uniform (one ratio, swept) | global (torch-pruning's "
-                "global ranking, target swept) | sensitivity (ratios from a sensitivity scan, swept)",
+    "strategy": "targets (the front built at MACs targets: uniform and global ranking first, then "
+                "allocations met by construction, ranked by a cheap proxy) | search (free multi-objective "
+                "per-group search) | uniform (one ratio, swept) | global (torch-pruning's global ranking, "
+                "target swept) | sensitivity (ratios from a sensitivity scan, swept)",
+    "targets": "targets: comma list of MACs targets as fractions of the base's, e.g. 0.5,0.1,0.02 "
+               "(default: 0.5,0.2,0.1,0.05,... down to what the space allows)",
+    "candidates": "targets: allocations scored by the proxy per full trial (the best one is fine-tuned)",
+    "proxy_steps": "targets: fine-tune steps of the proxy that ranks candidates (0: batch norms only; "
+                   "default: an eighth of the brief fine-tune's steps, at least 4)",
     "screen": "search: configs screened cheaply (pruned, batch norms re-estimated, no fine-tune) "
               "per full trial, the most promising (Pareto rank) promoted; 0: no screening (experimental)",
     "parametrization": "search: ratios (one per group, independent) | allocation (one MACs-weighted level + "
@@ -84,7 +91,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     from prunetune.config import SearchConfig
 
     p.add_argument("--config", help="YAML file with the same keys as these flags (flags win)")
-    list_types = {"objectives": str, "bits": int, "importance": str}
+    list_types = {"objectives": str, "bits": int, "importance": str, "targets": float}
     for f in dataclasses.fields(SearchConfig):
         flag = "--" + f.name.replace("_", "-")
         text = _with_default(FLAG_HELP[f.name], _field_default(f))

@@ -23,7 +23,7 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
-STRATEGIES = ("search", "uniform", "global", "sensitivity")
+STRATEGIES = ("targets", "search", "uniform", "global", "sensitivity")
 PARAMETRIZATIONS = ("ratios", "allocation")
 
 
@@ -43,7 +43,10 @@ class SearchConfig:
     tracking_uri: str | None = None
     trials: int = 30
     timeout: float | None = None
-    strategy: str = "search"
+    strategy: str = "targets"
+    targets: list[float] | None = None
+    candidates: int = 8
+    proxy_steps: int | None = None
     screen: int = 0
     parametrization: str = "ratios"
     sampler: str = "tpe"
@@ -128,6 +131,15 @@ class SearchConfig:
         if self.parametrization != "ratios" and self.strategy != "search":
             raise ConfigError(f"--parametrization shapes the per-group search: use it with --strategy search, "
                               f"not {self.strategy}")
+        if self.candidates < 1:
+            raise ConfigError(f"candidates must be >= 1 (allocations scored per full trial), got {self.candidates}")
+        if self.proxy_steps is not None and self.proxy_steps < 0:
+            raise ConfigError(f"proxy_steps must be >= 0 (0: no fine-tune in the proxy), got {self.proxy_steps}")
+        if self.targets is not None:
+            check_targets(self.targets)
+            if self.strategy != "targets":
+                raise ConfigError(f"--targets sets the targets strategy's cost targets: use it with --strategy "
+                                  f"targets, not {self.strategy}")
         if self.screen and self.strategy != "search":
             raise ConfigError(f"--screen screens the per-group search's proposals: use it with --strategy "
                               f"search, not {self.strategy}")
@@ -180,6 +192,16 @@ class SearchConfig:
                                   f"({implied} for {self.gpus_per_trial:g}); use --device auto or {implied}")
 
     @property
+    def proxy_fine_tune_steps(self) -> int:
+        """Steps of the proxy's short fine-tune: `proxy_steps`, else for `targets` an eighth of
+        the brief fine-tune's steps (at least 4), for screening 0 (batch norms only)."""
+        if self.proxy_steps is not None:
+            return self.proxy_steps
+        if self.strategy != "targets" or self.epochs == 0:
+            return 0
+        return max(4, self.epochs * math.ceil(self.subset / self.batch_size) // 8)
+
+    @property
     def screening(self) -> bool:
         """Multi-fidelity screening is on: `--screen N` (N >= 1) with strategy `search`. Off by
         default until bench/deep_search.py shows it finds better fronts at equal wall time."""
@@ -202,6 +224,19 @@ class SearchConfig:
             where = repr(str(yaml_path)) if yaml_path is not None else "flags"
             raise ConfigError(f"unknown config key(s) {shown} in {where}")
         return cls(**values)
+
+
+def check_targets(values: list[float]) -> list[float]:
+    """`values` as distinct fractions in (0, 1), lightest first; ConfigError otherwise."""
+    if not values:
+        raise ConfigError("targets must name at least one fraction of the base's MACs")
+    bad = [v for v in values if not (isinstance(v, int | float) and not isinstance(v, bool)
+                                     and _finite(v) and 0.0 < v < 1.0)]
+    if bad:
+        raise ConfigError(f"targets are fractions of the base's MACs in (0, 1), got {bad[0]!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError("targets must not repeat a value")
+    return sorted((float(v) for v in values), reverse=True)
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict:

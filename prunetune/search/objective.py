@@ -118,7 +118,7 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     inv = inventory(base.model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
     workload = DatasetWorkload(bundle, epochs=cfg.epochs, subset=cfg.subset, lr=cfg.lr, batch_size=cfg.batch_size,
-                               distill=cfg.distill, teacher=base.model)
+                               distill=cfg.distill, teacher=base.model, proxy_steps=cfg.proxy_fine_tune_steps)
     setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
                         weights_dir=weights_dir, skipped_layers=list(inv.skipped), workload=workload,
                         device=str(device))

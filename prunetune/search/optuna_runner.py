@@ -81,7 +81,24 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cf
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, screen: Screener | None, *,
+class Proposer(Protocol):
+    """What proposes full trials before each ask (screening, the targets planner)."""
+
+    def refill(self, deadline: Deadline) -> bool:
+        """Make sure a trial is waiting if one should; False: the deadline passed meanwhile."""
+
+
+def make_proposer(setup: SearchSetup, study: optuna.Study) -> Proposer | None:
+    """The `targets` strategy's planner, the screener of `--screen N`, or None (the sampler
+    proposes)."""
+    if setup.config.strategy == "targets":
+        from prunetune.search.targets import TargetPlanner
+
+        return TargetPlanner(setup, study)
+    return Screener(setup, study) if setup.config.screening else None
+
+
+def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, screen: Proposer | None, *,
                sample: bool = False) -> tuple[optuna.trial.Trial, dict | None] | None:
     """The next trial of a search, asked and tagged with this worker under the study's budget lock
     (count + ask atomically: parallel searches never overshoot), with its params when `sample`
@@ -136,7 +153,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
 
     def loop() -> None:
         deadline = Deadline(cfg.timeout)  # each run its own window; trials already run are kept
-        screen = Screener(setup, study) if cfg.screening else None
+        screen = make_proposer(setup, study)
         while True:
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
             if progress:

@@ -49,10 +49,9 @@ from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search.optuna_runner import (Deadline, SearchListener, drive, finish_trial, mark_interrupted, next_trial,
+from prunetune.search.optuna_runner import (Deadline, SearchListener, drive, finish_trial, make_proposer, mark_interrupted, next_trial,
                                             weights_dir)
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
-from prunetune.search.screening import Screener
 from prunetune.search.results import SearchResult
 from prunetune.search.study import count_finished, open_study, recover_unfinished, worker_id
 
@@ -271,7 +270,7 @@ class RayTrials:
         self.cfg, self.setup, self.study = cfg, setup, study
         self.listeners, self.log, self.progress = listeners, log, progress
         self.deadline = Deadline(cfg.timeout)  # starts with the searcher: this run's window
-        self.screen = Screener(setup, study) if cfg.screening else None  # runs here, in the driver
+        self.screen = make_proposer(setup, study)  # runs here, in the driver
         self.asked: dict[str, optuna.trial.Trial] = {}
         self.completed: set[str] = set()
         self.streak, self.stop_error = FailureStreak(), None

@@ -115,10 +115,16 @@ class SweepSampler(optuna.samplers.GridSampler):
 
 
 def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor, bundle):
-    """The space of cfg.strategy: `space` itself for `search`, else its SweepSpace over the ratio
-    grid (multiples of the step from the groups' lowest ratio, above 0, to their highest)."""
+    """The space of cfg.strategy: `space` itself for `search`, its TargetSpace for `targets`
+    (prunetune.spaces.targets), else its SweepSpace over the ratio grid (multiples of the step
+    from the groups' lowest ratio, above 0, to their highest)."""
     if cfg.strategy == "search":
         return AllocationSpace(space) if cfg.parametrization == "allocation" else space
+    if cfg.strategy == "targets":
+        from prunetune.compress import inventory
+        from prunetune.spaces.targets import make_target_space
+
+        return make_target_space(space, model, example, inventory(model, example), cfg.targets)
     searched = [g for g in space.groups.values() if g.high > 0.0]
     high = max((g.high for g in searched), default=0.0)
     low = min((g.low for g in searched), default=0.0)

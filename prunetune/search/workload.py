@@ -88,6 +88,7 @@ class DatasetWorkload:
     batch_size: int
     distill: float = 0.0
     teacher: nn.Module | None = None
+    proxy_steps: int = 0
 
     @property
     def label(self) -> str:
@@ -116,6 +117,14 @@ class DatasetWorkload:
         return {"accuracy": evaluate(model, self.bundle.val, device=device)["accuracy"]}
 
     def screen(self, model: nn.Module, seed: int, device: str) -> dict[str, float]:
+        """The proxy: `proxy_steps` fine-tune steps (none when 0) on images of their own, batch
+        norms re-estimated on SCREEN_IMAGES, accuracy on SCREEN_VAL_IMAGES validation images."""
+        if self.proxy_steps > 0:
+            images = self.proxy_steps * self.batch_size
+            sampler = BalancedSubsetSampler(self.bundle.train_targets,
+                                            per_class=max(1, images // self.bundle.num_classes), seed=seed)
+            train(model, self.bundle.train, Recipe(epochs=1, lr=self.lr, batch_size=self.batch_size),
+                  seed=seed, sampler=sampler, device=device)
         recalibrate_bn(model, self.bundle.train, sampler=recalibration_sampler(self.bundle, seed, SCREEN_IMAGES),
                        batch_size=self.batch_size, device=device)
         val = Subset(self.bundle.val, range(min(SCREEN_VAL_IMAGES, len(self.bundle.val))))

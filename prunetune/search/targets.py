@@ -1,0 +1,260 @@
+"""The `targets` strategy's planner: the front built target by target (the default search).
+
+Before each full trial the runner calls `TargetPlanner.refill` (the same place screening refills).
+When no full trial is waiting, the planner picks the next step of its plan and enqueues one full
+trial whose params it chose (prunetune.spaces.targets.TargetSpace: every config at a target costs
+that target's MACs within the tolerance, by construction):
+
+1. **Baselines first, at every target**: the uniform config, then torch-pruning's global ranking
+   scaled onto the target. So the front weakly dominates both, and every target has a "vs
+   uniform" reference measured through the same pipeline.
+2. **Then searched candidates, target after target** (the target with the fewest so far): the
+   target's *candidate study* (`<study>.target-<t>`, same storage, TPE over allocations, bits and
+   importance) proposes `cfg.candidates` allocations; each is scored with the cheap proxy
+   (`objective.screen_trial`: a short fine-tune, batch norms re-estimated, part of the validation
+   split); the best not yet promoted becomes the full trial. A new target's candidate study
+   starts from the best allocations found at the targets before it (what is learned is shared).
+
+Baselines are scored by the proxy too, so each full trial carries its proxy score (`proxy`) and
+`proxy_quality` can say how well the proxy ranks: the Spearman correlation of proxy and brief
+fine-tune accuracy within each target, averaged over targets, weighted by pairs.
+
+Full trials carry user attrs `target`, `candidate` ("uniform", "global" or "search"), `proxy` and,
+for searched ones, `screened_from` (the candidate trial's number). Only full trials live in the
+full study, so only they reach the front.
+"""
+from __future__ import annotations
+
+import math
+
+import optuna
+
+from prunetune import interrupts
+from prunetune.search.objective import SearchSetup, screen_trial
+from prunetune.search.records import COMPLETE
+from prunetune.search.study import budget_lock, count_finished, make_storage
+from prunetune.spaces.targets import ALLOC, TargetSpace
+
+BASELINES = ("uniform", "global")
+SHARED = 2  # a new target's candidate study starts from this many of the best allocations before it
+GLOBAL_STEPS = 7  # bisection steps on torch-pruning's global ratio (then the exact scalar solve)
+WEAK_PROXY = 0.6  # proxy Spearman below this: the ranking is not to be trusted (said, logged)
+
+
+def candidate_study_name(study_name: str, target: float) -> str:
+    return f"{study_name}.target-{target:g}"
+
+
+class TargetPlanner:
+    """Plans the full trials of a `targets` search (see the module docstring)."""
+
+    def __init__(self, setup: SearchSetup, study: optuna.Study) -> None:
+        self.setup, self.study = setup, study
+        self.space: TargetSpace = setup.space
+        self.storage = make_storage(setup.config.storage_url)
+        self._studies: dict[float, optuna.Study] = {}
+        self._global: dict[float, dict[str, float]] = {}
+
+    # -- the plan ---------------------------------------------------------------------------------
+    def _full_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """Full trials that count for the plan (an interrupted trial is re-run, not re-planned)."""
+        return [t for t in self.study.get_trials(deepcopy=False)
+                if "candidate" in t.user_attrs and not t.user_attrs.get("interrupted")
+                and t.user_attrs.get("replay_of") is None]
+
+    def next_step(self) -> tuple[float, str]:
+        """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
+        target first; then a searched candidate at the target with the fewest so far."""
+        done = [(float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()]
+        for kind in BASELINES:
+            for target in self.space.targets:
+                if (target, kind) not in done:
+                    return target, kind
+        searched = {t: sum(1 for d in done if d == (t, "search")) for t in self.space.targets}
+        return min(self.space.targets, key=lambda t: (searched[t], self.space.targets.index(t))), "search"
+
+    def refill(self, deadline) -> bool:
+        """Make sure the full study has a trial waiting (see the module docstring). False when
+        `deadline` passed while candidates were scored (the search should stop)."""
+        if self._waiting():
+            return True
+        target, kind = self.next_step()
+        proposal = self._baseline(target, kind) if kind in BASELINES else self._searched(target, deadline)
+        if proposal is None:
+            return not deadline.passed()
+        params, attrs = proposal
+        cfg = self.setup.config
+        with budget_lock(self.study):  # never a trial left waiting past the budget, nor two at once
+            finished, running = count_finished(self.study)
+            if finished + running < cfg.trials and not self._waiting():
+                self.study.enqueue_trial(params, user_attrs={"target": target, "candidate": kind, **attrs})
+        return True
+
+    def _waiting(self) -> bool:
+        waiting = optuna.trial.TrialState.WAITING
+        return any(t.state == waiting for t in self.study.get_trials(deepcopy=False))
+
+    # -- baselines --------------------------------------------------------------------------------
+    def _baseline(self, target: float, kind: str) -> tuple[dict, dict]:
+        """The uniform or global-ranking config at `target` with its proxy score. When it cannot
+        meet the target within the tolerance (coarse channels), the uniform shape is used."""
+        alloc = {d: 0.0 for d in self.space.dims()}
+        if kind == "global":
+            alloc = self.space.allocation_of(self._global_ratios(target))
+        candidate = {ALLOC + d: a for d, a in alloc.items()}
+        candidate |= {f"bits:{d}": self.space.inner.bits[0] for d in self.space.inner.bits_dims()}
+        if len(self.space.inner.importance) > 1:
+            candidate["importance"] = self.space.inner.importance[0]
+        params = self.space.candidate_params(candidate, target)
+        if params is None:  # the target cannot be met by this shape: the closest config below it
+            params = self._closest(candidate, target)
+        record = screen_trial(self.setup, params, self._proxy_number(target, kind))
+        proxy = record.metrics.get("accuracy") if record.state == COMPLETE else None
+        return params, {"proxy": proxy}
+
+    def _closest(self, candidate: dict, target: float) -> dict:
+        """Full-trial params of `candidate` at the lowest target below `target` it can meet."""
+        for shrink in range(1, 40):
+            params = self.space.candidate_params(candidate, target * (1 - 0.02) ** shrink)
+            if params is not None:
+                return params | {"target": target}
+        raise RuntimeError(f"no config of this shape meets {target:g} of the base's MACs")
+
+    def _proxy_number(self, target: float, kind: str) -> int:
+        """A seed number for a baseline's proxy score (stable across resumes)."""
+        return 1_000_000 + self.space.targets.index(target) * 10 + BASELINES.index(kind)
+
+    def _global_ratios(self, target: float) -> dict[str, float]:
+        """Per-dimension ratios of torch-pruning's global ranking whose MACs are closest to
+        `target` (bisection on its global pruning ratio; computed once per target)."""
+        from prunetune.search.strategies import global_ratios
+
+        if target not in self._global:
+            space, base = self.space, self.setup.base.model
+            low, high, best = 0.0, 0.999, None
+            for _ in range(GLOBAL_STEPS):
+                mid = (low + high) / 2
+                groups = global_ratios(base, self.setup.example_input(), space.inner, mid)
+                dims = {d: max(groups.get(m, 0.0) for m in members) for d, (members, _, _) in space.dims().items()}
+                if space.macs_fraction(dims) > target:
+                    low = mid
+                else:
+                    high = mid
+                best = dims
+            self._global[target] = best
+        return self._global[target]
+
+    # -- searched candidates ----------------------------------------------------------------------
+    def candidate_study(self, target: float) -> optuna.Study:
+        """The candidate study of `target` (created on first use, seeded with the best allocations
+        of the targets before it)."""
+        if target not in self._studies:
+            cfg = self.setup.config
+            index = self.space.targets.index(target)
+            study = optuna.create_study(
+                study_name=candidate_study_name(self.study.study_name, target), storage=self.storage,
+                load_if_exists=True, direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=cfg.seed + index, multivariate=True,
+                                                   n_startup_trials=8))
+            if "screen_of" not in study.user_attrs:
+                study.set_user_attr("screen_of", self.study.study_name)
+                study.set_user_attr("target", target)
+                for params in self._best_before(index):
+                    study.enqueue_trial(params, skip_if_exists=True)
+            self._studies[target] = study
+        return self._studies[target]
+
+    def _best_before(self, index: int) -> list[dict]:
+        """The SHARED best candidates (by proxy) of the nearest earlier target that has some."""
+        for target in reversed(self.space.targets[:index]):
+            done = [t for t in self.candidate_study(target).get_trials(deepcopy=False)
+                    if t.state == optuna.trial.TrialState.COMPLETE]
+            if done:
+                return [t.params for t in sorted(done, key=lambda t: -t.value)[:SHARED]]
+        return []
+
+    def _searched(self, target: float, deadline) -> tuple[dict, dict] | None:
+        """Score `cfg.candidates` new candidates at `target`, then the best not yet promoted."""
+        study = self.candidate_study(target)
+        for _ in range(self.setup.config.candidates):
+            if deadline.passed():
+                return None
+            self._score_one(study, target)
+        promoted = {int(t.user_attrs["screened_from"]) for t in self._full_trials()
+                    if t.user_attrs.get("screened_from") is not None
+                    and float(t.user_attrs["target"]) == target}
+        done = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE and t.number not in promoted]
+        if not done:
+            return None
+        best = max(done, key=lambda t: t.value)
+        params = self.space.candidate_params(best.params, target)
+        return params, {"proxy": best.value, "screened_from": best.number}
+
+    def _score_one(self, study: optuna.Study, target: float) -> None:
+        """Ask `study` for one candidate, score it with the proxy, tell the result (a candidate
+        that cannot meet the target is PRUNED; Ctrl-C fails it and propagates)."""
+        interrupts.check()
+        trial = study.ask()
+        try:
+            candidate = self.space.suggest_candidate(trial)
+            params = self.space.candidate_params(candidate, target)
+            if params is None:
+                trial.set_user_attr("reason", f"cannot meet {target:g} of the base's MACs")
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return
+            record = screen_trial(self.setup, params, trial.number + 100_000 * (1 + self.space.targets.index(target)))
+        except KeyboardInterrupt:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        trial.set_user_attr("record", {"state": record.state, "metrics": record.metrics,
+                                       "reason": record.reason, "timings": record.timings})
+        if record.state == COMPLETE:
+            study.tell(trial, float(record.metrics["accuracy"]))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def proxy_quality(study: optuna.Study) -> dict[str, float] | None:
+    """How well the proxy ranked the full trials of a `targets` search: {"proxy_spearman": mean
+    within-target Spearman of proxy vs brief fine-tune accuracy, weighted by pairs,
+    "proxy_pairs": pairs used}; None with fewer than 3 pairs at every target."""
+    by_target: dict[float, list[tuple[float, float]]] = {}
+    for t in study.get_trials(deepcopy=False):
+        proxy = t.user_attrs.get("proxy")
+        if t.state == optuna.trial.TrialState.COMPLETE and proxy is not None and "target" in t.user_attrs:
+            accuracy = t.user_attrs.get("record", {}).get("metrics", {}).get("accuracy")
+            if accuracy is not None:
+                by_target.setdefault(float(t.user_attrs["target"]), []).append((float(proxy), float(accuracy)))
+    weighted = [(spearman(pairs), len(pairs)) for pairs in by_target.values() if len(pairs) >= 3]
+    weighted = [(rho, n) for rho, n in weighted if rho is not None]
+    if not weighted:
+        return None
+    pairs = sum(n for _, n in weighted)
+    return {"proxy_spearman": sum(rho * n for rho, n in weighted) / pairs, "proxy_pairs": float(pairs)}
+
+
+def spearman(pairs: list[tuple[float, float]]) -> float | None:
+    """Spearman's rank correlation of the pairs (average ranks for ties); None when a side is
+    constant."""
+    xs, ys = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
+    if sx == 0 or sy == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sx * sy)
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
