@@ -2,7 +2,8 @@
 screening) beat uniform pruning and global ranking at equal wall time?
 
 Protocol. For each net (zoo adaptations on mnist5k, base trained once per net, seed 0, cached) and
-each strategy -- `screened` (`--strategy search --screen K`, multi-fidelity screening on),
+each strategy -- `targets` (the default since issue 22: MACs targets met by construction, uniform
+and global first at each, then allocations ranked by a short-fine-tune proxy), `screened` (`--strategy search --screen K`, multi-fidelity screening on),
 `unscreened` (`--strategy search`, no `--screen`), `allocation` (`--strategy search --parametrization
 allocation`: one MACs-weighted level + per-group allocations), `uniform`, `global`, `sensitivity` -- and each seed
 (study seed = trial fine-tune seeds' root = final fine-tune seed), one `run_search` with the same
@@ -83,7 +84,7 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
         name += f"-k{args['screen']}"
     if strategy == "targets":
         name += f"-c{args['candidates']}"
-    sweep = STRATEGIES[strategy]["strategy"] != "search"
+    sweep = STRATEGIES[strategy]["strategy"] in ("uniform", "global", "sensitivity")
     if sweep:
         name += f"-st{args['sweep_step']:g}"
     return SearchConfig(model=net, dataset="mnist5k", base_epochs=args["base_epochs"], seed=seed, study=name,
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(max_workers=ns.workers, mp_context=get_context("spawn"))
     t0 = time.perf_counter()
     bases = {b["net"]: b for b in pool.map(task_base, *zip(*[(args, n, str(workdir)) for n in nets]))}
-    specs = [(args, n, s, seed, str(workdir)) for n in nets for s in strategies for seed in range(ns.seeds)]
+    # interleaved: the runs in flight at any time are of different strategies (same load for all)
+    specs = [(args, n, s, seed, str(workdir)) for n in nets for seed in range(ns.seeds) for s in strategies]
     runs = list(pool.map(task_run, *zip(*specs)))
     picks, finals, seeds = {}, {}, {r["study"]: r["seed"] for r in runs}
     for run in runs:
