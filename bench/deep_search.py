@@ -119,7 +119,7 @@ def task_run(args: dict, net: str, strategy: str, seed: int, workdir: str) -> di
     from prunetune.search.optuna_runner import run_search
     from prunetune.search.screening import screen_stats
     from prunetune.search.study import load_existing
-    from prunetune.search.targets import proxy_quality
+    from prunetune.search.target_report import proxy_quality
 
     torch.set_num_threads(1)
     os.chdir(workdir)

@@ -69,7 +69,10 @@ FLAG_HELP = {
     "workers": "ray: trials at once", "cpus_per_trial": "ray: CPUs reserved per trial",
     "gpus_per_trial": "ray: GPUs reserved per trial", "address": "ray: cluster address (auto or HOST:PORT)",
     "keep_all_weights": "keep every trial's weights (default: only the Pareto front's)",
-    "select": 'the model to export/register, e.g. "max fps where accuracy>=0.97" (default: knee)',
+    "select": 'the model to export/register, e.g. "max fps where accuracy>=0.97" (default: the fewest MACs '
+              'within --max-drop of the base\'s validation accuracy, else the knee)',
+    "max_drop": "the default pick: the cheapest front member whose validation accuracy is at most this far "
+                "below the base's (a fraction: 0.01 = 1 point)",
 }
 
 

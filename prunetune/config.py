@@ -77,6 +77,7 @@ class SearchConfig:
     address: str | None = None
     keep_all_weights: bool = False
     select: str | None = None
+    max_drop: float = 0.01
 
     def __post_init__(self) -> None:
         self.validate()
@@ -176,6 +177,8 @@ class SearchConfig:
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         self._check_device()
+        if not (_finite(self.max_drop) and 0.0 <= self.max_drop <= 1.0):
+            raise ConfigError(f"max_drop is a fraction of accuracy in [0, 1], got {self.max_drop}")
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
 

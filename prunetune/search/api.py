@@ -9,7 +9,7 @@ from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
 from prunetune.search import pareto
-from prunetune.search.results import SearchResult, csv_text, front_rows, selected, summarize, table_rows, write_front
+from prunetune.search.results import max_drop, SearchResult, csv_text, front_rows, selected, summarize, table_rows, write_front
 from prunetune.search.study import load_existing
 
 TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
@@ -119,8 +119,7 @@ def pareto_text(result: SearchResult) -> str:
     """The Pareto table with the base model first and a note on what the numbers mean."""
     rows = table_rows(result)
     for row in rows:
-        if row.get("knee"):
-            row["trial"] = f"{row['trial']}*"
+        row["trial"] = f"{row['trial']}{'*' if row.get('pick') else ''}{'k' if row.get('knee') else ''}"
     counts = result.counts()
     base = result.base_metrics
     notes = [
@@ -128,8 +127,9 @@ def pareto_text(result: SearchResult) -> str:
         f"{counts.get('complete', 0)} complete trials ({counts.get('failed', 0)} failed, "
         f"{counts.get('rejected', 0)} rejected); objectives: {', '.join(result.objectives)}.",
         render.table(rows, TABLE_COLS, headers=HEADERS),
-        "* knee point (default pick for export). Selection used validation accuracy; test accuracy is "
-        "on the held-out test split.",
+        f"* default pick (export, registry): the fewest MACs within {max_drop(result) * 100:.1f} point(s) of the "
+        "base's validation accuracy (--max-drop), else the knee; k: knee point. Selection used validation "
+        "accuracy; test accuracy is on the held-out test split.",
         f"FPS: batch 1, {base.get('threads', 1)} thread(s), runtime {base.get('runtime', 'torch')}, median; "
         f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
     ]

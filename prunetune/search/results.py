@@ -21,6 +21,7 @@ from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_
 if TYPE_CHECKING:
     import pandas
 
+DEFAULT_MAX_DROP = 0.01  # the default pick: the cheapest front member within 1 point of the base
 TIMING_ORDER = ("compress_s", "finetune_s", "measure_s", "total_s")
 TABLE_COLUMNS = ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
                  "size_bytes", "bitops")
@@ -40,6 +41,7 @@ class SearchResult:
     test_accuracy: dict[int, float] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     constraints: dict = field(default_factory=dict)
+    pick: int | None = None
 
     def record(self, number: int) -> TrialRecord:
         for r in self.records:
@@ -88,20 +90,57 @@ def summarize(study: optuna.Study) -> SearchResult:
     for r in records:
         if r.number in tests:
             r.metrics["test_accuracy"] = tests[r.number]
-    return SearchResult(study_name=study.study_name, objectives=objectives, base_metrics=base,
-                        records=records, front=front, knee=knee, hypervolume=history,
-                        test_accuracy=tests, config=dict(attrs.get("config", {})), constraints=constraints)
+    config = dict(attrs.get("config", {}))
+    result = SearchResult(study_name=study.study_name, objectives=objectives, base_metrics=base,
+                          records=records, front=front, knee=knee, hypervolume=history,
+                          test_accuracy=tests, config=config, constraints=constraints)
+    result.pick = default_pick(result)
+    return result
+
+
+def max_drop(result: SearchResult) -> float:
+    """The accuracy drop from the base that the default pick accepts (the study's --max-drop)."""
+    return float(result.config.get("max_drop", DEFAULT_MAX_DROP))
+
+
+def default_pick(result: SearchResult) -> int | None:
+    """The front member a user would deploy: the cheapest (fewest MACs) whose validation accuracy
+    is within `max_drop` of the base's; the knee when none is (or the base's accuracy is
+    unknown); None for an empty front."""
+    base = result.base_metrics.get("accuracy")
+    if base is None or not result.front:
+        return result.knee
+    within = [r for r in result.front_records() if r.metrics.get("accuracy", 0.0) >= base - max_drop(result) - 1e-12]
+    if not within:
+        return result.knee
+    return min(within, key=lambda r: (r.metrics.get("macs", float("inf")), -r.metrics["accuracy"])).number
+
+
+def near_chance_pick(result: SearchResult, num_classes: int | None) -> str | None:
+    """A one-line warning when the default pick scores near chance (below a quarter of the way
+    from chance to the base's accuracy): the brief fine-tune could not rank that front; None else."""
+    if result.pick is None or not num_classes:
+        return None
+    base = result.base_metrics.get("accuracy")
+    accuracy = result.record(result.pick).metrics.get("accuracy")
+    chance = 1.0 / num_classes
+    if base is None or accuracy is None or accuracy >= chance + 0.25 * (base - chance):
+        return None
+    return (f"warning: the default pick, trial {result.pick}, scores {accuracy:.1%} on validation, near chance "
+            f"({chance:.0%}) against the base's {base:.1%}: no front member was within --max-drop of the base, and "
+            "the brief fine-tune is too short to rank these configs (try more --epochs or --subset, or --distill)")
 
 
 def selected(result: SearchResult, select: str | None = None) -> TrialRecord | None:
-    """The front member the selection rule `select` picks, else the knee; None for an empty front.
-    ConfigError for a malformed rule or one no front member meets (see pareto.select)."""
+    """The front member the selection rule `select` picks, else the default pick (`default_pick`);
+    None for an empty front. ConfigError for a malformed rule or one no front member meets (see
+    pareto.select)."""
     if not result.front:
         return None
     if select:
         front = result.front_records()
         return front[pareto.select([r.metrics for r in front], pareto.parse_rule(select))]
-    return result.record(result.knee)
+    return result.record(result.pick if result.pick is not None else result.knee)
 
 
 def scaled_fps(metrics: dict, base_fps: float | None) -> float | None:
@@ -130,6 +169,7 @@ def front_rows(result: SearchResult) -> list[dict]:
         row["fps_measured"] = r.metrics.get("fps")
         row["fps"] = scaled_fps(r.metrics, base_fps)
         row["knee"] = r.number == result.knee
+        row["pick"] = r.number == result.pick
         row["config"] = {"ratios": r.config.get("ratios", {}), "bits": r.config.get("bits", {}),
                          "importance": r.config.get("importance")}
         rows.append(row)
@@ -139,7 +179,7 @@ def front_rows(result: SearchResult) -> list[dict]:
 def table_rows(result: SearchResult) -> list[dict]:
     """The Pareto table: the base model first, then the front (config summarised as text)."""
     base = {"trial": "base", **{k: result.base_metrics.get(k) for k in TABLE_COLUMNS if k != "trial"},
-            "knee": False, "config": "uncompressed"}
+            "knee": False, "pick": False, "config": "uncompressed"}
     rows = [base]
     for row in front_rows(result):
         rows.append({**row, "config": config_text(row["config"])})

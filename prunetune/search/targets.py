@@ -25,8 +25,6 @@ full study, so only they reach the front.
 """
 from __future__ import annotations
 
-import math
-
 import optuna
 
 from prunetune import interrupts
@@ -213,48 +211,3 @@ class TargetPlanner:
             study.tell(trial, float(record.metrics["accuracy"]))
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-
-
-def proxy_quality(study: optuna.Study) -> dict[str, float] | None:
-    """How well the proxy ranked the full trials of a `targets` search: {"proxy_spearman": mean
-    within-target Spearman of proxy vs brief fine-tune accuracy, weighted by pairs,
-    "proxy_pairs": pairs used}; None with fewer than 3 pairs at every target."""
-    by_target: dict[float, list[tuple[float, float]]] = {}
-    for t in study.get_trials(deepcopy=False):
-        proxy = t.user_attrs.get("proxy")
-        if t.state == optuna.trial.TrialState.COMPLETE and proxy is not None and "target" in t.user_attrs:
-            accuracy = t.user_attrs.get("record", {}).get("metrics", {}).get("accuracy")
-            if accuracy is not None:
-                by_target.setdefault(float(t.user_attrs["target"]), []).append((float(proxy), float(accuracy)))
-    weighted = [(spearman(pairs), len(pairs)) for pairs in by_target.values() if len(pairs) >= 3]
-    weighted = [(rho, n) for rho, n in weighted if rho is not None]
-    if not weighted:
-        return None
-    pairs = sum(n for _, n in weighted)
-    return {"proxy_spearman": sum(rho * n for rho, n in weighted) / pairs, "proxy_pairs": float(pairs)}
-
-
-def spearman(pairs: list[tuple[float, float]]) -> float | None:
-    """Spearman's rank correlation of the pairs (average ranks for ties); None when a side is
-    constant."""
-    xs, ys = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
-    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
-    if sx == 0 or sy == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sx * sy)
-
-
-def _ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
