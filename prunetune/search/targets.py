@@ -8,12 +8,14 @@ that target's MACs within the tolerance, by construction):
 1. **Baselines first, at every target**: the uniform config, then torch-pruning's global ranking
    scaled onto the target. So the front weakly dominates both, and every target has a "vs
    uniform" reference measured through the same pipeline.
-2. **Then searched candidates, target after target** (the target with the fewest so far): the
+2. **Then searched candidates, target after target** (the target with the fewest so far, the
+   cheapest first): the
    target's *candidate study* (`<study>.target-<t>`, same storage, TPE over allocations, bits and
    importance) proposes `cfg.candidates` allocations; each is scored with the cheap proxy
    (`objective.screen_trial`: a short fine-tune, batch norms re-estimated, part of the validation
    split); the best not yet promoted becomes the full trial. A new target's candidate study
-   starts from the best allocations found at the targets before it (what is learned is shared).
+   starts from the best allocations found at the nearest target searched before it (what is
+   learned is shared).
 
 Baselines are scored by the proxy too, so each full trial carries its proxy score (`proxy`) and
 `proxy_quality` can say how well the proxy ranks: the Spearman correlation of proxy and brief
@@ -62,14 +64,16 @@ class TargetPlanner:
 
     def next_step(self) -> tuple[float, str]:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
-        target first; then a searched candidate at the target with the fewest so far."""
+        target first; then a searched candidate at the target with the fewest so far, the cheapest
+        first (where allocations matter most: MetaPruning's gain over uniform is largest at the
+        cheapest budgets)."""
         done = [(float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()]
         for kind in BASELINES:
             for target in self.space.targets:
                 if (target, kind) not in done:
                     return target, kind
         searched = {t: sum(1 for d in done if d == (t, "search")) for t in self.space.targets}
-        return min(self.space.targets, key=lambda t: (searched[t], self.space.targets.index(t))), "search"
+        return min(self.space.targets, key=lambda t: (searched[t], t)), "search"
 
     def refill(self, deadline) -> bool:
         """Make sure the full study has a trial waiting (see the module docstring). False when
@@ -163,12 +167,16 @@ class TargetPlanner:
         return self._studies[target]
 
     def _best_before(self, index: int) -> list[dict]:
-        """The SHARED best candidates (by proxy) of the nearest earlier target that has some."""
-        for target in reversed(self.space.targets[:index]):
-            done = [t for t in self.candidate_study(target).get_trials(deepcopy=False)
-                    if t.state == optuna.trial.TrialState.COMPLETE]
-            if done:
-                return [t.params for t in sorted(done, key=lambda t: -t.value)[:SHARED]]
+        """The SHARED best candidates (by proxy) of the nearest target (cheaper first) whose
+        candidate study has some; allocations are relative, so they transfer between targets."""
+        targets = self.space.targets
+        for distance in range(1, len(targets)):
+            for i in (index + distance, index - distance):
+                if 0 <= i < len(targets) and targets[i] in self._studies:
+                    done = [t for t in self._studies[targets[i]].get_trials(deepcopy=False)
+                            if t.state == optuna.trial.TrialState.COMPLETE]
+                    if done:
+                        return [t.params for t in sorted(done, key=lambda t: -t.value)[:SHARED]]
         return []
 
     def _searched(self, target: float, deadline) -> tuple[dict, dict] | None:
