@@ -264,7 +264,11 @@ def cmd_search(args) -> int:
     from prunetune.search.api import search_and_report
 
     cfg = _config_from_args(args)
-    search_and_report(cfg, log=_log, out=print, export_dir=args.export)
+    if args.retrain_epochs and not args.export:
+        raise PrunetuneError("--retrain-epochs fine-tunes the model --export writes: give --export DIR too")
+    if args.retrain_epochs < 0:
+        raise PrunetuneError(f"--retrain-epochs must be >= 0, got {args.retrain_epochs}")
+    search_and_report(cfg, log=_log, out=print, export_dir=args.export, retrain_epochs=args.retrain_epochs)
     return 0
 
 
@@ -378,6 +382,9 @@ def _space_flags(q: argparse.ArgumentParser) -> None:
 def _search_flags(q: argparse.ArgumentParser) -> None:
     _add_config_flags(q)
     q.add_argument("--export", metavar="DIR", help="after the search, export the selected model here")
+    q.add_argument("--retrain-epochs", type=int, default=0, help="with --export: recovery fine-tune of the "
+                   "selected model on the whole training split before export (the card reports accuracy "
+                   "before and after; default 0)")
 
 
 def _pareto_flags(q: argparse.ArgumentParser) -> None:

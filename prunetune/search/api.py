@@ -9,7 +9,9 @@ from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
 from prunetune.search import pareto
-from prunetune.search.results import max_drop, SearchResult, csv_text, front_rows, selected, summarize, table_rows, write_front
+from prunetune.search.results import (SearchResult, csv_text, front_rows, max_drop, near_chance_pick, selected,
+                                      summarize, table_rows, write_front)
+from prunetune.search.target_report import targets_text
 from prunetune.search.study import load_existing
 
 TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
@@ -193,8 +195,10 @@ def selection_warning(result: SearchResult, select: str | None) -> str | None:
     return None
 
 
-def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None) -> SearchResult:
-    """Run the search with a progress bar and MLflow tracking; print and save the Pareto table."""
+def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None,
+                      retrain_epochs: int = 0) -> SearchResult:
+    """Run the search with a progress bar and MLflow tracking; print and save the Pareto table;
+    with `export_dir`, export the selected model (after `retrain_epochs` of recovery fine-tune)."""
     from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
 
     check_names(cfg)
@@ -207,17 +211,21 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
     finally:
         bar.close()
     out(pareto_text(result))
+    report = targets_text(load_existing(cfg.storage_url, cfg.study_name))
+    if report:
+        out(report)
     paths = write_front(result, study_dir(cfg.study_name))
     out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
         f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})")
-    warning = selection_warning(result, cfg.select)
-    if warning:
-        log(warning)
+    for warning in (selection_warning(result, cfg.select), near_chance_pick(result)):
+        if warning:
+            log(warning)
     if export_dir:
         from prunetune.export import export_model
 
         card = export_model(cfg.study_name, storage=cfg.storage_url, out_dir=export_dir,
-                            select=cfg.select, tracking_uri=cfg.tracking_uri, log=log)
+                            select=cfg.select, tracking_uri=cfg.tracking_uri, retrain_epochs=retrain_epochs,
+                            log=log)
         out(card.summary())
     return result
 

@@ -181,6 +181,8 @@ def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners:
     and SIGTERM raising KeyboardInterrupt (see prunetune.interrupts), then `cleanup()` and,
     whatever happened, the end of the search (see `end_search`). Errors and Ctrl-C propagate
     afterwards."""
+    if setup.workload.num_classes and "num_classes" not in study.user_attrs:  # chance level of the report
+        study.set_user_attr("num_classes", setup.workload.num_classes)
     for listener in listeners:
         listener.on_search_start(setup, study)
     outcome = "failed"

@@ -42,6 +42,7 @@ class SearchResult:
     config: dict = field(default_factory=dict)
     constraints: dict = field(default_factory=dict)
     pick: int | None = None
+    num_classes: int | None = None
 
     def record(self, number: int) -> TrialRecord:
         for r in self.records:
@@ -93,7 +94,8 @@ def summarize(study: optuna.Study) -> SearchResult:
     config = dict(attrs.get("config", {}))
     result = SearchResult(study_name=study.study_name, objectives=objectives, base_metrics=base,
                           records=records, front=front, knee=knee, hypervolume=history,
-                          test_accuracy=tests, config=config, constraints=constraints)
+                          test_accuracy=tests, config=config, constraints=constraints,
+                          num_classes=attrs.get("num_classes"))
     result.pick = default_pick(result)
     return result
 
@@ -116,9 +118,11 @@ def default_pick(result: SearchResult) -> int | None:
     return min(within, key=lambda r: (r.metrics.get("macs", float("inf")), -r.metrics["accuracy"])).number
 
 
-def near_chance_pick(result: SearchResult, num_classes: int | None) -> str | None:
+def near_chance_pick(result: SearchResult) -> str | None:
     """A one-line warning when the default pick scores near chance (below a quarter of the way
-    from chance to the base's accuracy): the brief fine-tune could not rank that front; None else."""
+    from chance to the base's accuracy): the brief fine-tune could not rank that front; None else
+    (also when the number of classes is unknown)."""
+    num_classes = result.num_classes
     if result.pick is None or not num_classes:
         return None
     base = result.base_metrics.get("accuracy")

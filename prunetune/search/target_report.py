@@ -8,6 +8,7 @@ import math
 import optuna
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
+WEAK_PROXY = 0.6  # proxy Spearman below this: the ranking is not to be trusted (said, logged)
 
 
 def target_rows(study: optuna.Study) -> list[dict]:
@@ -34,6 +35,50 @@ def target_rows(study: optuna.Study) -> list[dict]:
         gain = None if row["uniform"] is None else row["best"] - row["uniform"]
         out.append({"target": target, **row, "vs_uniform": gain})
     return out
+
+
+def target_metrics(study: optuna.Study) -> dict[str, float]:
+    """The MLflow parent run's metrics of a `targets` search: per target `best.t<target>`,
+    `uniform.t<target>` and `vs_uniform.t<target>` (accuracy fractions), and the proxy's
+    `proxy_spearman` / `proxy_pairs`; {} for another strategy."""
+    out: dict[str, float] = {}
+    for row in target_rows(study):
+        suffix = f"t{row['target']:g}"
+        for key in ("best", "uniform", "global", "vs_uniform"):
+            if row[key] is not None:
+                out[f"{key}.{suffix}"] = float(row[key])
+    return out | (proxy_quality(study) or {})
+
+
+def targets_text(study: optuna.Study) -> str | None:
+    """The per-target table printed after a `targets` search (None for another strategy): the
+    best config found at each MACs target against the baselines, and the proxy's rank quality."""
+    rows = target_rows(study)
+    if not rows:
+        return None
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    lines = ["target (MACs of base)  uniform  global  searched  best (trial)  vs uniform",
+             "---------------------  -------  ------  --------  ------------  ----------"]
+    for r in rows:
+        gain = "-" if r["vs_uniform"] is None else f"{r['vs_uniform'] * 100:+.1f} pt"
+        best = f"{pct(r['best'])} ({r['best_trial']})"
+        lines.append(f"{r['target']:>21.2%}  {pct(r['uniform']):>7}  {pct(r['global']):>6}  {pct(r['search']):>8}  "
+                     f"{best:>12}  {gain:>10}")
+    quality = proxy_quality(study)
+    if quality is None:
+        lines.append("proxy rank quality: too few configs per target to measure yet (needs 3 full trials at a target)")
+    else:
+        rho = quality["proxy_spearman"]
+        verdict = "" if rho >= WEAK_PROXY else (" -- WEAK: the proxy's ranking of candidates cannot be trusted; "
+                                                "raise --proxy-steps")
+        lines.append(f"proxy rank quality: Spearman {rho:.2f} between proxy and brief fine-tune accuracy within "
+                     f"targets, over {quality['proxy_pairs']:.0f} configs{verdict}")
+    lines.append("validation accuracy after the brief fine-tune; every config at a target has its MACs within "
+                 "2 % below it.")
+    return "\n".join(lines)
 
 
 def proxy_quality(study: optuna.Study) -> dict[str, float] | None:

@@ -38,7 +38,6 @@ from prunetune.spaces.targets import ALLOC, TargetSpace
 BASELINES = ("uniform", "global")
 SHARED = 2  # a new target's candidate study starts from this many of the best allocations before it
 GLOBAL_STEPS = 7  # bisection steps on torch-pruning's global ratio (then the exact scalar solve)
-WEAK_PROXY = 0.6  # proxy Spearman below this: the ranking is not to be trusted (said, logged)
 
 
 def candidate_study_name(study_name: str, target: float) -> str:
@@ -98,8 +97,9 @@ class TargetPlanner:
 
     # -- baselines --------------------------------------------------------------------------------
     def _baseline(self, target: float, kind: str) -> tuple[dict, dict]:
-        """The uniform or global-ranking config at `target` with its proxy score. When it cannot
-        meet the target within the tolerance (coarse channels), the uniform shape is used."""
+        """The uniform or global-ranking config at `target` with its proxy score. When its shape
+        cannot meet the target within the tolerance (channels too coarse for the window), the
+        config of that shape nearest below the target, marked `below_tolerance`."""
         alloc = {d: 0.0 for d in self.space.dims()}
         if kind == "global":
             alloc = self.space.allocation_of(self._global_ratios(target))
@@ -108,11 +108,12 @@ class TargetPlanner:
         if len(self.space.inner.importance) > 1:
             candidate["importance"] = self.space.inner.importance[0]
         params = self.space.candidate_params(candidate, target)
+        attrs: dict = {}
         if params is None:  # the target cannot be met by this shape: the closest config below it
-            params = self._closest(candidate, target)
+            params, attrs = self._closest(candidate, target), {"below_tolerance": True}
         record = screen_trial(self.setup, params, self._proxy_number(target, kind))
         proxy = record.metrics.get("accuracy") if record.state == COMPLETE else None
-        return params, {"proxy": proxy}
+        return params, {"proxy": proxy, **attrs}
 
     def _closest(self, candidate: dict, target: float) -> dict:
         """Full-trial params of `candidate` at the lowest target below `target` it can meet."""

@@ -412,6 +412,7 @@ class MlflowTracker:
         counted here, never child runs) and `outcome` tag, then its end status (FINISHED, KILLED
         for "interrupted", else FAILED)."""
         from prunetune.search.screening import screen_stats
+        from prunetune.search.target_report import target_metrics
 
         status = {"finished": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
         spent = self.seconds + time.perf_counter() - started  # all but the two writes below
@@ -419,6 +420,7 @@ class MlflowTracker:
         if self.trial_seconds > 0:
             cost["tracking_share"] = spent / self.trial_seconds
         cost |= screen_stats(study) or {}
+        cost |= target_metrics(study)
         self._log_batch(self.parent_run_id, metrics=_metrics(cost), tags={"outcome": outcome})
         self.client.set_terminated(self.parent_run_id, status=status)
         self.seconds += time.perf_counter() - started
