@@ -371,7 +371,8 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
                              f"--retrain-epochs or with fewer epochs") from None
     recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed), device=device)
     return {"epochs": epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
-            "device": str(device), "val_accuracy": evaluate(model, bundle.val, device=device)["accuracy"]}
+            "device": str(device), "val_accuracy_before": rec.metrics.get("accuracy"),
+            "val_accuracy": evaluate(model, bundle.val, device=device)["accuracy"]}
 
 
 def write_verified(model: nn.Module, header: dict, rec: TrialRecord, inputs: ExportInputs, out: Path, *,
@@ -666,8 +667,10 @@ def card_markdown(d: dict) -> str:
               f"base test accuracy {_pct(d['recorded']['base_test_accuracy'])}"]
     if d["retrain"]:
         r = d["retrain"]
-        lines.append(f"- fine-tuned {r['epochs']} more epoch(s) on the full training split (lr {r['lr']:g}, "
-                     f"{r['seconds']:.1f} s): validation accuracy {_pct(r['val_accuracy'])}")
+        how = (f"on the full training split (lr {r['lr']:g}, " if r.get("lr") is not None
+               else "with your train_fn (")
+        lines.append(f"- recovery fine-tune: {r['epochs']} more epoch(s) {how}{r['seconds']:.1f} s): validation "
+                     f"accuracy {_pct(r.get('val_accuracy_before'))} before, {_pct(r['val_accuracy'])} after")
     lines += ["", "## Layers", "", "| layer | type | base channels | kept channels | weight bits | runs as |",
               "|---|---|---:|---:|---:|---|"]
     lines += [f"| {x['layer']} | {x['type']} | {x['base_channels']} | {x['kept_channels']} | {x['bits']} | "

@@ -177,14 +177,17 @@ class SearchRun:
         return materialize(self.setup.load_trial(trial_weights(rec, self.study_name, self.tracking_uri)))
 
     def export(self, record: TrialRecord | int, out_dir: str | Path, fmt: str = "onnx", *,
-               register: bool = True, fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None):
+               register: bool = True, fps_repeats: int = 21, retrain: int = 0,
+               log: Callable[[str], None] = lambda m: None):
         """Export, verify and document a trial as `prunetune export` does (onnx | pt2 | state-dict;
         card.json + card.md; MLflow run + registered version when `register`); returns the Card.
-        Verified on `example_input`'s batch plus 63 seeded random inputs of its shape."""
+        Verified on `example_input`'s batch plus 63 seeded random inputs of its shape. `retrain`:
+        a recovery fine-tune first, your train_fn run that many more times (the card reports
+        eval_fn's accuracy before and after)."""
         from prunetune.search.user_export import export_user_trial
 
         return export_user_trial(self, self._record(record), out_dir, fmt=fmt, register=register,
-                                 fps_repeats=fps_repeats, log=log)
+                                 fps_repeats=fps_repeats, retrain=retrain, log=log)
 
     def trials_dataframe(self):
         """Every trial as a pandas DataFrame (params, metrics, state; front members flagged)."""

@@ -25,14 +25,17 @@ def verify_inputs(example: torch.Tensor, n: int = VERIFY_IMAGES // 4) -> torch.T
 
 
 def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = "onnx", register: bool = True,
-                      fps_repeats: int = 21, log: Callable[[str], None] = lambda m: None) -> Card:
+                      fps_repeats: int = 21, retrain: int = 0, log: Callable[[str], None] = lambda m: None) -> Card:
     """Export trial `rec` of SearchRun `run` to `out_dir` as `fmt`, verified (see the module
-    docstring); the Card. PrunetuneError for an incomplete trial or one whose weights were not kept."""
-    check_export_flags(fmt, int8=False)
+    docstring); the Card. With `retrain` > 0, the caller's train_fn runs that many more times on
+    the reloaded model first (a recovery fine-tune; the card gives eval_fn's accuracy before and
+    after). PrunetuneError for an incomplete trial or one whose weights were not kept."""
+    check_export_flags(fmt, int8=False, retrain_epochs=retrain)
     rec = choose_trial(run.result, trial=rec.number)
     setup = run.setup
     base = setup.base.model
     model, header = load_compressed_file(trial_weights(rec, run.study_name, run.tracking_uri), base_model=base)
+    retrained = _recovery_fine_tune(setup.workload, model, rec, retrain, log) if retrain else None
     inputs = ExportInputs(base=base, example=setup.example, verify=verify_inputs(setup.example), test_set=None,
                           torch_test=setup.workload.test_accuracy, calibration=None,
                           load=lambda path: load_compressed(path, base_model=base),
@@ -41,9 +44,24 @@ def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = 
                           verify_label="inputs (example_input, then seeded random inputs of its shape)")
     card = write_verified(model, header, rec, inputs, output_folder(out_dir), fmt=fmt, int8=False,
                           fps_repeats=fps_repeats, study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
-                          searched=(setup.config.runtime, run.result), log=log)
+                          searched=(setup.config.runtime, run.result), retrain=retrained, log=log)
     if register:
         log_export(card, rec, run.tracking_uri, log)
     else:
         write_card(card)
     return card
+
+
+def _recovery_fine_tune(workload, model: torch.nn.Module, rec: TrialRecord, times: int,
+                        log: Callable[[str], None]) -> dict:
+    """The user's train_fn `times` more times on `model` (in place), seeded by the trial; what it
+    did, for the card (eval_fn's accuracy before and after)."""
+    import time
+
+    before = workload.evaluate(model, "cpu")["accuracy"]
+    log(f"recovery fine-tune of trial {rec.number}: train_fn {times} more time(s)")
+    start = time.perf_counter()
+    for i in range(times):
+        workload.finetune(model, rec.seed + i, "cpu")
+    return {"epochs": times, "lr": None, "loss": [], "seconds": time.perf_counter() - start, "device": "cpu",
+            "val_accuracy_before": before, "val_accuracy": workload.evaluate(model, "cpu")["accuracy"]}
