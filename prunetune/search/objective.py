@@ -88,7 +88,10 @@ def trial_seed(study_seed: int, number: int) -> int:
 
 
 def base_recipe(cfg: SearchConfig) -> Recipe:
-    return Recipe(epochs=cfg.base_epochs, lr=1e-3, batch_size=64)
+    """How the base model is trained when no checkpoint is given: `base_epochs`, `base_lr`,
+    `base_batch_size` (seed `base_seed`). The one definition: `prunetune train`, `search` and
+    `sensitivity` all build their base through it, so the same flags find the same cached base."""
+    return Recipe(epochs=cfg.base_epochs, lr=cfg.base_lr, batch_size=cfg.base_batch_size)
 
 
 def build_space(cfg: SearchConfig, inv) -> SearchSpace:
