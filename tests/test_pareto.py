@@ -1,4 +1,5 @@
-"""Pareto front, hypervolume, knee and selection rules on small hand-made point sets."""
+"""Objectives (search/objectives.py), Pareto front, hypervolume, knee (search/pareto.py) and
+selection rules (search/selection.py) on small hand-made point sets."""
 from __future__ import annotations
 
 import itertools
@@ -8,19 +9,9 @@ import numpy as np
 import pytest
 
 from prunetune.errors import ConfigError, UnknownNameError
-from prunetune.search.pareto import (
-    OBJECTIVES,
-    Condition,
-    Objective,
-    Rule,
-    get_objective,
-    hypervolume,
-    hypervolume_history,
-    knee_point,
-    non_dominated,
-    parse_rule,
-    select,
-)
+from prunetune.search.objectives import OBJECTIVES, Objective, get_objective
+from prunetune.search.pareto import hypervolume, hypervolume_history, knee_point, non_dominated
+from prunetune.search.selection import Condition, Rule, parse_rule, select
 
 # Minimised unitless objectives "a", "b", "c", "d" for geometric tests: with normalise_by=None the
 # default reference is 1.0 in each, so points in [0, 1)^d make unit-box hand computations easy.

@@ -24,6 +24,7 @@ from prunetune import interrupts
 from prunetune.errors import ConfigError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, screen_trial
+from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, REJECTED
 from prunetune.search.study import budget_lock, count_finished, enqueue, make_sampler, params_of
 from prunetune.search.study_store import load, storage_of, study_exists
@@ -56,7 +57,7 @@ def open_screen_study(setup: SearchSetup, study: optuna.Study) -> optuna.Study:
     objectives = screen_objectives(cfg.objectives)
     name = screen_study_name(study.study_name)
     screen = load(storage_of(study, required=True), name, sampler=make_sampler(cfg, setup.space),
-                  directions=[pareto.get_objective(o).direction for o in objectives])
+                  directions=[get_objective(o).direction for o in objectives])
     owner = screen.user_attrs.get("screen_of")
     if owner is None and screen.get_trials(deepcopy=False):
         raise ConfigError(f"study {name!r} exists and is not the screening study of {study.study_name!r}; "
@@ -113,7 +114,7 @@ class Screener:
                                        "config": record.config, "reason": record.reason,
                                        "timings": record.timings, "seed": record.seed})
         if record.state == COMPLETE:
-            self.screen.tell(trial, [float(record.metrics[pareto.get_objective(o).key]) for o in self.objectives])
+            self.screen.tell(trial, [float(record.metrics[get_objective(o).key]) for o in self.objectives])
         elif record.state == REJECTED:
             self.screen.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:

@@ -11,8 +11,9 @@ import optuna
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import file_lock, prepare_sqlite
-from prunetune.search import pareto, strategies
+from prunetune.search import strategies
 from prunetune.search.db_lock import advisory_lock, is_postgres
+from prunetune.search.objectives import get_objective
 from prunetune.search.study_store import load, storage_of, study_exists
 from prunetune.spaces import SearchSpace
 
@@ -91,7 +92,7 @@ def load_existing(cfg_storage: str, name: str) -> optuna.Study:
 def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> optuna.Study:
     """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
     and one set of objectives: reusing its name with others is refused."""
-    objectives = [pareto.get_objective(o) for o in cfg.objectives]
+    objectives = [get_objective(o) for o in cfg.objectives]
     storage = make_storage(cfg.storage_url)
     with _file_lock(storage.url, cfg.study_name, "create"):
         exists = study_exists(storage, cfg.study_name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import optuna
 
-from prunetune.search.pareto import get_objective
+from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING, TrialRecord
 from prunetune.search.study_store import load
 
