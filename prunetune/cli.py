@@ -358,12 +358,13 @@ def _train_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
     q.add_argument("--data-root", help=FLAG_HELP["data_root"])
     fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
-    for flag, kind, text in (("epochs", int, "training epochs"), ("lr", float, "learning rate (Adam)"),
-                             ("batch_size", int, "batch size"), ("seed", int, "seed")):
+    recipe = (("epochs", int, "training epochs"), ("lr", float, "learning rate (Adam)"),
+              ("batch_size", int, "batch size"), ("seed", int, "seed"))
+    for flag, kind, text in recipe:
         name = f"base_{flag}"  # search's flag of the same setting: one recipe, one cached base
         default = _field_default(fields[name])
-        q.add_argument("--" + flag.replace("_", "-"), type=kind, default=default, help=_with_default(
-            f"{text}; search's --{name.replace('_', '-')}", default))
+        text = _with_default(f"{text}; search's --{name.replace('_', '-')}", default)
+        q.add_argument("--" + flag.replace("_", "-"), type=kind, default=default, help=text)
     q.add_argument("--device", default="auto", help=_with_default(FLAG_HELP["device"], "auto"))
     q.add_argument("--out", help="also write the checkpoint here")
 

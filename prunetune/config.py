@@ -149,8 +149,8 @@ class SearchConfig:
             raise ConfigError(f"need 0 <= ratio_min <= ratio_max < 1, got {self.ratio_min}, {self.ratio_max}")
         if not 0.0 < self.ratio_step < 1.0:
             raise ConfigError(f"ratio_step must be in (0, 1), got {self.ratio_step}")
-        for name in ("base_epochs", "base_batch_size", "subset", "batch_size", "threads", "fps_repeats",
-                     "workers", "round_to"):
+        for name in ("base_epochs", "base_batch_size", "subset", "batch_size", "threads",
+                     "fps_repeats", "workers", "round_to"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 0:

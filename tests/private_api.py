@@ -18,7 +18,8 @@ def _imported(tree: ast.AST) -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
-                names[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                top = a.name.split(".")[0]
+                names[a.asname or top] = a.name if a.asname else top
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for a in node.names:
                 names[a.asname or a.name] = f"{node.module}.{a.name}"
@@ -93,7 +94,8 @@ def _private_attributes(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
                 node.func.id in ("getattr", "hasattr") and len(node.args) >= 2:
             name = node.args[1]
-            if isinstance(name, ast.Constant) and isinstance(name.value, str) and is_private(name.value):
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) \
+                    and is_private(name.value):
                 out.add(name.value)
             elif isinstance(name, ast.JoinedStr) and isinstance(name.values[0], ast.Constant) \
                     and is_private(str(name.values[0].value)):

@@ -97,11 +97,12 @@ def test_train_and_search_with_one_recipe_share_the_cached_base(isolated, capsys
     from tests.helpers import search_args
 
     monkeypatch.setenv("PRUNETUNE_HOME", str(isolated / "home"))  # an empty cache of its own
-    assert main(["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "2", "--lr", "0.01",
-                 "--batch-size", "32", "--seed", "3"]) == 0
+    assert main(["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "2",
+                 "--lr", "0.01", "--batch-size", "32", "--seed", "3"]) == 0
     assert "training base tiny_cnn" in capsys.readouterr().err
     cached = sorted((isolated / "home" / "checkpoints").glob("*.pt"))
-    assert len(cached) == 1 and torch.load(cached[0], weights_only=True)["meta"]["recipe"]["lr"] == 0.01
+    assert len(cached) == 1
+    assert torch.load(cached[0], weights_only=True)["meta"]["recipe"]["lr"] == 0.01
     assert main(search_args("same-base", 1, "--base-lr", "0.01", "--base-batch-size", "32",
                             "--base-seed", "3")) == 0  # FAST has --base-epochs 2
     assert "training base" not in capsys.readouterr().err

@@ -72,7 +72,8 @@ def test_no_private_api_of_optuna_mlflow_ray_or_torch_pruning_beyond_the_allowed
         f"{sorted(unknown - OTHER_LIBRARIES.keys())} (an optuna/mlflow/ray/torch_pruning object's?)"
     assert found == ALLOWED.keys(), f"not allowed: {sorted(found - ALLOWED.keys())}; " \
         f"allowed but no longer used: {sorted(ALLOWED.keys() - found)}"
-    assert unknown == OTHER_LIBRARIES.keys(), f"no longer used: {sorted(OTHER_LIBRARIES.keys() - unknown)}"
+    assert unknown == OTHER_LIBRARIES.keys(), \
+        f"no longer used: {sorted(OTHER_LIBRARIES.keys() - unknown)}"
 
 
 def test_the_scan_finds_each_kind_of_private_use(tmp_path):

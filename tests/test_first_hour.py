@@ -42,7 +42,8 @@ def test_the_public_api_still_loads_on_use():
     """`import prunetune` loads no torch; the first use of a public name imports its module and
     gives that module's function (checked for every name by tests/test_public_api.py)."""
     code = ("import sys, prunetune\nassert 'torch' not in sys.modules\nf = prunetune.prune\n"
-            "m = sys.modules['prunetune.compress.prune']\nassert f is m.prune and 'torch' in sys.modules\n"
+            "m = sys.modules['prunetune.compress.prune']\n"
+            "assert f is m.prune and 'torch' in sys.modules\n"
             "try:\n    prunetune.no_such_thing\nexcept AttributeError:\n    print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

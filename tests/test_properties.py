@@ -35,9 +35,11 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
 plausible = (st.floats(min_value=-2, max_value=2) | st.integers(min_value=-3, max_value=40)
              | st.lists(st.sampled_from([32, 8, 6, 4, 9, "accuracy", "flops", "fps", "l2", "taylor"]), max_size=4))
 # settings in range, so that many documents load and the accepting path is tested too
-in_range = {"trials": st.integers(1, 500), "epochs": st.integers(0, 9), "seed": st.integers(0, 2**31),
-            "lr": st.floats(1e-6, 1.0), "base_lr": st.floats(1e-6, 1.0), "subset": st.integers(1, 9999),
-            "ratio_max": st.floats(0.5, 0.95), "sampler": st.sampled_from(["tpe", "random", "nsga2"]),
+in_range = {"trials": st.integers(1, 500), "epochs": st.integers(0, 9),
+            "seed": st.integers(0, 2**31), "lr": st.floats(1e-6, 1.0),
+            "base_lr": st.floats(1e-6, 1.0), "subset": st.integers(1, 9999),
+            "ratio_max": st.floats(0.5, 0.95),
+            "sampler": st.sampled_from(["tpe", "random", "nsga2"]),
             "objectives": st.sampled_from([["accuracy", "flops"], ["accuracy", "fps", "size"]]),
             "bits": st.sampled_from([[32, 8], [8, 4]]), "study": st.sampled_from(["s", "net-1.a"])}
 config_docs = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8) | st.integers(),

@@ -144,8 +144,8 @@ def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prun
     from prunetune.search.study_store import load
 
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    studies = [load(make_storage(f"sqlite:///{isolated / d / 'o.db'}"), "same", directions=["minimize"])
-               for d in ("a", "b")]
+    studies = [load(make_storage(f"sqlite:///{isolated / d / 'o.db'}"), "same",
+                    directions=["minimize"]) for d in ("a", "b")]
     urls = [f"sqlite:///{isolated / d / 'o.db'}" for d in ("a", "b")]
     with budget_lock(studies[0]):
         for url, held in zip(urls, (True, False)):

@@ -266,7 +266,8 @@ def missing_objectives(objectives: list[str], metrics: dict) -> None:
     return): the trial fails with that reason instead of the search stopping at `tell`."""
     missing = [o for o in objectives if get_objective(o).key not in metrics]
     if missing:
-        raise UserFunctionError(f"eval_fn returned no {', '.join(repr(get_objective(o).key) for o in missing)} "
+        keys = ", ".join(repr(get_objective(o).key) for o in missing)
+        raise UserFunctionError(f"eval_fn returned no {keys} "
                                 f"(named as objective); it returned {sorted(metrics)}")
 
 

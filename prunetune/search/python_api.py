@@ -29,8 +29,8 @@ from prunetune.search.results import SearchResult
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
 
 # SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
-NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_lr", "base_batch_size",
-               "base_seed", "epochs", "subset",
+NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_lr",
+               "base_batch_size", "base_seed", "epochs", "subset",
                "lr", "batch_size", "distill", "device", "objectives", "trials", "study", "storage", "tracking_uri",
                "backend")
 DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here

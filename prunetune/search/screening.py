@@ -114,7 +114,8 @@ class Screener:
                                        "config": record.config, "reason": record.reason,
                                        "timings": record.timings, "seed": record.seed})
         if record.state == COMPLETE:
-            self.screen.tell(trial, [float(record.metrics[get_objective(o).key]) for o in self.objectives])
+            values = [float(record.metrics[get_objective(o).key]) for o in self.objectives]
+            self.screen.tell(trial, values)
         elif record.state == REJECTED:
             self.screen.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
