@@ -294,7 +294,8 @@ def cmd_sensitivity(args) -> int:
         raise PrunetuneError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
     cfg = SearchConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
                        checkpoint=args.checkpoint, base_epochs=args.base_epochs,
-                       base_lr=args.base_lr, base_batch_size=args.base_batch_size, base_seed=args.seed)
+                       base_lr=args.base_lr, base_batch_size=args.base_batch_size,
+                       base_seed=args.seed)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=_log)
