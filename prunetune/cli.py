@@ -26,6 +26,8 @@ FLAG_HELP = {
     "data_root": "folder with the dataset's files (torchvision layouts, or class folders for imagefolder)",
     "checkpoint": "trained base model (prunetune checkpoint or a state_dict); default: train and cache one",
     "base_epochs": "epochs to train the base model when no checkpoint is given",
+    "base_lr": "learning rate (Adam) of that base training; prunetune train's --lr",
+    "base_batch_size": "batch size of that base training; prunetune train's --batch-size",
     "base_seed": "seed of that base training (kept apart from --seed so studies share one base)",
     "seed": "study seed: every trial's seed derives from it and the trial number",
     "study": "study name (default MODEL-DATASET); the same name resumes the study. Allowed: 1-100 "
@@ -113,6 +115,13 @@ def _field_default(f: dataclasses.Field):
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return None if f.default is dataclasses.MISSING else f.default
+
+
+def _config_default(name: str):
+    """The default of SearchConfig's field `name` (see _field_default)."""
+    from prunetune.config import SearchConfig
+
+    return _field_default(next(f for f in dataclasses.fields(SearchConfig) if f.name == name))
 
 
 def _with_default(text: str, value) -> str:
@@ -222,15 +231,20 @@ def _check_train_flags(args) -> None:
 
 
 def cmd_train(args) -> int:
+    from prunetune.config import SearchConfig
     from prunetune.data import create_dataset
-    from prunetune.models import Recipe, get_base_model, resolve_device, save_checkpoint
+    from prunetune.models import get_base_model, resolve_device, save_checkpoint
+    from prunetune.search.objective import base_recipe
 
     _check_train_flags(args)
-
-    device = resolve_device(args.device)
-    bundle = create_dataset(args.dataset, data_root=args.data_root)
-    recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    base = get_base_model(args.model, bundle, recipe=recipe, seed=args.seed, log=_log, device=device)
+    # the base recipe as `search` reads it (--base-epochs, --base-lr, ...): the same cached base
+    cfg = SearchConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
+                       base_epochs=args.epochs, base_lr=args.lr, base_batch_size=args.batch_size,
+                       base_seed=args.seed, device=args.device)
+    device = resolve_device(cfg.device)
+    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed, log=_log,
+                          device=device)
     if args.out:
         save_checkpoint(args.out, base.model, base.meta)
     m = base.meta["metrics"]
@@ -293,7 +307,9 @@ def cmd_sensitivity(args) -> int:
     if not 0.0 <= args.max_drop <= 1.0:
         raise PrunetuneError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
     cfg = SearchConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
-                       checkpoint=args.checkpoint, base_epochs=args.base_epochs, base_seed=args.seed)
+                       checkpoint=args.checkpoint, base_epochs=args.base_epochs,
+                       base_lr=args.base_lr, base_batch_size=args.base_batch_size,
+                       base_seed=args.seed)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
                           checkpoint=cfg.checkpoint, log=_log)
@@ -362,10 +378,13 @@ def _train_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--model", default="mnist_net", help=FLAG_HELP["model"])
     q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
     q.add_argument("--data-root", help=FLAG_HELP["data_root"])
-    q.add_argument("--epochs", type=int, default=5)
-    q.add_argument("--lr", type=float, default=1e-3)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--seed", type=int, default=0)
+    recipe = (("epochs", int, "training epochs"), ("lr", float, "learning rate (Adam)"),
+              ("batch_size", int, "batch size"), ("seed", int, "seed"))
+    for flag, kind, text in recipe:
+        name = f"base_{flag}"  # search's flag of the same setting: one recipe, one cached base
+        default = _config_default(name)
+        text = _with_default(f"{text}; search's --{name.replace('_', '-')}", default)
+        q.add_argument("--" + flag.replace("_", "-"), type=kind, default=default, help=text)
     q.add_argument("--device", default="auto", help=_with_default(FLAG_HELP["device"], "auto"))
     q.add_argument("--out", help="also write the checkpoint here")
 
@@ -414,7 +433,10 @@ def _sensitivity_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--dataset", default="mnist5k", help=FLAG_HELP["dataset"])
     q.add_argument("--data-root", help=FLAG_HELP["data_root"])
     q.add_argument("--checkpoint", help=FLAG_HELP["checkpoint"])
-    q.add_argument("--base-epochs", type=int, default=5, help=FLAG_HELP["base_epochs"])
+    for name, kind in (("base_epochs", int), ("base_lr", float), ("base_batch_size", int)):
+        default = _config_default(name)  # search's base recipe: the same cached base
+        q.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
+                       help=_with_default(FLAG_HELP[name], default))
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--ratios", type=_csv(float), default=[0.25, 0.5, 0.75, 0.9])
     q.add_argument("--importance", default="l2")

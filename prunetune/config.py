@@ -36,6 +36,8 @@ class SearchConfig:
     data_root: str | None = None
     checkpoint: str | None = None
     base_epochs: int = 5
+    base_lr: float = 1e-3
+    base_batch_size: int = 64
     base_seed: int = 0
     seed: int = 0
     study: str | None = None
@@ -160,7 +162,8 @@ class SearchConfig:
             raise ConfigError(f"need 0 <= ratio_min <= ratio_max < 1, got {self.ratio_min}, {self.ratio_max}")
         if not 0.0 < self.ratio_step < 1.0:
             raise ConfigError(f"ratio_step must be in (0, 1), got {self.ratio_step}")
-        for name in ("base_epochs", "subset", "batch_size", "threads", "fps_repeats", "workers", "round_to"):
+        for name in ("base_epochs", "base_batch_size", "subset", "batch_size", "threads",
+                     "fps_repeats", "workers", "round_to"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 0:
@@ -168,7 +171,7 @@ class SearchConfig:
         for name in ("seed", "base_seed"):
             if not 0 <= getattr(self, name) < MAX_SEED:
                 raise ConfigError(f"{name} must be in [0, 2**32), got {getattr(self, name)}")
-        for name in ("lr", "max_flops", "cpus_per_trial"):
+        for name in ("lr", "base_lr", "max_flops", "cpus_per_trial"):
             value = getattr(self, name)
             if value is not None and not (_finite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value}")

@@ -11,6 +11,7 @@ from typing import Callable
 import optuna
 
 from prunetune.search.study import make_storage
+from prunetune.search.study_store import load
 
 FAST = ["--model", "tiny_cnn", "--dataset", "digits", "--base-epochs", "2", "--epochs", "1",
         "--subset", "200", "--fps-repeats", "3", "--threads", "1"]
@@ -35,7 +36,7 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
 def load_study(cwd: Path, name: str) -> optuna.Study:
     """The study `name` in cwd's default storage, opened as prunetune opens it (never racing a
     search that is creating that storage)."""
-    return optuna.load_study(study_name=name, storage=make_storage(f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}"))
+    return load(make_storage(f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}"), name)
 
 
 def states(study: optuna.Study) -> dict[str, int]:

@@ -87,6 +87,30 @@ def test_train_saves_a_weights_only_checkpoint(isolated, capsys):
     assert 0.5 < obj["meta"]["metrics"]["test_accuracy"] <= 1.0
 
 
+def test_train_and_search_with_one_recipe_share_the_cached_base(isolated, capsys, monkeypatch):
+    """`train --lr 0.01 ...` caches a base; `search --base-lr 0.01 ...` (the same recipe under
+    search's names) loads that file instead of training another; search's default recipe would
+    not have found it."""
+    from prunetune.config import SearchConfig
+    from prunetune.models.checkpoint import cache_key
+    from prunetune.search.objective import base_recipe
+    from tests.helpers import search_args
+
+    monkeypatch.setenv("PRUNETUNE_HOME", str(isolated / "home"))  # an empty cache of its own
+    assert main(["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "2",
+                 "--lr", "0.01", "--batch-size", "32", "--seed", "3"]) == 0
+    assert "training base tiny_cnn" in capsys.readouterr().err
+    cached = sorted((isolated / "home" / "checkpoints").glob("*.pt"))
+    assert len(cached) == 1
+    assert torch.load(cached[0], weights_only=True)["meta"]["recipe"]["lr"] == 0.01
+    assert main(search_args("same-base", 1, "--base-lr", "0.01", "--base-batch-size", "32",
+                            "--base-seed", "3")) == 0  # FAST has --base-epochs 2
+    assert "training base" not in capsys.readouterr().err
+    assert sorted((isolated / "home" / "checkpoints").glob("*.pt")) == cached
+    default = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, base_seed=3)
+    assert cache_key("tiny_cnn", "digits", 3, base_recipe(default)) not in cached[0].name
+
+
 BAD_FLAGS = [
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--model", "torchvision:no_such_net"], "unknown torchvision model"),

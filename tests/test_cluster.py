@@ -82,9 +82,10 @@ def test_the_budget_lock_on_postgres_is_held_in_the_database(postgres):
 
     from prunetune.search.db_lock import advisory_lock
     from prunetune.search.study import budget_lock, make_storage
+    from prunetune.search.study_store import load
 
     url = f"{postgres}/race"
-    study = optuna.create_study(study_name="lock-kind", storage=make_storage(url), load_if_exists=True)
+    study = load(make_storage(url), "lock-kind", directions=["minimize"])
     assert budget_lock(study).func is advisory_lock.__wrapped__  # the database's lock, not a file of this machine
     inside, release, second_in = threading.Event(), threading.Event(), threading.Event()
 
@@ -94,7 +95,7 @@ def test_the_budget_lock_on_postgres_is_held_in_the_database(postgres):
             release.wait(60)
 
     def second() -> None:
-        with budget_lock(optuna.load_study(study_name="lock-kind", storage=make_storage(url))):
+        with budget_lock(load(make_storage(url), "lock-kind")):
             second_in.set()
 
     a = threading.Thread(target=first)

@@ -1,8 +1,11 @@
 """Property-based: random YAML documents and values fed to the config loader
 (SearchConfig.from_sources / read_yaml_mapping) and the space loader (SearchSpace.from_yaml +
-check_fits) either load or raise PrunetuneError with a one-line message, never anything else."""
+check_fits) either load or raise PrunetuneError with a one-line message, never anything else.
+Each property also counts the documents that loaded (some with settings of their own): one that
+rejected them all would only have tested the error path."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -20,6 +23,7 @@ from prunetune.models import build_for
 from prunetune.names import check_study_name
 from prunetune.spaces import SearchSpace
 
+LOADED: collections.Counter[str] = collections.Counter()  # documents accepted, by property
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FIELDS = [f.name for f in dataclasses.fields(SearchConfig)]
 
@@ -30,8 +34,17 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=6) | st.integers(), inner, max_size=4), max_leaves=8)
 plausible = (st.floats(min_value=-2, max_value=2) | st.integers(min_value=-3, max_value=40)
              | st.lists(st.sampled_from([32, 8, 6, 4, 9, "accuracy", "flops", "fps", "l2", "taylor"]), max_size=4))
+# settings in range, so that many documents load and the accepting path is tested too
+in_range = {"trials": st.integers(1, 500), "epochs": st.integers(0, 9),
+            "seed": st.integers(0, 2**31), "lr": st.floats(1e-6, 1.0),
+            "base_lr": st.floats(1e-6, 1.0), "subset": st.integers(1, 9999),
+            "ratio_max": st.floats(0.5, 0.95),
+            "sampler": st.sampled_from(["tpe", "random", "nsga2"]),
+            "objectives": st.sampled_from([["accuracy", "flops"], ["accuracy", "fps", "size"]]),
+            "bits": st.sampled_from([[32, 8], [8, 4]]), "study": st.sampled_from(["s", "net-1.a"])}
 config_docs = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8) | st.integers(),
-                              values | plausible, max_size=6)
+                              values | plausible, max_size=6) \
+    | st.fixed_dictionaries({}, optional=in_range)
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +69,19 @@ def _only_one_line_errors(load) -> object | None:
 
 @SETTINGS
 @given(doc=config_docs)
-def test_config_loader_on_random_mappings(doc):
+def _config_loader_property(doc):
     path = _write(yaml.safe_dump(doc, allow_unicode=True))
     cfg = _only_one_line_errors(lambda: SearchConfig.from_sources(path))
     if cfg is not None:
         assert check_study_name(cfg.study_name) == cfg.study_name
         assert SearchConfig(**cfg.as_dict()) == cfg
+        LOADED["config"] += cfg != SearchConfig()  # loaded with a setting of its own
+
+
+def test_config_loader_on_random_mappings():
+    LOADED["config"] = 0
+    _config_loader_property()
+    assert LOADED["config"] > 0, "every random config document with settings was rejected"
 
 
 @SETTINGS
@@ -90,7 +110,7 @@ space_docs = st.fixed_dictionaries({}, optional={
 
 @SETTINGS
 @given(doc=space_docs)
-def test_space_loader_on_random_documents(doc, tiny_inventory):
+def _space_loader_property(doc, tiny_inventory):
     path = _write(yaml.safe_dump(doc, allow_unicode=True))
 
     def load():
@@ -101,3 +121,10 @@ def test_space_loader_on_random_documents(doc, tiny_inventory):
     space = _only_one_line_errors(load)
     if space is not None:
         assert SearchSpace.from_dict(space.to_dict()).fingerprint() == space.fingerprint()
+        LOADED["space"] += bool(doc)  # a document with keys of its own
+
+
+def test_space_loader_on_random_documents(tiny_inventory):
+    LOADED["space"] = 0
+    _space_loader_property(tiny_inventory=tiny_inventory)
+    assert LOADED["space"] > 0, "every random space document with keys was rejected"

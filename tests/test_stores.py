@@ -8,7 +8,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import optuna
 import pytest
 
 from prunetune.cli import main
@@ -142,10 +141,11 @@ def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prun
     from prunetune.paths import lock_dir, open_lock_file
     from prunetune.search.quiet import QuietLock
     from prunetune.search.study import budget_lock, lock_name
+    from prunetune.search.study_store import load
 
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    studies = [optuna.create_study(study_name="same", storage=make_storage(f"sqlite:///{isolated / d / 'o.db'}"))
-               for d in ("a", "b")]
+    studies = [load(make_storage(f"sqlite:///{isolated / d / 'o.db'}"), "same",
+                    directions=["minimize"]) for d in ("a", "b")]
     urls = [f"sqlite:///{isolated / d / 'o.db'}" for d in ("a", "b")]
     with budget_lock(studies[0]):
         for url, held in zip(urls, (True, False)):

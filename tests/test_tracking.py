@@ -232,3 +232,19 @@ def test_plot_line_joins_only_the_front_members_non_dominated_in_the_panel(tmp_p
     assert envelope.labels == ["trial 1", "trial 2"]  # by FPS: accuracy falls as FPS rises
     assert plots.pareto_png(result, tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
     assert b"front in this plane" in plots.pareto_html(result, tmp_path / "p.html").read_bytes()
+
+
+def test_a_new_store_keeps_no_connection_to_its_file(isolated, monkeypatch):
+    """The store is made in a temporary file then moved into place: afterwards no connection
+    MLflow keeps is open on that file (after a failure it would hold the deleted file's space), and
+    MLflow's pool setting is left as the user had it."""
+    from prunetune.search.tracking import prepare_store
+
+    monkeypatch.delenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", raising=False)
+    db = isolated / "new" / "mlflow.db"
+    uri = prepare_store(f"sqlite:///{db}")
+    fds = [f"/proc/self/fd/{fd}" for fd in os.listdir("/proc/self/fd")]
+    open_files = [os.readlink(fd) for fd in fds if os.path.islink(fd)]
+    assert not [f for f in open_files if f.startswith(str(db.parent))], open_files
+    assert "MLFLOW_SQLALCHEMYSTORE_POOLCLASS" not in os.environ
+    assert mlflow.MlflowClient(uri).get_experiment("0") is not None  # a complete store

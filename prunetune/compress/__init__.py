@@ -9,7 +9,15 @@ Typical use::
     save_compressed("trial.pt", small, config, {"model": "resnet18", "input_shape": (3, 32, 32),
                                                 "num_classes": 10})
     again, header = load_compressed_file("trial.pt")
+
+The package's top level offers `compress` as `prunetune.compress_model`. Calling the package itself,
+`prunetune.compress(model, config, example)` (the name before the function was renamed: the
+subpackage shadowed it once imported), still works and warns (DeprecationWarning).
 """
+import sys
+import types
+import warnings
+
 from prunetune.compress.artifact import load_compressed_file, save_compressed
 from prunetune.compress.config import CompressionConfig, compress, compressed_size_bytes
 from prunetune.compress.importance import IMPORTANCES, get_importance
@@ -25,3 +33,16 @@ __all__ = ["ALLOWED_BITS", "IMPORTANCES", "KMEANS_INITS", "CompressionConfig", "
            "compressed_size_bytes", "freeze_zeros", "get_importance", "global_magnitude_prune",
            "inventory", "kept_channels", "kmeans_size_bytes", "load_compressed_file",
            "magnitude_prune", "prune", "save_compressed", "share_weights", "size_bytes", "sparsity"]
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as the old `prunetune.compress(...)` function."""
+
+    def __call__(self, *args, **kwargs):
+        """`compress(*args, **kwargs)`, with a DeprecationWarning naming `compress_model`."""
+        warnings.warn("prunetune.compress(...) is deprecated: call prunetune.compress_model(...)",
+                      DeprecationWarning, stacklevel=2)
+        return compress(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -21,9 +21,11 @@ from torch_pruning import ops
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
 
-# torch-pruning's own graph nodes for tensor ops (they carry no channel count of their own)
-_OP_CLASSES = (ops._ElementWiseOp, ops._ConcatOp, ops._SplitOp, ops._ReshapeOp, ops._UnbindOp,
-               ops._ExpandOp, ops._SliceOp, ops._OutputOp)
+# the types torch-pruning gives its own graph nodes for tensor ops (they carry no channel count of
+# their own; ELEMENTWISE is also its type for any module it does not know, which has none either)
+_OP_TYPES = frozenset({ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.CONCAT, ops.OPTYPE.SPLIT,
+                       ops.OPTYPE.RESHAPE, ops.OPTYPE.UNBIND, ops.OPTYPE.EXPAND, ops.OPTYPE.SLICE,
+                       ops.OPTYPE.OUTPUT})
 
 
 class SafeDependencyGraph(tp.DependencyGraph):
@@ -342,7 +344,7 @@ def _problem(graph: SafeDependencyGraph, group: tp.Group, channels: int, divisor
 
 def _width(graph: SafeDependencyGraph, dep: tp.Dependency) -> int | None:
     pruner = graph.get_pruner_of_module(dep.target.module)
-    if pruner is None or isinstance(dep.target.module, _OP_CLASSES):
+    if pruner is None or ops.module2type(dep.target.module) in _OP_TYPES:
         return None
     if isinstance(dep.target.module, nn.Parameter):  # its pruning dim lives on the node
         return dep.target.module.shape[dep.target.pruning_dim]

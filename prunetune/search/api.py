@@ -9,8 +9,10 @@ from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
 from prunetune.search import pareto
+from prunetune.search.objectives import OBJECTIVES
 from prunetune.search.results import (SearchResult, csv_text, front_rows, max_drop, near_chance_pick, selected,
                                       summarize, table_rows, write_front)
+from prunetune.search.selection import parse_rule
 from prunetune.search.target_report import targets_text
 from prunetune.search.study import load_existing
 
@@ -150,15 +152,15 @@ def check_names(cfg: SearchConfig) -> None:
     validate_model_name(cfg.model)
     DATASETS.get(cfg.dataset)
     for o in cfg.objectives:  # metric:direction objectives are the Python API's (its eval_fn's metrics)
-        if o not in pareto.OBJECTIVES:
+        if o not in OBJECTIVES:
             from prunetune.errors import UnknownNameError
 
-            raise UnknownNameError("objective", o, list(pareto.OBJECTIVES))
+            raise UnknownNameError("objective", o, list(OBJECTIVES))
     for imp in cfg.importance:
         IMPORTANCES.get(imp)
     check_runtime(cfg.runtime)
     if cfg.select:
-        check_rule_metrics(pareto.parse_rule(cfg.select))
+        check_rule_metrics(parse_rule(cfg.select))
     from prunetune.paths import prepare_sqlite
     from prunetune.search.tracking import requested_uri
 

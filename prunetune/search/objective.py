@@ -30,7 +30,8 @@ from prunetune.measure import count_macs, count_params
 from prunetune.models import BaseModel, Recipe, get_base_model, resolve_device
 from prunetune.models.training import DivergedError
 from prunetune.runtimes import make_runner, measure_fps
-from prunetune.search import pareto, strategies
+from prunetune.search import strategies
+from prunetune.search.objectives import get_objective
 from prunetune.search.quiet import QuietLock
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
 from prunetune.search.workload import DatasetWorkload, UserFunctionError, Workload
@@ -88,7 +89,10 @@ def trial_seed(study_seed: int, number: int) -> int:
 
 
 def base_recipe(cfg: SearchConfig) -> Recipe:
-    return Recipe(epochs=cfg.base_epochs, lr=1e-3, batch_size=64)
+    """How the base model is trained when no checkpoint is given: `base_epochs`, `base_lr`,
+    `base_batch_size` (seed `base_seed`). The one definition: `prunetune train`, `search` and
+    `sensitivity` all build their base through it, so the same flags find the same cached base."""
+    return Recipe(epochs=cfg.base_epochs, lr=cfg.base_lr, batch_size=cfg.base_batch_size)
 
 
 def build_space(cfg: SearchConfig, inv) -> SearchSpace:
@@ -260,9 +264,10 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
 def missing_objectives(objectives: list[str], metrics: dict) -> None:
     """UserFunctionError when `metrics` lacks an objective's metric (a user metric eval_fn did not
     return): the trial fails with that reason instead of the search stopping at `tell`."""
-    missing = [o for o in objectives if pareto.get_objective(o).key not in metrics]
+    missing = [o for o in objectives if get_objective(o).key not in metrics]
     if missing:
-        raise UserFunctionError(f"eval_fn returned no {', '.join(repr(pareto.get_objective(o).key) for o in missing)} "
+        keys = ", ".join(repr(get_objective(o).key) for o in missing)
+        raise UserFunctionError(f"eval_fn returned no {keys} "
                                 f"(named as objective); it returned {sorted(metrics)}")
 
 

@@ -22,8 +22,9 @@ import optuna
 from prunetune import interrupts
 from prunetune.config import SearchConfig
 from prunetune.paths import inside, study_dir
-from prunetune.search import pareto, strategies
+from prunetune.search import strategies
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
+from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.screening import Screener
@@ -61,7 +62,7 @@ def weights_dir(cfg: SearchConfig) -> Path:
 
 
 def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:
-    return [float(record.metrics[pareto.get_objective(o).key]) for o in objectives]
+    return [float(record.metrics[get_objective(o).key]) for o in objectives]
 
 
 def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig) -> None:

@@ -1,4 +1,5 @@
-"""Pareto analysis of finished trials: front, hypervolume, knee point and selection rules.
+"""Pareto analysis of finished trials: front, hypervolume, knee point (the objectives are in
+prunetune.search.objectives, the selection rules in prunetune.search.selection).
 
 Pure functions: they compute and return values; nothing here prints, plots or logs.
 
@@ -24,104 +25,15 @@ to the base model (base value 1.0 for every objective).
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 
-from prunetune.errors import ConfigError, UnknownNameError
+from prunetune.errors import ConfigError
+from prunetune.search.objectives import OBJECTIVES, Objective, Point, resolve
 
-__all__ = [
-    "OBJECTIVES",
-    "Condition",
-    "Objective",
-    "Rule",
-    "get_objective",
-    "hypervolume",
-    "hypervolume_history",
-    "unit_hypervolume_history",
-    "knee_point",
-    "non_dominated",
-    "parse_rule",
-    "select",
-]
-
-Point = Mapping[str, float]
-Direction = Literal["maximize", "minimize"]
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A metric to optimise: ``name`` is what users type, ``key`` the metric key in a point.
-
-    ``key`` defaults to ``name``; ``direction`` is ``"maximize"`` or ``"minimize"``.
-    """
-
-    name: str
-    direction: Direction
-    key: str = ""
-
-    def __post_init__(self) -> None:
-        if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(
-                f"objective {self.name!r}: direction must be 'maximize' or 'minimize', "
-                f"not {self.direction!r}"
-            )
-        if not self.key:
-            object.__setattr__(self, "key", self.name)
-
-
-OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
-    {
-        o.name: o
-        for o in (
-            Objective("accuracy", "maximize"),
-            Objective("flops", "minimize"),
-            Objective("macs", "minimize"),
-            Objective("fps", "maximize"),
-            Objective("size", "minimize", key="size_bytes"),
-            Objective("params", "minimize"),
-        )
-    }
-)
-"""The project's standard objectives, by name (read-only)."""
-
-
-def get_objective(name: str) -> Objective:
-    """The standard objective called ``name``, or a user metric written ``metric:maximize`` /
-    ``metric:minimize`` (a metric the Python API's eval_fn returns); UnknownNameError otherwise."""
-    if name in OBJECTIVES:
-        return OBJECTIVES[name]
-    metric, sep, direction = name.rpartition(":")
-    if sep and metric and direction in ("maximize", "minimize") and metric not in OBJECTIVES:
-        return Objective(name, direction, key=metric)  # type: ignore[arg-type]
-    raise UnknownNameError("objective", name, list(OBJECTIVES))
-
-
-def user_objective(metric: str, direction: str) -> str:
-    """The objective name of a user metric (see get_objective): a standard objective's own name
-    when `metric` is one and `direction` is its direction; ConfigError for a wrong direction."""
-    if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"objective {metric!r}: direction must be 'maximize' or 'minimize', not {direction!r}")
-    if metric in OBJECTIVES:
-        if OBJECTIVES[metric].direction != direction:
-            raise ConfigError(f"objective {metric!r} is always {OBJECTIVES[metric].direction}d, not {direction}d")
-        return metric
-    if not metric or ":" in metric:
-        raise ConfigError(f"a user metric's name must be non-empty and without ':', got {metric!r}")
-    return f"{metric}:{direction}"
-
-
-def _resolve(objectives: Sequence[Objective | str]) -> list[Objective]:
-    if isinstance(objectives, (str, Objective)):
-        raise ConfigError("objectives must be a sequence of objectives, not a single one")
-    resolved = [o if isinstance(o, Objective) else get_objective(o) for o in objectives]
-    if not resolved:
-        raise ConfigError("at least one objective is needed")
-    return resolved
+__all__ = ["UNIT_HV_NOTE", "hypervolume", "hypervolume_history", "knee_point", "non_dominated",
+           "unit_hypervolume_history"]
 
 
 def _number(point: Point, key: str, where: str) -> float:
@@ -183,7 +95,7 @@ def non_dominated(points: Sequence[Point], objectives: Sequence[Objective | str]
     front are all kept. Works for any number (>= 1) of objectives; no points gives ``[]``.
     Raises ConfigError if a point lacks an objective's metric or it is not a number.
     """
-    objs = _resolve(objectives)
+    objs = resolve(objectives)
     if not points:
         return []
     m = _min_space(points, objs, np.ones(len(objs)))
@@ -267,7 +179,7 @@ def hypervolume(
     No points gives 0.0. Raises ConfigError for missing or non-numeric metrics, non-positive
     base values, or reference keys that are no objective's metric.
     """
-    objs = _resolve(objectives)
+    objs = resolve(objectives)
     bases = _bases(objs, normalise_by)
     ref = _reference(objs, bases, reference)
     if not points:
@@ -290,7 +202,7 @@ def hypervolume_history(
     contribution to the running front's volume, so the series is non-decreasing by construction
     (a contribution that round-off makes negative counts as 0).
     """
-    objs = _resolve(objectives)
+    objs = resolve(objectives)
     bases = _bases(objs, normalise_by)
     ref = _reference(objs, bases, reference)
     if not points_in_trial_order:
@@ -343,7 +255,7 @@ def unit_hypervolume_history(points_in_trial_order: Sequence[Point], objectives:
     `_unit_point` to a minimised value that is 1 at the reference (error 1, the base's costs and
     latency), so only points cheaper and faster than the base contribute and a perfect model at zero
     cost would score 1. Non-decreasing; [] for no points."""
-    objs = _resolve(objectives)
+    objs = resolve(objectives)
     unit = [_unit_point(p, objs, base) for p in points_in_trial_order]
     minimised = [Objective(o.name, "minimize", o.key) for o in objs]
     return hypervolume_history(unit, minimised, normalise_by=None)
@@ -358,7 +270,7 @@ def knee_point(points: Sequence[Point], objectives: Sequence[Objective | str]) -
     index. Because the rescaling is to the front's own range, dividing by a base model would not
     change the answer, so there is no normalisation argument. Raises ConfigError for no points.
     """
-    objs = _resolve(objectives)
+    objs = resolve(objectives)
     if not points:
         raise ConfigError("knee_point needs at least one point")
     m = _min_space(points, objs, np.ones(len(objs)))
@@ -368,173 +280,3 @@ def knee_point(points: Sequence[Point], objectives: Sequence[Objective | str]) -
     scaled = np.divide(fm - low, span, out=np.zeros_like(fm), where=span > 0)
     distance = np.sqrt((scaled**2).sum(axis=1))
     return int(front[np.argmin(distance)])  # argmin: first of equal minima = lowest index
-
-
-# --- selection rules --------------------------------------------------------------------------
-
-_GRAMMAR = (
-    "(max|min) METRIC [where METRIC OP NUMBER (and METRIC OP NUMBER)*], OP one of >= <= > < =="
-)
-_KEYWORDS = ("max", "min", "where", "and")
-_TOKEN = re.compile(
-    r"(?P<op>>=|<=|==|>|<)"
-    r"|(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
-    r"|(?P<word>[A-Za-z_][\w.]*)"
-)
-_OPS = {
-    ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
-    "==": lambda a, b: a == b,
-}
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``metric op value``; a point satisfies it when it has the metric and the comparison holds.
-
-    ``==`` compares exactly (use a ``>=`` and ``<=`` pair for a tolerance).
-    """
-
-    metric: str
-    op: Literal[">=", "<=", ">", "<", "=="]
-    value: float
-
-    def holds(self, point: Point) -> bool:
-        """Whether ``point`` satisfies the condition (False if it lacks the metric or it is NaN)."""
-        return self.metric in point and _OPS[self.op](_rule_number(point, self.metric), self.value)
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value!r}"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Pick the point with the largest (``goal="max"``) or smallest ``metric`` among those that
-    satisfy every condition. ``str(rule)`` is its canonical text, which :func:`parse_rule` reads.
-    """
-
-    goal: Literal["max", "min"]
-    metric: str
-    conditions: tuple[Condition, ...] = ()
-
-    def __str__(self) -> str:
-        text = f"{self.goal} {self.metric}"
-        if self.conditions:
-            text += " where " + " and ".join(str(c) for c in self.conditions)
-        return text
-
-
-def _tokens(text: str) -> list[tuple[str, str, int]]:
-    """(kind, text, position) tokens; ConfigError at the first character that starts none."""
-    tokens: list[tuple[str, str, int]] = []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos == len(text):
-            return tokens
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise ConfigError(
-                f"bad rule {text!r}: unexpected {text[pos]!r} at position {pos}; "
-                f"grammar: {_GRAMMAR}"
-            )
-        kind = match.lastgroup
-        assert kind is not None
-        tokens.append((kind, match.group(), pos))
-        pos = match.end()
-
-
-def parse_rule(text: str) -> Rule:
-    """Parse ``(max|min) METRIC [where COND (and COND)*]``, COND = ``METRIC OP NUMBER``.
-
-    OP is one of ``>= <= > < ==``; keywords are case-insensitive and cannot be metric names,
-    whitespace is optional around operators (``accuracy>=0.97``), NUMBER may use an exponent
-    (``1e6``). Metric names are not checked here (that needs the points: see :func:`select`).
-    Raises ConfigError naming the position of the first problem and the grammar.
-    """
-    tokens = _tokens(text)
-    pos = 0
-    grammar = f"grammar: {_GRAMMAR}"
-
-    def take(kind: str, expected: str, keywords: tuple[str, ...] = ()) -> str:
-        """Consume the next token: of ``kind``, one of ``keywords`` if given, else no keyword.
-
-        Keywords come back lower-cased, anything else as written.
-        """
-        nonlocal pos
-        if pos == len(tokens):
-            raise ConfigError(f"bad rule {text!r}: expected {expected}, found the end; {grammar}")
-        token_kind, token, at = tokens[pos]
-        word = token.lower()
-        if token_kind != kind or (word not in keywords if keywords else word in _KEYWORDS):
-            raise ConfigError(
-                f"bad rule {text!r}: expected {expected}, found {token!r} at position {at}; "
-                f"{grammar}"
-            )
-        pos += 1
-        return word if keywords else token
-
-    goal = take("word", "'max' or 'min'", ("max", "min"))
-    metric = take("word", "a metric name")
-    conditions: list[Condition] = []
-    if pos < len(tokens):
-        take("word", "'where' or the end", ("where",))
-        while True:
-            name = take("word", "a metric name")
-            op = take("op", "a comparison (>=, <=, >, <, ==)")
-            value = float(take("number", "a number"))
-            conditions.append(Condition(name, op, value))  # type: ignore[arg-type]
-            if pos == len(tokens):
-                break
-            take("word", "'and' or the end", ("and",))
-    return Rule(goal, metric, tuple(conditions))  # type: ignore[arg-type]
-
-
-def _rule_number(point: Point, key: str) -> float:
-    """``point[key]`` as a float (NaN allowed: it satisfies no comparison and never wins)."""
-    try:
-        return float(point[key])
-    except (TypeError, ValueError):
-        raise ConfigError(f"metric {key!r} is not a number: {point[key]!r}") from None
-
-
-def select(points: Sequence[Point], rule: Rule | str) -> int:
-    """Index of the point ``rule`` picks (a string is parsed with :func:`parse_rule`).
-
-    Candidates are the points that satisfy every condition and have a non-NaN value of the
-    rule's metric; among them the largest (max) or smallest (min) value wins, ties going to the
-    lowest index. Raises ConfigError when the rule is malformed, names a metric no point has,
-    compares a non-numeric value, there are no points, or no point satisfies the rule.
-    """
-    if isinstance(rule, str):
-        rule = parse_rule(rule)
-    if not points:
-        raise ConfigError(f"rule {str(rule)!r}: there are no points to select from")
-    known = set().union(*(p.keys() for p in points))
-    missing = sorted({rule.metric, *(c.metric for c in rule.conditions)} - known)
-    if missing:
-        raise ConfigError(
-            f"rule {str(rule)!r}: unknown metric {', '.join(map(repr, missing))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    best: int | None = None
-    best_value = math.nan
-    sign = 1.0 if rule.goal == "max" else -1.0
-    for i, point in enumerate(points):
-        if rule.metric not in point or not all(c.holds(point) for c in rule.conditions):
-            continue
-        value = sign * _rule_number(point, rule.metric)
-        if not math.isnan(value) and (best is None or value > best_value):
-            best, best_value = i, value
-    if best is None:
-        passing = ", ".join(
-            f"{c}: {sum(c.holds(p) for p in points)} pass" for c in rule.conditions
-        )
-        raise ConfigError(
-            f"no point satisfies rule {str(rule)!r} ({len(points)} points"
-            + (f"; {passing})" if passing else f" without a number for {rule.metric!r})")
-        )
-    return best

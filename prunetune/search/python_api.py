@@ -21,14 +21,16 @@ from torch import nn
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError
 from prunetune.models import BaseModel
-from prunetune.search import pareto, strategies
+from prunetune.search import strategies
 from prunetune.search.objective import SearchSetup, build_space, measure_base, missing_objectives
+from prunetune.search.objectives import get_objective, user_objective
 from prunetune.search.records import TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
 
 # SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
-NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_seed", "epochs", "subset",
+NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_lr",
+               "base_batch_size", "base_seed", "epochs", "subset",
                "lr", "batch_size", "distill", "device", "objectives", "trials", "study", "storage", "tracking_uri",
                "backend")
 DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here
@@ -37,14 +39,14 @@ DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data
 def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     """Objective names for the config: built-in names (`accuracy`, `flops`, `macs`, `fps`, `size`,
     `params`) as they are, a mapping {metric: "maximize" | "minimize"} as built-in names or
-    `metric:direction` for the caller's own metrics (see pareto.get_objective)."""
+    `metric:direction` for the caller's own metrics (see get_objective)."""
     if isinstance(objectives, str):
         raise ConfigError("objectives must be a sequence of names or a mapping {metric: direction}, not one string")
     if isinstance(objectives, Mapping):
-        return [pareto.user_objective(str(m), str(d)) for m, d in objectives.items()]
+        return [user_objective(str(m), str(d)) for m, d in objectives.items()]
     names = [str(o) for o in objectives]
     for name in names:
-        pareto.get_objective(name)
+        get_objective(name)
     return names
 
 

@@ -47,9 +47,10 @@ import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
-from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
-from prunetune.search.optuna_runner import (Deadline, SearchListener, drive, finish_trial, make_proposer, mark_interrupted, next_trial,
+from prunetune.search.objectives import get_objective
+from prunetune.search.optuna_runner import (Deadline, SearchListener, drive, finish_trial, make_proposer, mark_interrupted,
+                                            next_trial,
                                             weights_dir)
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.results import SearchResult
@@ -194,7 +195,7 @@ def _trainable_class():
                          "node_id": ray.get_runtime_context().get_node_id(), "ray_worker": worker_id()}
             # Tune insists the searcher's metrics are in every result; the searcher uses the record
             for o in self._prunetune.config.objectives:
-                key = pareto.get_objective(o).key
+                key = get_objective(o).key
                 out[key] = record.metrics.get(key)
             return out
 
@@ -351,7 +352,7 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, l
         def restore(self, checkpoint_path: str) -> None:
             """Nothing to restore: a re-run resumes from the study (see recover_unfinished)."""
 
-    objectives = [pareto.get_objective(o) for o in cfg.objectives]
+    objectives = [get_objective(o) for o in cfg.objectives]
     modes = ["max" if o.direction == "maximize" else "min" for o in objectives]
     return StudySearcher(RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes)
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from prunetune.search import pareto
+from prunetune.search import pareto, selection
+from prunetune.search.objectives import OBJECTIVES, get_objective
 from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_from_trial
 
 if TYPE_CHECKING:
@@ -138,12 +139,12 @@ def near_chance_pick(result: SearchResult) -> str | None:
 def selected(result: SearchResult, select: str | None = None) -> TrialRecord | None:
     """The front member the selection rule `select` picks, else the default pick (`default_pick`);
     None for an empty front. ConfigError for a malformed rule or one no front member meets (see
-    pareto.select)."""
+    selection.select)."""
     if not result.front:
         return None
     if select:
         front = result.front_records()
-        return front[pareto.select([r.metrics for r in front], pareto.parse_rule(select))]
+        return front[selection.select([r.metrics for r in front], selection.parse_rule(select))]
     return result.record(result.pick if result.pick is not None else result.knee)
 
 
@@ -157,8 +158,8 @@ def scaled_fps(metrics: dict, base_fps: float | None) -> float | None:
 def user_metric_keys(result: SearchResult) -> list[str]:
     """The metrics of the study's objectives that are not standard columns (a Python API search's
     own metrics, e.g. "map" of objective "map:maximize")."""
-    keys = [pareto.get_objective(o).key for o in result.objectives]
-    return [k for k in keys if k not in TABLE_COLUMNS and k not in pareto.OBJECTIVES]
+    keys = [get_objective(o).key for o in result.objectives]
+    return [k for k in keys if k not in TABLE_COLUMNS and k not in OBJECTIVES]
 
 
 def front_rows(result: SearchResult) -> list[dict]:

@@ -24,8 +24,10 @@ from prunetune import interrupts
 from prunetune.errors import ConfigError
 from prunetune.search import pareto
 from prunetune.search.objective import SearchSetup, screen_trial
+from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, REJECTED
-from prunetune.search.study import budget_lock, count_finished, make_sampler
+from prunetune.search.study import budget_lock, count_finished, enqueue, make_sampler, params_of
+from prunetune.search.study_store import load, storage_of, study_exists
 
 SUFFIX = ".screen"
 
@@ -54,9 +56,8 @@ def open_screen_study(setup: SearchSetup, study: optuna.Study) -> optuna.Study:
     cfg = setup.config
     objectives = screen_objectives(cfg.objectives)
     name = screen_study_name(study.study_name)
-    screen = optuna.create_study(study_name=name, storage=study._storage, load_if_exists=True,
-                                 sampler=make_sampler(cfg, setup.space),
-                                 directions=[pareto.get_objective(o).direction for o in objectives])
+    screen = load(storage_of(study, required=True), name, sampler=make_sampler(cfg, setup.space),
+                  directions=[get_objective(o).direction for o in objectives])
     owner = screen.user_attrs.get("screen_of")
     if owner is None and screen.get_trials(deepcopy=False):
         raise ConfigError(f"study {name!r} exists and is not the screening study of {study.study_name!r}; "
@@ -92,7 +93,7 @@ class Screener:
             finished, running = count_finished(self.study)
             best = self.best_unpromoted() if finished + running < cfg.trials and not self._waiting() else None
             if best is not None:
-                self.study.enqueue_trial(best.params, user_attrs={"screened_from": best.number})
+                enqueue(self.study, best.params, screened_from=best.number)
         return True
 
     def _waiting(self) -> bool:
@@ -113,7 +114,8 @@ class Screener:
                                        "config": record.config, "reason": record.reason,
                                        "timings": record.timings, "seed": record.seed})
         if record.state == COMPLETE:
-            self.screen.tell(trial, [float(record.metrics[pareto.get_objective(o).key]) for o in self.objectives])
+            values = [float(record.metrics[get_objective(o).key]) for o in self.objectives]
+            self.screen.tell(trial, values)
         elif record.state == REJECTED:
             self.screen.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -124,7 +126,7 @@ class Screener:
         trial says `screened_from` it) nor with the params of a full trial; within that rank the largest exclusive hypervolume contribution."""
         done = [t for t in self.screen.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
         full = self.study.get_trials(deepcopy=False)
-        taken = [t.params or t.system_attrs.get("fixed_params", {}) for t in full]
+        taken = [params_of(t) for t in full]
         promoted = {t.user_attrs["screened_from"] for t in full if "screened_from" in t.user_attrs}
         points = [t.user_attrs["record"]["metrics"] for t in done]
         left = list(range(len(done)))
@@ -152,10 +154,10 @@ def screen_stats(study: optuna.Study) -> dict[str, float] | None:
     """{"configs_screened", "configs_promoted", "screen_s"} of `study`'s screening study, or None
     when it has none."""
     name = screen_study_name(study.study_name)
-    if name not in {s.study_name for s in optuna.get_all_study_summaries(study._storage, include_best_trial=False)}:
+    storage = storage_of(study)
+    if storage is None or not study_exists(storage, name):  # a study prunetune did not open
         return None
-    trials = [t for t in optuna.load_study(study_name=name, storage=study._storage).get_trials(deepcopy=False)
-              if t.state.is_finished()]
+    trials = [t for t in load(storage, name).get_trials(deepcopy=False) if t.state.is_finished()]
     promoted = {t.user_attrs["screened_from"] for t in study.get_trials(deepcopy=False) if "screened_from" in t.user_attrs}
     return {"configs_screened": len(trials), "configs_promoted": len(promoted),
             "screen_s": sum(t.user_attrs.get("record", {}).get("timings", {}).get("total_s", 0.0) for t in trials)}

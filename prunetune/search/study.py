@@ -11,8 +11,10 @@ import optuna
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import file_lock, prepare_sqlite
-from prunetune.search import pareto, strategies
+from prunetune.search import strategies
 from prunetune.search.db_lock import advisory_lock, is_postgres
+from prunetune.search.objectives import get_objective
+from prunetune.search.study_store import load, storage_of, study_exists
 from prunetune.spaces import SearchSpace
 
 TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -64,8 +66,7 @@ def _file_lock(storage_url: str, study: str, purpose: str):
 
 def storage_url(study: optuna.Study) -> str:
     """The URL of the RDB storage a study lives in ("" for other storages)."""
-    storage = study._storage
-    return str(getattr(getattr(storage, "_backend", storage), "url", ""))
+    return str(getattr(storage_of(study), "url", ""))
 
 
 def budget_lock(study: optuna.Study):
@@ -78,10 +79,6 @@ def budget_lock(study: optuna.Study):
     return _file_lock(url, study.study_name, "budget")
 
 
-def study_exists(storage, name: str) -> bool:
-    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
-
-
 def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     """An existing study, or a clear error listing the studies in that storage."""
     storage = make_storage(cfg_storage)
@@ -89,19 +86,18 @@ def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     if name not in names:
         raise PrunetuneError(f"no study {name!r} in {cfg_storage}; studies there: "
                              f"{', '.join(names) if names else 'none'}")
-    return optuna.load_study(study_name=name, storage=storage)
+    return load(storage, name)
 
 
 def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> optuna.Study:
     """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
     and one set of objectives: reusing its name with others is refused."""
-    objectives = [pareto.get_objective(o) for o in cfg.objectives]
+    objectives = [get_objective(o) for o in cfg.objectives]
     storage = make_storage(cfg.storage_url)
     with _file_lock(storage.url, cfg.study_name, "create"):
         exists = study_exists(storage, cfg.study_name)
-        study = optuna.create_study(study_name=cfg.study_name, storage=storage, load_if_exists=True,
-                                    sampler=make_sampler(cfg, space),
-                                    directions=[o.direction for o in objectives])
+        study = load(storage, cfg.study_name, sampler=make_sampler(cfg, space),
+                     directions=[o.direction for o in objectives])
         if exists:
             _check_same(study, cfg, space)
         else:
@@ -115,7 +111,7 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
             study.set_user_attr("model", cfg.model)
             study.set_user_attr("dataset", cfg.dataset)
             for params in space.warm_start():
-                study.enqueue_trial(params, skip_if_exists=True)
+                enqueue(study, params, skip_if_exists=True)
     return study
 
 
@@ -134,6 +130,22 @@ def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> N
     if attrs.get("objectives") != list(cfg.objectives):
         raise ConfigError(f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
                           f"{list(cfg.objectives)}; use another --study name")
+
+
+ENQUEUED = "enqueued_params"
+
+
+def enqueue(study: optuna.Study, params: dict, *, skip_if_exists: bool = False, **user_attrs
+            ) -> None:
+    """Enqueue a trial of `params` with `user_attrs`; the params are also kept as its user attr
+    `enqueued_params` (see `params_of`: Optuna keeps a waiting trial's params private)."""
+    study.enqueue_trial(params, user_attrs={**user_attrs, ENQUEUED: params},
+                        skip_if_exists=skip_if_exists)
+
+
+def params_of(trial: optuna.trial.FrozenTrial) -> dict:
+    """The trial's params: sampled, or those it was enqueued with while it has none yet."""
+    return trial.params or trial.user_attrs.get(ENQUEUED, {})
 
 
 def worker_id() -> str:
@@ -167,20 +179,22 @@ def recover_unfinished(study: optuna.Study) -> list[int]:
 
 def _recover_unfinished(study: optuna.Study) -> list[int]:
     requeued = set(study.user_attrs.get("requeued", []))
-    storage = study._storage
+    storage = storage_of(study, required=True)
+    study_id = storage.get_study_id_from_name(study.study_name)
     out = []
     for t in study.get_trials(deepcopy=False):
         if t.number in requeued:
             continue
         worker = t.user_attrs.get("worker")
         if t.state == optuna.trial.TrialState.RUNNING and (not worker or dead_local(worker)):
-            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died (killed?)")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            storage.set_trial_user_attr(trial_id, "fail_reason", "its process died (killed?)")
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
         elif not (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted")):
             continue
         origin = t.user_attrs.get("replay_of", t.number)
-        study.enqueue_trial(t.params, user_attrs={"replay_of": origin})
+        enqueue(study, t.params, replay_of=origin)
         out.append(t.number)
     if out:
         study.set_user_attr("requeued", sorted(requeued | set(out)))

@@ -31,6 +31,7 @@ the search spends in tracking, logged on the parent run as `tracking_s` beside t
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -200,13 +201,12 @@ def _create_sqlite_store(db: Path) -> None:
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp_uri = f"sqlite:///{tmp}"
     try:
-        try:
-            tmp.touch(exist_ok=False)  # an unwritable folder fails here, not in MLflow's retries
-            SqlAlchemyStore(tmp_uri, (db.parent / "artifacts").as_uri())
-        finally:  # close its connections, also after a failure (they hold the deleted file's space)
-            engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)
-            if engine is not None:
-                engine.dispose()
+        tmp.touch(exist_ok=False)  # an unwritable folder fails here, not in MLflow's retries
+        # MLflow keeps an engine per URI for the process; without a pool (its documented setting)
+        # that engine holds no connection to the temporary file once the store is made, also
+        # after a failure (an open connection would hold the deleted file's space)
+        with _environ(MLFLOW_SQLALCHEMYSTORE_POOLCLASS="NullPool"):
+            SqlAlchemyStore(tmp_uri, (db.parent / "artifacts").as_uri()).engine.dispose()
         os.replace(tmp, db)
     except Exception as exc:
         why = _first_line(exc)
@@ -216,6 +216,21 @@ def _create_sqlite_store(db: Path) -> None:
     finally:
         for leftover in (tmp, *(tmp.with_name(tmp.name + x) for x in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Environment variables set to `values` inside the block, restored after it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import optuna
 
-from prunetune.search.pareto import get_objective
+from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING, TrialRecord
+from prunetune.search.study_store import load
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -23,8 +24,8 @@ BASE = {"accuracy": 0.9, "macs": 500, "flops": 1000, "fps": 100.0, "params": 200
 def new_study(objectives: tuple[str, ...] = ("accuracy", "flops"), *, base: dict | None = BASE,
               constraints: dict | None = None, name: str = "unit") -> optuna.Study:
     """A study in an InMemoryStorage with prunetune's study attrs (`base=None`: none stored)."""
-    study = optuna.create_study(study_name=name, storage=optuna.storages.InMemoryStorage(),
-                                directions=[get_objective(o).direction for o in objectives])
+    study = load(optuna.storages.InMemoryStorage(), name,
+                 directions=[get_objective(o).direction for o in objectives])
     study.set_user_attr("objectives", list(objectives))
     study.set_user_attr("strategy", "search")
     if base is not None:

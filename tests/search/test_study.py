@@ -18,7 +18,7 @@ from prunetune.errors import ConfigError
 from prunetune.paths import open_lock_file
 from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING, record_from_trial
 from prunetune.search.study import (_check_same, budget_lock, count_finished, lock_name, open_study,
-                                    recover_unfinished, storage_url)
+                                    params_of, recover_unfinished, storage_url)
 from prunetune.spaces import GroupSpec, SearchSpace
 from tests.search.studies import add, new_study, params, record
 
@@ -132,7 +132,7 @@ def test_open_study_stores_the_study_attrs_and_refuses_other_objectives(tmp_path
     attrs = study.user_attrs
     assert attrs["objectives"] == ["accuracy", "flops"] and attrs["base_metrics"] == {"accuracy": 0.9, "flops": 1000}
     assert attrs["constraints"] == {"min_accuracy": 0.5, "max_flops": None}
-    assert [t.system_attrs["fixed_params"] for t in study.trials] == space_of().warm_start()
+    assert [params_of(t) for t in study.trials] == space_of().warm_start()  # waiting, unsampled
     assert open_study(cfg, space_of(), {}).user_attrs == attrs  # resumed: nothing rewritten or re-queued
     assert len(optuna.load_study(study_name="s", storage=storage).trials) == len(space_of().warm_start())
     with pytest.raises(ConfigError, match="optimises"):
