@@ -116,7 +116,7 @@ def test_the_table_starts_with_the_base_model_and_summarises_configs():
     rows = table_rows(summarize(study_of()))
     assert rows[0] == {"trial": "base", "accuracy": 0.9, "test_accuracy": None, "macs": 500, "flops": 1000,
                        "fps": 100.0, "speedup": None, "params": 2000, "size_bytes": 8000, "bitops": None,
-                       "knee": False, "config": "uncompressed"}
+                       "knee": False, "pick": False, "config": "uncompressed"}
     assert [r["trial"] for r in rows[1:]] == [6, 0, 1]
     assert rows[1]["config"] == "ratios[0.50 0.50] bits[8]"
 

@@ -111,7 +111,8 @@ def stored(objectives: list[str], space: SearchSpace, **attrs) -> optuna.Study:
 
 
 def test_a_study_is_resumed_only_with_its_space_strategy_and_objectives():
-    cfg = SearchConfig(study="s", objectives=["accuracy", "flops"])
+    # a study stored without a strategy attr is an older one: "search", the default before "targets"
+    cfg = SearchConfig(study="s", objectives=["accuracy", "flops"], strategy="search")
     _check_same(stored(["accuracy", "flops"], space_of()), cfg, space_of())  # the same: resumes
     refused = [
         (stored(["accuracy", "fps"], space_of()), space_of(), r"optimises \['accuracy', 'fps'\], not \['accuracy', 'flops'\]"),
