@@ -82,7 +82,7 @@ def test_warm_starts_are_uniform_levels(resnet):
 
 
 def test_search_with_allocation_runs_and_records_levels(tmp_path):
-    out = run_cli(search_args("alloc", 3, "--parametrization", "allocation", "--bits", "32",
+    out = run_cli(search_args("alloc", 3, "--strategy", "search", "--parametrization", "allocation", "--bits", "32",
                               "--objectives", "accuracy,macs"), tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     from tests.helpers import load_study

@@ -22,7 +22,7 @@ def test_screen_objectives_use_macs_for_fps():
 
 def test_screened_configs_never_reach_front_tags_hypervolume_or_export(isolated, capsys):
     # 3 warm-start trials, then 3 trials each promoted from 4 screened configs
-    assert main(search_args("scr", 6, "--screen", "4")) == 0
+    assert main(search_args("scr", 6, "--strategy", "search", "--screen", "4")) == 0
     study, screen = load_study(isolated, "scr"), load_study(isolated, "scr.screen")
     assert screen.user_attrs["screen_of"] == "scr" and len(screen.trials) == 12
     assert all("fps" not in t.user_attrs["record"]["metrics"] for t in screen.trials)  # no FPS at screening
@@ -55,7 +55,7 @@ def test_screened_configs_never_reach_front_tags_hypervolume_or_export(isolated,
     card = json.loads((isolated / "exp" / "card.json").read_text())
     assert card["trial"] in result.front
     # resume: the screening study continues, its old configs are not promoted twice
-    assert main(search_args("scr", 7, "--screen", "4")) == 0
+    assert main(search_args("scr", 7, "--strategy", "search", "--screen", "4")) == 0
     study = load_study(isolated, "scr")
     assert len(load_study(isolated, "scr.screen").trials) == 16
     promoted = [t.user_attrs["screened_from"] for t in study.trials if "screened_from" in t.user_attrs]
@@ -77,12 +77,13 @@ def test_ray_backend_screens_in_the_driver_and_stops_at_the_timeout(isolated):
     from prunetune.search.ray_runner import run_search_ray
     from tests.test_timeout import TINY, SlowTrialEnd
 
-    cfg = SearchConfig(**TINY, study="rs", trials=4, screen=2, backend="ray", workers=1)
+    cfg = SearchConfig(**TINY, study="rs", trials=4, strategy="search", screen=2, backend="ray", workers=1)
     run_search_ray(cfg)
     trials = load_study(isolated, "rs").trials
     assert len(trials) == 4 and [t.user_attrs.get("screened_from") for t in trials][3] is not None
     assert len(load_study(isolated, "rs.screen").trials) == 2
     slow = SlowTrialEnd(6.0)
-    run_search_ray(SearchConfig(**TINY, study="rs", trials=40, screen=2, backend="ray", workers=1, timeout=5.0),
+    run_search_ray(SearchConfig(**TINY, study="rs", trials=40, strategy="search", screen=2, backend="ray", workers=1,
+                                timeout=5.0),
                    listeners=[slow])
     assert finished(load_study(isolated, "rs")) <= 5 and slow.outcomes == ["finished"]

@@ -139,7 +139,7 @@ def test_same_seed_same_trials(isolated):
 
 @pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "gp", "random"])
 def test_every_sampler_runs_a_multi_objective_search(isolated, sampler):
-    assert main(search_args(f"s-{sampler}", 5, "--sampler", sampler)) == 0
+    assert main(search_args(f"s-{sampler}", 5, "--strategy", "search", "--sampler", sampler)) == 0
     study = load_study(isolated, f"s-{sampler}")
     assert finished(study) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
 

@@ -22,7 +22,6 @@ import optuna
 from prunetune import interrupts
 from prunetune.config import SearchConfig
 from prunetune.paths import inside, study_dir
-from prunetune.search import strategies
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
@@ -106,7 +105,7 @@ def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, scre
     (sampled under the lock too); None when no trial should start: the deadline passed, a
     strategy's sweep is done, the deadline passed while screening, or the budget is reached."""
     cfg = setup.config
-    if deadline.passed() or strategies.exhausted(setup.space, study):
+    if deadline.passed() or setup.space.exhausted(study):
         return None
     if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
         return None

@@ -1,11 +1,11 @@
 """Baseline strategies run through the search's own trial pipeline (`--strategy`).
 
-`search` (the default) searches the space as it is. The others replace the space by a one-
-parameter *sweep* (`SweepSpace`): each trial picks one target from a grid, the strategy turns it
-into per-group ratios, and the trial is fine-tuned, measured, stored and logged exactly like a
-search trial (same `run_trial`, same study, same MLflow runs). A grid sampler walks the targets
-without repeating one (`SweepSampler`); the runner stops when every target has had its trial
-(`exhausted`), whatever `--trials` says.
+`targets` (the default) builds the front at MACs targets (prunetune.spaces.targets and
+prunetune.search.targets); `search` searches the per-group space as it is. The others replace the
+space by a one-parameter *sweep* (prunetune.spaces.sweep.SweepSpace): each trial picks one target
+from a grid, `StrategyAllocation` turns it into per-group ratios, and the trial is fine-tuned,
+measured, stored and logged exactly like a search trial (same `run_trial`, same study, same MLflow
+runs).
 
 - `uniform`: the target is one ratio for every prunable group (clamped to each group's range).
 - `global`: the target is torch-pruning's global pruning ratio: its pruner ranks the channels of
@@ -14,9 +14,6 @@ without repeating one (`SweepSampler`); the runner stops when every target has h
 - `sensitivity`: the target is a mean ratio; each group's ratio is the target times a weight that
   is larger for groups whose accuracy drops less when pruned alone (`prunetune.sensitivity`),
   normalised so that the MACs-weighted mean of the weights is 1.
-
-Bit-widths are not swept: every quantizable layer keeps the space's first choice (32 = float by
-default). Importance is the space's first criterion.
 """
 from __future__ import annotations
 
@@ -24,94 +21,40 @@ import copy
 import math
 from dataclasses import dataclass, field
 
-import optuna
 import torch
 from torch import nn
 
-from prunetune.compress import CompressionConfig
 from prunetune.spaces import SearchSpace
 from prunetune.spaces.allocation import AllocationSpace
+from prunetune.spaces.sweep import SweepSpace
 
 SENSITIVITY_RATIOS = (0.5, 0.8)  # the scan behind `sensitivity`: each group alone at these ratios
 SENSITIVITY_VAL_IMAGES = 250  # ... scored on this many validation images (no fine-tuning)
 
 
 @dataclass
-class SweepSpace:
-    """A one-parameter space `target:<strategy>` over `grid`, decoded by the strategy into a
-    CompressionConfig over the wrapped space's groups. Offers what the runners use of a
-    SearchSpace (suggest, decode, warm_start, summary, to_dict, fingerprint,
-    quant_layers). Holds the base model for strategies that look at it (global, sensitivity);
-    allocations are computed once per target and cached."""
+class StrategyAllocation:
+    """A baseline strategy's per-group ratios at a sweep target (a SweepSpace's `allocate`):
+    `uniform` the target everywhere, `global` torch-pruning's global ranking, `sensitivity` the
+    target times the group's sensitivity weight (the scan runs on first use). Picklable (Ray ships
+    it to workers)."""
 
     strategy: str
     inner: SearchSpace
-    grid: list[float]
     model: nn.Module | None = None
     example: torch.Tensor | None = None
     bundle: object | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
     _weights: dict | None = field(default=None, repr=False)
 
-    @property
-    def param(self) -> str:
-        return f"target:{self.strategy}"
-
-    @property
-    def quant_layers(self) -> list[str]:
-        return self.inner.quant_layers
-
-    def suggest(self, trial) -> dict:
-        step = self.inner.ratio_step
-        return {self.param: trial.suggest_float(self.param, self.grid[0], self.grid[-1], step=step)}
-
-    def warm_start(self) -> list[dict]:
-        """None: the sweep is the whole plan."""
-        return []
-
-    def decode(self, params: dict) -> CompressionConfig:
-        target = round(float(params[self.param]), 6)
-        if target not in self._cache:
-            self._cache[target] = self._allocate(target)
-        ratios = {n: g.low for n, g in self.inner.groups.items()} | self._cache[target]
-        return CompressionConfig(ratios=ratios, bits={n: self.inner.bits[0] for n in self.quant_layers},
-                                 importance=self.inner.importance[0], round_to=self.inner.round_to)
-
-    def _allocate(self, target: float) -> dict[str, float]:
+    def __call__(self, target: float) -> dict[str, float]:
         searched = [n for n, g in self.inner.groups.items() if g.high > 0.0]
         if self.strategy == "uniform":
-            raw = {n: target for n in searched}
-        elif self.strategy == "global":
-            raw = global_ratios(self.model, self.example, self.inner, target)
-        else:
-            raw = {n: target * w for n, w in self.sensitivity_weights().items()}
-        return {n: round(min(max(raw.get(n, 0.0), self.inner.groups[n].low), self.inner.groups[n].high), 6)
-                for n in searched}
-
-    def sensitivity_weights(self) -> dict[str, float]:
-        """Per-group weights from the sensitivity scan (computed on first use)."""
+            return {n: target for n in searched}
+        if self.strategy == "global":
+            return global_ratios(self.model, self.example, self.inner, target)
         if self._weights is None:
             self._weights = sensitivity_weights(self.model, self.bundle, self.inner)
-        return self._weights
-
-    def summary(self) -> dict:
-        return {**self.inner.summary(), "strategy": self.strategy, "ratio_dims": 1, "bits_dims": 0,
-                "targets": len(self.grid)}
-
-    def to_dict(self) -> dict:
-        return self.inner.to_dict()
-
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint()
-
-
-class SweepSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler without its `study.stop()` at the end of the grid (that call only works
-    inside `study.optimize`, and prunetune's runners ask and tell): the runners stop themselves
-    when `exhausted` says so."""
-
-    def after_trial(self, study, trial, state, values) -> None:  # noqa: ARG002
-        return None
+        return {n: target * w for n, w in self._weights.items()}
 
 
 def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor, bundle):
@@ -131,24 +74,8 @@ def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor,
     step = space.ratio_step
     first = max(1, math.ceil(low / step - 1e-9))  # targets from the ranges' lowest ratio (above 0)
     grid = [round(step * i, 6) for i in range(first, int(high / step + 1e-9) + 1)] or [0.0]
-    return SweepSpace(cfg.strategy, space, grid, model=model, example=example, bundle=bundle)
-
-
-def make_sampler(cfg, space) -> optuna.samplers.BaseSampler | None:
-    """The grid sampler of a sweep (seeded; targets in random order, none twice), else None."""
-    if not isinstance(space, SweepSpace):
-        return None
-    return SweepSampler({space.param: space.grid}, seed=cfg.seed)
-
-
-def exhausted(space, study: optuna.Study) -> bool:
-    """True when every target of a sweep has a finished or running trial (never for a search)."""
-    if not isinstance(space, SweepSpace):
-        return False
-    seen = {round(float(t.params[space.param]), 6) for t in study.get_trials(deepcopy=False)
-            if space.param in t.params and not t.user_attrs.get("interrupted")
-            and t.state != optuna.trial.TrialState.WAITING}
-    return all(g in seen for g in space.grid)
+    allocate = StrategyAllocation(cfg.strategy, space, model=model, example=example, bundle=bundle)
+    return SweepSpace(cfg.strategy, space, grid, allocate)
 
 
 def global_ratios(model: nn.Module, example: torch.Tensor, space: SearchSpace, target: float) -> dict[str, float]:

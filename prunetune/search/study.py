@@ -11,7 +11,6 @@ import optuna
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import file_lock, prepare_sqlite
-from prunetune.search import strategies
 from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.search.objectives import get_objective
 from prunetune.search.study_store import load, storage_of, study_exists
@@ -35,11 +34,11 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def make_sampler(cfg: SearchConfig, space=None) -> optuna.samplers.BaseSampler:
-    """The sampler named by cfg.sampler, seeded; populations sized to the budget. A baseline
-    strategy's sweep (see prunetune.search.strategies) brings its own grid sampler instead."""
-    sweep = strategies.make_sampler(cfg, space)
-    if sweep is not None:
-        return sweep
+    """The sampler named by cfg.sampler, seeded; populations sized to the budget. A space
+    that brings its own (a sweep's grid: Space.sampler) gets that instead."""
+    own = space.sampler(cfg.seed) if space is not None else None
+    if own is not None:
+        return own
     pop = max(8, min(50, cfg.trials // 4))
     if cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=10)

@@ -28,8 +28,7 @@ ALLOC = "alloc:"
 @dataclass
 class AllocationSpace:
     """`inner` re-parametrized as level + allocations (see the module docstring). Offers what the
-    runners use of a SearchSpace: suggest, decode, warm_start, summary, to_dict, fingerprint,
-    quant_layers, groups, ratio_step."""
+    runners use of a space (prunetune.spaces.protocol.Space), and groups and ratio_step."""
 
     inner: SearchSpace
 
@@ -63,8 +62,7 @@ class AllocationSpace:
         params: dict = {LEVEL: trial.suggest_float(LEVEL, low, high, step=self.inner.ratio_step) if high > low else low}
         for dim in self.inner.ratio_dims():
             params[ALLOC + dim] = trial.suggest_float(ALLOC + dim, -1.0, 1.0, step=ALLOC_STEP)
-        inner = self.inner.suggest(_NoRatios(trial))
-        return params | {k: v for k, v in inner.items() if not k.startswith("ratio:")}
+        return params | self.inner.suggest_choices(trial)
 
     def ratios(self, params: dict) -> dict[str, float]:
         """The per-dimension ratios of a params dict (clamped to each dimension's range)."""
@@ -97,6 +95,12 @@ class AllocationSpace:
                 seeds.append(p)
         return seeds
 
+    def sampler(self, seed: int) -> None:
+        return self.inner.sampler(seed)
+
+    def exhausted(self, study) -> bool:
+        return self.inner.exhausted(study)
+
     def summary(self) -> dict:
         return {**self.inner.summary(), "parametrization": "allocation", "ratio_dims": 1 + len(self.inner.ratio_dims())}
 
@@ -107,16 +111,3 @@ class AllocationSpace:
         """Another space than the wrapped one (a study keeps one parametrization)."""
         return hashlib.sha256(f"allocation:{SPREAD}:{ALLOC_STEP}:{self.inner.fingerprint()}".encode()).hexdigest()[:16]
 
-
-class _NoRatios:
-    """An Optuna trial seen by SearchSpace.suggest with its ratio dimensions answered elsewhere:
-    every suggest_float is refused (0.0, not asked), the rest go to the trial."""
-
-    def __init__(self, trial) -> None:
-        self._trial = trial
-
-    def suggest_float(self, name: str, low: float, high: float, step: float | None = None) -> float:  # noqa: ARG002
-        return low
-
-    def suggest_categorical(self, name: str, choices):
-        return self._trial.suggest_categorical(name, choices)

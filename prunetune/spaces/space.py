@@ -127,11 +127,25 @@ class SearchSpace:
             low, high = self._ratio_range(members)
             params[f"ratio:{dim}"] = (trial.suggest_float(f"ratio:{dim}", low, high, step=self.ratio_step)
                                       if high > low else low)
+        return params | self.suggest_choices(trial)
+
+    def suggest_choices(self, trial) -> dict:
+        """The bit-width and importance params of one trial (the spaces built on this one ask
+        their own ratio parametrization, then these)."""
+        params: dict = {}
         for dim in self.bits_dims():
             params[f"bits:{dim}"] = trial.suggest_categorical(f"bits:{dim}", self.bits)
         if len(self.importance) > 1:
             params["importance"] = trial.suggest_categorical("importance", self.importance)
         return params
+
+    def sampler(self, seed: int) -> None:  # noqa: ARG002
+        """None: the search config's sampler."""
+        return None
+
+    def exhausted(self, study) -> bool:  # noqa: ARG002
+        """Never: the budget or the timeout ends a search."""
+        return False
 
     def decode(self, params: dict) -> CompressionConfig:
         """Turn a params dict (from Optuna or Ray) into a CompressionConfig over groups and layers."""

@@ -215,12 +215,7 @@ class TargetSpace:
 
     def suggest_rest(self, trial) -> dict:
         """The inner space's bits and importance choices."""
-        params: dict = {}
-        for dim in self.inner.bits_dims():
-            params[f"bits:{dim}"] = trial.suggest_categorical(f"bits:{dim}", self.inner.bits)
-        if len(self.inner.importance) > 1:
-            params["importance"] = trial.suggest_categorical("importance", self.inner.importance)
-        return params
+        return self.inner.suggest_choices(trial)
 
     def suggest_candidate(self, trial) -> dict:
         """A candidate's params: one allocation per ratio dimension, bits and importance."""
@@ -249,6 +244,14 @@ class TargetSpace:
     def warm_start(self) -> list[dict]:
         """None: the planner enqueues every full trial."""
         return []
+
+    def sampler(self, seed: int) -> None:  # noqa: ARG002
+        """None: every full trial is enqueued by the planner (the sampler never samples)."""
+        return None
+
+    def exhausted(self, study) -> bool:  # noqa: ARG002
+        """Never: the planner cycles over the targets until the budget or the timeout."""
+        return False
 
     def summary(self) -> dict:
         return {**self.inner.summary(), "strategy": "targets", "targets": list(self.targets),
