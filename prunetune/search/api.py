@@ -212,10 +212,7 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
         result = run(cfg, log=log, progress=bar, listeners=[BaseModelCheck(log), tracker])
     finally:
         bar.close()
-    out(pareto_text(result))
-    report = targets_text(load_existing(cfg.storage_url, cfg.study_name))
-    if report:
-        out(report)
+    out(pareto_report(cfg.study_name, storage=cfg.storage_url))
     paths = write_front(result, study_dir(cfg.study_name))
     out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
         f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})")
@@ -263,9 +260,11 @@ def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:
     """The front of an existing study as a table, CSV or JSON (ConfigError for an invalid name)."""
     from prunetune.names import check_study_name
 
-    result = summarize(load_existing(storage, check_study_name(study_name)))
+    study = load_existing(storage, check_study_name(study_name))
+    result = summarize(study)
     if fmt == "json":
         return json.dumps(front_rows(result), indent=2)
     if fmt == "csv":
         return csv_text(result).rstrip("\n")
-    return pareto_text(result)
+    report = targets_text(study)
+    return pareto_text(result) + (f"\n{report}" if report else "")
