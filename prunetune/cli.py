@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prunetune import interrupts, render
 from prunetune.errors import PrunetuneError
+from prunetune.redact import scrub, watch
 
 EXIT_FAULT = 1
 EXIT_USER_ERROR = 2
@@ -304,10 +305,11 @@ def cmd_sensitivity(args) -> int:
 def cmd_ui(args) -> int:
     """Replace this process with `mlflow server` for the store (see tracking.ui_command): Ctrl-C
     and SIGTERM reach the server itself, which stops its web worker; nothing is left running."""
+    from prunetune.redact import mask_url
     from prunetune.search.tracking import experiment_links, tracking_uri, ui_command
 
     argv, env = ui_command(args.tracking_uri, host=args.host, port=args.port)
-    _log(f"MLflow UI on http://{args.host}:{args.port} (store {tracking_uri(args.tracking_uri)}); "
+    _log(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(tracking_uri(args.tracking_uri))}); "
          "Ctrl-C stops it. Each study's runs and front (MLflow's model-training view):")
     for line in experiment_links(args.tracking_uri, f"http://{args.host}:{args.port}"):
         _log(f"  {line}")
@@ -482,12 +484,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # before any training: glibc keeps big buffers in the heap (see prunetune.alloc)
     args = build_parser().parse_args(argv)
+    watch(getattr(args, "storage", None), getattr(args, "tracking_uri", None),
+          os.environ.get("MLFLOW_TRACKING_URI"))  # their secrets never reach an error line
     _quiet_libraries()
     with interrupts.handle_interrupts():
         try:
             return args.fn(args)
         except PrunetuneError as exc:
-            message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+            message = scrub(" ".join(str(exc).splitlines()))  # one line, no secret in it
             print(f"prunetune: error: {message}", file=sys.stderr)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
@@ -499,6 +503,6 @@ def main(argv: list[str] | None = None) -> int:
             if not _disk_full(exc):
                 raise
             print(f"prunetune: error: no space left on the disk ({type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:200]}); free some space and re-run the same command "
+                  f"{scrub(str(exc).splitlines()[0][:200])}); free some space and re-run the same command "
                   "(finished trials are saved)", file=sys.stderr)
             return EXIT_FAULT

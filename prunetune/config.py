@@ -17,6 +17,7 @@ import yaml
 
 from prunetune.errors import ConfigError
 from prunetune.names import check_study_name, default_study_name
+from prunetune.redact import watch
 
 MAX_SEED = 2**32  # seeds are in [0, 2**32): what every RNG the search seeds accepts
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
@@ -97,6 +98,7 @@ class SearchConfig:
         the study name as in prunetune.names."""
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+        watch(self.storage, self.tracking_uri)  # their passwords never reach a message
         if self.study is not None:
             check_study_name(self.study)
         self._validate_choices()

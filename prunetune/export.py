@@ -40,6 +40,7 @@ from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.measure import Timing, count_macs, count_params, torch_threads
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
 from prunetune.models.training import DivergedError
+from prunetune.redact import is_masked, mask_url
 from prunetune.runtimes import (INT8_BITS, Runner, materialize, measure_fps, onnx_file_runner,
                                 quantize_onnx_int8, to_onnx)
 from prunetune.search.records import COMPLETE, TrialRecord
@@ -319,7 +320,8 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
     check_model_name(cfg.model, model)
-    rec.weights = str(trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
+    tracking_uri = search_tracking_uri(tracking_uri, cfg.tracking_uri)
+    rec.weights = str(trial_weights(rec, study_name, tracking_uri))
     compressed, header = load_compressed_file(rec.weights, model=model)
     check_int8(compressed, CompressionConfig.from_dict(header["config"]), rec, int8)
     out = output_folder(out_dir)
@@ -330,10 +332,24 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
                           study=(study_name, storage, selection), searched=(cfg.runtime, result),
                           retrain=retrain, log=log)
     if register:
-        log_export(card, rec, tracking_uri or cfg.tracking_uri, log)
+        log_export(card, rec, tracking_uri, log)
     else:
         write_card(card)
     return card
+
+
+def search_tracking_uri(given: str | None, stored: str | None) -> str | None:
+    """The tracking URI an export uses: `given`, else the search's `stored` one. A stored URI is
+    kept with its password masked (prunetune.redact): then $MLFLOW_TRACKING_URI or --tracking-uri
+    must give the real one (PrunetuneError, one line, otherwise)."""
+    import os
+
+    if given or not is_masked(stored):
+        return given or stored
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None  # tracking.requested_uri takes it
+    raise PrunetuneError(f"the study's tracking URI is stored without its password ({stored}): pass "
+                         "--tracking-uri with the credentials, or set MLFLOW_TRACKING_URI")
 
 
 def _dataset_inputs(cfg, rec: TrialRecord, int8: bool, model: str | None, log) -> tuple[ExportInputs, object]:
@@ -450,7 +466,7 @@ def _card_data(rec: TrialRecord, inputs: ExportInputs, plain: nn.Module, config:
         "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
         "layers": _layers(base, plain, config.bits, int8=int8),
         "config": rec.config, "retrain": retrain,
-        "provenance": {"study": study_name, "storage": storage, "working_directory": str(Path.cwd()),
+        "provenance": {"study": study_name, "storage": mask_url(storage), "working_directory": str(Path.cwd()),
                        "trial": rec.number, "seed": rec.seed, "trial_weights": str(Path(rec.weights).resolve()),
                        "base_checkpoint": inputs.base_checkpoint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        "export_seconds": files["export_s"], "versions": _package_versions(), "mlflow": None},
@@ -512,16 +528,17 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
 
     d = card.data
     resolved = tracking_uri(uri)
+    shown = mask_url(resolved)  # what the card, the log and the registry may hold
     if resolved.startswith("sqlite:///") and not Path(resolved.removeprefix("sqlite:///")).is_file():
-        return _not_registered(card, f"no MLflow store at {resolved}", log)
+        return _not_registered(card, f"no MLflow store at {shown}", log)
     tracker = MlflowTracker(resolved)
     client = tracker.client
     exp = client.get_experiment_by_name(d["study"])
     if exp is None:
-        return _not_registered(card, f"no MLflow experiment {d['study']!r} in {resolved}", log)
+        return _not_registered(card, f"no MLflow experiment {d['study']!r} in {shown}", log)
     if foreign := _foreign_artifacts(resolved, exp.artifact_location):
         return _not_registered(card, f"experiment {d['study']!r} keeps its artifacts in {foreign}, outside the "
-                                     f"tracking folder of {resolved} (was the study folder copied or moved?)", log)
+                                     f"tracking folder of {shown} (was the study folder copied or moved?)", log)
     parent = _latest_run(client, exp.experiment_id, "tags.`prunetune.role` = 'search'")
     trial_run = _latest_run(client, exp.experiment_id,
                             f"tags.`prunetune.role` = 'trial' and tags.trial = '{rec.number}'")
@@ -538,11 +555,11 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
         if version is not None:  # the same trial, format and runtime exported again: no duplicate
             log(f"trial {rec.number} ({d['format']}, {d['runtime']['compressed']}) is already {name} version "
                 f"{version}; not registered again")
-            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id, resolved)
+            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id, shown)
         else:
             version = _register_export(tracker, card, rec, run_id)
             d["provenance"]["mlflow"] = {
-                "registered": True, "tracking_uri": resolved, "experiment_id": exp.experiment_id,
+                "registered": True, "tracking_uri": shown, "experiment_id": exp.experiment_id,
                 "export_run_id": run_id, "artifact": ARTIFACT_PATH, "registered_model": name,
                 "version": int(version), "source": f"{run.info.artifact_uri}/{ARTIFACT_PATH}"}
         provenance = d["provenance"]["mlflow"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
+from prunetune.redact import mask_url
 from prunetune.search import pareto
 from prunetune.search.results import SearchResult, csv_text, front_rows, selected, summarize, table_rows, write_front
 from prunetune.search.study import load_existing
@@ -246,7 +247,7 @@ def resolve_study(name: str | None, storage: str) -> str:
         return names[0]
     if default in names:
         return default
-    raise PrunetuneError(f"which study? {storage} holds {', '.join(names) if names else 'none'}: pass --study NAME")
+    raise PrunetuneError(f"which study? {mask_url(storage)} holds {', '.join(names) if names else 'none'}: pass --study NAME")
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:

@@ -11,6 +11,7 @@ import optuna
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import file_lock, prepare_sqlite
+from prunetune.redact import mask_config, mask_url, scrub
 from prunetune.search import pareto, strategies
 from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.spaces import SearchSpace
@@ -28,8 +29,9 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
                                               if url.startswith("sqlite") else None)
         except Exception as exc:
-            raise PrunetuneError(f"cannot open study storage {url!r}: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200]}") from None
+            why = scrub(str(exc).splitlines()[0][:200] if str(exc) else "", url)
+            raise PrunetuneError(f"cannot open study storage {mask_url(url)!r}: "
+                                 f"{type(exc).__name__}: {why}") from None
 
 
 def make_sampler(cfg: SearchConfig, space=None) -> optuna.samplers.BaseSampler:
@@ -87,7 +89,7 @@ def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     storage = make_storage(cfg_storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
-        raise PrunetuneError(f"no study {name!r} in {cfg_storage}; studies there: "
+        raise PrunetuneError(f"no study {name!r} in {mask_url(cfg_storage)}; studies there: "
                              f"{', '.join(names) if names else 'none'}")
     return optuna.load_study(study_name=name, storage=storage)
 
@@ -109,7 +111,7 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
             study.set_user_attr("strategy", cfg.strategy)
             study.set_user_attr("space_fingerprint", space.fingerprint())
             study.set_user_attr("space", space.to_dict())
-            study.set_user_attr("config", cfg.as_dict())
+            study.set_user_attr("config", mask_config(cfg.as_dict()))  # no password stored
             study.set_user_attr("base_metrics", base_metrics)
             study.set_user_attr("constraints", {"min_accuracy": cfg.min_accuracy, "max_flops": cfg.max_flops})
             study.set_user_attr("model", cfg.model)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from prunetune import interrupts
 from prunetune.errors import PrunetuneError
+from prunetune.redact import mask_config, mask_url, scrub
 from prunetune.search.records import COMPLETE, FAILED, METRIC_KEYS, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
 
@@ -159,13 +160,31 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
     import urllib.request
 
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        urllib.request.urlopen(_health_request(uri), timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise PrunetuneError(f"MLflow tracking server {uri} is not reachable ({reason}); start it or "
+        raise PrunetuneError(f"MLflow tracking server {mask_url(uri)} is not reachable "
+                             f"({scrub(str(reason), uri)}); start it or "
                              "pass another --tracking-uri") from None
+
+
+def _health_request(uri: str):
+    """The request for the server's /health page; credentials in the URL (user:password@) sent as
+    HTTP basic authentication, as MLflow's client sends them (urllib would take them for a host)."""
+    import base64
+    import urllib.request
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    url = parts._replace(netloc=host, query="", fragment="").geturl().rstrip("/") + "/health"
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    return request
 
 
 def _is_store(db: Path) -> bool:
@@ -328,6 +347,9 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            # MLflow prints "View run ... at: URL" per run with the URL's password: never
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
             self._client = MlflowClient(tracking_uri=prepare_store(self._uri_arg))
         return self._client
 
@@ -358,7 +380,7 @@ class MlflowTracker:
             else:
                 self.parent_run_id, known = reopened
                 self._log_batch(self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags})
-            params = _flat_params("", cfg.as_dict()) | _flat_params("space.", setup.space.summary())
+            params = _flat_params("", mask_config(cfg.as_dict())) | _flat_params("space.", setup.space.summary())
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
             base = {f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)}
             self._log_batch(self.parent_run_id, params=params, metrics=_metrics(base | {"budget": cfg.trials}),
