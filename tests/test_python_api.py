@@ -288,3 +288,38 @@ def test_the_example_script_runs_with_both_backends(tmp_path, backend):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "knee: trial" in out.stdout and "reloaded knee: test accuracy" in out.stdout
     assert "verified: float check pass" in out.stdout and (tmp_path / "out" / "model.onnx").is_file()
+
+
+def _changes_the_head_of_the_second(model):
+    """A train_fn that fine-tunes, and on its second call replaces the head by Linear-ReLU-Linear."""
+    finetune(model)
+    _changes_the_head_of_the_second.calls += 1
+    if _changes_the_head_of_the_second.calls == 2:
+        model.head = nn.Sequential(nn.Linear(model.head.in_features, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _widens_the_stride(model):
+    """A train_fn that keeps every weight's shape but halves the first conv's output (stride 2)."""
+    finetune(model)
+    model.body[0].stride = (2, 2)
+
+
+def test_a_train_fn_that_changes_the_architecture_fails_its_trial_alone(trained):
+    """The trial is judged on the model train_fn left: a changed architecture fails that trial with
+    the reason (its file would not rebuild it); the others complete, the search and its resume end
+    normally (the reload at the end used to raise CheckpointError: Missing key(s))."""
+    _changes_the_head_of_the_second.calls = 0
+    kwargs = dict(example_input=VAL[0][:1], eval_fn=evaluate, objectives=("accuracy", "flops"),
+                  study_name="own-arch", bits=[32], fps_repeats=3, seed=3)
+    run = prunetune.run_search(trained, train_fn=_changes_the_head_of_the_second, trials=3, **kwargs)
+    states = [r.state for r in run.records]
+    assert states.count("failed") == 1 and states.count("complete") == 2, states
+    failed = next(r for r in run.records if r.state == "failed")
+    assert "train_fn changed the model's architecture" in failed.reason and "head" in failed.reason
+    assert run.front and run.knee is not None
+    for r in run.records:
+        if r.state == "complete":
+            assert r.metrics["flops"] == 2 * prunetune.count_macs(run.model(r.number), VAL[0][:1])
+    resumed = prunetune.run_search(trained, train_fn=_widens_the_stride, trials=4, **kwargs)
+    last = resumed.records[-1]
+    assert last.state == "failed" and "stride" in last.reason, last.reason

@@ -21,13 +21,13 @@ import optuna
 
 from prunetune import interrupts
 from prunetune.config import SearchConfig
+from prunetune.errors import PrunetuneError
 from prunetune.paths import inside, study_dir
 from prunetune.search import pareto, strategies
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.screening import Screener
-from prunetune.search.workload import UserFunctionError
 from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -207,7 +207,8 @@ def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool 
     """Score front members on the test split (once each; on the CPU, where exported models run and
     their verification re-scores them; a workload without test data scores none; a user's test_fn
     that fails leaves that member unscored, the reason in the study's "test_errors"), drop
-    dominated trials' weights."""
+    dominated trials' weights. A member whose file no longer loads (CheckpointError) is left
+    unscored the same way: one trial's fault never ends the search or its resume."""
     result = summarize(study)
     tests = dict(study.user_attrs.get("test_accuracy", {}))
     errors = dict(study.user_attrs.get("test_errors", {}))
@@ -215,7 +216,7 @@ def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool 
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
             try:
                 test = setup.workload.test_accuracy(setup.load_trial(r.weights))
-            except UserFunctionError as exc:
+            except PrunetuneError as exc:  # a user's test_fn, or a file that no longer loads
                 errors[str(r.number)] = str(exc)
                 continue
             if test is not None:
