@@ -28,7 +28,8 @@ from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.screening import Screener
-from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
+from prunetune.search.study import (budget_lock, count_finished, open_study, others_running_here,
+                                    recover_unfinished, requeue_unfinished, worker_id)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -86,19 +87,36 @@ def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, scre
     """The next trial of a search, asked and tagged with this worker under the study's budget lock
     (count + ask atomically: parallel searches never overshoot), with its params when `sample`
     (sampled under the lock too); None when no trial should start: the deadline passed, a
-    strategy's sweep is done, the deadline passed while screening, or the budget is reached."""
+    strategy's sweep is done, the deadline passed while screening, or the budget is reached.
+    Trials whose process died meanwhile are failed and re-queued first (requeue_unfinished)."""
     cfg = setup.config
     if deadline.passed() or strategies.exhausted(setup.space, study):
         return None
     if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
         return None
     with budget_lock(study):
+        requeue_unfinished(study)  # a dead process's RUNNING trial no longer holds budget
         finished, running = count_finished(study)
         if finished + running >= cfg.trials:
             return None
         trial = study.ask()
         trial.set_user_attr("worker", worker_id())
         return trial, setup.space.suggest(trial) if sample else None
+
+
+OTHERS_POLL_S = 1.0
+
+
+def wait_for_others(study: optuna.Study, setup: SearchSetup, deadline: Deadline) -> bool:
+    """When the budget is full only because trials of other searches on this machine are in
+    flight: wait OTHERS_POLL_S and say so (True: ask again), so that if one of them dies (kill -9)
+    this search re-runs its trial and `--trials N` still means N finished. False: stop."""
+    if deadline.passed() or strategies.exhausted(setup.space, study):
+        return False
+    if count_finished(study)[0] >= setup.config.trials or not others_running_here(study):
+        return False
+    time.sleep(OTHERS_POLL_S)
+    return True
 
 
 def mark_interrupted(study: optuna.Study, trial: optuna.trial.Trial) -> None:
@@ -143,6 +161,8 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                 progress(count_finished(study)[0], cfg.trials, study)
             asked = next_trial(study, setup, deadline, screen)
             if asked is None:
+                if wait_for_others(study, setup, deadline):
+                    continue
                 return
             trial = asked[0]
             try:

@@ -164,10 +164,13 @@ def recover_unfinished(study: optuna.Study) -> list[int]:
     Ctrl-C. Each is re-queued once with its params and its original number as `replay_of` (so it
     uses the same seed). Returns their numbers."""
     with budget_lock(study):
-        return _recover_unfinished(study)
+        return requeue_unfinished(study)
 
 
-def _recover_unfinished(study: optuna.Study) -> list[int]:
+def requeue_unfinished(study: optuna.Study) -> list[int]:
+    """recover_unfinished's work, for a caller already holding the study's budget lock: the
+    runners call it before every ask, so a trial whose process died while this search runs (a
+    second search on the study, killed) is failed, its budget freed and it is re-run."""
     requeued = set(study.user_attrs.get("requeued", []))
     storage = study._storage
     out = []
@@ -187,6 +190,17 @@ def _recover_unfinished(study: optuna.Study) -> list[int]:
     if out:
         study.set_user_attr("requeued", sorted(requeued | set(out)))
     return out
+
+
+def others_running_here(study: optuna.Study) -> bool:
+    """Whether a trial of another process on this machine is RUNNING: its end (or its process's
+    death, see requeue_unfinished) decides whether the budget is reached."""
+    me, host = worker_id(), socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker") or ""
+        if worker != me and worker.rpartition(":")[0] == host:
+            return True
+    return False
 
 
 def count_finished(study: optuna.Study) -> tuple[int, int]:
