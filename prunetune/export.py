@@ -524,10 +524,11 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
     """Log the export as an MLflow run nested under the study's latest search run (metrics, the
     model file, compressed.pt and the cards under `export/`), register that folder as a version
     of `prunetune-STUDY`, and write the cards. Returns the MLflow provenance."""
-    from prunetune.search.tracking import MlflowTracker, registered_name, tracking_uri
+    from prunetune.paths import absolute_sqlite
+    from prunetune.search.tracking import MlflowTracker, registered_name, requested_uri
 
     d = card.data
-    resolved = tracking_uri(uri)
+    resolved = absolute_sqlite(requested_uri(uri))  # nothing created here (see below)
     shown = mask_url(resolved)  # what the card, the log and the registry may hold
     if resolved.startswith("sqlite:///") and not Path(resolved.removeprefix("sqlite:///")).is_file():
         return _not_registered(card, f"no MLflow store at {shown}", log)

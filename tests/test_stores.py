@@ -172,6 +172,8 @@ def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prun
 
 def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, capsys):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    (isolated / "mlruns").mkdir()  # a study to read: `pareto` never creates a storage
+    optuna.create_study(study_name="x", storage=f"sqlite:///{isolated / 'mlruns' / 'optuna.db'}")
     with tmpfs(isolated / "ro-home", "64k", "ro") as home:
         monkeypatch.setenv("PRUNETUNE_HOME", str(home))
         assert main(["pareto", "--study", "x"]) == 2
@@ -204,3 +206,89 @@ def test_a_parent_run_whose_process_died_is_ended_killed(isolated):
     assert client.get_run(dead.info.run_id).info.status == "KILLED"
     assert client.get_run(dead.info.run_id).data.tags["outcome"] == "died"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, but a WAL database's side files (a reader recreates them)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+def _other_app_db(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("case, flag, message", [
+    ("mlflow", "--storage", "is an MLflow tracking database, not an Optuna study storage"),
+    ("optuna", "--tracking-uri", "is an Optuna study storage, not an MLflow tracking database"),
+    ("other", "--storage", "holds other tables (users), not an Optuna study storage"),
+    ("other", "--tracking-uri", "holds other tables (users), not an MLflow tracking database"),
+])
+def test_a_store_of_the_other_kind_is_refused_before_anything_is_written(isolated, capsys, case, flag, message):
+    """`--storage sqlite:///mlruns/mlflow.db` used to create Optuna's 12 tables inside MLflow's
+    database, `--tracking-uri sqlite:///mlruns/optuna.db` MLflow's inside Optuna's (alembic
+    traceback). Each is one line now, exit 2, every file left byte for byte as it was."""
+    from prunetune.search.tracking import prepare_store
+
+    mlruns = isolated / "mlruns"
+    mlruns.mkdir()
+    target = mlruns / f"{case}.db"
+    if case == "mlflow":
+        prepare_store(f"sqlite:///{target}")
+    elif case == "optuna":
+        optuna.create_study(study_name="x", storage=f"sqlite:///{target}")
+    else:
+        _other_app_db(target)
+    before = _snapshot(mlruns)
+    assert main(search_args("s", 2, flag, f"sqlite:///{target}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and flag in err[0], err
+    assert _snapshot(mlruns) == before
+
+
+@pytest.mark.parametrize("flag, url, message", [
+    ("--tracking-uri", "file:///{tmp}/mlruns-files", "is not supported (scheme 'file')"),
+    ("--tracking-uri", "{tmp}/plain-folder", "is not supported (a plain path)"),
+    ("--storage", "file:///{tmp}/optuna.db", "is not supported (scheme 'file')"),
+    ("--storage", "redis://127.0.0.1:6379/0", "is not supported (scheme 'redis')"),
+    ("--storage", "sqlite://", "is an in-memory database"),
+    ("--storage", "sqlite:///:memory:", "is an in-memory database"),
+])
+def test_an_unsupported_store_is_one_line_before_anything_is_written(isolated, capsys, flag, url, message):
+    """`--tracking-uri file:///...` used to end in a traceback after the study was written;
+    `--storage sqlite://` (in memory) "succeeded" and the study was gone."""
+    assert main(search_args("s", 2, flag, url.format(tmp=isolated))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in isolated.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["pareto"], ["pareto", "--study", "s"],
+                                  ["export", "--out", "out"], ["export", "--study", "s", "--out", "out"]])
+def test_read_only_commands_never_create_a_store(isolated, capsys, argv):
+    """`pareto` / `export` after optuna.db was deleted used to create a new empty one."""
+    (isolated / "mlruns").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no study storage at" in err[0], err
+    assert sorted(p.name for p in isolated.rglob("*")) == ["mlruns"]
+    (isolated / "mlruns" / "optuna.db").write_bytes(b"")  # an empty file: still no study, left empty
+    assert main(argv) == 2
+    assert "holds no study yet" in capsys.readouterr().err
+    assert (isolated / "mlruns" / "optuna.db").read_bytes() == b""
+
+
+def test_ui_refuses_a_store_that_is_not_mlflows(isolated, capsys):
+    """The MLflow server would migrate Optuna's database into an MLflow one."""
+    (isolated / "mlruns").mkdir()
+    db = isolated / "mlruns" / "optuna.db"
+    optuna.create_study(study_name="x", storage=f"sqlite:///{db}")
+    before = db.read_bytes()
+    assert main(["ui", "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert "is an Optuna study storage" in capsys.readouterr().err
+    assert db.read_bytes() == before

@@ -3,7 +3,6 @@ Pareto table. `prunetune search` and `prunetune pareto` are thin wrappers over t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from prunetune import render
 from prunetune.config import SearchConfig
@@ -11,7 +10,7 @@ from prunetune.paths import study_dir
 from prunetune.redact import mask_url
 from prunetune.search import pareto
 from prunetune.search.results import SearchResult, csv_text, front_rows, selected, summarize, table_rows, write_front
-from prunetune.search.study import load_existing
+from prunetune.search.study import check_storage, load_existing
 
 TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
 HEADERS = {"accuracy": "val acc", "test_accuracy": "test acc", "size_bytes": "size"}
@@ -163,7 +162,7 @@ def check_names(cfg: SearchConfig) -> None:
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
-    prepare_sqlite(cfg.storage_url, "study storage", create=False)
+    check_storage(cfg.storage_url)  # a supported, writable Optuna storage (or a new one)
     prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking",
                    create=False)
 
@@ -237,10 +236,8 @@ def resolve_study(name: str | None, storage: str) -> str:
     from prunetune.errors import PrunetuneError
     from prunetune.search.study import make_storage
 
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        raise PrunetuneError(f"no study storage at {storage.removeprefix('sqlite:///')}: run `prunetune search` "
-                             "first, or pass --storage")
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False)
+    opened = make_storage(storage, create=False)  # nothing created: PrunetuneError when missing
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(opened, include_best_trial=False)
                    if "screen_of" not in s.user_attrs)  # a search's screening study is not one to read
     default = SearchConfig().study_name
     if len(names) == 1:

@@ -271,8 +271,10 @@ def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> S
     """The CLI's runner dispatch (search.api.run) with the same MLflow tracking and --select
     registration; the store is checked before anything is written."""
     from prunetune.search.api import run, selection_warning
+    from prunetune.search.study import check_storage
     from prunetune.search.tracking import MlflowTracker, check_store
 
+    check_storage(cfg.storage_url)
     check_store(cfg.tracking_uri)
     listeners = [SameBaseCheck(setup), MlflowTracker(cfg.tracking_uri, select=cfg.select)]
     result = run(cfg, log=log, listeners=listeners, setup=setup)

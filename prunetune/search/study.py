@@ -10,20 +10,25 @@ import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.paths import file_lock, prepare_sqlite
+from prunetune.paths import absolute_sqlite, check_sqlite_file, file_lock, prepare_sqlite
 from prunetune.redact import mask_config, mask_url, scrub
 from prunetune.search import pareto, strategies
 from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.spaces import SearchSpace
+from prunetune.stores import check_kind, check_scheme, check_writable_file, sqlite_path
 
 TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
-    url = prepare_sqlite(url, "study storage", create=True)
+def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """RDB storage, checked first (see check_storage); with `create` (a search) a new SQLite
+    storage's folder is created. Without it (`pareto`, `export`: read-only commands) nothing is
+    created: a missing or empty storage is a PrunetuneError."""
+    url = check_storage(url, create=create)
     # Optuna creates a new database's tables without a guard: two processes opening the same
     # new storage at once can both insert its schema version (IntegrityError). One at a time.
+    if create:
+        prepare_sqlite(url, "study storage", create=True)  # the folder of a new SQLite storage
     with _file_lock(url, "", "storage"):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
@@ -32,6 +37,32 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
             why = scrub(str(exc).splitlines()[0][:200] if str(exc) else "", url)
             raise PrunetuneError(f"cannot open study storage {mask_url(url)!r}: "
                                  f"{type(exc).__name__}: {why}") from None
+
+
+def check_storage(url: str, *, create: bool = True) -> str:
+    """The absolute URL of the study storage `url` after checking, writing nothing, that it is a
+    supported persistent database (no file:, no in-memory SQLite), that a SQLite file is a SQLite
+    database in a writable folder and itself writable, and that an existing database is an
+    Optuna storage (not MLflow's, not another application's). Without `create`, it must exist
+    and hold Optuna's tables. PrunetuneError, one line, otherwise."""
+    check_scheme(url, "optuna")
+    if create:
+        url = prepare_sqlite(url, "study storage", create=False)
+        path = sqlite_path(url)
+        if path is not None:
+            check_writable_file(path, "study storage file")
+    else:
+        url = absolute_sqlite(url)
+        path = sqlite_path(url)
+        if path is not None and not path.is_file():
+            raise PrunetuneError(f"no study storage at {str(path)!r}: run `prunetune search` first, "
+                                 "or pass --storage")
+        if path is not None:
+            check_sqlite_file(path, "study storage")
+    if not check_kind(url, "optuna") and not create:
+        raise PrunetuneError(f"study storage {mask_url(url)!r} holds no study yet: run `prunetune "
+                             "search` first, or pass --storage")
+    return url
 
 
 def make_sampler(cfg: SearchConfig, space=None) -> optuna.samplers.BaseSampler:
@@ -86,7 +117,7 @@ def study_exists(storage, name: str) -> bool:
 
 def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     """An existing study, or a clear error listing the studies in that storage."""
-    storage = make_storage(cfg_storage)
+    storage = make_storage(cfg_storage, create=False)  # read-only commands never create a store
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
         raise PrunetuneError(f"no study {name!r} in {mask_url(cfg_storage)}; studies there: "

@@ -43,6 +43,7 @@ from pathlib import Path
 from prunetune import interrupts
 from prunetune.errors import PrunetuneError
 from prunetune.redact import mask_config, mask_url, scrub
+from prunetune.stores import check_kind, check_scheme, scheme
 from prunetune.search.records import COMPLETE, FAILED, METRIC_KEYS, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
 
@@ -88,12 +89,14 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
     import sys
 
     uri = requested_uri(uri)
+    check_scheme(uri, "mlflow")
     argv = [sys.executable, "-m", "mlflow", "server"]
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         if not db.is_file():
             raise PrunetuneError(f"no MLflow store at {str(db)!r}: run `prunetune search` first, "
                                  "or pass --tracking-uri")
+        check_kind(f"sqlite:///{db}", "mlflow")  # the server would migrate any database into one
         argv += ["--artifacts-destination", str(db.parent / "artifacts")]
     argv += ["--backend-store-uri", tracking_uri(uri), "--host", host, "--port", str(port), "--workers", "1"]
     return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
@@ -128,11 +131,15 @@ def check_store(uri: str | None) -> None:
     from prunetune.paths import absolute_sqlite, prepare_sqlite
 
     uri = absolute_sqlite(requested_uri(uri))
+    check_scheme(uri, "mlflow")  # no file: store, no in-memory database
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
     elif uri.startswith("sqlite:///"):
         prepare_sqlite(uri, "tracking", create=False)  # a writable folder, a SQLite file if any
+        check_kind(uri, "mlflow")  # not Optuna's database, nor another application's
         _is_store(Path(uri.removeprefix("sqlite:///")))  # raises for a half-made one
+    elif scheme(uri) != "databricks":
+        check_kind(uri, "mlflow")  # a database server: reachable, and an MLflow database
 
 
 def prepare_store(uri: str | None) -> str:
