@@ -196,7 +196,7 @@ def _returning(extra):
 
 
 @pytest.mark.parametrize("eval_fn,message", [
-    (_returning({"flops": 1.0}), "returned 'flops', which prunetune measures itself"),
+    (_returning({"flops": 1.0}), "returned 'flops': a name prunetune's own record uses"),
     (_returning({"accuracy": 97.0}), "accuracy must be a fraction in [0, 1]"),
     (_returning({"map@50": 0.3}), "metric names must be 1-100 letters"),
 ])
@@ -323,3 +323,21 @@ def test_a_train_fn_that_changes_the_architecture_fails_its_trial_alone(trained)
     resumed = prunetune.run_search(trained, train_fn=_widens_the_stride, trials=4, **kwargs)
     last = resumed.records[-1]
     assert last.state == "failed" and "stride" in last.reason, last.reason
+
+
+@pytest.mark.parametrize("name", ["threads", "runtime", "device", "time_total_s", "state", "total_s",
+                                  "number", "front", "knee", "reason", "base_accuracy", "params_x",
+                                  "fps_measured", "finetune_loss", "speedup"])
+def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path, capsys, name):
+    """eval_fn metrics named threads / runtime / device used to overwrite the study's base context
+    (`pareto` printed "7.0 thread(s), runtime 1.0"), time_total_s was replaced by the real timing in
+    MLflow, `state` was lost in trials_dataframe(): each is refused by name, on the base, before
+    anything is written."""
+    with pytest.raises(prunetune.errors.PrunetuneError, match=f"returned '{name}': a name prunetune's own"):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune,
+                             eval_fn=_returning({name: 7.0}), trials=1)
+    assert not (tmp_path / "mlruns").exists()
+    from prunetune.cli import main
+
+    assert main(["pareto"]) == 2  # nothing to read: no study was made
+    assert "no study storage" in capsys.readouterr().err

@@ -152,11 +152,12 @@ def measure_base(setup: SearchSetup) -> dict:
     with setup.lock.quiet():
         timing = measure_fps({"base": _base_runner(setup)}, example,
                              repeats=max(setup.config.fps_repeats, 21))["base"]
-    return {"accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+    return {**m.get("user_metrics", {}),  # first: never over prunetune's own (see records.reserved_name)
+            "accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
             "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
             "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
             "fps_spread": timing.spread, "speedup": 1.0, "runtime": setup.config.runtime,
-            "threads": setup.config.threads, "device": setup.device, **m.get("user_metrics", {})}
+            "threads": setup.config.threads, "device": setup.device}
 
 
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
