@@ -40,6 +40,7 @@ from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.measure import Timing, count_macs, count_params, torch_threads
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
 from prunetune.models.training import DivergedError
+from prunetune.paths import check_writable_folder, probe_writable
 from prunetune.redact import is_masked, mask_url
 from prunetune.runtimes import (INT8_BITS, Runner, materialize, measure_fps, onnx_file_runner,
                                 quantize_onnx_int8, to_onnx)
@@ -284,12 +285,49 @@ def check_int8(model: nn.Module, config: CompressionConfig, rec: TrialRecord, in
                              f"nothing: export it without --int8, or choose a trial with layers at 8 bits or less")
 
 
+EXPORT_NAMES = (*MODEL_FILES.values(), WEIGHTS_FILE, CARD_JSON, CARD_MD)
+
+
+def check_output(out_dir: str | Path, log: Callable[[str], None] = lambda m: None) -> Path:
+    """Check `out_dir` before anything is loaded or written, writing nothing: it can be created
+    and written (not under a file, not on a read-only filesystem), and the files an export writes
+    (EXPORT_NAMES) are either absent or an earlier prunetune export's (its card.json says so),
+    which this one replaces (logged). A model.onnx, card.json, ... of anything else is never
+    overwritten: PrunetuneError, one line."""
+    out = Path(out_dir)
+    check_writable_folder(out, "output")
+    probe_writable(out, "output")
+    present = [n for n in EXPORT_NAMES if (out / n).exists()] if out.is_dir() else []
+    if not present:
+        return out
+    earlier = _earlier_export(out)
+    if earlier is None:
+        raise PrunetuneError(f"output folder {str(out)!r} already holds {', '.join(present)}, not written "
+                             "by a prunetune export (no card.json of one): pass a new or empty --out")
+    log(f"replacing the earlier export in {str(out)!r} (study {earlier['study']!r}, trial "
+        f"{earlier['trial']}, {earlier['file']})")
+    return out
+
+
+def _earlier_export(out: Path) -> dict | None:
+    """The card.json data of the prunetune export in `out`, or None when there is none."""
+    try:
+        data = json.loads((out / CARD_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and {"study", "trial", "file", "provenance"} <= data.keys() else None
+
+
 def output_folder(out_dir: str | Path) -> Path:
+    """`out_dir` created, the files of an earlier export in it removed (check_output allowed
+    only those), so the folder holds exactly one export."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for name in EXPORT_NAMES:
+            (out / name).unlink(missing_ok=True)
     except OSError as exc:
-        raise PrunetuneError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
+        raise PrunetuneError(f"cannot write the output folder {str(out)!r}: {exc.strerror}") from None
     return out
 
 
@@ -314,6 +352,7 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     from prunetune.search.study import load_existing
 
     check_export_flags(fmt, int8, retrain_epochs)
+    check_output(out_dir, log)
     result = summarize(load_existing(storage, study_name))
     rec = choose_trial(result, trial=trial, select=select)
     if not result.config:

@@ -106,12 +106,17 @@ def check_kind(url: str, kind: str) -> bool:
 
 
 def check_writable_file(path: Path, what: str) -> None:
-    """PrunetuneError, one line, when the existing file `path` cannot be opened for writing (a
-    read-only file or mount; root included): a resume would fail at its first write."""
+    """PrunetuneError, one line, when the existing file `path` is read-only: no write permission
+    for anyone (chmod a-w: refused for root too, who could write anyway), or it cannot be opened
+    for writing (immutable, a read-only mount): a resume would fail at its first write."""
     import os
+    import stat
 
     if not path.is_file():
         return
+    if not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise PrunetuneError(f"{what} {str(path)!r} is read-only (mode {path.stat().st_mode & 0o777:o}): "
+                             "make it writable, or pass another --storage")
     try:
         os.close(os.open(path, os.O_RDWR))
     except OSError as exc:

@@ -318,3 +318,32 @@ def test_train_numbers_are_checked(isolated, capsys, flags, message):
 ])
 def test_sensitivity_numbers_are_checked_before_training(isolated, capsys, flags, message):
     _fails_cleanly(capsys, ["sensitivity", "--model", "tiny_cnn", "--dataset", "digits", *flags], message, isolated)
+
+
+TWO_OUTPUTS = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 8, 3), nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        f = self.conv(x).mean((2, 3))
+        return self.head(f), f
+
+
+def build(num_classes):
+    return Net(num_classes)
+'''
+
+
+def test_a_user_model_returning_a_tuple_is_one_line_before_training(isolated, monkeypatch, capsys):
+    """A forward returning (logits, features) or a dict is refused, not guessed at (documented)."""
+    (isolated / "two_outputs.py").write_text(TWO_OUTPUTS)
+    monkeypatch.syspath_prepend(str(isolated))
+    assert main(["search", "--model", "two_outputs:build", "--dataset", "digits", "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "forward returns a tuple, not one tensor" in err[0], err
+    assert not (isolated / "mlruns").exists()

@@ -21,6 +21,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 
+class TwoOutputs(nn.Module):
+    """A model whose forward returns (logits, features) or {"logits": ...}: refused with one line."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        features = self.conv(x).mean((2, 3))
+        return {"logits": self.head(features)} if self.as_dict else (self.head(features), features)
+
+
 class OwnNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -179,8 +193,16 @@ def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
     ({"device": "cuda"}, "run_search does not take device"),
     ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
     ({"train_fn": 3}, "train_fn must be callable"),
+    ({"example_input": torch.zeros(0, 1, 8, 8)}, "example_input has an empty dimension"),
+    ({"example_input": torch.zeros(1, 1, 8, 8, device="meta")}, "example_input is on the meta device"),
+    ({"model": OwnNet().to("meta")}, "the model's weights are on the meta device"),
+    ({"model": "tuple"}, "the model's forward returns a tuple, not one tensor"),
+    ({"model": "dict"}, "the model's forward returns a dict, not one tensor"),
+    ({"eval_fn": lambda m: {**evaluate(m), "big": 10**400}}, "metric 'big' is too large for a float"),
 ])
 def test_bad_arguments_are_one_clear_error_before_anything_is_written(trained, tmp_path, kwargs, message):
+    if kwargs.get("model") in ("tuple", "dict"):
+        kwargs = {**kwargs, "model": TwoOutputs(as_dict=kwargs["model"] == "dict")}
     args = {"model": trained, "example_input": VAL[0][:1], "train_fn": finetune, "eval_fn": evaluate,
             "trials": 1, **kwargs}
     with pytest.raises(Exception, match=message) as info:

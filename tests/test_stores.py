@@ -31,6 +31,20 @@ def tmpfs(where: Path, size: str, *options: str):
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@contextlib.contextmanager
+def read_only_view(src: Path, where: Path):
+    """`src` bind-mounted read-only at `where` (created); skips where mounting is not permitted."""
+    where.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "--bind", str(src), str(where)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(where)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
 def fill(folder: Path, leave_bytes: int) -> Path:
     """Fill the filesystem of `folder` with one file until about `leave_bytes` are free."""
     st = os.statvfs(folder)
@@ -292,3 +306,68 @@ def test_ui_refuses_a_store_that_is_not_mlflows(isolated, capsys):
     assert main(["ui", "--tracking-uri", f"sqlite:///{db}"]) == 2
     assert "is an Optuna study storage" in capsys.readouterr().err
     assert db.read_bytes() == before
+
+
+def test_a_read_only_study_storage_on_resume_is_one_line(isolated, capsys):
+    """Used to end in StorageInternalError ("attempt to write a readonly database"). A read-only
+    mount: chmod does not stop root."""
+    (isolated / "src").mkdir()
+    optuna.create_study(study_name="s", storage=f"sqlite:///{isolated / 'src' / 'optuna.db'}")
+    with read_only_view(isolated / "src", isolated / "ro") as view:
+        db = view / "optuna.db"
+        before = db.read_bytes()
+        assert main(search_args("s", 2, "--storage", f"sqlite:///{db}")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not writable" in err[0], err
+        assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["chmod", "chattr"])
+def test_a_read_only_study_storage_file_is_one_line(isolated, capsys, how):
+    """The file itself read-only in a writable folder (chmod a-w, or immutable: root can write
+    through chmod, so that is refused by its mode): one line before the base is trained."""
+    (isolated / "mlruns").mkdir()
+    db = isolated / "mlruns" / "optuna.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    before = db.read_bytes()
+    if how == "chmod":
+        db.chmod(0o444)
+    elif subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        assert main(search_args("s", 2)) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], capture_output=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("is read-only (mode 444)" in err[0] or "is not writable" in err[0]), err
+    assert db.read_bytes() == before
+
+
+def test_export_into_a_read_only_or_impossible_folder_is_one_line(isolated, capsys):
+    (isolated / "a-file").write_text("x")
+    assert main(["export", "--out", str(isolated / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be created" in err[0] and "is a file" in err[0], err
+    with tmpfs(isolated / "ro", "64k", "ro") as fs:
+        assert main(["export", "--out", str(fs / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not writable" in err[0], err
+    assert sorted(p.name for p in isolated.iterdir()) == ["a-file", "ro"]
+
+
+@pytest.mark.parametrize("home", ["file", "under-file", "read-only"])
+def test_an_unusable_prunetune_home_is_one_line_before_the_base_is_trained(isolated, monkeypatch, capsys, home):
+    """Used to be NotADirectoryError, and only after the base model was trained."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    (isolated / "a-file").write_text("x")
+    with contextlib.ExitStack() as stack:
+        path = {"file": isolated / "a-file", "under-file": isolated / "a-file" / "home",
+                "read-only": None}[home]
+        if path is None:
+            path = stack.enter_context(tmpfs(isolated / "ro", "64k", "ro")) / "home"
+        monkeypatch.setenv("PRUNETUNE_HOME", str(path))
+        for argv in (search_args("s", 2), ["train", "--model", "tiny_cnn", "--dataset", "digits"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "PRUNETUNE_HOME" in err[0] and "training" not in err[0], err
+    assert not (isolated / "mlruns").exists()

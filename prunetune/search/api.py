@@ -157,12 +157,13 @@ def check_names(cfg: SearchConfig) -> None:
     check_runtime(cfg.runtime)
     if cfg.select:
         check_rule_metrics(pareto.parse_rule(cfg.select))
-    from prunetune.paths import prepare_sqlite
+    from prunetune.paths import check_home, prepare_sqlite
     from prunetune.search.tracking import requested_uri
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
     check_storage(cfg.storage_url)  # a supported, writable Optuna storage (or a new one)
+    check_home()  # caches and locks: a file or an unwritable folder fails now, not after training
     prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking",
                    create=False)
 
@@ -199,6 +200,10 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
 
     check_names(cfg)
     check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
+    if export_dir:  # an --export folder that cannot take the export fails now, not after the search
+        from prunetune.export import check_output
+
+        check_output(export_dir)
     bar = ProgressBar(cfg.timeout)
     # with --export the export registers the selected trial (one version per trial, not two)
     tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)

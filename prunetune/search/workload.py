@@ -215,6 +215,8 @@ def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
     for key, value in out.items():
         try:
             number = float(value)
+        except OverflowError:  # an int beyond any float (10**400): not a measurement
+            raise UserFunctionError(f"{name}'s metric {key!r} is too large for a float") from None
         except (TypeError, ValueError):
             raise UserFunctionError(f"{name}'s metric {key!r} is not a number: {value!r:.80}") from None
         if not math.isfinite(number):
