@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prunetune.cli import main
-from tests.helpers import FAST, run_cli
+from tests.helpers import FAST, run_cli, search_args
 
 
 def _fails_cleanly(capsys, argv, message, cwd):
@@ -347,3 +347,28 @@ def test_a_user_model_returning_a_tuple_is_one_line_before_training(isolated, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "forward returns a tuple, not one tensor" in err[0], err
     assert not (isolated / "mlruns").exists()
+
+
+def test_a_resume_with_another_recipe_is_refused_naming_the_keys(isolated, capsys):
+    """Decided: refused (it used to be accepted while the stored config kept the old recipe, so one
+    front mixed two recipes). The budget, timeout, sampler and the like may change."""
+    assert main(search_args("recipe", 1)) == 0
+    capsys.readouterr()
+    assert main(search_args("recipe", 2, "--epochs", "0", "--lr", "0.5")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was run with epochs=1 (now 0), lr=0.001 (now 0.5)" in err[0], err
+    assert main(search_args("recipe", 2, "--sampler", "random")) == 0
+
+
+def test_threads_beyond_the_cores_warn(isolated, capsys):
+    """Decided: warn (one line) rather than refuse: FPS is measured oversubscribed."""
+    assert main(search_args("t", 1, "--threads", "1000", "--tracking-uri", "file:///nowhere")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("warning: --threads 1000 is more than the") and len(err) == 2, err
+
+
+def test_base_training_prints_one_progress_line_per_epoch(isolated, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PRUNETUNE_HOME", str(tmp_path / "fresh-home"))
+    assert main(["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "base epoch 1/2: loss" in err and "base epoch 2/2: loss" in err, err

@@ -363,3 +363,25 @@ def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path,
 
     assert main(["pareto"]) == 2  # nothing to read: no study was made
     assert "no study storage" in capsys.readouterr().err
+
+
+def test_an_eval_fn_calling_sys_exit_fails_its_trial_and_the_search_goes_on(trained):
+    """Decided: the trial fails with the reason (it used to stay RUNNING: sys.exit ended the process)."""
+    def exits_on_pruned(model):
+        exits_on_pruned.calls += 1
+        if exits_on_pruned.calls == 2:
+            raise SystemExit(3)
+        return evaluate(model)
+    exits_on_pruned.calls = 0
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=exits_on_pruned,
+                               trials=2, study_name="own-exit", bits=[32], fps_repeats=3)
+    assert [r.state for r in run.records] == ["failed", "complete"]
+    assert run.records[0].reason == "eval_fn called sys.exit(3)"
+
+
+def test_a_set_of_objectives_is_refused(trained, tmp_path):
+    """Decided: refused (its order, the study's objective order, would follow the hash seed)."""
+    with pytest.raises(ConfigError, match="objectives must be ordered"):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
+                             objectives={"accuracy", "flops"}, trials=1)
+    assert not (tmp_path / "mlruns").exists()

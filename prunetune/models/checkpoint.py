@@ -142,7 +142,11 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
         model = build_for(model_name, bundle)
     epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
     log(f"training base {model_name} on {bundle.name} for {epochs} (cached afterwards)")
-    hist = train(model, bundle.train, recipe, seed=seed, device=device)
+
+    def progress(epoch: int, loss: float, seconds: float) -> None:  # a big model: minutes per epoch
+        log(f"base epoch {epoch}/{recipe.epochs}: loss {loss:.4f} ({seconds:.0f} s)")
+
+    hist = train(model, bundle.train, recipe, seed=seed, device=device, on_epoch=progress)
     meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
             "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
             "train_loss": hist.loss, "train_seconds": hist.seconds,

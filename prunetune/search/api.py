@@ -168,6 +168,18 @@ def check_names(cfg: SearchConfig) -> None:
                    create=False)
 
 
+def threads_warning(threads: int) -> str | None:
+    """The one-line warning for --threads above the CPU cores this process may use (FPS would be
+    measured oversubscribed: slower and noisier than on a machine that has them); None otherwise."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads <= cores:
+        return None
+    return (f"warning: --threads {threads} is more than the {cores} CPU core(s) this process may use: "
+            "FPS is measured oversubscribed (slower and noisier than on a machine with that many cores)")
+
+
 def check_rule_metrics(rule) -> None:
     """ConfigError unless every metric a selection rule names is one that trials record (checked
     before any trial: a typo must not cost the whole budget)."""
@@ -199,6 +211,8 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
     from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
 
     check_names(cfg)
+    for warning in filter(None, [threads_warning(cfg.threads)]):
+        log(warning)
     check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
     if export_dir:  # an --export folder that cannot take the export fails now, not after the search
         from prunetune.export import check_output

@@ -207,6 +207,9 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
     except UserFunctionError as exc:
         rec.state, rec.reason = FAILED, str(exc)
         rec.traceback = "".join(traceback.format_exception(exc))
+    except SystemExit as exc:  # sys.exit in a user's model: the trial fails, the search goes on
+        rec.state, rec.reason = FAILED, f"SystemExit: sys.exit({exc.code!r:.100}) was called inside the trial"
+        rec.traceback = "".join(traceback.format_exception(exc))
     except MemoryError as exc:
         rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
         rec.traceback = "".join(traceback.format_exception(exc))

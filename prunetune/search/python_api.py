@@ -41,6 +41,9 @@ def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     `metric:direction` for the caller's own metrics (see pareto.get_objective)."""
     if isinstance(objectives, str):
         raise ConfigError("objectives must be a sequence of names or a mapping {metric: direction}, not one string")
+    if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
+        raise ConfigError("objectives must be ordered (a list, a tuple or a dict), not a set: their order is "
+                          "the study's, and a set's order changes from run to run (resume would be refused)")
     if isinstance(objectives, Mapping):
         return [pareto.user_objective(str(m), str(d)) for m, d in objectives.items()]
     names = [str(o) for o in objectives]
@@ -290,7 +293,7 @@ class SameBaseCheck:
 def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
     """The CLI's runner dispatch (search.api.run) with the same MLflow tracking and --select
     registration; the store is checked before anything is written."""
-    from prunetune.search.api import run, selection_warning
+    from prunetune.search.api import run, selection_warning, threads_warning
     from prunetune.paths import check_home
     from prunetune.search.study import check_storage
     from prunetune.search.tracking import MlflowTracker, check_store
@@ -298,6 +301,8 @@ def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> S
     check_storage(cfg.storage_url)
     check_store(cfg.tracking_uri)
     check_home()  # its lock files
+    for warning in filter(None, [threads_warning(cfg.threads)]):
+        log(warning)
     listeners = [SameBaseCheck(setup), MlflowTracker(cfg.tracking_uri, select=cfg.select)]
     result = run(cfg, log=log, listeners=listeners, setup=setup)
     warning = selection_warning(result, cfg.select)

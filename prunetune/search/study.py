@@ -167,6 +167,27 @@ def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> N
     if attrs.get("objectives") != list(cfg.objectives):
         raise ConfigError(f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
                           f"{list(cfg.objectives)}; use another --study name")
+    _check_same_recipe(cfg, attrs.get("config") or {})
+
+
+# what a trial's numbers depend on: a resume must keep them (the budget, timeout, sampler,
+# screening, backend, workers, where stores and data live, the device, --select and
+# --keep-all-weights may change: they decide which trials run, not what a trial measures)
+RECIPE_KEYS = ("model", "dataset", "checkpoint", "base_epochs", "base_seed", "seed", "subset", "epochs",
+               "lr", "batch_size", "distill", "runtime", "threads", "fps_repeats", "min_accuracy",
+               "max_flops")
+
+
+def _check_same_recipe(cfg: SearchConfig, stored: dict) -> None:
+    """ConfigError naming every recipe key (RECIPE_KEYS) whose value differs from the stored
+    config's: trials run with another recipe would sit on one front with the earlier ones while
+    the study still says the old recipe."""
+    now = cfg.as_dict()
+    differ = [k for k in RECIPE_KEYS if k in stored and stored[k] != now[k]]
+    if differ:
+        shown = ", ".join(f"{k}={stored[k]!r:.40} (now {now[k]!r:.40})" for k in differ)
+        raise ConfigError(f"study {cfg.study_name!r} was run with {shown}; resume it with the same values, "
+                          "or use another --study name")
 
 
 def worker_id() -> str:

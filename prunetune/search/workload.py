@@ -184,9 +184,12 @@ class UserWorkload:
 
 
 def _call(name: str, fn: Callable, model: nn.Module):
-    """fn(model); any exception becomes a UserFunctionError naming `name` (KeyboardInterrupt passes)."""
+    """fn(model); any exception, and sys.exit, becomes a UserFunctionError naming `name`
+    (KeyboardInterrupt passes)."""
     try:
         return fn(model)
+    except SystemExit as exc:  # sys.exit in a user's loop fails the trial, never the process
+        raise UserFunctionError(f"{name} called sys.exit({exc.code!r:.100})") from None
     except Exception as exc:  # noqa: BLE001 - the user's code: its failure fails the trial
         raise UserFunctionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
 
