@@ -3,7 +3,8 @@ anything is written to it (nothing here writes or creates anything).
 
 Two kinds of store: the Optuna study storage (`--storage`, an SQLAlchemy database URL) and the
 MLflow tracking store (`--tracking-uri`: a database URL or an http(s) server). A database is
-recognised by its tables: Optuna's (`studies`, `version_info`), MLflow's (`experiments`, `runs`).
+recognised by its tables: any of Optuna's (`studies`, `trials`, ...) or MLflow's (`experiments`,
+`runs`, ...).
 One that holds the other tool's tables, or other tables only, is refused with one line: the other
 tool would create its tables inside it. A missing SQLite file, or an empty one, is a new store.
 """
@@ -18,7 +19,12 @@ from prunetune.redact import mask_url, scrub
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
 TRACKING_SCHEMES = (*DATABASE_SCHEMES, "http", "https", "databricks")
-TABLES = {"optuna": {"studies", "version_info"}, "mlflow": {"experiments", "runs"}}
+# each tool's own tables (alembic_version is both's): any one of them says whose a database is,
+# also while its creator is still making the others (another search creating the storage)
+TABLES = {"optuna": {"studies", "version_info", "trials", "study_directions", "trial_values",
+                     "trial_params", "study_user_attributes", "trial_user_attributes"},
+          "mlflow": {"experiments", "runs", "metrics", "params", "tags", "latest_metrics",
+                     "experiment_tags", "registered_models", "model_versions"}}
 NAMES = {"optuna": "an Optuna study storage", "mlflow": "an MLflow tracking database"}
 FLAGS = {"optuna": "--storage", "mlflow": "--tracking-uri"}
 CONNECT_TIMEOUT_S = 5
@@ -95,11 +101,11 @@ def check_kind(url: str, kind: str) -> bool:
     """Whether the database at `url` is an existing store of `kind` (False: a new one, nothing in
     it yet). PrunetuneError, one line, when it holds the other tool's tables or other tables."""
     names = tables(url)
-    if not names:
+    if not names or names <= {"alembic_version"}:
         return False
-    if TABLES[kind] <= names:
+    if TABLES[kind] & names:
         return True
-    other = next((k for k in TABLES if k != kind and TABLES[k] <= names), None)
+    other = next((k for k in TABLES if k != kind and TABLES[k] & names), None)
     what = f"is {NAMES[other]}" if other else f"holds other tables ({', '.join(sorted(names)[:4])})"
     raise PrunetuneError(f"{FLAGS[kind]} {mask_url(url)!r} {what}, not {NAMES[kind]}: nothing was "
                          f"written to it; pass another {FLAGS[kind]}")
