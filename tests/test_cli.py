@@ -349,15 +349,25 @@ def test_a_user_model_returning_a_tuple_is_one_line_before_training(isolated, mo
     assert not (isolated / "mlruns").exists()
 
 
-def test_a_resume_with_another_recipe_is_refused_naming_the_keys(isolated, capsys):
-    """Decided: refused (it used to be accepted while the stored config kept the old recipe, so one
-    front mixed two recipes). The budget, timeout, sampler and the like may change."""
+def test_a_resume_with_another_recipe_is_recorded_and_named(isolated, capsys):
+    """Decided: recorded, not refused (resuming with more epochs is a legitimate way to go on): one
+    warning line names the changed keys, the stored config becomes the new one and the change is
+    kept in the study's config_history with the first trial it applies to (it used to be accepted
+    silently while the stored config kept the old recipe)."""
+    from tests.helpers import load_study
+
     assert main(search_args("recipe", 1)) == 0
     capsys.readouterr()
-    assert main(search_args("recipe", 2, "--epochs", "0", "--lr", "0.5")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "was run with epochs=1 (now 0), lr=0.001 (now 0.5)" in err[0], err
-    assert main(search_args("recipe", 2, "--sampler", "random")) == 0
+    assert main(search_args("recipe", 2, "--epochs", "0", "--lr", "0.5")) == 0
+    err = capsys.readouterr().err
+    assert "warning: resuming study 'recipe' with another recipe (epochs 1 -> 0, lr 0.001 -> 0.5)" in err
+    attrs = load_study(isolated, "recipe").user_attrs
+    assert attrs["config"]["epochs"] == 0 and attrs["config"]["lr"] == 0.5
+    first = attrs["config_history"][0]["from_trial"]
+    assert attrs["config_history"] == [{"from_trial": first, "changed": {"epochs": [1, 0], "lr": [0.001, 0.5]}}]
+    assert main(search_args("recipe", 3, "--epochs", "0", "--lr", "0.5")) == 0
+    assert "another recipe" not in capsys.readouterr().err  # the same recipe again: nothing to say
+    assert len(load_study(isolated, "recipe").user_attrs["config_history"]) == 1
 
 
 def test_threads_beyond_the_cores_warn(isolated, capsys):

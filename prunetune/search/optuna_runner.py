@@ -143,7 +143,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     `setup`: one already prepared (the Python API's, around the caller's model and loop); else
     `prepare_search(cfg)` (the CLI's data set and recipe)."""
     setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
-    study = open_study(cfg, setup.space, setup.base_metrics)
+    study = open_study(cfg, setup.space, setup.base_metrics, log=log)
     for layer, why in setup.skipped_layers:
         if "model output" not in why:  # the classifier's outputs are never pruned: no news
             log(f"left unpruned: {layer} ({why})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 
 import optuna
 
@@ -125,9 +126,11 @@ def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> optuna.Study:
+def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict, *,
+               log: Callable[[str], None] = lambda m: None) -> optuna.Study:
     """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
-    and one set of objectives: reusing its name with others is refused."""
+    and one set of objectives: reusing its name with others is refused. A resume with another
+    recipe is recorded (see record_recipe) and logged in one line."""
     objectives = [pareto.get_objective(o) for o in cfg.objectives]
     storage = make_storage(cfg.storage_url)
     with _file_lock(storage.url, cfg.study_name, "create"):
@@ -137,6 +140,9 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
                                     directions=[o.direction for o in objectives])
         if exists:
             _check_same(study, cfg, space)
+            note = record_recipe(study, cfg)
+            if note:
+                log(note)
         else:
             study.set_user_attr("objectives", [o.name for o in objectives])
             study.set_user_attr("strategy", cfg.strategy)
@@ -167,7 +173,6 @@ def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> N
     if attrs.get("objectives") != list(cfg.objectives):
         raise ConfigError(f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
                           f"{list(cfg.objectives)}; use another --study name")
-    _check_same_recipe(cfg, attrs.get("config") or {})
 
 
 # what a trial's numbers depend on: a resume must keep them (the budget, timeout, sampler,
@@ -178,16 +183,22 @@ RECIPE_KEYS = ("model", "dataset", "checkpoint", "base_epochs", "base_seed", "se
                "max_flops")
 
 
-def _check_same_recipe(cfg: SearchConfig, stored: dict) -> None:
-    """ConfigError naming every recipe key (RECIPE_KEYS) whose value differs from the stored
-    config's: trials run with another recipe would sit on one front with the earlier ones while
-    the study still says the old recipe."""
-    now = cfg.as_dict()
-    differ = [k for k in RECIPE_KEYS if k in stored and stored[k] != now[k]]
-    if differ:
-        shown = ", ".join(f"{k}={stored[k]!r:.40} (now {now[k]!r:.40})" for k in differ)
-        raise ConfigError(f"study {cfg.study_name!r} was run with {shown}; resume it with the same values, "
-                          "or use another --study name")
+def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
+    """On a resume whose recipe (RECIPE_KEYS) differs from the stored config: store the new config
+    as the study's "config" and append {"from_trial", "changed": {key: [old, new]}} to its
+    "config_history" (trials numbered from_trial on ran with it); return the one-line warning
+    naming the keys. None (nothing written) when the recipe is the same."""
+    stored, now = study.user_attrs.get("config") or {}, mask_config(cfg.as_dict())
+    changed = {k: [stored[k], now[k]] for k in RECIPE_KEYS if k in stored and stored[k] != now[k]}
+    if not changed:
+        return None
+    first = len(study.get_trials(deepcopy=False))
+    history = list(study.user_attrs.get("config_history", []))
+    study.set_user_attr("config_history", [*history, {"from_trial": first, "changed": changed}])
+    study.set_user_attr("config", now)
+    shown = ", ".join(f"{k} {old!r:.40} -> {new!r:.40}" for k, (old, new) in changed.items())
+    return (f"warning: resuming study {cfg.study_name!r} with another recipe ({shown}): trials from "
+            f"number {first} on use it; recorded in the study's config_history")
 
 
 def worker_id() -> str:
