@@ -310,10 +310,12 @@ def cmd_ui(args) -> int:
 
     check_ui_address(args.host, args.port)
     if not _loopback(args.host):
-        _log(f"warning: the MLflow UI has no login: anyone who can reach {args.host}:{args.port} can "
+        _log(f"warning: the MLflow UI has no login: anyone who can reach {args.host}:{args.port} "
+             f"can "
              "read, change and delete every run and registered model (default --host 127.0.0.1)")
     argv, env = ui_command(args.tracking_uri, host=args.host, port=args.port)
-    _log(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(tracking_uri(args.tracking_uri))}); "
+    _log(f"MLflow UI on http://{args.host}:{args.port} (store "
+         f"{mask_url(tracking_uri(args.tracking_uri))}); "
          "Ctrl-C stops it. Each study's runs and front (MLflow's model-training view):")
     for line in experiment_links(args.tracking_uri, f"http://{args.host}:{args.port}"):
         _log(f"  {line}")
@@ -336,7 +338,8 @@ def check_ui_address(host: str, port: int) -> None:
         raise PrunetuneError(f"--host {host!r} is not an address here ({exc.strerror})") from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise EnvironmentFault(f"port {port} on {host} is in use (another server?): pass another "
+            raise EnvironmentFault(f"port {port} on {host} is in use (another server?): pass "
+                                   f"another "
                                    "--port") from None
         raise PrunetuneError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
 
@@ -557,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             if not _disk_full(exc):
                 raise
             print(f"prunetune: error: no space left on the disk ({type(exc).__name__}: "
-                  f"{scrub(str(exc).splitlines()[0][:200])}); free some space and re-run the same command "
+                  f"{scrub(str(exc).splitlines()[0][:200])}); free some space and re-run the same "
+                  f"command "
                   "(finished trials are saved)", file=sys.stderr)
             return EXIT_FAULT

@@ -118,19 +118,22 @@ class SearchConfig:
             repeated = sorted(repr(v) for v, n in counts.items() if n > 1)
             if repeated:
                 more = f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else ""
-                raise ConfigError(f"{name} must not repeat a value, got {', '.join(repeated[:5])}{more} "
+                raise ConfigError(f"{name} must not repeat a value, got "
+                                  f"{', '.join(repeated[:5])}{more} "
                                   "more than once")
 
     def _validate_budget(self) -> None:
         if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {shown(self.strategy)}; known: {', '.join(STRATEGIES)}")
+            raise ConfigError(f"unknown strategy {shown(self.strategy)}; known: "
+                              f"{', '.join(STRATEGIES)}")
         if self.screen < 0:
             raise ConfigError(f"screen must be >= 0 (configs screened per full trial; 0: no "
                               f"screening), got {self.screen}")
         if self.parametrization not in PARAMETRIZATIONS:
-            raise ConfigError(f"unknown parametrization {shown(self.parametrization)}; known: {', '.join(PARAMETRIZATIONS)}")
+            raise ConfigError(f"unknown parametrization {shown(self.parametrization)}; known: "
+                              f"{', '.join(PARAMETRIZATIONS)}")
         if self.parametrization != "ratios" and self.strategy != "search":
             raise ConfigError(f"--parametrization shapes the per-group search: use it with --strategy search, "
                               f"not {self.strategy}")
@@ -140,11 +143,14 @@ class SearchConfig:
 
     def _validate_choices(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {shown(self.sampler)}; known: {', '.join(SAMPLERS)}")
+            raise ConfigError(f"unknown sampler {shown(self.sampler)}; known: "
+                              f"{', '.join(SAMPLERS)}")
         if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {shown(self.backend)}; known: {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown backend {shown(self.backend)}; known: "
+                              f"{', '.join(BACKENDS)}")
         if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"unknown granularity {shown(self.granularity)}; known: {', '.join(GRANULARITIES)}")
+            raise ConfigError(f"unknown granularity {shown(self.granularity)}; known: "
+                              f"{', '.join(GRANULARITIES)}")
 
     def _validate_numbers(self) -> None:
         if self.trials < 1:
@@ -231,7 +237,8 @@ def _bounded_yaml(text: str, where: str):
         elif isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_YAML_ALIASES:
-                raise ConfigError(f"{where} uses more than {MAX_YAML_ALIASES} YAML aliases (*name): "
+                raise ConfigError(f"{where} uses more than {MAX_YAML_ALIASES} YAML aliases "
+                                  f"(*name): "
                                   "refused (an alias bomb expands to gigabytes)")
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
 
@@ -305,4 +312,5 @@ def _check_type(name: str, value, hint) -> None:
         return
     ok = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[hint]
     if not isinstance(value, ok) or (hint is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be of type {hint.__name__}, got {type(value).__name__} {shown(value)}")
+        raise ConfigError(f"{name} must be of type {hint.__name__}, got {type(value).__name__} "
+                          f"{shown(value)}")

@@ -302,8 +302,10 @@ def check_output(out_dir: str | Path, log: Callable[[str], None] = lambda m: Non
         return out
     earlier = _earlier_export(out)
     if earlier is None:
-        raise PrunetuneError(f"output folder {str(out)!r} already holds {', '.join(present)}, not written "
-                             "by a prunetune export (no card.json of one): pass a new or empty --out")
+        raise PrunetuneError(f"output folder {str(out)!r} already holds {', '.join(present)}, not "
+                             f"written "
+                             "by a prunetune export (no card.json of one): pass a new or empty "
+                             "--out")
     log(f"replacing the earlier export in {str(out)!r} (study {earlier['study']!r}, trial "
         f"{earlier['trial']}, {earlier['file']})")
     return out
@@ -315,7 +317,8 @@ def _earlier_export(out: Path) -> dict | None:
         data = json.loads((out / CARD_JSON).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and {"study", "trial", "file", "provenance"} <= data.keys() else None
+    ours = isinstance(data, dict) and {"study", "trial", "file", "provenance"} <= data.keys()
+    return data if ours else None
 
 
 def output_folder(out_dir: str | Path) -> Path:
@@ -327,7 +330,8 @@ def output_folder(out_dir: str | Path) -> Path:
         for name in EXPORT_NAMES:
             (out / name).unlink(missing_ok=True)
     except OSError as exc:
-        raise PrunetuneError(f"cannot write the output folder {str(out)!r}: {exc.strerror}") from None
+        raise PrunetuneError(f"cannot write the output folder {str(out)!r}: "
+                             f"{exc.strerror}") from None
     return out
 
 
@@ -387,7 +391,8 @@ def search_tracking_uri(given: str | None, stored: str | None) -> str | None:
         return given or stored
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None  # tracking.requested_uri takes it
-    raise PrunetuneError(f"the study's tracking URI is stored without its password ({stored}): pass "
+    raise PrunetuneError(f"the study's tracking URI is stored without its password ({stored}): "
+                         f"pass "
                          "--tracking-uri with the credentials, or set MLFLOW_TRACKING_URI")
 
 
@@ -505,7 +510,8 @@ def _card_data(rec: TrialRecord, inputs: ExportInputs, plain: nn.Module, config:
         "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
         "layers": _layers(base, plain, config.bits, int8=int8),
         "config": rec.config, "retrain": retrain,
-        "provenance": {"study": study_name, "storage": mask_url(storage), "working_directory": str(Path.cwd()),
+        "provenance": {"study": study_name, "storage": mask_url(storage),
+                       "working_directory": str(Path.cwd()),
                        "trial": rec.number, "seed": rec.seed, "trial_weights": str(Path(rec.weights).resolve()),
                        "base_checkpoint": inputs.base_checkpoint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        "export_seconds": files["export_s"], "versions": _package_versions(), "mlflow": None},
@@ -578,7 +584,8 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
         return _not_registered(card, f"no MLflow experiment {d['study']!r} in {shown}", log)
     if foreign := _foreign_artifacts(resolved, exp.artifact_location):
         return _not_registered(card, f"experiment {d['study']!r} keeps its artifacts in {foreign}, outside the "
-                                     f"tracking folder of {shown} (was the study folder copied or moved?)", log)
+                                     f"tracking folder of {shown} (was the study folder copied or "
+                                     f"moved?)", log)
     parent = _latest_run(client, exp.experiment_id, "tags.`prunetune.role` = 'search'")
     trial_run = _latest_run(client, exp.experiment_id,
                             f"tags.`prunetune.role` = 'trial' and tags.trial = '{rec.number}'")
@@ -595,7 +602,8 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
         if version is not None:  # the same trial, format and runtime exported again: no duplicate
             log(f"trial {rec.number} ({d['format']}, {d['runtime']['compressed']}) is already {name} version "
                 f"{version}; not registered again")
-            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id, shown)
+            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id,
+                                                shown)
         else:
             version = _register_export(tracker, card, rec, run_id)
             d["provenance"]["mlflow"] = {

@@ -111,7 +111,8 @@ def check_home() -> Path:
     it is a file, lies under one, or cannot be created or written (creates nothing)."""
     home = home_dir()
     if home.exists() and not home.is_dir():
-        raise PrunetuneError(f"PRUNETUNE_HOME {str(home)!r} is a file, not a folder: set PRUNETUNE_HOME "
+        raise PrunetuneError(f"PRUNETUNE_HOME {str(home)!r} is a file, not a folder: set "
+                             f"PRUNETUNE_HOME "
                              "to a writable folder")
     try:
         check_writable_folder(home, "PRUNETUNE_HOME")

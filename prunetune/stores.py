@@ -53,7 +53,8 @@ def check_scheme(url: str, kind: str) -> None:
         raise PrunetuneError(f"{what} {mask_url(url)!r} is not supported ({got}); use {hint}")
     path = url.split("://", 1)[1].split("?", 1)[0]
     if scheme(url) == "sqlite" and (path in ("", "/", "/:memory:") or "mode=memory" in url):
-        raise PrunetuneError(f"{what} {url!r} is an in-memory database: everything written to it would "
+        raise PrunetuneError(f"{what} {url!r} is an in-memory database: everything written to it "
+                             f"would "
                              f"be gone when the command ends; use sqlite:///PATH")
 
 
@@ -72,7 +73,8 @@ def _sqlite_tables(path: Path) -> set[str]:
     try:
         con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
         try:
-            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = "
+                                              "'table'")}
         finally:
             con.close()
     except sqlite3.Error as exc:
@@ -83,7 +85,8 @@ def _server_tables(url: str) -> set[str]:
     """Table names of a database server's database (SQLAlchemy; connecting writes nothing)."""
     import sqlalchemy
 
-    args = {"connect_timeout": CONNECT_TIMEOUT_S} if scheme(url) in ("postgresql", "mysql", "mariadb") else {}
+    timed = scheme(url) in ("postgresql", "mysql", "mariadb")
+    args = {"connect_timeout": CONNECT_TIMEOUT_S} if timed else {}
     try:
         engine = sqlalchemy.create_engine(url, connect_args=args)
         try:
@@ -121,7 +124,8 @@ def check_writable_file(path: Path, what: str) -> None:
     if not path.is_file():
         return
     if not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        raise PrunetuneError(f"{what} {str(path)!r} is read-only (mode {path.stat().st_mode & 0o777:o}): "
+        raise PrunetuneError(f"{what} {str(path)!r} is read-only (mode "
+                             f"{path.stat().st_mode & 0o777:o}): "
                              "make it writable, or pass another --storage")
     try:
         os.close(os.open(path, os.O_RDWR))

@@ -286,7 +286,7 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> Analysis:
 
 def tied_layers(model: nn.Module) -> dict[str, str]:
     """Layers that share a parameter object with another module (tied weights), each mapped to one
-    layer it shares with. Pruning or quantizing one of them would replace its tensor and untie it."""
+    layer it shares with. Pruning or quantizing one of them would replace its tensor (untie it)."""
     owner: dict[int, str] = {}
     tied: dict[str, str] = {}
     for name, module in model.named_modules():

@@ -111,8 +111,10 @@ def check_single_output(out: object, what: str) -> None:
 
     if isinstance(out, torch.Tensor):
         return
-    raise ConfigError(f"{what}'s forward returns a {type(out).__name__}, not one tensor: prunetune needs "
-                      "a model whose forward returns its class scores as one tensor; wrap it so that "
+    raise ConfigError(f"{what}'s forward returns a {type(out).__name__}, not one tensor: "
+                      f"prunetune needs "
+                      "a model whose forward returns its class scores as one tensor; wrap it so "
+                      "that "
                       "forward returns that tensor (e.g. out[0] or out['logits'])")
 
 

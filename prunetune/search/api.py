@@ -173,11 +173,14 @@ def threads_warning(threads: int) -> str | None:
     measured oversubscribed: slower and noisier than on a machine that has them); None otherwise."""
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
     if threads <= cores:
         return None
-    return (f"warning: --threads {threads} is more than the {cores} CPU core(s) this process may use: "
-            "FPS is measured oversubscribed (slower and noisier than on a machine with that many cores)")
+    return (f"warning: --threads {threads} is more than the {cores} CPU core(s) this process may "
+            f"use: "
+            "FPS is measured oversubscribed (slower and noisier than on a machine with that many "
+            "cores)")
 
 
 def check_rule_metrics(rule) -> None:
@@ -256,14 +259,16 @@ def resolve_study(name: str | None, storage: str) -> str:
     from prunetune.search.study import make_storage
 
     opened = make_storage(storage, create=False)  # nothing created: PrunetuneError when missing
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(opened, include_best_trial=False)
+    summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
+    names = sorted(s.study_name for s in summaries
                    if "screen_of" not in s.user_attrs)  # a search's screening study is not one to read
     default = SearchConfig().study_name
     if len(names) == 1:
         return names[0]
     if default in names:
         return default
-    raise PrunetuneError(f"which study? {mask_url(storage)} holds {', '.join(names) if names else 'none'}: pass --study NAME")
+    raise PrunetuneError(f"which study? {mask_url(storage)} holds "
+                         f"{', '.join(names) if names else 'none'}: pass --study NAME")
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:

@@ -152,7 +152,8 @@ def measure_base(setup: SearchSetup) -> dict:
     with setup.lock.quiet():
         timing = measure_fps({"base": _base_runner(setup)}, example,
                              repeats=max(setup.config.fps_repeats, 21))["base"]
-    return {**m.get("user_metrics", {}),  # first: never over prunetune's own (see records.reserved_name)
+    # user metrics first: they never replace prunetune's own (see records.reserved_name)
+    return {**m.get("user_metrics", {}),
             "accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
             "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
             "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
@@ -208,7 +209,8 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
         rec.state, rec.reason = FAILED, str(exc)
         rec.traceback = "".join(traceback.format_exception(exc))
     except SystemExit as exc:  # sys.exit in a user's model: the trial fails, the search goes on
-        rec.state, rec.reason = FAILED, f"SystemExit: sys.exit({exc.code!r:.100}) was called inside the trial"
+        rec.state = FAILED
+        rec.reason = f"SystemExit: sys.exit({exc.code!r:.100}) was called inside the trial"
         rec.traceback = "".join(traceback.format_exception(exc))
     except MemoryError as exc:
         rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
@@ -234,11 +236,13 @@ def _compressed(setup: SearchSetup, params: dict, seed: int, rec: TrialRecord) -
         model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed)
         _record_costs(setup, model, config, rec)
     if cfg.max_flops is not None and rec.metrics["flops"] > cfg.max_flops:
-        rec.state, rec.reason = REJECTED, f"flops {rec.metrics['flops']:,} > max_flops {cfg.max_flops:,.0f}"
+        rec.state = REJECTED
+        rec.reason = f"flops {rec.metrics['flops']:,} > max_flops {cfg.max_flops:,.0f}"
     return config, model
 
 
-def _record_costs(setup: SearchSetup, model: nn.Module, config: CompressionConfig, rec: TrialRecord) -> None:
+def _record_costs(setup: SearchSetup, model: nn.Module, config: CompressionConfig,
+                  rec: TrialRecord) -> None:
     """The model's costs on `rec` (macs, flops, bitops, params, size_bytes): counted right after
     compression (constraints are checked before any training) and again after fine-tuning, so a
     trial is judged on the model it really produced."""
@@ -250,7 +254,8 @@ def _record_costs(setup: SearchSetup, model: nn.Module, config: CompressionConfi
 def architecture(model: nn.Module) -> tuple:
     """What a compressed-model file rebuilds: every module's name, type and settings (its
     extra_repr: strides, paddings, ...), every parameter's and buffer's name and shape."""
-    modules = tuple((name, f"{type(m).__name__}({m.extra_repr()})") for name, m in model.named_modules())
+    modules = tuple((name, f"{type(m).__name__}({m.extra_repr()})")
+                    for name, m in model.named_modules())
     tensors = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
     return modules, tensors
 
@@ -268,7 +273,8 @@ def check_architecture(before: tuple, model: nn.Module) -> None:
             name = diff[0][0] or "(the model itself)"
             raise UserFunctionError(f"train_fn changed the model's architecture ({kind} {name!r}: "
                                     f"{dict(old).get(diff[0][0])} -> {dict(new).get(diff[0][0])}); "
-                                    "it must fine-tune the weights in place, keeping every layer and shape")
+                                    "it must fine-tune the weights in place, keeping every layer "
+                                    "and shape")
     raise UserFunctionError("train_fn changed the order of the model's layers; it must fine-tune "
                             "the weights in place")
 

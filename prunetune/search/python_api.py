@@ -42,8 +42,10 @@ def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     if isinstance(objectives, str):
         raise ConfigError("objectives must be a sequence of names or a mapping {metric: direction}, not one string")
     if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
-        raise ConfigError("objectives must be ordered (a list, a tuple or a dict), not a set: their order is "
-                          "the study's, and a set's order changes from run to run (resume would be refused)")
+        raise ConfigError("objectives must be ordered (a list, a tuple or a dict), not a set: "
+                          "their order is "
+                          "the study's, and a set's order changes from run to run (resume would "
+                          "be refused)")
     if isinstance(objectives, Mapping):
         return [pareto.user_objective(str(m), str(d)) for m, d in objectives.items()]
     names = [str(o) for o in objectives]
@@ -88,7 +90,8 @@ def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Mo
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_example(example_input)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        raise ConfigError("the model's weights are on the meta device (no data): pass a model with real "
+        raise ConfigError("the model's weights are on the meta device (no data): pass a model "
+                          "with real "
                           "weights (e.g. model.to_empty(device='cpu') and load them)")
     x = (example_input if example_input.ndim == 4 else example_input.unsqueeze(0))[:1].detach().cpu().float()
     base = copy.deepcopy(model).cpu().eval()
@@ -106,12 +109,14 @@ def _check_example(example_input: object) -> None:
     """ConfigError, one line, unless `example_input` is a real tensor (C, H, W) or a batch
     (N, C, H, W) with at least one sample and no empty dimension (not on the meta device)."""
     if not isinstance(example_input, torch.Tensor) or example_input.ndim not in (3, 4):
-        raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the model accepts")
+        raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the "
+                          "model accepts")
     if example_input.is_meta:
         raise ConfigError("example_input is on the meta device (a shape without data): pass a real "
                           "tensor, e.g. torch.zeros(1, C, H, W)")
     if 0 in example_input.shape:
-        raise ConfigError(f"example_input has an empty dimension {tuple(example_input.shape)}: pass at "
+        raise ConfigError(f"example_input has an empty dimension {tuple(example_input.shape)}: "
+                          f"pass at "
                           "least one sample, e.g. a batch of shape (1, C, H, W)")
 
 

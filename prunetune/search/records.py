@@ -19,9 +19,10 @@ MEASURED_KEYS = METRIC_KEYS[1:]
 # metrics, the timings, MLflow's per-trial and parent metrics, the data frame's fixed columns
 CONTEXT_KEYS = ("runtime", "threads", "device")
 TIMING_KEYS = ("compress_s", "finetune_s", "recalibrate_s", "measure_s", "total_s")
-RESERVED_NAMES = frozenset((*MEASURED_KEYS, *CONTEXT_KEYS, *TIMING_KEYS, "fps_measured", "finetune_loss",
-                            "budget", "tracking_s", "trial_s", "tracking_share", "number", "trial", "state",
-                            "front", "knee", "reason", "config", "params", "seed", "weights"))
+RESERVED_NAMES = frozenset((*MEASURED_KEYS, *CONTEXT_KEYS, *TIMING_KEYS, "fps_measured",
+                            "finetune_loss", "budget", "tracking_s", "trial_s", "tracking_share",
+                            "number", "trial", "state", "front", "knee", "reason", "config",
+                            "params", "seed", "weights"))
 RESERVED_PREFIXES = ("time_", "base_", "params_", "metric_", "screen")
 
 

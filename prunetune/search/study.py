@@ -56,7 +56,8 @@ def check_storage(url: str, *, create: bool = True) -> str:
         url = absolute_sqlite(url)
         path = sqlite_path(url)
         if path is not None and not path.is_file():
-            raise PrunetuneError(f"no study storage at {str(path)!r}: run `prunetune search` first, "
+            raise PrunetuneError(f"no study storage at {str(path)!r}: run `prunetune search` "
+                                 f"first, "
                                  "or pass --storage")
         if path is not None:
             check_sqlite_file(path, "study storage")
@@ -178,9 +179,9 @@ def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> N
 # what a trial's numbers depend on: a resume must keep them (the budget, timeout, sampler,
 # screening, backend, workers, where stores and data live, the device, --select and
 # --keep-all-weights may change: they decide which trials run, not what a trial measures)
-RECIPE_KEYS = ("model", "dataset", "checkpoint", "base_epochs", "base_seed", "seed", "subset", "epochs",
-               "lr", "batch_size", "distill", "runtime", "threads", "fps_repeats", "min_accuracy",
-               "max_flops")
+RECIPE_KEYS = ("model", "dataset", "checkpoint", "base_epochs", "base_seed", "seed", "subset",
+               "epochs", "lr", "batch_size", "distill", "runtime", "threads", "fps_repeats",
+               "min_accuracy", "max_flops")
 
 
 def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
@@ -197,7 +198,8 @@ def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
     study.set_user_attr("config_history", [*history, {"from_trial": first, "changed": changed}])
     study.set_user_attr("config", now)
     shown = ", ".join(f"{k} {old!r:.40} -> {new!r:.40}" for k, (old, new) in changed.items())
-    return (f"warning: resuming study {cfg.study_name!r} with another recipe ({shown}): trials from "
+    return (f"warning: resuming study {cfg.study_name!r} with another recipe ({shown}): trials "
+            f"from "
             f"number {first} on use it; recorded in the study's config_history")
 
 

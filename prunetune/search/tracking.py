@@ -387,7 +387,8 @@ class MlflowTracker:
             else:
                 self.parent_run_id, known = reopened
                 self._log_batch(self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags})
-            params = _flat_params("", mask_config(cfg.as_dict())) | _flat_params("space.", setup.space.summary())
+            params = (_flat_params("", mask_config(cfg.as_dict()))
+                      | _flat_params("space.", setup.space.summary()))
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
             base = {f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)}
             self._log_batch(self.parent_run_id, params=params, metrics=_metrics(base | {"budget": cfg.trials}),

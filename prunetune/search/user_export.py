@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 
 from prunetune.compress import load_compressed_file
-from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, check_output, choose_trial,
-                              load_compressed, log_export, output_folder, trial_weights, write_card,
-                              write_verified)
+from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, check_output,
+                              choose_trial, load_compressed, log_export, output_folder,
+                              trial_weights, write_card, write_verified)
 from prunetune.search.records import TrialRecord
 
 VERIFY_SEED = 0

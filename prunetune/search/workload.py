@@ -199,7 +199,8 @@ METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what MLflow takes as a met
 
 def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
     """The metrics `fn(model)` returns, checked: a mapping of names (letters, digits, '_', '.', '-';
-    none that prunetune's own record uses, records.reserved_name) to finite numbers, with "accuracy" among
+    none that prunetune's own record uses, records.reserved_name) to finite numbers, with
+    "accuracy" among
     them as a fraction in [0, 1]. The model is back on the CPU in eval mode afterwards."""
     out = _call(name, fn, model)
     model.cpu().eval()
@@ -207,8 +208,10 @@ def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
         raise UserFunctionError(f"{name} must return a dict with an 'accuracy' entry, got {out!r:.200}")
     clash = sorted(str(k) for k in out if isinstance(k, str) and reserved_name(k))
     if clash:
-        raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}: a name prunetune's own "
-                                "record uses (measured metrics, threads, runtime, device, timings, time_*, "
+        raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}: a name "
+                                f"prunetune's own "
+                                "record uses (measured metrics, threads, runtime, device, "
+                                "timings, time_*, "
                                 "base_*, state, ...); name your metric otherwise")
     bad = sorted(repr(k) for k in out if not isinstance(k, str) or not METRIC_NAME.fullmatch(k))
     if bad:
