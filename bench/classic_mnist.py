@@ -31,7 +31,6 @@ _common.ensure_env()
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import datetime as dt  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402

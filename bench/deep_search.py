@@ -151,7 +151,6 @@ def _candidates_scored(cfg, study) -> int:
     """Candidates the targets planner scored with its proxy (0 for other strategies)."""
     import optuna
 
-    from prunetune.search.targets import candidate_study_name
 
     names = {s.study_name for s in optuna.get_all_study_summaries(cfg.storage_url, include_best_trial=False)}
     return sum(len(optuna.load_study(study_name=n, storage=cfg.storage_url).get_trials(deepcopy=False))

@@ -255,7 +255,7 @@ def _workload_markdown(name: str, w: dict, budget: float) -> list[str]:
              row("CPU time of those calls, s", _sec, lambda r: r["tracker_cpu_s"]),
              row("sum of trial times, s", _sec, lambda r: r["trial_s"]),
              row("search wall time, s", _sec, lambda r: r["wall_s"]),
-             f"| load average (1 min) before / after each search | "
+             "| load average (1 min) before / after each search | "
              + " | ".join(", ".join(f"{r['load_1min'][0]:.1f} / {r['load_1min'][1]:.1f}" for r in runs[n])
                           for n in names) + " |",
              "", f"Below {100 * budget:.0f} % of trial time in every repeat: **{'yes' if w['pass'] else 'NO'}**.", "",

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from prunetune import interrupts, render
-from prunetune.errors import PrunetuneError
+from prunetune.errors import EnvironmentFault, PrunetuneError
+from prunetune.redact import scrub, watch
 
 EXIT_FAULT = 1
 EXIT_USER_ERROR = 2
@@ -334,20 +335,62 @@ def cmd_sensitivity(args) -> int:
 def cmd_ui(args) -> int:
     """Replace this process with `mlflow server` for the store (see tracking.ui_command): Ctrl-C
     and SIGTERM reach the server itself, which stops its web worker; nothing is left running."""
+    from prunetune.redact import mask_url
     from prunetune.search.tracking import experiment_links, tracking_uri, ui_command
 
+    check_ui_address(args.host, args.port)
+    if not _loopback(args.host):
+        _log(f"warning: the MLflow UI has no login: anyone who can reach {args.host}:{args.port} "
+             f"can "
+             "read, change and delete every run and registered model (default --host 127.0.0.1)")
     argv, env = ui_command(args.tracking_uri, host=args.host, port=args.port)
-    _log(f"MLflow UI on http://{args.host}:{args.port} (store {tracking_uri(args.tracking_uri)}); "
+    _log(f"MLflow UI on http://{args.host}:{args.port} (store "
+         f"{mask_url(tracking_uri(args.tracking_uri))}); "
          "Ctrl-C stops it. Each study's runs and front (MLflow's model-training view):")
     for line in experiment_links(args.tracking_uri, f"http://{args.host}:{args.port}"):
         _log(f"  {line}")
     os.execve(argv[0], argv, env)  # does not return
 
 
+def check_ui_address(host: str, port: int) -> None:
+    """Before the server starts: PrunetuneError (one line, exit 2) for a port outside 1-65535 or
+    a host that is no address of this machine; EnvironmentFault (exit 1) for a port in use."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise PrunetuneError(f"--port must be in 1-65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind(address)
+    except socket.gaierror as exc:
+        raise PrunetuneError(f"--host {host!r} is not an address here ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise EnvironmentFault(f"port {port} on {host} is in use (another server?): pass "
+                                   f"another "
+                                   "--port") from None
+        raise PrunetuneError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_export(args) -> int:
-    from prunetune.export import export_model
+    from prunetune.export import check_output, export_model
     from prunetune.search.api import resolve_study
 
+    check_output(args.out)  # before the study is even looked for: nothing written either way
     card = export_model(resolve_study(args.study, args.storage), storage=args.storage, out_dir=args.out, trial=args.trial,
                         select=args.select, fmt=args.format, int8=args.int8,
                         retrain_epochs=args.retrain_epochs, tracking_uri=args.tracking_uri, model=args.model,
@@ -506,6 +549,17 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _read_only(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) says a file or database is read-only."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            return True
+        if "readonly database" in str(exc) or "read-only file system" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _interrupted(command: str) -> int:
     """The one line for a SIGINT / SIGTERM that stopped `command`; its exit code (128 + signal)."""
     sig = interrupts.received() or signal.SIGINT
@@ -521,23 +575,31 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # before any training: glibc keeps big buffers in the heap (see prunetune.alloc)
     args = build_parser().parse_args(argv)
+    watch(getattr(args, "storage", None), getattr(args, "tracking_uri", None),
+          os.environ.get("MLFLOW_TRACKING_URI"))  # their secrets never reach an error line
     _quiet_libraries()
     with interrupts.handle_interrupts():
         try:
             return args.fn(args)
         except PrunetuneError as exc:
-            message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+            message = scrub(" ".join(str(exc).splitlines()))  # one line, no secret in it
             print(f"prunetune: error: {message}", file=sys.stderr)
-            return EXIT_USER_ERROR
+            return EXIT_FAULT if isinstance(exc, EnvironmentFault) else EXIT_USER_ERROR
         except KeyboardInterrupt:
             return _interrupted(args.command)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         except Exception as exc:
+            if _read_only(exc):
+                print("prunetune: error: a store became read-only while the command ran "
+                      f"({scrub(str(exc).splitlines()[0][:200])}); finished trials are saved",
+                      file=sys.stderr)
+                return EXIT_FAULT
             if not _disk_full(exc):
                 raise
             print(f"prunetune: error: no space left on the disk ({type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:200]}); free some space and re-run the same command "
+                  f"{scrub(str(exc).splitlines()[0][:200])}); free some space and re-run the same "
+                  f"command "
                   "(finished trials are saved)", file=sys.stderr)
             return EXIT_FAULT

@@ -6,6 +6,7 @@ stored with the study (and logged to MLflow) so a search can be re-run and resum
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import re
@@ -17,6 +18,7 @@ import yaml
 
 from prunetune.errors import ConfigError
 from prunetune.names import check_study_name, default_study_name
+from prunetune.redact import watch
 
 MAX_SEED = 2**32  # seeds are in [0, 2**32): what every RNG the search seeds accepts
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
@@ -103,6 +105,7 @@ class SearchConfig:
         the study name as in prunetune.names."""
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+        watch(self.storage, self.tracking_uri)  # their passwords never reach a message
         if self.study is not None:
             check_study_name(self.study)
         self._validate_choices()
@@ -110,27 +113,33 @@ class SearchConfig:
         self._validate_budget()
         from prunetune.compress.quantize import ALLOWED_BITS
 
-        bad = [b for b in self.bits if b not in ALLOWED_BITS]
+        bad = sorted({b for b in self.bits if b not in ALLOWED_BITS})
         if bad or not self.bits:
-            raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
+            raise ConfigError(f"bit-widths {shown(bad) if bad else '[]'} not allowed; choose from "
+                              f"{list(ALLOWED_BITS)}")
         if not self.objectives:
             raise ConfigError("objectives must name at least one objective")
-        for name in ("objectives", "bits", "importance"):
-            values = getattr(self, name)
-            repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+        for name in ("objectives", "bits", "importance"):  # linear: a Counter, not list.count
+            counts = collections.Counter(getattr(self, name))
+            repeated = sorted(repr(v) for v, n in counts.items() if n > 1)
             if repeated:
-                raise ConfigError(f"{name} must not repeat a value, got {', '.join(repeated)} more than once")
+                more = f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else ""
+                raise ConfigError(f"{name} must not repeat a value, got "
+                                  f"{', '.join(repeated[:5])}{more} "
+                                  "more than once")
 
     def _validate_budget(self) -> None:
         if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+            raise ConfigError(f"unknown strategy {shown(self.strategy)}; known: "
+                              f"{', '.join(STRATEGIES)}")
         if self.screen < 0:
             raise ConfigError(f"screen must be >= 0 (configs screened per full trial; 0: no "
                               f"screening), got {self.screen}")
         if self.parametrization not in PARAMETRIZATIONS:
-            raise ConfigError(f"unknown parametrization {self.parametrization!r}; known: {', '.join(PARAMETRIZATIONS)}")
+            raise ConfigError(f"unknown parametrization {shown(self.parametrization)}; known: "
+                              f"{', '.join(PARAMETRIZATIONS)}")
         if self.parametrization != "ratios" and self.strategy != "search":
             raise ConfigError(f"--parametrization shapes the per-group search: use it with --strategy search, "
                               f"not {self.strategy}")
@@ -149,11 +158,14 @@ class SearchConfig:
 
     def _validate_choices(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+            raise ConfigError(f"unknown sampler {shown(self.sampler)}; known: "
+                              f"{', '.join(SAMPLERS)}")
         if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown backend {shown(self.backend)}; known: "
+                              f"{', '.join(BACKENDS)}")
         if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"unknown granularity {self.granularity!r}; known: {', '.join(GRANULARITIES)}")
+            raise ConfigError(f"unknown granularity {shown(self.granularity)}; known: "
+                              f"{', '.join(GRANULARITIES)}")
 
     def _validate_numbers(self) -> None:
         if self.trials < 1:
@@ -190,7 +202,7 @@ class SearchConfig:
         a GPU machine can still be read elsewhere). With Ray, --gpus-per-trial decides a trial's
         device, so only auto or the device it implies is accepted."""
         if not re.fullmatch(DEVICE_PATTERN, self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {shown(self.device)}")
         if self.backend == "ray" and self.device != "auto":
             implied = "cuda" if self.gpus_per_trial > 0 else "cpu"
             if self.device != implied:
@@ -245,11 +257,42 @@ def check_targets(values: list[float]) -> list[float]:
     return sorted((float(v) for v in values), reverse=True)
 
 
+MAX_YAML_BYTES = 1 << 18  # a config or space file: at most 256 KiB (a big net's space: tens of kB)
+MAX_YAML_DEPTH = 32  # nested mappings / lists
+MAX_YAML_ALIASES = 100  # `*anchor` references: an alias bomb needs many
+
+
+def _bounded_yaml(text: str, where: str):
+    """yaml.safe_load of `text` after one pass over its parse events (libyaml's, when present)
+    checks depth and aliases: an alias bomb or a deeply nested document is a ConfigError before
+    anything is built."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{where} is nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"{where} uses more than {MAX_YAML_ALIASES} YAML aliases "
+                                  f"(*name): "
+                                  "refused (an alias bomb expands to gigabytes)")
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
-    """A YAML file that must hold a mapping; clear errors for missing or malformed files."""
+    """A YAML file that must hold a mapping; clear errors for missing or malformed files. Bounded:
+    at most MAX_YAML_BYTES, MAX_YAML_DEPTH levels and MAX_YAML_ALIASES aliases (ConfigError)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} file {str(p)!r} does not exist")
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} file {str(p)!r} is {p.stat().st_size:,} bytes; at most "
+                          f"{MAX_YAML_BYTES:,} are read")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -257,7 +300,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {str(p)!r}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _bounded_yaml(text, f"{what} file {str(p)!r}")
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{what} file {str(p)!r} is not valid YAML: {first}") from None
@@ -283,6 +326,18 @@ def _hints() -> dict:
     return typing.get_type_hints(SearchConfig)
 
 
+def shown(value: object) -> str:
+    """A value for an error message: its repr bounded in length and depth (reprlib: a huge or
+    deeply shared structure is never rendered whole)."""
+    import reprlib
+
+    r = reprlib.Repr()  # Python 3.11: limits are attributes
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring, r.maxother, r.maxlong = 60, 60, 40
+    text = r.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _check_type(name: str, value, hint) -> None:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -292,10 +347,11 @@ def _check_type(name: str, value, hint) -> None:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{name} must be a list, got {value!r}")
+            raise ConfigError(f"{name} must be a list, got {type(value).__name__} {shown(value)}")
         for v in value:
             _check_type(name, v, args[0])
         return
     ok = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[hint]
     if not isinstance(value, ok) or (hint is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be of type {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{name} must be of type {hint.__name__}, got {type(value).__name__} "
+                          f"{shown(value)}")

@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI turns each into one line on stderr and exit code 2."""
+"""Errors a user can cause. The CLI turns each into one line on stderr and exit code 2 (1 for an
+EnvironmentFault: the machine, not the input, is in the way)."""
 from __future__ import annotations
 
 
@@ -27,3 +28,8 @@ class CheckpointError(PrunetuneError):
 
 class ConfigError(PrunetuneError, ValueError):
     """A configuration value (flag, YAML key, ratio, bit-width) is not allowed."""
+
+
+class EnvironmentFault(PrunetuneError):
+    """Something outside the user's input stops the command (a port another program holds, a
+    database that became read-only): one line, exit code 1."""

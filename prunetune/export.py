@@ -40,6 +40,8 @@ from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.measure import Timing, count_macs, count_params, torch_threads
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
 from prunetune.models.training import DivergedError
+from prunetune.paths import check_writable_folder, probe_writable
+from prunetune.redact import is_masked, mask_url
 from prunetune.runtimes import (INT8_BITS, Runner, materialize, measure_fps, onnx_file_runner,
                                 quantize_onnx_int8, to_onnx)
 from prunetune.search.records import COMPLETE, TrialRecord
@@ -283,12 +285,53 @@ def check_int8(model: nn.Module, config: CompressionConfig, rec: TrialRecord, in
                              f"nothing: export it without --int8, or choose a trial with layers at 8 bits or less")
 
 
+EXPORT_NAMES = (*MODEL_FILES.values(), WEIGHTS_FILE, CARD_JSON, CARD_MD)
+
+
+def check_output(out_dir: str | Path, log: Callable[[str], None] = lambda m: None) -> Path:
+    """Check `out_dir` before anything is loaded or written, writing nothing: it can be created
+    and written (not under a file, not on a read-only filesystem), and the files an export writes
+    (EXPORT_NAMES) are either absent or an earlier prunetune export's (its card.json says so),
+    which this one replaces (logged). A model.onnx, card.json, ... of anything else is never
+    overwritten: PrunetuneError, one line."""
+    out = Path(out_dir)
+    check_writable_folder(out, "output")
+    probe_writable(out, "output")
+    present = [n for n in EXPORT_NAMES if (out / n).exists()] if out.is_dir() else []
+    if not present:
+        return out
+    earlier = _earlier_export(out)
+    if earlier is None:
+        raise PrunetuneError(f"output folder {str(out)!r} already holds {', '.join(present)}, not "
+                             f"written "
+                             "by a prunetune export (no card.json of one): pass a new or empty "
+                             "--out")
+    log(f"replacing the earlier export in {str(out)!r} (study {earlier['study']!r}, trial "
+        f"{earlier['trial']}, {earlier['file']})")
+    return out
+
+
+def _earlier_export(out: Path) -> dict | None:
+    """The card.json data of the prunetune export in `out`, or None when there is none."""
+    try:
+        data = json.loads((out / CARD_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(data, dict) and {"study", "trial", "file", "provenance"} <= data.keys()
+    return data if ours else None
+
+
 def output_folder(out_dir: str | Path) -> Path:
+    """`out_dir` created, the files of an earlier export in it removed (check_output allowed
+    only those), so the folder holds exactly one export."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for name in EXPORT_NAMES:
+            (out / name).unlink(missing_ok=True)
     except OSError as exc:
-        raise PrunetuneError(f"cannot create the output folder {str(out)!r}: {exc.strerror}") from None
+        raise PrunetuneError(f"cannot write the output folder {str(out)!r}: "
+                             f"{exc.strerror}") from None
     return out
 
 
@@ -313,13 +356,15 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
     from prunetune.search.study import load_existing
 
     check_export_flags(fmt, int8, retrain_epochs)
+    check_output(out_dir, log)
     result = summarize(load_existing(storage, study_name))
     rec = choose_trial(result, trial=trial, select=select)
     if not result.config:
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
     cfg = SearchConfig(**result.config)
     check_model_name(cfg.model, model)
-    rec.weights = str(trial_weights(rec, study_name, tracking_uri or cfg.tracking_uri))
+    tracking_uri = search_tracking_uri(tracking_uri, cfg.tracking_uri)
+    rec.weights = str(trial_weights(rec, study_name, tracking_uri))
     compressed, header = load_compressed_file(rec.weights, model=model)
     check_int8(compressed, CompressionConfig.from_dict(header["config"]), rec, int8)
     out = output_folder(out_dir)
@@ -330,10 +375,25 @@ def export_model(study_name: str, *, storage: str, out_dir: str | Path, trial: i
                           study=(study_name, storage, selection), searched=(cfg.runtime, result),
                           retrain=retrain, log=log)
     if register:
-        log_export(card, rec, tracking_uri or cfg.tracking_uri, log)
+        log_export(card, rec, tracking_uri, log)
     else:
         write_card(card)
     return card
+
+
+def search_tracking_uri(given: str | None, stored: str | None) -> str | None:
+    """The tracking URI an export uses: `given`, else the search's `stored` one. A stored URI is
+    kept with its password masked (prunetune.redact): then $MLFLOW_TRACKING_URI or --tracking-uri
+    must give the real one (PrunetuneError, one line, otherwise)."""
+    import os
+
+    if given or not is_masked(stored):
+        return given or stored
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None  # tracking.requested_uri takes it
+    raise PrunetuneError(f"the study's tracking URI is stored without its password ({stored}): "
+                         f"pass "
+                         "--tracking-uri with the credentials, or set MLFLOW_TRACKING_URI")
 
 
 def _dataset_inputs(cfg, rec: TrialRecord, int8: bool, model: str | None, log) -> tuple[ExportInputs, object]:
@@ -451,7 +511,8 @@ def _card_data(rec: TrialRecord, inputs: ExportInputs, plain: nn.Module, config:
         "verification": {k: v for k, v in verification.items() if k != "test_accuracy"},
         "layers": _layers(base, plain, config.bits, int8=int8),
         "config": rec.config, "retrain": retrain,
-        "provenance": {"study": study_name, "storage": storage, "working_directory": str(Path.cwd()),
+        "provenance": {"study": study_name, "storage": mask_url(storage),
+                       "working_directory": str(Path.cwd()),
                        "trial": rec.number, "seed": rec.seed, "trial_weights": str(Path(rec.weights).resolve()),
                        "base_checkpoint": inputs.base_checkpoint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        "export_seconds": files["export_s"], "versions": _package_versions(), "mlflow": None},
@@ -509,20 +570,23 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
     """Log the export as an MLflow run nested under the study's latest search run (metrics, the
     model file, compressed.pt and the cards under `export/`), register that folder as a version
     of `prunetune-STUDY`, and write the cards. Returns the MLflow provenance."""
-    from prunetune.search.tracking import MlflowTracker, registered_name, tracking_uri
+    from prunetune.paths import absolute_sqlite
+    from prunetune.search.tracking import MlflowTracker, registered_name, requested_uri
 
     d = card.data
-    resolved = tracking_uri(uri)
+    resolved = absolute_sqlite(requested_uri(uri))  # nothing created here (see below)
+    shown = mask_url(resolved)  # what the card, the log and the registry may hold
     if resolved.startswith("sqlite:///") and not Path(resolved.removeprefix("sqlite:///")).is_file():
-        return _not_registered(card, f"no MLflow store at {resolved}", log)
+        return _not_registered(card, f"no MLflow store at {shown}", log)
     tracker = MlflowTracker(resolved)
     client = tracker.client
     exp = client.get_experiment_by_name(d["study"])
     if exp is None:
-        return _not_registered(card, f"no MLflow experiment {d['study']!r} in {resolved}", log)
+        return _not_registered(card, f"no MLflow experiment {d['study']!r} in {shown}", log)
     if foreign := _foreign_artifacts(resolved, exp.artifact_location):
         return _not_registered(card, f"experiment {d['study']!r} keeps its artifacts in {foreign}, outside the "
-                                     f"tracking folder of {resolved} (was the study folder copied or moved?)", log)
+                                     f"tracking folder of {shown} (was the study folder copied or "
+                                     f"moved?)", log)
     parent = _latest_run(client, exp.experiment_id, "tags.`prunetune.role` = 'search'")
     trial_run = _latest_run(client, exp.experiment_id,
                             f"tags.`prunetune.role` = 'trial' and tags.trial = '{rec.number}'")
@@ -539,11 +603,12 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
         if version is not None:  # the same trial, format and runtime exported again: no duplicate
             log(f"trial {rec.number} ({d['format']}, {d['runtime']['compressed']}) is already {name} version "
                 f"{version}; not registered again")
-            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id, resolved)
+            d["provenance"]["mlflow"] = _reused(client, name, version, exp.experiment_id, run_id,
+                                                shown)
         else:
             version = _register_export(tracker, card, rec, run_id)
             d["provenance"]["mlflow"] = {
-                "registered": True, "tracking_uri": resolved, "experiment_id": exp.experiment_id,
+                "registered": True, "tracking_uri": shown, "experiment_id": exp.experiment_id,
                 "export_run_id": run_id, "artifact": ARTIFACT_PATH, "registered_model": name,
                 "version": int(version), "source": f"{run.info.artifact_uri}/{ARTIFACT_PATH}"}
         provenance = d["provenance"]["mlflow"]

@@ -101,6 +101,27 @@ def check_sqlite_file(path: Path, what: str) -> None:
         raise PrunetuneError(f"{what} file {str(path)!r} is not a SQLite database (another file is in its place)")
 
 
+def home_dir() -> Path:
+    """Where caches and lock files live: $PRUNETUNE_HOME, else ~/.cache/prunetune."""
+    return Path(os.environ.get("PRUNETUNE_HOME") or Path.home() / ".cache" / "prunetune")
+
+
+def check_home() -> Path:
+    """home_dir(), checked before anything is trained or written: PrunetuneError, one line, when
+    it is a file, lies under one, or cannot be created or written (creates nothing)."""
+    home = home_dir()
+    if home.exists() and not home.is_dir():
+        raise PrunetuneError(f"PRUNETUNE_HOME {str(home)!r} is a file, not a folder: set "
+                             f"PRUNETUNE_HOME "
+                             "to a writable folder")
+    try:
+        check_writable_folder(home, "PRUNETUNE_HOME")
+        probe_writable(home, "PRUNETUNE_HOME")
+    except PrunetuneError as exc:
+        raise PrunetuneError(f"{exc}: set PRUNETUNE_HOME to a writable folder") from None
+    return home
+
+
 def lock_dir() -> Path:
     """The folder of this user's lock files (created, mode 0700): $XDG_RUNTIME_DIR/prunetune when
     that variable names a writable folder, else $PRUNETUNE_HOME/locks (default
@@ -108,8 +129,7 @@ def lock_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir() and os.access(runtime, os.W_OK | os.X_OK):
         return Path(runtime) / "prunetune"
-    home = os.environ.get("PRUNETUNE_HOME") or Path.home() / ".cache" / "prunetune"
-    return Path(home) / "locks"
+    return home_dir() / "locks"
 
 
 def open_lock_file(name: str) -> int:

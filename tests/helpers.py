@@ -51,13 +51,13 @@ def finished(study: optuna.Study) -> int:
                if t.state.is_finished() and not t.user_attrs.get("interrupted"))
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 240.0) -> bool:
-    """Poll `cond` every 0.2 s until it holds (True) or `timeout` seconds pass (False)."""
+def wait_for(cond: Callable[[], bool], timeout: float = 240.0, step: float = 0.2) -> bool:
+    """Poll `cond` every `step` s until it holds (True) or `timeout` seconds pass (False)."""
     end = time.time() + timeout
     while time.time() < end:
         if cond():
             return True
-        time.sleep(0.2)
+        time.sleep(step)
     return False
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prunetune.cli import main
-from tests.helpers import FAST, run_cli
+from tests.helpers import FAST, run_cli, search_args
 
 
 def _fails_cleanly(capsys, argv, message, cwd):
@@ -342,3 +342,67 @@ def test_train_numbers_are_checked(isolated, capsys, flags, message):
 ])
 def test_sensitivity_numbers_are_checked_before_training(isolated, capsys, flags, message):
     _fails_cleanly(capsys, ["sensitivity", "--model", "tiny_cnn", "--dataset", "digits", *flags], message, isolated)
+
+
+TWO_OUTPUTS = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 8, 3), nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        f = self.conv(x).mean((2, 3))
+        return self.head(f), f
+
+
+def build(num_classes):
+    return Net(num_classes)
+'''
+
+
+def test_a_user_model_returning_a_tuple_is_one_line_before_training(isolated, monkeypatch, capsys):
+    """A forward returning (logits, features) or a dict is refused, not guessed at (documented)."""
+    (isolated / "two_outputs.py").write_text(TWO_OUTPUTS)
+    monkeypatch.syspath_prepend(str(isolated))
+    assert main(["search", "--model", "two_outputs:build", "--dataset", "digits", "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "forward returns a tuple, not one tensor" in err[0], err
+    assert not (isolated / "mlruns").exists()
+
+
+def test_a_resume_with_another_recipe_is_recorded_and_named(isolated, capsys):
+    """Decided: recorded, not refused (resuming with more epochs is a legitimate way to go on): one
+    warning line names the changed keys, the stored config becomes the new one and the change is
+    kept in the study's config_history with the first trial it applies to (it used to be accepted
+    silently while the stored config kept the old recipe)."""
+    from tests.helpers import load_study
+
+    assert main(search_args("recipe", 1)) == 0
+    capsys.readouterr()
+    assert main(search_args("recipe", 2, "--epochs", "0", "--lr", "0.5")) == 0
+    err = capsys.readouterr().err
+    assert "warning: resuming study 'recipe' with another recipe (epochs 1 -> 0, lr 0.001 -> 0.5)" in err
+    attrs = load_study(isolated, "recipe").user_attrs
+    assert attrs["config"]["epochs"] == 0 and attrs["config"]["lr"] == 0.5
+    first = attrs["config_history"][0]["from_trial"]
+    assert attrs["config_history"] == [{"from_trial": first, "changed": {"epochs": [1, 0], "lr": [0.001, 0.5]}}]
+    assert main(search_args("recipe", 3, "--epochs", "0", "--lr", "0.5")) == 0
+    assert "another recipe" not in capsys.readouterr().err  # the same recipe again: nothing to say
+    assert len(load_study(isolated, "recipe").user_attrs["config_history"]) == 1
+
+
+def test_threads_beyond_the_cores_warn(isolated, capsys):
+    """Decided: warn (one line) rather than refuse: FPS is measured oversubscribed."""
+    assert main(search_args("t", 1, "--threads", "1000", "--tracking-uri", "file:///nowhere")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("warning: --threads 1000 is more than the") and len(err) == 2, err
+
+
+def test_base_training_prints_one_progress_line_per_epoch(isolated, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PRUNETUNE_HOME", str(tmp_path / "fresh-home"))
+    assert main(["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "base epoch 1/2: loss" in err and "base epoch 2/2: loss" in err, err

@@ -277,3 +277,36 @@ def test_inventory_describes_groups_and_layers():
     assert sum(q.macs for q in inv.quant_layers) == inv.total_macs == count_macs(model, X32)
     kinds = {g.kind for g in inventory(build_for("mobilenet_v2", (3, 32, 32), 10), X32).groups}
     assert kinds == {"depthwise-coupled", "residual", "conv"}
+
+
+class _Tied(nn.Module):
+    """conv2 shares conv1's weight tensor (tied weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2.weight = self.conv1.weight
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv0(x))
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_tied_weights_are_left_alone_never_untied():
+    """Decided: layers whose weights are tied are neither pruned nor given a bit-width of their own
+    (pruning used to untie them silently); the reason is listed with the unpruned layers."""
+    from prunetune.compress import CompressionConfig, compress, inventory
+
+    model, x = _Tied().eval(), torch.zeros(1, 1, 8, 8)
+    inv = inventory(model, x)
+    reasons = dict(inv.skipped)
+    assert "shares its weights with" in reasons["conv1"] and "(tied)" in reasons["conv2"]
+    assert all("conv1" not in g.layers and "conv2" not in g.layers for g in inv.groups)
+    assert {q.name for q in inv.quant_layers}.isdisjoint({"conv1", "conv2"})
+    ratios = {g.name: 0.5 for g in inv.groups}
+    pruned = compress(model, CompressionConfig(ratios=ratios), x)
+    assert pruned.conv2.weight is pruned.conv1.weight

@@ -63,3 +63,51 @@ def test_binary_config_file(tmp_path):
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         SearchConfig.from_sources(f)
+
+
+def _alias_bomb(levels: int, key: str = "study") -> str:
+    """`key:` holding a billion-laughs list: 9 ** levels strings from 9 * (levels - 1) + 1 aliases,
+    every anchor defined inside the value (no other key)."""
+    parts = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    parts += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return f"{key}: [{', '.join(parts)}, *l{levels - 1}]\n"
+
+
+
+
+def _timed_error(path, text: str) -> tuple[str, float]:
+    import time
+
+    path.write_text(text)
+    t = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        SearchConfig.from_sources(path)
+    return str(info.value), time.perf_counter() - t
+
+
+@pytest.mark.parametrize("text, message", [
+    (_alias_bomb(9), "study must be of type str, got list ["),
+    (_alias_bomb(9, "bits"), "bits must be of type int, got list ["),
+    (_alias_bomb(13), "uses more than 100 YAML aliases"),
+    ("study: " + "[" * 200 + "]" * 200 + "\n", "is nested deeper than 32 levels"),
+    ("bits: [" + ", ".join(["8"] * 700_000) + "]\n", "bytes; at most 262,144 are read"),
+    ("objectives: [" + ", ".join(["flops"] * 30_000) + "]\n", "objectives must not repeat a value, got 'flops'"),
+    ("bits: [" + ", ".join(str(b) for b in [32, 8, 6, 4] * 15_000) + "]\n", "bits must not repeat a value"),
+    ("sampler: " + "x" * 200_000 + "\n", "unknown sampler 'xxxx"),
+], ids=["alias-bomb", "alias-bomb-bits", "many-aliases", "deep", "3MB-bits", "objectives", "bits", "long-string"])
+def test_config_loading_is_bounded(tmp_path, text, message):
+    """An alias bomb under `study:` used to reach 2.9 GB (the type check rendered the value into its
+    message); a 3 MB `bits:` or 9 MB `objectives:` list hung for minutes (quadratic duplicate
+    check). Each fails fast now, naming the key, never the whole value."""
+    error, seconds = _timed_error(tmp_path / "c.yaml", text)
+    assert message in error, error[:300]
+    assert len(error) < 400 and seconds < 2.0, (len(error), seconds)
+
+
+def test_a_long_valid_list_is_checked_in_linear_time():
+    import time
+
+    t = time.perf_counter()
+    with pytest.raises(ConfigError, match="must not repeat"):
+        SearchConfig(objectives=["accuracy", "flops", "fps"] * 300_000)
+    assert time.perf_counter() - t < 2.0

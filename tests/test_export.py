@@ -378,3 +378,32 @@ def test_export_fetches_a_front_members_weights_from_mlflow_when_the_file_is_gon
     finally:
         if not weights.is_file():
             shutil.move(aside, weights)
+
+
+def test_an_unrelated_model_file_in_out_is_never_overwritten(in_study, tmp_path, capsys):
+    """Decided: a --out folder holding model.onnx (or card.json, ...) that no prunetune export wrote
+    is refused with one line, before anything is read or written (it used to be overwritten
+    without a word)."""
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"someone else's model")
+    assert main(in_study.cli("--format", "onnx", "--out", str(out))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds model.onnx, not written by a prunetune export" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+    assert (out / "model.onnx").read_bytes() == b"someone else's model"
+
+
+def test_a_second_export_into_one_out_replaces_the_first_and_says_so(in_study, tmp_path, capsys):
+    """Decided: an export into a folder holding an earlier prunetune export replaces it, logs one
+    line naming it, and leaves exactly one export there (no stale model file of another format)."""
+    out = tmp_path / "one"
+    result = in_study.result()
+    other = next(r.number for r in result.records if r.state == "complete" and r.number != result.knee)
+    assert main(in_study.cli("--format", "onnx", "--out", str(out))) == 0
+    capsys.readouterr()
+    assert main(in_study.cli("--trial", str(other), "--format", "pt2", "--out", str(out))) == 0
+    err = capsys.readouterr().err
+    assert f"replacing the earlier export in {str(out)!r} (study 'x', trial {result.knee}, model.onnx)" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted([CARD_JSON, CARD_MD, WEIGHTS_FILE, "model.pt2"])
+    assert json.loads((out / CARD_JSON).read_text())["trial"] == other

@@ -21,6 +21,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 
+class TwoOutputs(nn.Module):
+    """A model whose forward returns (logits, features) or {"logits": ...}: refused with one line."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        features = self.conv(x).mean((2, 3))
+        return {"logits": self.head(features)} if self.as_dict else (self.head(features), features)
+
+
 class OwnNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -179,8 +193,16 @@ def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
     ({"device": "cuda"}, "run_search does not take device"),
     ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
     ({"train_fn": 3}, "train_fn must be callable"),
+    ({"example_input": torch.zeros(0, 1, 8, 8)}, "example_input has an empty dimension"),
+    ({"example_input": torch.zeros(1, 1, 8, 8, device="meta")}, "example_input is on the meta device"),
+    ({"model": OwnNet().to("meta")}, "the model's weights are on the meta device"),
+    ({"model": "tuple"}, "the model's forward returns a tuple, not one tensor"),
+    ({"model": "dict"}, "the model's forward returns a dict, not one tensor"),
+    ({"eval_fn": lambda m: {**evaluate(m), "big": 10**400}}, "metric 'big' is too large for a float"),
 ])
 def test_bad_arguments_are_one_clear_error_before_anything_is_written(trained, tmp_path, kwargs, message):
+    if kwargs.get("model") in ("tuple", "dict"):
+        kwargs = {**kwargs, "model": TwoOutputs(as_dict=kwargs["model"] == "dict")}
     args = {"model": trained, "example_input": VAL[0][:1], "train_fn": finetune, "eval_fn": evaluate,
             "trials": 1, **kwargs}
     with pytest.raises(Exception, match=message) as info:
@@ -196,7 +218,7 @@ def _returning(extra):
 
 
 @pytest.mark.parametrize("eval_fn,message", [
-    (_returning({"flops": 1.0}), "returned 'flops', which prunetune measures itself"),
+    (_returning({"flops": 1.0}), "returned 'flops': a name prunetune's own record uses"),
     (_returning({"accuracy": 97.0}), "accuracy must be a fraction in [0, 1]"),
     (_returning({"map@50": 0.3}), "metric names must be 1-100 letters"),
 ])
@@ -288,3 +310,78 @@ def test_the_example_script_runs_with_both_backends(tmp_path, backend):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "knee: trial" in out.stdout and "reloaded knee: test accuracy" in out.stdout
     assert "verified: float check pass" in out.stdout and (tmp_path / "out" / "model.onnx").is_file()
+
+
+def _changes_the_head_of_the_second(model):
+    """A train_fn that fine-tunes, and on its second call replaces the head by Linear-ReLU-Linear."""
+    finetune(model)
+    _changes_the_head_of_the_second.calls += 1
+    if _changes_the_head_of_the_second.calls == 2:
+        model.head = nn.Sequential(nn.Linear(model.head.in_features, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _widens_the_stride(model):
+    """A train_fn that keeps every weight's shape but halves the first conv's output (stride 2)."""
+    finetune(model)
+    model.body[0].stride = (2, 2)
+
+
+def test_a_train_fn_that_changes_the_architecture_fails_its_trial_alone(trained):
+    """The trial is judged on the model train_fn left: a changed architecture fails that trial with
+    the reason (its file would not rebuild it); the others complete, the search and its resume end
+    normally (the reload at the end used to raise CheckpointError: Missing key(s))."""
+    _changes_the_head_of_the_second.calls = 0
+    kwargs = dict(example_input=VAL[0][:1], eval_fn=evaluate, objectives=("accuracy", "flops"),
+                  study_name="own-arch", bits=[32], fps_repeats=3, seed=3)
+    run = prunetune.run_search(trained, train_fn=_changes_the_head_of_the_second, trials=3, **kwargs)
+    states = [r.state for r in run.records]
+    assert states.count("failed") == 1 and states.count("complete") == 2, states
+    failed = next(r for r in run.records if r.state == "failed")
+    assert "train_fn changed the model's architecture" in failed.reason and "head" in failed.reason
+    assert run.front and run.knee is not None
+    for r in run.records:
+        if r.state == "complete":
+            assert r.metrics["flops"] == 2 * prunetune.count_macs(run.model(r.number), VAL[0][:1])
+    resumed = prunetune.run_search(trained, train_fn=_widens_the_stride, trials=4, **kwargs)
+    last = resumed.records[-1]
+    assert last.state == "failed" and "stride" in last.reason, last.reason
+
+
+@pytest.mark.parametrize("name", ["threads", "runtime", "device", "time_total_s", "state", "total_s",
+                                  "number", "front", "knee", "reason", "base_accuracy", "params_x",
+                                  "fps_measured", "finetune_loss", "speedup"])
+def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path, capsys, name):
+    """eval_fn metrics named threads / runtime / device used to overwrite the study's base context
+    (`pareto` printed "7.0 thread(s), runtime 1.0"), time_total_s was replaced by the real timing in
+    MLflow, `state` was lost in trials_dataframe(): each is refused by name, on the base, before
+    anything is written."""
+    with pytest.raises(prunetune.errors.PrunetuneError, match=f"returned '{name}': a name prunetune's own"):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune,
+                             eval_fn=_returning({name: 7.0}), trials=1)
+    assert not (tmp_path / "mlruns").exists()
+    from prunetune.cli import main
+
+    assert main(["pareto"]) == 2  # nothing to read: no study was made
+    assert "no study storage" in capsys.readouterr().err
+
+
+def test_an_eval_fn_calling_sys_exit_fails_its_trial_and_the_search_goes_on(trained):
+    """Decided: the trial fails with the reason (it used to stay RUNNING: sys.exit ended the process)."""
+    def exits_on_pruned(model):
+        exits_on_pruned.calls += 1
+        if exits_on_pruned.calls == 2:
+            raise SystemExit(3)
+        return evaluate(model)
+    exits_on_pruned.calls = 0
+    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=exits_on_pruned,
+                               trials=2, study_name="own-exit", bits=[32], fps_repeats=3)
+    assert [r.state for r in run.records] == ["failed", "complete"]
+    assert run.records[0].reason == "eval_fn called sys.exit(3)"
+
+
+def test_a_set_of_objectives_is_refused(trained, tmp_path):
+    """Decided: refused (its order, the study's objective order, would follow the hash seed)."""
+    with pytest.raises(ConfigError, match="objectives must be ordered"):
+        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
+                             objectives={"accuracy", "flops"}, trials=1)
+    assert not (tmp_path / "mlruns").exists()

@@ -158,3 +158,26 @@ def test_constraints_reject_before_training_and_filter_the_front(isolated, capsy
     assert main(["pareto", "--study", "c", "--format", "json"]) == 0
     for row in json.loads(capsys.readouterr().out):
         assert row["flops"] <= 40000 and row["accuracy"] >= 0.3
+
+
+def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated):
+    """Two searches on one study; the first is killed with kill -9 while the second runs trials:
+    the dead process's RUNNING trial is failed and re-run by the survivor, which ends with exactly
+    --trials finished (stale trials used to be recovered only at start-up: 5 of 6, exit 0)."""
+    assert run_cli(search_args("killed", 1), isolated).returncode == 0  # study + base cache
+    args = search_args("killed", 8)
+    first = start_cli(args, isolated)
+    second = start_cli(args, isolated)
+    mine = lambda proc, state: [t for t in load_study(isolated, "killed").get_trials(deepcopy=False)  # noqa: E731
+                                if t.state.name == state
+                                and str(t.user_attrs.get("worker", "")).endswith(f":{proc.pid}")]
+    assert wait_for(lambda: mine(second, "COMPLETE") and mine(first, "RUNNING"), timeout=300, step=0.05)
+    first.kill()
+    first.communicate(timeout=60)
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    study = load_study(isolated, "killed")
+    assert finished(study) == 8, states(study)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    replays = [t for t in study.trials if t.user_attrs.get("replay_of") is not None]
+    assert len(replays) == 1 and replays[0].user_attrs["worker"].endswith(f":{second.pid}")

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import optuna
 import pytest
 
 from prunetune.cli import main
@@ -25,6 +26,20 @@ def tmpfs(where: Path, size: str, *options: str):
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
     try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_view(src: Path, where: Path):
+    """`src` bind-mounted read-only at `where` (created); skips where mounting is not permitted."""
+    where.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "--bind", str(src), str(where)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(where)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
@@ -172,6 +187,8 @@ def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prun
 
 def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, capsys):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    (isolated / "mlruns").mkdir()  # a study to read: `pareto` never creates a storage
+    optuna.create_study(study_name="x", storage=f"sqlite:///{isolated / 'mlruns' / 'optuna.db'}")
     with tmpfs(isolated / "ro-home", "64k", "ro") as home:
         monkeypatch.setenv("PRUNETUNE_HOME", str(home))
         assert main(["pareto", "--study", "x"]) == 2
@@ -204,3 +221,154 @@ def test_a_parent_run_whose_process_died_is_ended_killed(isolated):
     assert client.get_run(dead.info.run_id).info.status == "KILLED"
     assert client.get_run(dead.info.run_id).data.tags["outcome"] == "died"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, but a WAL database's side files (a reader recreates them)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+def _other_app_db(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("case, flag, message", [
+    ("mlflow", "--storage", "is an MLflow tracking database, not an Optuna study storage"),
+    ("optuna", "--tracking-uri", "is an Optuna study storage, not an MLflow tracking database"),
+    ("other", "--storage", "holds other tables (users), not an Optuna study storage"),
+    ("other", "--tracking-uri", "holds other tables (users), not an MLflow tracking database"),
+])
+def test_a_store_of_the_other_kind_is_refused_before_anything_is_written(isolated, capsys, case, flag, message):
+    """`--storage sqlite:///mlruns/mlflow.db` used to create Optuna's 12 tables inside MLflow's
+    database, `--tracking-uri sqlite:///mlruns/optuna.db` MLflow's inside Optuna's (alembic
+    traceback). Each is one line now, exit 2, every file left byte for byte as it was."""
+    from prunetune.search.tracking import prepare_store
+
+    mlruns = isolated / "mlruns"
+    mlruns.mkdir()
+    target = mlruns / f"{case}.db"
+    if case == "mlflow":
+        prepare_store(f"sqlite:///{target}")
+    elif case == "optuna":
+        optuna.create_study(study_name="x", storage=f"sqlite:///{target}")
+    else:
+        _other_app_db(target)
+    before = _snapshot(mlruns)
+    assert main(search_args("s", 2, flag, f"sqlite:///{target}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and flag in err[0], err
+    assert _snapshot(mlruns) == before
+
+
+@pytest.mark.parametrize("flag, url, message", [
+    ("--tracking-uri", "file:///{tmp}/mlruns-files", "is not supported (scheme 'file')"),
+    ("--tracking-uri", "{tmp}/plain-folder", "is not supported (a plain path)"),
+    ("--storage", "file:///{tmp}/optuna.db", "is not supported (scheme 'file')"),
+    ("--storage", "redis://127.0.0.1:6379/0", "is not supported (scheme 'redis')"),
+    ("--storage", "sqlite://", "is an in-memory database"),
+    ("--storage", "sqlite:///:memory:", "is an in-memory database"),
+])
+def test_an_unsupported_store_is_one_line_before_anything_is_written(isolated, capsys, flag, url, message):
+    """`--tracking-uri file:///...` used to end in a traceback after the study was written;
+    `--storage sqlite://` (in memory) "succeeded" and the study was gone."""
+    assert main(search_args("s", 2, flag, url.format(tmp=isolated))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in isolated.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["pareto"], ["pareto", "--study", "s"],
+                                  ["export", "--out", "out"], ["export", "--study", "s", "--out", "out"]])
+def test_read_only_commands_never_create_a_store(isolated, capsys, argv):
+    """`pareto` / `export` after optuna.db was deleted used to create a new empty one."""
+    (isolated / "mlruns").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no study storage at" in err[0], err
+    assert sorted(p.name for p in isolated.rglob("*")) == ["mlruns"]
+    (isolated / "mlruns" / "optuna.db").write_bytes(b"")  # an empty file: still no study, left empty
+    assert main(argv) == 2
+    assert "holds no study yet" in capsys.readouterr().err
+    assert (isolated / "mlruns" / "optuna.db").read_bytes() == b""
+
+
+def test_ui_refuses_a_store_that_is_not_mlflows(isolated, capsys):
+    """The MLflow server would migrate Optuna's database into an MLflow one."""
+    (isolated / "mlruns").mkdir()
+    db = isolated / "mlruns" / "optuna.db"
+    optuna.create_study(study_name="x", storage=f"sqlite:///{db}")
+    before = db.read_bytes()
+    assert main(["ui", "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert "is an Optuna study storage" in capsys.readouterr().err
+    assert db.read_bytes() == before
+
+
+def test_a_read_only_study_storage_on_resume_is_one_line(isolated, capsys):
+    """Used to end in StorageInternalError ("attempt to write a readonly database"). A read-only
+    mount: chmod does not stop root."""
+    (isolated / "src").mkdir()
+    optuna.create_study(study_name="s", storage=f"sqlite:///{isolated / 'src' / 'optuna.db'}")
+    with read_only_view(isolated / "src", isolated / "ro") as view:
+        db = view / "optuna.db"
+        before = db.read_bytes()
+        assert main(search_args("s", 2, "--storage", f"sqlite:///{db}")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not writable" in err[0], err
+        assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["chmod", "chattr"])
+def test_a_read_only_study_storage_file_is_one_line(isolated, capsys, how):
+    """The file itself read-only in a writable folder (chmod a-w, or immutable: root can write
+    through chmod, so that is refused by its mode): one line before the base is trained."""
+    (isolated / "mlruns").mkdir()
+    db = isolated / "mlruns" / "optuna.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    before = db.read_bytes()
+    if how == "chmod":
+        db.chmod(0o444)
+    elif subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        assert main(search_args("s", 2)) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], capture_output=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("is read-only (mode 444)" in err[0] or "is not writable" in err[0]), err
+    assert db.read_bytes() == before
+
+
+def test_export_into_a_read_only_or_impossible_folder_is_one_line(isolated, capsys):
+    (isolated / "a-file").write_text("x")
+    assert main(["export", "--out", str(isolated / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be created" in err[0] and "is a file" in err[0], err
+    with tmpfs(isolated / "ro", "64k", "ro") as fs:
+        assert main(["export", "--out", str(fs / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not writable" in err[0], err
+    assert sorted(p.name for p in isolated.iterdir()) == ["a-file", "ro"]
+
+
+@pytest.mark.parametrize("home", ["file", "under-file", "read-only"])
+def test_an_unusable_prunetune_home_is_one_line_before_the_base_is_trained(isolated, monkeypatch, capsys, home):
+    """Used to be NotADirectoryError, and only after the base model was trained."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    (isolated / "a-file").write_text("x")
+    with contextlib.ExitStack() as stack:
+        path = {"file": isolated / "a-file", "under-file": isolated / "a-file" / "home",
+                "read-only": None}[home]
+        if path is None:
+            path = stack.enter_context(tmpfs(isolated / "ro", "64k", "ro")) / "home"
+        monkeypatch.setenv("PRUNETUNE_HOME", str(path))
+        for argv in (search_args("s", 2), ["train", "--model", "tiny_cnn", "--dataset", "digits"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "PRUNETUNE_HOME" in err[0] and "training" not in err[0], err
+    assert not (isolated / "mlruns").exists()

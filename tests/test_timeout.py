@@ -11,7 +11,7 @@ from prunetune.cli import main
 from prunetune.config import SearchConfig
 from prunetune.search.api import ProgressBar
 from prunetune.search.optuna_runner import run_search
-from tests.helpers import FAST, finished, load_study, search_args
+from tests.helpers import finished, load_study, search_args
 
 TINY = dict(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=100, fps_repeats=3, threads=1)
 

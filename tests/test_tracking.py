@@ -56,6 +56,31 @@ def test_ui_binds_localhost_unless_host_given(isolated):
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
+@pytest.mark.parametrize("port, code, message", [
+    (70000, 2, "--port must be in 1-65535, got 70000"),
+    (0, 2, "--port must be in 1-65535, got 0"),
+    ("busy", 1, "is in use (another server?)"),
+])
+def test_ui_port_out_of_range_or_in_use_is_one_line(isolated, capsys, port, code, message):
+    """Used to be a traceback from the server, exit 0."""
+    with socket.socket() as holder:
+        if port == "busy":
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_ui_on_a_public_host_warns_that_it_has_no_login(isolated, capsys):
+    assert main(["ui", "--host", "0.0.0.0", "--port", str(_free_port())]) == 2  # no store: stops there
+    err = capsys.readouterr().err
+    assert "warning: the MLflow UI has no login" in err and "no MLflow store" in err
+    assert main(["ui", "--port", str(_free_port())]) == 2
+    assert "no login" not in capsys.readouterr().err  # 127.0.0.1: nobody else reaches it
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

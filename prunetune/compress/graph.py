@@ -270,6 +270,7 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> Analysis:
     groups: list[GroupInfo] = []
     skipped: list[tuple[str, str]] = []
     visited: set[nn.Module] = set()
+    tied = tied_layers(model)
     for module, name in names.items():
         if not isinstance(module, ROOT_TYPES) or module in visited:
             continue
@@ -277,11 +278,34 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> Analysis:
             skipped.append((name, "not reached by the traced forward pass"))
             continue
         info = _group_info(graph, module, names)
+        info.problem = info.problem or _tied_problem(info, tied)
         visited.update(modules[layer] for layer in info.out_layers)
         if info.problem is not None:
             skipped.extend((layer, info.problem) for layer in info.out_layers)
         groups.append(info)
     return Analysis(graph, groups, skipped)
+
+
+def tied_layers(model: nn.Module) -> dict[str, str]:
+    """Layers that share a parameter object with another module (tied weights), each mapped to one
+    layer it shares with. Pruning or quantizing one of them would replace its tensor (untie it)."""
+    owner: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            other = owner.setdefault(id(p), name)
+            if other != name:
+                tied.setdefault(name, other)
+                tied.setdefault(other, name)
+    return tied
+
+
+def _tied_problem(info: GroupInfo, tied: dict[str, str]) -> str | None:
+    """Why a group touching a tied layer is left alone (its pruning would untie the weights)."""
+    layer = next((n for n in info.layers if n in tied), None)
+    if layer is None:
+        return None
+    return f"{layer} shares its weights with {tied[layer]} (tied): pruning would untie them"
 
 
 def _group_info(graph: SafeDependencyGraph, root: nn.Module, names: dict[nn.Module, str]) -> GroupInfo:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunetune.compress.graph import ROOT_TYPES, analyse
+from prunetune.compress.graph import ROOT_TYPES, analyse, tied_layers
 from prunetune.measure import count_macs
 
 
@@ -48,7 +48,9 @@ class QuantLayer:
 @dataclass(frozen=True)
 class Inventory:
     """Prunable groups (module order), quantizable layers, and the conv/linear layers left
-    unpruned with the reason (e.g. the classifier: "produces the model output")."""
+    unpruned with the reason (e.g. the classifier: "produces the model output"; layers with tied
+    weights: pruning or a bit-width of their own would untie them, so they are neither pruned
+    nor quantizable)."""
 
     groups: list[PrunableGroup]
     quant_layers: list[QuantLayer]
@@ -72,8 +74,9 @@ def inventory(model: nn.Module, example_input: torch.Tensor) -> Inventory:
                             sum(macs.get(layer, 0) for layer in g.layers) / total if total else 0.0,
                             g.layers, g.divisor)
               for g in analysis.prunable]
+    tied = tied_layers(model)  # kept float: a bit-width of their own would untie them
     quant = [QuantLayer(name, _layer_kind(m), sum(p.numel() for p in m.parameters()), macs.get(name, 0))
-             for name, m in model.named_modules() if isinstance(m, ROOT_TYPES)]
+             for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and name not in tied]
     return Inventory(groups, quant, list(analysis.skipped), int(total))
 
 

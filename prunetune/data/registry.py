@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 
 from prunetune.data.bundle import DataBundle, NormalizedTensorDataset, stratified_split
 from prunetune.errors import DataNotFoundError, PrunetuneError

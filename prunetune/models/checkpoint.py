@@ -15,14 +15,10 @@ from torch import nn
 from prunetune.data.bundle import DataBundle
 from prunetune.errors import CheckpointError
 from prunetune.models.factory import create_model
+from prunetune.paths import check_home, check_writable_folder, probe_writable
 from prunetune.models.training import Recipe, evaluate, train
 
 FORMAT = "prunetune-base/1"
-
-
-def home_dir() -> Path:
-    """Where caches live: $PRUNETUNE_HOME, else ~/.cache/prunetune."""
-    return Path(os.environ.get("PRUNETUNE_HOME", Path.home() / ".cache" / "prunetune"))
 
 
 @dataclass
@@ -130,7 +126,7 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
         if not {"val_accuracy", "test_accuracy"} <= set(meta.get("metrics", {})):
             meta = {**meta, "model": model_name, "dataset": bundle.name, "metrics": _metrics(model, bundle, device)}
         return BaseModel(model, meta, Path(checkpoint))
-    cache = Path(cache_dir) if cache_dir else home_dir() / "checkpoints"
+    cache = Path(cache_dir) if cache_dir else check_home() / "checkpoints"
     path = cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-" \
                    f"{cache_key(model_name, bundle.name, seed, recipe)}.pt"
     if path.is_file():
@@ -139,12 +135,18 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
             return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
         except CheckpointError as exc:
             log(f"ignoring broken cached checkpoint ({exc}); retraining")
+    check_writable_folder(cache, "base model cache")  # before training, not after
+    probe_writable(cache, "base model cache")
     with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
         torch.manual_seed(seed)  # the initial weights too: torch seeds itself at random at start-up
         model = build_for(model_name, bundle)
     epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
     log(f"training base {model_name} on {bundle.name} for {epochs} (cached afterwards)")
-    hist = train(model, bundle.train, recipe, seed=seed, device=device)
+
+    def progress(epoch: int, loss: float, seconds: float) -> None:  # a big model: minutes per epoch
+        log(f"base epoch {epoch}/{recipe.epochs}: loss {loss:.4f} ({seconds:.0f} s)")
+
+    hist = train(model, bundle.train, recipe, seed=seed, device=device, on_epoch=progress)
     meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
             "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
             "train_loss": hist.loss, "train_seconds": hist.seconds,

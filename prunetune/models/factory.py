@@ -83,7 +83,39 @@ def _user_model(spec: str, in_channels: int, num_classes: int, input_size: tuple
         raise ConfigError(f"user model {spec!r} raised {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"user model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    _check_forward(model, (1, in_channels, *input_size), f"user model {spec!r}")
     return model
+
+
+def _check_forward(model: nn.Module, shape: tuple[int, ...], what: str) -> None:
+    """One forward pass of `model` (eval mode, no gradients, its mode restored) on zeros of
+    `shape`: ConfigError, one line, when it raises or returns anything but one tensor."""
+    import torch
+
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(shape))
+    except Exception as exc:  # noqa: BLE001 - the user's model: one line
+        raise ConfigError(f"{what} fails on an input of shape {shape}: {_one_line(exc)}") from None
+    finally:
+        model.train(was_training)
+    check_single_output(out, what)
+
+
+def check_single_output(out: object, what: str) -> None:
+    """ConfigError, one line, unless a model's forward returned one tensor: prunetune counts,
+    prunes, scores, times and exports a model whose output is its class scores. A tuple or dict
+    (auxiliary heads, HuggingFace-style outputs) is refused rather than guessed at."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return
+    raise ConfigError(f"{what}'s forward returns a {type(out).__name__}, not one tensor: "
+                      f"prunetune needs "
+                      "a model whose forward returns its class scores as one tensor; wrap it so "
+                      "that "
+                      "forward returns that tensor (e.g. out[0] or out['logits'])")
 
 
 def _one_line(exc: BaseException) -> str:

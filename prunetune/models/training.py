@@ -6,7 +6,7 @@ import copy
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -113,26 +113,29 @@ def _make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> t
 
 def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
           sampler: Sampler | None = None, teacher: nn.Module | None = None,
-          device: torch.device | str = "cpu") -> TrainHistory:
+          device: torch.device | str = "cpu",
+          on_epoch: Callable[[int, float, float], None] | None = None) -> TrainHistory:
     """Train in place for `recipe.epochs` epochs on `device`; returns the mean loss per epoch. The
     model is back on the device it was on when this returns (or raises), in eval mode; `teacher`
     is never moved or modified (see `_teacher_on`).
 
     With a `sampler` exposing `set_epoch`, every epoch draws its own subset. Deterministic on CPU
-    for a given seed. Raises DivergedError when the loss becomes NaN or infinite."""
+    for a given seed. Raises DivergedError when the loss becomes NaN or infinite. `on_epoch(epoch,
+    loss, seconds)` is called after each epoch (1-based; the mean loss; seconds since the start)."""
     device = _as_device(device)
     if teacher is not None:
         teacher = _teacher_on(teacher, device)
     with _moved_to(model, device):
         try:
             return _train_epochs(model, train_set, recipe, seed=seed, sampler=sampler, teacher=teacher,
-                                 device=device)
+                                 device=device, on_epoch=on_epoch)
         finally:
             model.eval()
 
 
 def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int, sampler: Sampler | None,
-                  teacher: nn.Module | None, device: torch.device) -> TrainHistory:
+                  teacher: nn.Module | None, device: torch.device,
+                  on_epoch: Callable[[int, float, float], None] | None = None) -> TrainHistory:
     """The loop of `train`, with the model and teacher already on `device`."""
     import time
 
@@ -168,6 +171,8 @@ def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed:
             total += loss.item() * len(y)
             n += len(y)
         hist.loss.append(total / max(n, 1))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, hist.loss[-1], time.perf_counter() - start)
     hist.seconds = time.perf_counter() - start
     return hist
 

@@ -3,18 +3,18 @@ Pareto table. `prunetune search` and `prunetune pareto` are thin wrappers over t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from prunetune import render
 from prunetune.config import SearchConfig
 from prunetune.paths import study_dir
+from prunetune.redact import mask_url
 from prunetune.search import pareto
 from prunetune.search.objectives import OBJECTIVES
 from prunetune.search.results import (SearchResult, csv_text, front_rows, max_drop, near_chance_pick, selected,
                                       summarize, table_rows, write_front)
 from prunetune.search.selection import parse_rule
+from prunetune.search.study import check_storage, load_existing
 from prunetune.search.target_report import targets_text
-from prunetune.search.study import load_existing
 
 TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
 HEADERS = {"accuracy": "val acc", "test_accuracy": "test acc", "size_bytes": "size"}
@@ -161,14 +161,30 @@ def check_names(cfg: SearchConfig) -> None:
     check_runtime(cfg.runtime)
     if cfg.select:
         check_rule_metrics(parse_rule(cfg.select))
-    from prunetune.paths import prepare_sqlite
+    from prunetune.paths import check_home, prepare_sqlite
     from prunetune.search.tracking import requested_uri
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
-    prepare_sqlite(cfg.storage_url, "study storage", create=False)
+    check_storage(cfg.storage_url)  # a supported, writable Optuna storage (or a new one)
+    check_home()  # caches and locks: a file or an unwritable folder fails now, not after training
     prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking",
                    create=False)
+
+
+def threads_warning(threads: int) -> str | None:
+    """The one-line warning for --threads above the CPU cores this process may use (FPS would be
+    measured oversubscribed: slower and noisier than on a machine that has them); None otherwise."""
+    import os
+
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    if threads <= cores:
+        return None
+    return (f"warning: --threads {threads} is more than the {cores} CPU core(s) this process may "
+            f"use: "
+            "FPS is measured oversubscribed (slower and noisier than on a machine with that many "
+            "cores)")
 
 
 def check_rule_metrics(rule) -> None:
@@ -204,7 +220,13 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
     from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
 
     check_names(cfg)
+    for warning in filter(None, [threads_warning(cfg.threads)]):
+        log(warning)
     check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
+    if export_dir:  # an --export folder that cannot take the export fails now, not after the search
+        from prunetune.export import check_output
+
+        check_output(export_dir)
     bar = ProgressBar(cfg.timeout)
     # with --export the export registers the selected trial (one version per trial, not two)
     tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
@@ -243,17 +265,17 @@ def resolve_study(name: str | None, storage: str) -> str:
     from prunetune.errors import PrunetuneError
     from prunetune.search.study import make_storage
 
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        raise PrunetuneError(f"no study storage at {storage.removeprefix('sqlite:///')}: run `prunetune search` "
-                             "first, or pass --storage")
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False)
+    opened = make_storage(storage, create=False)  # nothing created: PrunetuneError when missing
+    summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
+    names = sorted(s.study_name for s in summaries
                    if "screen_of" not in s.user_attrs)  # a search's screening study is not one to read
     default = SearchConfig().study_name
     if len(names) == 1:
         return names[0]
     if default in names:
         return default
-    raise PrunetuneError(f"which study? {storage} holds {', '.join(names) if names else 'none'}: pass --study NAME")
+    raise PrunetuneError(f"which study? {mask_url(storage)} holds "
+                         f"{', '.join(names) if names else 'none'}: pass --study NAME")
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:

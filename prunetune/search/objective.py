@@ -156,11 +156,13 @@ def measure_base(setup: SearchSetup) -> dict:
     with setup.lock.quiet():
         timing = measure_fps({"base": _base_runner(setup)}, example,
                              repeats=max(setup.config.fps_repeats, 21))["base"]
-    return {"accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+    # user metrics first: they never replace prunetune's own (see records.reserved_name)
+    return {**m.get("user_metrics", {}),
+            "accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
             "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
             "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
             "fps_spread": timing.spread, "speedup": 1.0, "runtime": setup.config.runtime,
-            "threads": setup.config.threads, "device": setup.device, **m.get("user_metrics", {})}
+            "threads": setup.config.threads, "device": setup.device}
 
 
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
@@ -186,8 +188,11 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
         if rec.state == REJECTED:
             return rec
         t1 = time.perf_counter()
+        shape = architecture(model)
         with setup.lock.busy():
             rec.curve = setup.workload.finetune(model, seed, setup.device)
+            check_architecture(shape, model)  # the saved file must rebuild this very model
+            _record_costs(setup, model, config, rec)  # the model train_fn left, counted again
         rec.timings["finetune_s"] = time.perf_counter() - t1
         t_bn = time.perf_counter()
         with setup.lock.busy():
@@ -206,6 +211,10 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
         rec.state, rec.reason = FAILED, f"diverged: {exc}"
     except UserFunctionError as exc:
         rec.state, rec.reason = FAILED, str(exc)
+        rec.traceback = "".join(traceback.format_exception(exc))
+    except SystemExit as exc:  # sys.exit in a user's model: the trial fails, the search goes on
+        rec.state = FAILED
+        rec.reason = f"SystemExit: sys.exit({exc.code!r:.100}) was called inside the trial"
         rec.traceback = "".join(traceback.format_exception(exc))
     except MemoryError as exc:
         rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
@@ -229,12 +238,49 @@ def _compressed(setup: SearchSetup, params: dict, seed: int, rec: TrialRecord) -
         config = setup.space.decode(params)  # a sweep's decode may scan or rank (strategies.py)
         rec.config = config.as_dict()
         model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed)
-        macs, per_layer = count_macs(model, example, per_module=True)
+        _record_costs(setup, model, config, rec)
+    if cfg.max_flops is not None and rec.metrics["flops"] > cfg.max_flops:
+        rec.state = REJECTED
+        rec.reason = f"flops {rec.metrics['flops']:,} > max_flops {cfg.max_flops:,.0f}"
+    return config, model
+
+
+def _record_costs(setup: SearchSetup, model: nn.Module, config: CompressionConfig,
+                  rec: TrialRecord) -> None:
+    """The model's costs on `rec` (macs, flops, bitops, params, size_bytes): counted right after
+    compression (constraints are checked before any training) and again after fine-tuning, so a
+    trial is judged on the model it really produced."""
+    macs, per_layer = count_macs(model, setup.example_input(), per_module=True)
     rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
                        params=count_params(model), size_bytes=compressed_size_bytes(model, config))
-    if cfg.max_flops is not None and 2 * macs > cfg.max_flops:
-        rec.state, rec.reason = REJECTED, f"flops {2 * macs:,} > max_flops {cfg.max_flops:,.0f}"
-    return config, model
+
+
+def architecture(model: nn.Module) -> tuple:
+    """What a compressed-model file rebuilds: every module's name, type and settings (its
+    extra_repr: strides, paddings, ...), every parameter's and buffer's name and shape."""
+    modules = tuple((name, f"{type(m).__name__}({m.extra_repr()})")
+                    for name, m in model.named_modules())
+    tensors = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
+    return modules, tensors
+
+
+def check_architecture(before: tuple, model: nn.Module) -> None:
+    """UserFunctionError, naming the first difference, when fine-tuning (a user's train_fn)
+    changed the model's architecture: its weights file could not be rebuilt as the model that
+    was measured, so the trial fails (alone) instead of the reload at the end of the search."""
+    after = architecture(model)
+    if after == before:
+        return
+    for kind, old, new in (("module", before[0], after[0]), ("tensor", before[1], after[1])):
+        diff = sorted(set(old) ^ set(new))
+        if diff:
+            name = diff[0][0] or "(the model itself)"
+            raise UserFunctionError(f"train_fn changed the model's architecture ({kind} {name!r}: "
+                                    f"{dict(old).get(diff[0][0])} -> {dict(new).get(diff[0][0])}); "
+                                    "it must fine-tune the weights in place, keeping every layer "
+                                    "and shape")
+    raise UserFunctionError("train_fn changed the order of the model's layers; it must fine-tune "
+                            "the weights in place")
 
 
 def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:

@@ -21,14 +21,15 @@ import optuna
 
 from prunetune import interrupts
 from prunetune.config import SearchConfig
+from prunetune.errors import PrunetuneError
 from prunetune.paths import inside, study_dir
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.screening import Screener
-from prunetune.search.workload import UserFunctionError
-from prunetune.search.study import budget_lock, count_finished, open_study, recover_unfinished, worker_id
+from prunetune.search.study import (budget_lock, count_finished, open_study, others_running_here,
+                                    recover_unfinished, requeue_unfinished, worker_id)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -103,19 +104,36 @@ def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, scre
     """The next trial of a search, asked and tagged with this worker under the study's budget lock
     (count + ask atomically: parallel searches never overshoot), with its params when `sample`
     (sampled under the lock too); None when no trial should start: the deadline passed, a
-    strategy's sweep is done, the deadline passed while screening, or the budget is reached."""
+    strategy's sweep is done, the deadline passed while screening, or the budget is reached.
+    Trials whose process died meanwhile are failed and re-queued first (requeue_unfinished)."""
     cfg = setup.config
     if deadline.passed() or setup.space.exhausted(study):
         return None
     if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
         return None
     with budget_lock(study):
+        requeue_unfinished(study)  # a dead process's RUNNING trial no longer holds budget
         finished, running = count_finished(study)
         if finished + running >= cfg.trials:
             return None
         trial = study.ask()
         trial.set_user_attr("worker", worker_id())
         return trial, setup.space.suggest(trial) if sample else None
+
+
+OTHERS_POLL_S = 1.0
+
+
+def wait_for_others(study: optuna.Study, setup: SearchSetup, deadline: Deadline) -> bool:
+    """When the budget is full only because trials of other searches on this machine are in
+    flight: wait OTHERS_POLL_S and say so (True: ask again), so that if one of them dies (kill -9)
+    this search re-runs its trial and `--trials N` still means N finished. False: stop."""
+    if deadline.passed() or setup.space.exhausted(study):
+        return False
+    if count_finished(study)[0] >= setup.config.trials or not others_running_here(study):
+        return False
+    time.sleep(OTHERS_POLL_S)
+    return True
 
 
 def mark_interrupted(study: optuna.Study, trial: optuna.trial.Trial) -> None:
@@ -142,7 +160,7 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     `setup`: one already prepared (the Python API's, around the caller's model and loop); else
     `prepare_search(cfg)` (the CLI's data set and recipe)."""
     setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
-    study = open_study(cfg, setup.space, setup.base_metrics)
+    study = open_study(cfg, setup.space, setup.base_metrics, log=log)
     for layer, why in setup.skipped_layers:
         if "model output" not in why:  # the classifier's outputs are never pruned: no news
             log(f"left unpruned: {layer} ({why})")
@@ -160,6 +178,8 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                 progress(count_finished(study)[0], cfg.trials, study)
             asked = next_trial(study, setup, deadline, screen)
             if asked is None:
+                if wait_for_others(study, setup, deadline):
+                    continue
                 return
             trial = asked[0]
             try:
@@ -226,7 +246,8 @@ def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool 
     """Score front members on the test split (once each; on the CPU, where exported models run and
     their verification re-scores them; a workload without test data scores none; a user's test_fn
     that fails leaves that member unscored, the reason in the study's "test_errors"), drop
-    dominated trials' weights."""
+    dominated trials' weights. A member whose file no longer loads (CheckpointError) is left
+    unscored the same way: one trial's fault never ends the search or its resume."""
     result = summarize(study)
     tests = dict(study.user_attrs.get("test_accuracy", {}))
     errors = dict(study.user_attrs.get("test_errors", {}))
@@ -234,7 +255,7 @@ def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool 
         if str(r.number) not in tests and r.weights and Path(r.weights).is_file():
             try:
                 test = setup.workload.test_accuracy(setup.load_trial(r.weights))
-            except UserFunctionError as exc:
+            except PrunetuneError as exc:  # a user's test_fn, or a file that no longer loads
                 errors[str(r.number)] = str(exc)
                 continue
             if test is not None:

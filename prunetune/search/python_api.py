@@ -21,6 +21,7 @@ from torch import nn
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError
 from prunetune.models import BaseModel
+from prunetune.models.factory import check_single_output
 from prunetune.search import strategies
 from prunetune.search.objective import SearchSetup, build_space, measure_base, missing_objectives
 from prunetune.search.objectives import get_objective, user_objective
@@ -42,6 +43,11 @@ def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     `metric:direction` for the caller's own metrics (see get_objective)."""
     if isinstance(objectives, str):
         raise ConfigError("objectives must be a sequence of names or a mapping {metric: direction}, not one string")
+    if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
+        raise ConfigError("objectives must be ordered (a list, a tuple or a dict), not a set: "
+                          "their order is "
+                          "the study's, and a set's order changes from run to run (resume would "
+                          "be refused)")
     if isinstance(objectives, Mapping):
         return [user_objective(str(m), str(d)) for m, d in objectives.items()]
     names = [str(o) for o in objectives]
@@ -84,8 +90,11 @@ def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Mo
     output width) after one forward pass of the copy; ConfigError otherwise."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor) or example_input.ndim not in (3, 4):
-        raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the model accepts")
+    _check_example(example_input)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise ConfigError("the model's weights are on the meta device (no data): pass a model "
+                          "with real "
+                          "weights (e.g. model.to_empty(device='cpu') and load them)")
     x = (example_input if example_input.ndim == 4 else example_input.unsqueeze(0))[:1].detach().cpu().float()
     base = copy.deepcopy(model).cpu().eval()
     try:
@@ -94,7 +103,23 @@ def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Mo
     except Exception as exc:  # noqa: BLE001 - the caller's model on the caller's input
         raise ConfigError(f"the model does not accept example_input {tuple(x.shape)}: {type(exc).__name__}: "
                           f"{str(exc)[:200]}") from None
-    return base, x, int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else 0
+    check_single_output(out, "the model")
+    return base, x, int(out.shape[-1]) if out.ndim >= 1 else 0
+
+
+def _check_example(example_input: object) -> None:
+    """ConfigError, one line, unless `example_input` is a real tensor (C, H, W) or a batch
+    (N, C, H, W) with at least one sample and no empty dimension (not on the meta device)."""
+    if not isinstance(example_input, torch.Tensor) or example_input.ndim not in (3, 4):
+        raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the "
+                          "model accepts")
+    if example_input.is_meta:
+        raise ConfigError("example_input is on the meta device (a shape without data): pass a real "
+                          "tensor, e.g. torch.zeros(1, C, H, W)")
+    if 0 in example_input.shape:
+        raise ConfigError(f"example_input has an empty dimension {tuple(example_input.shape)}: "
+                          f"pass at "
+                          "least one sample, e.g. a batch of shape (1, C, H, W)")
 
 
 def prepare_user_search(cfg: SearchConfig, base_model: nn.Module, example: torch.Tensor, workload: UserWorkload,
@@ -104,8 +129,11 @@ def prepare_user_search(cfg: SearchConfig, base_model: nn.Module, example: torch
     inventory, the base's FPS on the CPU."""
     from prunetune.compress import inventory
 
-    scored = metrics_of("eval_fn", workload.eval_fn, copy.deepcopy(base_model))
-    test = workload.test_accuracy(copy.deepcopy(base_model))
+    try:
+        scored = metrics_of("eval_fn", workload.eval_fn, copy.deepcopy(base_model))
+        test = workload.test_accuracy(copy.deepcopy(base_model))
+    except UserFunctionError as exc:  # on the base: the caller's input, refused before any write
+        raise ConfigError(f"the base model: {exc}") from None
     meta = {"metrics": {"val_accuracy": scored["accuracy"], "test_accuracy": test,
                         "user_metrics": {k: v for k, v in scored.items() if k != "accuracy"}},
             "num_classes": classes}
@@ -275,10 +303,16 @@ class SameBaseCheck:
 def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
     """The CLI's runner dispatch (search.api.run) with the same MLflow tracking and --select
     registration; the store is checked before anything is written."""
-    from prunetune.search.api import run, selection_warning
+    from prunetune.search.api import run, selection_warning, threads_warning
+    from prunetune.paths import check_home
+    from prunetune.search.study import check_storage
     from prunetune.search.tracking import MlflowTracker, check_store
 
+    check_storage(cfg.storage_url)
     check_store(cfg.tracking_uri)
+    check_home()  # its lock files
+    for warning in filter(None, [threads_warning(cfg.threads)]):
+        log(warning)
     listeners = [SameBaseCheck(setup), MlflowTracker(cfg.tracking_uri, select=cfg.select)]
     result = run(cfg, log=log, listeners=listeners, setup=setup)
     warning = selection_warning(result, cfg.select)

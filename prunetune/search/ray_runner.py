@@ -89,7 +89,7 @@ def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), l
         setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
         for layer, why in setup.skipped_layers:
             log(f"left unpruned: {layer} ({why})")
-        study = open_study(cfg, setup.space, setup.base_metrics)
+        study = open_study(cfg, setup.space, setup.base_metrics, log=log)
         replayed = recover_unfinished(study)
         if replayed:
             log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")

@@ -15,6 +15,22 @@ COMPLETE, FAILED, REJECTED, RUNNING, INTERRUPTED = "complete", "failed", "reject
 METRIC_KEYS = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
                "latency_ms", "fps_spread", "speedup")
 MEASURED_KEYS = METRIC_KEYS[1:]
+# names prunetune's own record uses besides the metrics: the run context stored with the base
+# metrics, the timings, MLflow's per-trial and parent metrics, the data frame's fixed columns
+CONTEXT_KEYS = ("runtime", "threads", "device")
+TIMING_KEYS = ("compress_s", "finetune_s", "recalibrate_s", "measure_s", "total_s")
+RESERVED_NAMES = frozenset((*MEASURED_KEYS, *CONTEXT_KEYS, *TIMING_KEYS, "fps_measured",
+                            "finetune_loss", "budget", "tracking_s", "trial_s", "tracking_share",
+                            "number", "trial", "state", "front", "knee", "reason", "config",
+                            "params", "seed", "weights"))
+RESERVED_PREFIXES = ("time_", "base_", "params_", "metric_", "screen")
+
+
+def reserved_name(name: str) -> bool:
+    """Whether a user metric named `name` would overwrite or hide part of prunetune's own record
+    (a measured metric, the run context, a timing, an MLflow metric, a trials_dataframe column):
+    user metrics must be named otherwise."""
+    return name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES)
 TRACEBACK_CHARS = 20_000  # a failed trial's stored traceback: its last this many characters
 FAILURE_STREAK = 5  # this many identical failures in a row stop a search
 

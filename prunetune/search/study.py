@@ -5,32 +5,67 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 
 import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.paths import file_lock, prepare_sqlite
+from prunetune.paths import absolute_sqlite, check_sqlite_file, file_lock, prepare_sqlite
+from prunetune.redact import mask_config, mask_url, scrub
 from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.search.objectives import get_objective
 from prunetune.search.study_store import load, storage_of, study_exists
 from prunetune.spaces import SearchSpace
+from prunetune.stores import check_kind, check_scheme, check_writable_file, sqlite_path
 
 TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage; for sqlite the folder is created and an unwritable one is a clear error."""
-    url = prepare_sqlite(url, "study storage", create=True)
+def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """RDB storage, checked first (see check_storage); with `create` (a search) a new SQLite
+    storage's folder is created. Without it (`pareto`, `export`: read-only commands) nothing is
+    created: a missing or empty storage is a PrunetuneError."""
+    url = check_storage(url, create=create)
     # Optuna creates a new database's tables without a guard: two processes opening the same
     # new storage at once can both insert its schema version (IntegrityError). One at a time.
+    if create:
+        prepare_sqlite(url, "study storage", create=True)  # the folder of a new SQLite storage
     with _file_lock(url, "", "storage"):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
                                               if url.startswith("sqlite") else None)
         except Exception as exc:
-            raise PrunetuneError(f"cannot open study storage {url!r}: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200]}") from None
+            why = scrub(str(exc).splitlines()[0][:200] if str(exc) else "", url)
+            raise PrunetuneError(f"cannot open study storage {mask_url(url)!r}: "
+                                 f"{type(exc).__name__}: {why}") from None
+
+
+def check_storage(url: str, *, create: bool = True) -> str:
+    """The absolute URL of the study storage `url` after checking, writing nothing, that it is a
+    supported persistent database (no file:, no in-memory SQLite), that a SQLite file is a SQLite
+    database in a writable folder and itself writable, and that an existing database is an
+    Optuna storage (not MLflow's, not another application's). Without `create`, it must exist
+    and hold Optuna's tables. PrunetuneError, one line, otherwise."""
+    check_scheme(url, "optuna")
+    if create:
+        url = prepare_sqlite(url, "study storage", create=False)
+        path = sqlite_path(url)
+        if path is not None:
+            check_writable_file(path, "study storage file")
+    else:
+        url = absolute_sqlite(url)
+        path = sqlite_path(url)
+        if path is not None and not path.is_file():
+            raise PrunetuneError(f"no study storage at {str(path)!r}: run `prunetune search` "
+                                 f"first, "
+                                 "or pass --storage")
+        if path is not None:
+            check_sqlite_file(path, "study storage")
+    if not check_kind(url, "optuna") and not create:
+        raise PrunetuneError(f"study storage {mask_url(url)!r} holds no study yet: run `prunetune "
+                             "search` first, or pass --storage")
+    return url
 
 
 def make_sampler(cfg: SearchConfig, space=None) -> optuna.samplers.BaseSampler:
@@ -80,17 +115,19 @@ def budget_lock(study: optuna.Study):
 
 def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     """An existing study, or a clear error listing the studies in that storage."""
-    storage = make_storage(cfg_storage)
+    storage = make_storage(cfg_storage, create=False)  # read-only commands never create a store
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
-        raise PrunetuneError(f"no study {name!r} in {cfg_storage}; studies there: "
+        raise PrunetuneError(f"no study {name!r} in {mask_url(cfg_storage)}; studies there: "
                              f"{', '.join(names) if names else 'none'}")
     return load(storage, name)
 
 
-def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> optuna.Study:
+def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict, *,
+               log: Callable[[str], None] = lambda m: None) -> optuna.Study:
     """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
-    and one set of objectives: reusing its name with others is refused."""
+    and one set of objectives: reusing its name with others is refused. A resume with another
+    recipe is recorded (see record_recipe) and logged in one line."""
     objectives = [get_objective(o) for o in cfg.objectives]
     storage = make_storage(cfg.storage_url)
     with _file_lock(storage.url, cfg.study_name, "create"):
@@ -99,12 +136,15 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict) -> opt
                      directions=[o.direction for o in objectives])
         if exists:
             _check_same(study, cfg, space)
+            note = record_recipe(study, cfg)
+            if note:
+                log(note)
         else:
             study.set_user_attr("objectives", [o.name for o in objectives])
             study.set_user_attr("strategy", cfg.strategy)
             study.set_user_attr("space_fingerprint", space.fingerprint())
             study.set_user_attr("space", space.to_dict())
-            study.set_user_attr("config", cfg.as_dict())
+            study.set_user_attr("config", mask_config(cfg.as_dict()))  # no password stored
             study.set_user_attr("base_metrics", base_metrics)
             study.set_user_attr("constraints", {"min_accuracy": cfg.min_accuracy, "max_flops": cfg.max_flops})
             study.set_user_attr("model", cfg.model)
@@ -147,6 +187,33 @@ def params_of(trial: optuna.trial.FrozenTrial) -> dict:
     return trial.params or trial.user_attrs.get(ENQUEUED, {})
 
 
+# what a trial's numbers depend on: a resume must keep them (the budget, timeout, sampler,
+# screening, backend, workers, where stores and data live, the device, --select and
+# --keep-all-weights may change: they decide which trials run, not what a trial measures)
+RECIPE_KEYS = ("model", "dataset", "checkpoint", "base_epochs", "base_seed", "seed", "subset",
+               "epochs", "lr", "batch_size", "distill", "runtime", "threads", "fps_repeats",
+               "min_accuracy", "max_flops")
+
+
+def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
+    """On a resume whose recipe (RECIPE_KEYS) differs from the stored config: store the new config
+    as the study's "config" and append {"from_trial", "changed": {key: [old, new]}} to its
+    "config_history" (trials numbered from_trial on ran with it); return the one-line warning
+    naming the keys. None (nothing written) when the recipe is the same."""
+    stored, now = study.user_attrs.get("config") or {}, mask_config(cfg.as_dict())
+    changed = {k: [stored[k], now[k]] for k in RECIPE_KEYS if k in stored and stored[k] != now[k]}
+    if not changed:
+        return None
+    first = len(study.get_trials(deepcopy=False))
+    history = list(study.user_attrs.get("config_history", []))
+    study.set_user_attr("config_history", [*history, {"from_trial": first, "changed": changed}])
+    study.set_user_attr("config", now)
+    shown = ", ".join(f"{k} {old!r:.40} -> {new!r:.40}" for k, (old, new) in changed.items())
+    return (f"warning: resuming study {cfg.study_name!r} with another recipe ({shown}): trials "
+            f"from "
+            f"number {first} on use it; recorded in the study's config_history")
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -173,10 +240,13 @@ def recover_unfinished(study: optuna.Study) -> list[int]:
     Ctrl-C. Each is re-queued once with its params and its original number as `replay_of` (so it
     uses the same seed). Returns their numbers."""
     with budget_lock(study):
-        return _recover_unfinished(study)
+        return requeue_unfinished(study)
 
 
-def _recover_unfinished(study: optuna.Study) -> list[int]:
+def requeue_unfinished(study: optuna.Study) -> list[int]:
+    """recover_unfinished's work, for a caller already holding the study's budget lock: the
+    runners call it before every ask, so a trial whose process died while this search runs (a
+    second search on the study, killed) is failed, its budget freed and it is re-run."""
     requeued = set(study.user_attrs.get("requeued", []))
     storage = storage_of(study, required=True)
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -198,6 +268,17 @@ def _recover_unfinished(study: optuna.Study) -> list[int]:
     if out:
         study.set_user_attr("requeued", sorted(requeued | set(out)))
     return out
+
+
+def others_running_here(study: optuna.Study) -> bool:
+    """Whether a trial of another process on this machine is RUNNING: its end (or its process's
+    death, see requeue_unfinished) decides whether the budget is reached."""
+    me, host = worker_id(), socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker") or ""
+        if worker != me and worker.rpartition(":")[0] == host:
+            return True
+    return False
 
 
 def count_finished(study: optuna.Study) -> tuple[int, int]:

@@ -43,6 +43,8 @@ from pathlib import Path
 
 from prunetune import interrupts
 from prunetune.errors import PrunetuneError
+from prunetune.redact import mask_config, mask_url, scrub
+from prunetune.stores import check_kind, check_scheme, scheme
 from prunetune.search.records import COMPLETE, FAILED, METRIC_KEYS, REJECTED, TrialRecord
 from prunetune.search.results import SearchResult
 
@@ -88,12 +90,14 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
     import sys
 
     uri = requested_uri(uri)
+    check_scheme(uri, "mlflow")
     argv = [sys.executable, "-m", "mlflow", "server"]
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         if not db.is_file():
             raise PrunetuneError(f"no MLflow store at {str(db)!r}: run `prunetune search` first, "
                                  "or pass --tracking-uri")
+        check_kind(f"sqlite:///{db}", "mlflow")  # the server would migrate any database into one
         argv += ["--artifacts-destination", str(db.parent / "artifacts")]
     argv += ["--backend-store-uri", tracking_uri(uri), "--host", host, "--port", str(port), "--workers", "1"]
     return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
@@ -128,11 +132,15 @@ def check_store(uri: str | None) -> None:
     from prunetune.paths import absolute_sqlite, prepare_sqlite
 
     uri = absolute_sqlite(requested_uri(uri))
+    check_scheme(uri, "mlflow")  # no file: store, no in-memory database
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
     elif uri.startswith("sqlite:///"):
         prepare_sqlite(uri, "tracking", create=False)  # a writable folder, a SQLite file if any
+        check_kind(uri, "mlflow")  # not Optuna's database, nor another application's
         _is_store(Path(uri.removeprefix("sqlite:///")))  # raises for a half-made one
+    elif scheme(uri) != "databricks":
+        check_kind(uri, "mlflow")  # a database server: reachable, and an MLflow database
 
 
 def prepare_store(uri: str | None) -> str:
@@ -160,13 +168,31 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
     import urllib.request
 
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        urllib.request.urlopen(_health_request(uri), timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise PrunetuneError(f"MLflow tracking server {uri} is not reachable ({reason}); start it or "
+        raise PrunetuneError(f"MLflow tracking server {mask_url(uri)} is not reachable "
+                             f"({scrub(str(reason), uri)}); start it or "
                              "pass another --tracking-uri") from None
+
+
+def _health_request(uri: str):
+    """The request for the server's /health page; credentials in the URL (user:password@) sent as
+    HTTP basic authentication, as MLflow's client sends them (urllib would take them for a host)."""
+    import base64
+    import urllib.request
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    url = parts._replace(netloc=host, query="", fragment="").geturl().rstrip("/") + "/health"
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    return request
 
 
 def _is_store(db: Path) -> bool:
@@ -343,6 +369,9 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            # MLflow prints "View run ... at: URL" per run with the URL's password: never
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
             self._client = MlflowClient(tracking_uri=prepare_store(self._uri_arg))
         return self._client
 
@@ -373,7 +402,8 @@ class MlflowTracker:
             else:
                 self.parent_run_id, known = reopened
                 self._log_batch(self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags})
-            params = _flat_params("", cfg.as_dict()) | _flat_params("space.", setup.space.summary())
+            params = (_flat_params("", mask_config(cfg.as_dict()))
+                      | _flat_params("space.", setup.space.summary()))
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
             base = {f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)}
             self._log_batch(self.parent_run_id, params=params, metrics=_metrics(base | {"budget": cfg.trials}),

@@ -10,8 +10,9 @@ from typing import Callable
 import torch
 
 from prunetune.compress import load_compressed_file
-from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, choose_trial, load_compressed,
-                              log_export, output_folder, trial_weights, write_card, write_verified)
+from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, check_output,
+                              choose_trial, load_compressed, log_export, output_folder,
+                              trial_weights, write_card, write_verified)
 from prunetune.search.records import TrialRecord
 
 VERIFY_SEED = 0
@@ -31,6 +32,7 @@ def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = 
     the reloaded model first (a recovery fine-tune; the card gives eval_fn's accuracy before and
     after). PrunetuneError for an incomplete trial or one whose weights were not kept."""
     check_export_flags(fmt, int8=False, retrain_epochs=retrain)
+    check_output(out_dir, log)
     rec = choose_trial(run.result, trial=rec.number)
     setup = run.setup
     base = setup.base.model

@@ -24,7 +24,7 @@ from torch.utils.data import Subset
 from prunetune.data import BalancedSubsetSampler, DataBundle
 from prunetune.errors import PrunetuneError
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
-from prunetune.search.records import MEASURED_KEYS
+from prunetune.search.records import reserved_name
 
 RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
 SCREEN_IMAGES = 300  # screening: batch-norm statistics re-estimated on this many training images
@@ -193,9 +193,12 @@ class UserWorkload:
 
 
 def _call(name: str, fn: Callable, model: nn.Module):
-    """fn(model); any exception becomes a UserFunctionError naming `name` (KeyboardInterrupt passes)."""
+    """fn(model); any exception, and sys.exit, becomes a UserFunctionError naming `name`
+    (KeyboardInterrupt passes)."""
     try:
         return fn(model)
+    except SystemExit as exc:  # sys.exit in a user's loop fails the trial, never the process
+        raise UserFunctionError(f"{name} called sys.exit({exc.code!r:.100})") from None
     except Exception as exc:  # noqa: BLE001 - the user's code: its failure fails the trial
         raise UserFunctionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
 
@@ -205,16 +208,20 @@ METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what MLflow takes as a met
 
 def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
     """The metrics `fn(model)` returns, checked: a mapping of names (letters, digits, '_', '.', '-';
-    none that prunetune measures itself, records.MEASURED_KEYS) to finite numbers, with "accuracy" among
+    none that prunetune's own record uses, records.reserved_name) to finite numbers, with
+    "accuracy" among
     them as a fraction in [0, 1]. The model is back on the CPU in eval mode afterwards."""
     out = _call(name, fn, model)
     model.cpu().eval()
     if not isinstance(out, dict) or "accuracy" not in out:
         raise UserFunctionError(f"{name} must return a dict with an 'accuracy' entry, got {out!r:.200}")
-    clash = sorted(str(k) for k in out if k in MEASURED_KEYS)
+    clash = sorted(str(k) for k in out if isinstance(k, str) and reserved_name(k))
     if clash:
-        raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}, which prunetune measures itself; "
-                                "name your metric otherwise")
+        raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}: a name "
+                                f"prunetune's own "
+                                "record uses (measured metrics, threads, runtime, device, "
+                                "timings, time_*, "
+                                "base_*, state, ...); name your metric otherwise")
     bad = sorted(repr(k) for k in out if not isinstance(k, str) or not METRIC_NAME.fullmatch(k))
     if bad:
         raise UserFunctionError(f"{name}'s metric names must be 1-100 letters, digits, '_', '.' or '-', got "
@@ -223,6 +230,8 @@ def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
     for key, value in out.items():
         try:
             number = float(value)
+        except OverflowError:  # an int beyond any float (10**400): not a measurement
+            raise UserFunctionError(f"{name}'s metric {key!r} is too large for a float") from None
         except (TypeError, ValueError):
             raise UserFunctionError(f"{name}'s metric {key!r} is not a number: {value!r:.80}") from None
         if not math.isfinite(number):
