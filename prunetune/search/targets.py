@@ -32,7 +32,7 @@ import optuna
 from prunetune import interrupts
 from prunetune.search.objective import SearchSetup, screen_trial
 from prunetune.search.records import COMPLETE
-from prunetune.search.study import budget_lock, count_finished, make_storage
+from prunetune.search.study import budget_lock, count_finished, enqueue, make_storage
 from prunetune.spaces.targets import ALLOC, TargetSpace
 
 BASELINES = ("uniform", "global")
@@ -53,6 +53,7 @@ class TargetPlanner:
         self.storage = make_storage(setup.config.storage_url)
         self._studies: dict[float, optuna.Study] = {}
         self._global: dict[float, dict[str, float]] = {}
+        self._barren: set[float] = set()  # targets where no scored candidate could be promoted
 
     # -- the plan ---------------------------------------------------------------------------------
     def _full_trials(self) -> list[optuna.trial.FrozenTrial]:
@@ -61,34 +62,43 @@ class TargetPlanner:
                 if "candidate" in t.user_attrs and not t.user_attrs.get("interrupted")
                 and t.user_attrs.get("replay_of") is None]
 
-    def next_step(self) -> tuple[float, str]:
+    def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
         target first; then a searched candidate at the target with the fewest so far, the cheapest
         first (where allocations matter most: MetaPruning's gain over uniform is largest at the
-        cheapest budgets)."""
+        cheapest budgets), skipping targets where no candidate could be promoted. None: nothing
+        is left to propose."""
         done = [(float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()]
         for kind in BASELINES:
             for target in self.space.targets:
                 if (target, kind) not in done:
                     return target, kind
-        searched = {t: sum(1 for d in done if d == (t, "search")) for t in self.space.targets}
-        return min(self.space.targets, key=lambda t: (searched[t], t)), "search"
+        open_targets = [t for t in self.space.targets if t not in self._barren]
+        if not open_targets:
+            return None
+        searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
+        return min(open_targets, key=lambda t: (searched[t], t)), "search"
 
     def refill(self, deadline) -> bool:
-        """Make sure the full study has a trial waiting (see the module docstring). False when
-        `deadline` passed while candidates were scored (the search should stop)."""
+        """Make sure the full study has a trial waiting (see the module docstring). False when the
+        search should stop: `deadline` passed while candidates were scored, or no target has a
+        candidate left to promote (every allocation misses its target: channels too coarse)."""
         if self._waiting():
             return True
-        target, kind = self.next_step()
-        proposal = self._baseline(target, kind) if kind in BASELINES else self._searched(target, deadline)
-        if proposal is None:
-            return not deadline.passed()
+        proposal = None
+        while proposal is None:
+            step = self.next_step()
+            if step is None or deadline.passed():
+                return False
+            target, kind = step
+            proposal = self._baseline(target, kind) if kind in BASELINES else self._searched(target, deadline)
+            if proposal is None and not deadline.passed():
+                self._barren.add(target)
         params, attrs = proposal
-        cfg = self.setup.config
         with budget_lock(self.study):  # never a trial left waiting past the budget, nor two at once
             finished, running = count_finished(self.study)
-            if finished + running < cfg.trials and not self._waiting():
-                self.study.enqueue_trial(params, user_attrs={"target": target, "candidate": kind, **attrs})
+            if finished + running < self.setup.config.trials and not self._waiting():
+                enqueue(self.study, params, target=target, candidate=kind, **attrs)
         return True
 
     def _waiting(self) -> bool:
@@ -163,7 +173,7 @@ class TargetPlanner:
                 study.set_user_attr("screen_of", self.study.study_name)
                 study.set_user_attr("target", target)
                 for params in self._best_before(index):
-                    study.enqueue_trial(params, skip_if_exists=True)
+                    enqueue(study, params, skip_if_exists=True)
             self._studies[target] = study
         return self._studies[target]
 
