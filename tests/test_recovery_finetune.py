@@ -1,5 +1,6 @@
 """The recovery fine-tune before export (issue 22): `search --export DIR --retrain-epochs N` and the
 Python API's `SearchRun.export(..., retrain=N)`; the card reports accuracy before and after."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.slow
 def test_search_export_with_a_recovery_fine_tune_reports_before_and_after(isolated, capsys):
-    args = search_args("rec", 2, "--objectives", "accuracy,macs", "--bits", "32", "--export", "out",
-                       "--retrain-epochs", "1")
+    args = search_args(
+        "rec",
+        2,
+        "--objectives",
+        "accuracy,macs",
+        "--bits",
+        "32",
+        "--export",
+        "out",
+        "--retrain-epochs",
+        "1",
+    )
     assert main(args) == 0, capsys.readouterr().err
     card = json.loads((isolated / "out" / "card.json").read_text())
     assert card["retrain"]["epochs"] == 1 and card["retrain"]["val_accuracy_before"] is not None

@@ -1,5 +1,6 @@
 """Every space a strategy makes implements prunetune.spaces.Space, and no runner branches on a
 space's class: what differs (a sweep's grid sampler, its end) is asked of the space itself."""
+
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prunetune"
 SPACE_CLASSES = {"SearchSpace", "AllocationSpace", "SweepSpace", "TargetSpace"}
 
 
-@pytest.mark.parametrize(("strategy", "extra"), [("targets", {}), ("search", {}), ("uniform", {}), ("global", {}),
-                                                 ("search", {"parametrization": "allocation"})])
+@pytest.mark.parametrize(
+    ("strategy", "extra"),
+    [
+        ("targets", {}),
+        ("search", {}),
+        ("uniform", {}),
+        ("global", {}),
+        ("search", {"parametrization": "allocation"}),
+    ],
+)
 def test_each_strategy_space_is_a_space_and_decodes_what_it_suggests(strategy, extra):
     model = create_model("mnist_net", in_channels=1, num_classes=10, input_size=(28, 28)).eval()
     x = torch.zeros(1, 1, 28, 28)
@@ -41,7 +50,11 @@ def test_no_module_branches_on_a_space_class():
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "isinstance"
+                and len(node.args) == 2
+            ):
                 names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
                 if names & SPACE_CLASSES:
                     offenders.append(f"{path.name}:{node.lineno}")

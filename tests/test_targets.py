@@ -2,6 +2,7 @@
 the tolerance by construction (real pruned MACs, channel rounding on, several nets); uniform and
 global-ranking configs are full trials at every target; the proxy's rank quality is measured and
 logged; bad --targets values are one line, exit 2."""
+
 from __future__ import annotations
 
 import random
@@ -26,19 +27,24 @@ from tests.helpers import search_args
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize(("net", "round_to"), [("mnist_net", 1), ("mnist_net", 4), ("tiny_cnn", 1),
-                                               ("resnet18", 8)])
+@pytest.mark.parametrize(
+    ("net", "round_to"), [("mnist_net", 1), ("mnist_net", 4), ("tiny_cnn", 1), ("resnet18", 8)]
+)
 def test_candidates_meet_their_target_within_the_tolerance(net, round_to):
     """Random allocations, scaled onto each default target, pruned for real: MACs in
     [t (1 - TOLERANCE), t] x the base's, also with kept channels rounded to a multiple."""
     model = create_model(net, in_channels=1, num_classes=10, input_size=(28, 28)).eval()
     x = torch.zeros(1, 1, 28, 28)
     inv = inventory(model, x)
-    space = make_target_space(SearchSpace.from_inventory(inv, round_to=round_to, bits=[32]), model, x, inv, None)
+    space = make_target_space(
+        SearchSpace.from_inventory(inv, round_to=round_to, bits=[32]), model, x, inv, None
+    )
     base = count_macs(model, x)
     rng = random.Random(0)
     met = 0
-    targets = space.targets[::2] if net == "resnet18" else space.targets  # real pruning costs seconds
+    targets = (
+        space.targets[::2] if net == "resnet18" else space.targets
+    )  # real pruning costs seconds
     for target in targets:
         for draw in range(3 if net != "resnet18" else 2):
             alloc = {d: rng.uniform(-1, 1) if draw else 0.0 for d in space.dims()}
@@ -46,7 +52,12 @@ def test_candidates_meet_their_target_within_the_tolerance(net, round_to):
             if params is None:  # allowed: the ranges or rounding cannot reach the window
                 continue
             real = count_macs(compress(model, space.decode(params), x), x) / base
-            assert target * (1 - TOLERANCE) - 1e-9 <= real <= target + 1e-9, (net, target, alloc, real)
+            assert target * (1 - TOLERANCE) - 1e-9 <= real <= target + 1e-9, (
+                net,
+                target,
+                alloc,
+                real,
+            )
             met += 1
     assert met >= 2 * len(targets), f"only {met} candidates met their target"
 
@@ -55,7 +66,9 @@ def test_default_targets_span_the_space_lightest_first():
     assert default_targets(0.003, 1.0) == [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005]
     assert default_targets(0.003, 0.09)[0] == pytest.approx(0.09 * (1 - TOLERANCE / 2), abs=1e-4)
     assert default_targets(0.3, 0.35) == [pytest.approx(0.35 * (1 - TOLERANCE / 2), abs=1e-4)]
-    assert default_targets(0.7, 0.8) == [pytest.approx((0.7 * 0.8) ** 0.5)]  # nothing between: the middle
+    assert default_targets(0.7, 0.8) == [
+        pytest.approx((0.7 * 0.8) ** 0.5)
+    ]  # nothing between: the middle
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "abc", "0.5,0.5", "-0.1", "nan"])
@@ -74,8 +87,18 @@ def test_targets_with_another_strategy_or_outside_the_space_are_one_line(isolate
     assert len(errors) == 1 and "outside what the space allows" in errors[0], errors
 
 
-TINY = dict(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=200, fps_repeats=3, threads=1,
-            objectives=["accuracy", "macs"], bits=[32], candidates=3)
+TINY = dict(
+    model="tiny_cnn",
+    dataset="digits",
+    base_epochs=2,
+    epochs=1,
+    subset=200,
+    fps_repeats=3,
+    threads=1,
+    objectives=["accuracy", "macs"],
+    bits=[32],
+    candidates=3,
+)
 
 
 @pytest.mark.slow
@@ -87,25 +110,39 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
     result = run_search(cfg, listeners=[MlflowTracker()])
     study = load_existing(cfg.storage_url, "tg")
     full = [t for t in study.trials if t.state.name == "COMPLETE"]
-    kinds = [(t.user_attrs["target"], t.user_attrs["candidate"]) for t in sorted(full, key=lambda t: t.number)]
-    assert kinds[:4] == [(0.4, "uniform"), (0.15, "uniform"), (0.4, "global"), (0.15, "global")], kinds
+    kinds = [
+        (t.user_attrs["target"], t.user_attrs["candidate"])
+        for t in sorted(full, key=lambda t: t.number)
+    ]
+    assert kinds[:4] == [(0.4, "uniform"), (0.15, "uniform"), (0.4, "global"), (0.15, "global")], (
+        kinds
+    )
     assert kinds[4] == (0.15, "search") and {k for _, k in kinds[4:]} == {"search"}, kinds
     base = result.base_metrics["macs"]
     for t in full:
         target = t.user_attrs["target"]
         macs = t.user_attrs["record"]["metrics"]["macs"]
         assert macs <= target * base + 1, (target, macs / base)
-        if not t.user_attrs.get("below_tolerance"):  # a baseline whose channels are too coarse for the window
+        if not t.user_attrs.get(
+            "below_tolerance"
+        ):  # a baseline whose channels are too coarse for the window
             assert target * (1 - TOLERANCE) * base - 1 <= macs, (target, macs / base)
         assert t.user_attrs["proxy"] is not None
-    assert all(not t.user_attrs.get("below_tolerance") for t in full if t.user_attrs["candidate"] == "search")
+    assert all(
+        not t.user_attrs.get("below_tolerance")
+        for t in full
+        if t.user_attrs["candidate"] == "search"
+    )
     rows = target_rows(study)
     assert [r["target"] for r in rows] == [0.4, 0.15]
     assert all(r["best"] >= r["uniform"] for r in rows)
     assert "proxy rank quality" in targets_text(study)
     mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
-    parent = [r for r in mlflow.search_runs(experiment_names=["tg"], output_format="list")
-              if r.data.tags.get("prunetune.role") == "search"][0]
+    parent = [
+        r
+        for r in mlflow.search_runs(experiment_names=["tg"], output_format="list")
+        if r.data.tags.get("prunetune.role") == "search"
+    ][0]
     assert {"best.t0.4", "uniform.t0.15", "vs_uniform.t0.15"} <= set(parent.data.metrics)
     assert "proxy_spearman" in parent.data.metrics  # 0.15 has uniform, global and >= 1 searched
 
@@ -113,6 +150,13 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
 @pytest.mark.slow
 def test_the_default_search_is_targets_and_prints_the_table(isolated, capsys):
     assert SearchConfig().strategy == "targets"
-    assert main(search_args("dflt", 4, "--objectives", "accuracy,macs", "--bits", "32", "--candidates", "2")) == 0
+    assert (
+        main(
+            search_args(
+                "dflt", 4, "--objectives", "accuracy,macs", "--bits", "32", "--candidates", "2"
+            )
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "vs uniform" in out and "default pick" in out, out

@@ -1,6 +1,7 @@
 """The `targets` strategy's report, computed from the full study alone (no torch): per target, the
 best config found against the uniform and global-ranking baselines ("vs uniform": what the search
 bought), and how well the proxy ranked the configs (Spearman within each target)."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,10 @@ def target_rows(study: optuna.Study) -> list[dict]:
         accuracy = t.user_attrs.get("record", {}).get("metrics", {}).get("accuracy")
         if accuracy is None:
             continue
-        row = rows.setdefault(float(t.user_attrs["target"]), {"uniform": None, "global": None, "search": None,
-                                                               "best": None, "best_trial": None})
+        row = rows.setdefault(
+            float(t.user_attrs["target"]),
+            {"uniform": None, "global": None, "search": None, "best": None, "best_trial": None},
+        )
         kind = t.user_attrs.get("candidate", "search")
         row[kind] = accuracy if row.get(kind) is None else max(row[kind], accuracy)
         if row["best"] is None or accuracy > row["best"]:
@@ -60,24 +63,35 @@ def targets_text(study: optuna.Study) -> str | None:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
-    lines = ["target (MACs of base)  uniform  global  searched  best (trial)  vs uniform",
-             "---------------------  -------  ------  --------  ------------  ----------"]
+    lines = [
+        "target (MACs of base)  uniform  global  searched  best (trial)  vs uniform",
+        "---------------------  -------  ------  --------  ------------  ----------",
+    ]
     for r in rows:
         gain = "-" if r["vs_uniform"] is None else f"{r['vs_uniform'] * 100:+.1f} pt"
         best = f"{pct(r['best'])} ({r['best_trial']})"
-        lines.append(f"{r['target']:>21.2%}  {pct(r['uniform']):>7}  {pct(r['global']):>6}  {pct(r['search']):>8}  "
-                     f"{best:>12}  {gain:>10}")
+        lines.append(
+            f"{r['target']:>21.2%}  {pct(r['uniform']):>7}  {pct(r['global']):>6}  "
+            f"{pct(r['search']):>8}  {best:>12}  {gain:>10}"
+        )
     quality = proxy_quality(study)
     if quality is None:
-        lines.append("proxy rank quality: too few configs per target to measure yet (needs 3 full trials at a target)")
+        lines.append(
+            "proxy rank quality: too few configs per target to measure yet "
+            "(needs 3 full trials at a target)"
+        )
     else:
         rho = quality["proxy_spearman"]
-        verdict = "" if rho >= WEAK_PROXY else (" -- WEAK: the proxy's ranking of candidates cannot be trusted; "
-                                                "raise --proxy-steps")
-        lines.append(f"proxy rank quality: Spearman {rho:.2f} between proxy and brief fine-tune accuracy within "
-                     f"targets, over {quality['proxy_pairs']:.0f} configs{verdict}")
-    lines.append("validation accuracy after the brief fine-tune; every config at a target has its MACs within "
-                 "2 % below it.")
+        weak = " -- WEAK: the proxy's ranking of candidates cannot be trusted; raise --proxy-steps"
+        verdict = "" if rho >= WEAK_PROXY else weak
+        lines.append(
+            f"proxy rank quality: Spearman {rho:.2f} between proxy and brief fine-tune accuracy "
+            f"within targets, over {quality['proxy_pairs']:.0f} configs{verdict}"
+        )
+    lines.append(
+        "validation accuracy after the brief fine-tune; every config at a target has its MACs "
+        "within 2 % below it."
+    )
     return "\n".join(lines)
 
 
@@ -88,16 +102,25 @@ def proxy_quality(study: optuna.Study) -> dict[str, float] | None:
     by_target: dict[float, list[tuple[float, float]]] = {}
     for t in study.get_trials(deepcopy=False):
         proxy = t.user_attrs.get("proxy")
-        if t.state == optuna.trial.TrialState.COMPLETE and proxy is not None and "target" in t.user_attrs:
+        if (
+            t.state == optuna.trial.TrialState.COMPLETE
+            and proxy is not None
+            and "target" in t.user_attrs
+        ):
             accuracy = t.user_attrs.get("record", {}).get("metrics", {}).get("accuracy")
             if accuracy is not None:
-                by_target.setdefault(float(t.user_attrs["target"]), []).append((float(proxy), float(accuracy)))
+                by_target.setdefault(float(t.user_attrs["target"]), []).append(
+                    (float(proxy), float(accuracy))
+                )
     weighted = [(spearman(pairs), len(pairs)) for pairs in by_target.values() if len(pairs) >= 3]
     weighted = [(rho, n) for rho, n in weighted if rho is not None]
     if not weighted:
         return None
     pairs = sum(n for _, n in weighted)
-    return {"proxy_spearman": sum(rho * n for rho, n in weighted) / pairs, "proxy_pairs": float(pairs)}
+    return {
+        "proxy_spearman": sum(rho * n for rho, n in weighted) / pairs,
+        "proxy_pairs": float(pairs),
+    }
 
 
 def spearman(pairs: list[tuple[float, float]]) -> float | None:

@@ -25,6 +25,7 @@ Full trials carry user attrs `target`, `candidate` ("uniform", "global" or "sear
 for searched ones, `screened_from` (the candidate trial's number). Only full trials live in the
 full study, so only they reach the front.
 """
+
 from __future__ import annotations
 
 import optuna
@@ -58,9 +59,13 @@ class TargetPlanner:
     # -- the plan ---------------------------------------------------------------------------------
     def _full_trials(self) -> list[optuna.trial.FrozenTrial]:
         """Full trials that count for the plan (an interrupted trial is re-run, not re-planned)."""
-        return [t for t in self.study.get_trials(deepcopy=False)
-                if "candidate" in t.user_attrs and not t.user_attrs.get("interrupted")
-                and t.user_attrs.get("replay_of") is None]
+        return [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if "candidate" in t.user_attrs
+            and not t.user_attrs.get("interrupted")
+            and t.user_attrs.get("replay_of") is None
+        ]
 
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
@@ -68,7 +73,9 @@ class TargetPlanner:
         first (where allocations matter most: MetaPruning's gain over uniform is largest at the
         cheapest budgets), skipping targets where no candidate could be promoted. None: nothing
         is left to propose."""
-        done = [(float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()]
+        done = [
+            (float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()
+        ]
         for kind in BASELINES:
             for target in self.space.targets:
                 if (target, kind) not in done:
@@ -91,7 +98,11 @@ class TargetPlanner:
             if step is None or deadline.passed():
                 return False
             target, kind = step
-            proposal = self._baseline(target, kind) if kind in BASELINES else self._searched(target, deadline)
+            proposal = (
+                self._baseline(target, kind)
+                if kind in BASELINES
+                else self._searched(target, deadline)
+            )
             if proposal is None and not deadline.passed():
                 self._barren.add(target)
         params, attrs = proposal
@@ -148,7 +159,10 @@ class TargetPlanner:
             for _ in range(GLOBAL_STEPS):
                 mid = (low + high) / 2
                 groups = global_ratios(base, self.setup.example_input(), space.inner, mid)
-                dims = {d: max(groups.get(m, 0.0) for m in members) for d, (members, _, _) in space.dims().items()}
+                dims = {
+                    d: max(groups.get(m, 0.0) for m in members)
+                    for d, (members, _, _) in space.dims().items()
+                }
                 if space.macs_fraction(dims) > target:
                     low = mid
                 else:
@@ -165,10 +179,14 @@ class TargetPlanner:
             cfg = self.setup.config
             index = self.space.targets.index(target)
             study = optuna.create_study(
-                study_name=candidate_study_name(self.study.study_name, target), storage=self.storage,
-                load_if_exists=True, direction="maximize",
-                sampler=optuna.samplers.TPESampler(seed=cfg.seed + index, multivariate=True,
-                                                   n_startup_trials=8))
+                study_name=candidate_study_name(self.study.study_name, target),
+                storage=self.storage,
+                load_if_exists=True,
+                direction="maximize",
+                sampler=optuna.samplers.TPESampler(
+                    seed=cfg.seed + index, multivariate=True, n_startup_trials=8
+                ),
+            )
             if "screen_of" not in study.user_attrs:
                 study.set_user_attr("screen_of", self.study.study_name)
                 study.set_user_attr("target", target)
@@ -184,8 +202,11 @@ class TargetPlanner:
         for distance in range(1, len(targets)):
             for i in (index + distance, index - distance):
                 if 0 <= i < len(targets) and targets[i] in self._studies:
-                    done = [t for t in self._studies[targets[i]].get_trials(deepcopy=False)
-                            if t.state == optuna.trial.TrialState.COMPLETE]
+                    done = [
+                        t
+                        for t in self._studies[targets[i]].get_trials(deepcopy=False)
+                        if t.state == optuna.trial.TrialState.COMPLETE
+                    ]
                     if done:
                         return [t.params for t in sorted(done, key=lambda t: -t.value)[:SHARED]]
         return []
@@ -197,11 +218,17 @@ class TargetPlanner:
             if deadline.passed():
                 return None
             self._score_one(study, target)
-        promoted = {int(t.user_attrs["screened_from"]) for t in self._full_trials()
-                    if t.user_attrs.get("screened_from") is not None
-                    and float(t.user_attrs["target"]) == target}
-        done = [t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE and t.number not in promoted]
+        promoted = {
+            int(t.user_attrs["screened_from"])
+            for t in self._full_trials()
+            if t.user_attrs.get("screened_from") is not None
+            and float(t.user_attrs["target"]) == target
+        }
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.number not in promoted
+        ]
         if not done:
             return None
         best = max(done, key=lambda t: t.value)
@@ -220,12 +247,21 @@ class TargetPlanner:
                 trial.set_user_attr("reason", f"cannot meet {target:g} of the base's MACs")
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 return
-            record = screen_trial(self.setup, params, trial.number + 100_000 * (1 + self.space.targets.index(target)))
+            record = screen_trial(
+                self.setup, params, trial.number + 100_000 * (1 + self.space.targets.index(target))
+            )
         except KeyboardInterrupt:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        trial.set_user_attr("record", {"state": record.state, "metrics": record.metrics,
-                                       "reason": record.reason, "timings": record.timings})
+        trial.set_user_attr(
+            "record",
+            {
+                "state": record.state,
+                "metrics": record.metrics,
+                "reason": record.reason,
+                "timings": record.timings,
+            },
+        )
         if record.state == COMPLETE:
             study.tell(trial, float(record.metrics["accuracy"]))
         else:

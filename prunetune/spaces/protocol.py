@@ -9,6 +9,7 @@ then enqueues `warm_start()`; for every trial the runner asks `exhausted(study)`
 done stops the search), then `suggest(trial)`; the trial `decode`s the params into a
 CompressionConfig. `summary()` describes the space in logs and MLflow.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -28,7 +29,7 @@ class Space(Protocol):
         """The quantizable layers (every one gets a bit-width in a decoded config)."""
 
     def suggest(self, trial: optuna.trial.Trial) -> dict:
-        """The params of one trial, asked from `trial` (enqueued values are returned as they are)."""
+        """The params of one trial, asked from `trial` (enqueued values come back as they are)."""
 
     def decode(self, params: dict) -> CompressionConfig:
         """A trial's params as a CompressionConfig (ConfigError for params it cannot decode)."""

@@ -7,6 +7,7 @@ without repeating one (`SweepSampler`); the space is `exhausted` once every targ
 whatever `--trials` says. Bit-widths are not swept: every quantizable layer keeps the space's
 first choice; importance is the space's first criterion.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,9 +62,13 @@ class SweepSpace:
 
     def exhausted(self, study: optuna.Study) -> bool:
         """True when every target has a finished or running trial."""
-        seen = {round(float(t.params[self.param]), 6) for t in study.get_trials(deepcopy=False)
-                if self.param in t.params and not t.user_attrs.get("interrupted")
-                and t.state != optuna.trial.TrialState.WAITING}
+        seen = {
+            round(float(t.params[self.param]), 6)
+            for t in study.get_trials(deepcopy=False)
+            if self.param in t.params
+            and not t.user_attrs.get("interrupted")
+            and t.state != optuna.trial.TrialState.WAITING
+        }
         return all(g in seen for g in self.grid)
 
     def decode(self, params: dict) -> CompressionConfig:
@@ -71,17 +76,30 @@ class SweepSpace:
         if target not in self._cache:
             self._cache[target] = self._clamped(self.allocate(target))
         ratios = {n: g.low for n, g in self.inner.groups.items()} | self._cache[target]
-        return CompressionConfig(ratios=ratios, bits={n: self.inner.bits[0] for n in self.quant_layers},
-                                 importance=self.inner.importance[0], round_to=self.inner.round_to)
+        return CompressionConfig(
+            ratios=ratios,
+            bits={n: self.inner.bits[0] for n in self.quant_layers},
+            importance=self.inner.importance[0],
+            round_to=self.inner.round_to,
+        )
 
     def _clamped(self, raw: dict[str, float]) -> dict[str, float]:
         searched = [n for n, g in self.inner.groups.items() if g.high > 0.0]
-        return {n: round(min(max(raw.get(n, 0.0), self.inner.groups[n].low), self.inner.groups[n].high), 6)
-                for n in searched}
+        return {
+            n: round(
+                min(max(raw.get(n, 0.0), self.inner.groups[n].low), self.inner.groups[n].high), 6
+            )
+            for n in searched
+        }
 
     def summary(self) -> dict:
-        return {**self.inner.summary(), "strategy": self.strategy, "ratio_dims": 1, "bits_dims": 0,
-                "targets": len(self.grid)}
+        return {
+            **self.inner.summary(),
+            "strategy": self.strategy,
+            "ratio_dims": 1,
+            "bits_dims": 0,
+            "targets": len(self.grid),
+        }
 
     def to_dict(self) -> dict:
         return self.inner.to_dict()

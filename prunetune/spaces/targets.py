@@ -16,6 +16,7 @@ MACs come from a `CostModel`, exact for Conv2d/Linear layers (the MACs prunetune
 layer's MACs are its base MACs times (kept / channels)^e for every group that prunes its inputs
 or outputs, e measured once per model by pruning each group alone (`CostModel.probe`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,13 @@ class CostModel:
     round_to: int = 1
 
     @classmethod
-    def probe(cls, model: nn.Module, example: torch.Tensor, groups: dict[str, tuple[int, int]],
-              round_to: int = 1) -> CostModel:
+    def probe(
+        cls,
+        model: nn.Module,
+        example: torch.Tensor,
+        groups: dict[str, tuple[int, int]],
+        round_to: int = 1,
+    ) -> CostModel:
         """Measure the model: `groups` maps group name -> (channels, divisor). Each group is
         pruned alone (PROBE_RATIO) once and the per-layer MACs compared with the base's."""
         base = layer_macs(model, example)
@@ -72,9 +78,14 @@ class CostModel:
                     effects.setdefault(layer, []).append((name, float(max(1, exponent))))
         terms = tuple((base[layer], tuple(effect)) for layer, effect in effects.items())
         fixed = sum(m for layer, m in base.items() if layer not in effects)
-        return cls(total=sum(base.values()), fixed=fixed, terms=terms,
-                   channels={n: c for n, (c, _) in groups.items()},
-                   divisors={n: d for n, (_, d) in groups.items()}, round_to=round_to)
+        return cls(
+            total=sum(base.values()),
+            fixed=fixed,
+            terms=terms,
+            channels={n: c for n, (c, _) in groups.items()},
+            divisors={n: d for n, (_, d) in groups.items()},
+            round_to=round_to,
+        )
 
     def kept_fraction(self, group: str, ratio: float) -> float:
         channels = self.channels[group]
@@ -170,7 +181,9 @@ class TargetSpace:
                 return None
             for _ in range(60):
                 mid = (low + high) / 2
-                fits = self.cost.macs(self.group_ratios(self._at_scale(alloc, math.exp(mid)))) <= goal
+                fits = (
+                    self.cost.macs(self.group_ratios(self._at_scale(alloc, math.exp(mid)))) <= goal
+                )
                 low, high = (mid, high) if fits else (low, mid)
             ratios = self._filled(self._at_scale(alloc, math.exp(low)), goal)
             ok = self.macs_fraction(ratios) >= target * (1 - TOLERANCE)
@@ -224,7 +237,7 @@ class TargetSpace:
 
     def candidate_params(self, candidate: dict, target: float) -> dict | None:
         """The full trial's params of a candidate at `target` (None: it cannot meet the target)."""
-        alloc = {k[len(ALLOC):]: float(v) for k, v in candidate.items() if k.startswith(ALLOC)}
+        alloc = {k[len(ALLOC) :]: float(v) for k, v in candidate.items() if k.startswith(ALLOC)}
         ratios = self.solve(alloc, target)
         if ratios is None:
             return None
@@ -236,7 +249,9 @@ class TargetSpace:
         if any(k.startswith(ALLOC) for k in params):
             solved = self.candidate_params(params, float(params[TARGET]))
             if solved is None:
-                raise ConfigError(f"allocation cannot meet target {params[TARGET]:g} of the base's MACs")
+                raise ConfigError(
+                    f"allocation cannot meet target {params[TARGET]:g} of the base's MACs"
+                )
             params = solved
         rest = {k: v for k, v in params.items() if k != TARGET}
         return self.inner.decode(rest)
@@ -254,8 +269,12 @@ class TargetSpace:
         return False
 
     def summary(self) -> dict:
-        return {**self.inner.summary(), "strategy": "targets", "targets": list(self.targets),
-                "tolerance": TOLERANCE}
+        return {
+            **self.inner.summary(),
+            "strategy": "targets",
+            "targets": list(self.targets),
+            "tolerance": TOLERANCE,
+        }
 
     def to_dict(self) -> dict:
         return self.inner.to_dict()
@@ -266,8 +285,9 @@ class TargetSpace:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def make_target_space(space: SearchSpace, model: nn.Module, example: torch.Tensor, inv,
-                      targets: list[float] | None) -> TargetSpace:
+def make_target_space(
+    space: SearchSpace, model: nn.Module, example: torch.Tensor, inv, targets: list[float] | None
+) -> TargetSpace:
     """The TargetSpace of `space` for `model`: its cost model probed, and `targets` (fractions of
     the base's MACs; None: default_targets over what the space allows). ConfigError for a target
     the space cannot reach."""
@@ -277,9 +297,13 @@ def make_target_space(space: SearchSpace, model: nn.Module, example: torch.Tenso
     dims = probe.dims()
     cheapest = probe.macs_fraction({d: high for d, (_, _, high) in dims.items()})
     lightest = probe.macs_fraction({d: low for d, (_, low, _) in dims.items()})
-    chosen = default_targets(cheapest, lightest) if targets is None else check_targets(list(targets))
+    chosen = (
+        default_targets(cheapest, lightest) if targets is None else check_targets(list(targets))
+    )
     out = [t for t in chosen if not cheapest * (1 - TOLERANCE) <= t <= lightest]
     if out:
-        raise ConfigError(f"target {out[0]:g} is outside what the space allows: {cheapest:.4g} (every "
-                          f"group at its highest ratio) to {lightest:.4g} of the base's MACs")
+        raise ConfigError(
+            f"target {out[0]:g} is outside what the space allows: {cheapest:.4g} (every "
+            f"group at its highest ratio) to {lightest:.4g} of the base's MACs"
+        )
     return TargetSpace(space, cost, chosen)

@@ -1,19 +1,35 @@
 """The default pick (issue 22): the cheapest front member within --max-drop of the base's
 validation accuracy, else the knee; a pick near chance is said, never returned silently."""
+
 from __future__ import annotations
 
 from prunetune.search.records import COMPLETE, TrialRecord
 from prunetune.search.results import SearchResult, default_pick, near_chance_pick, selected
 
 
-def _result(points: list[tuple[float, int]], *, base: float = 0.95, knee: int = 0, max_drop: float | None = None,
-            classes: int | None = 10) -> SearchResult:
-    records = [TrialRecord(number=i, state=COMPLETE, params={}, metrics={"accuracy": a, "macs": m})
-               for i, (a, m) in enumerate(points)]
+def _result(
+    points: list[tuple[float, int]],
+    *,
+    base: float = 0.95,
+    knee: int = 0,
+    max_drop: float | None = None,
+    classes: int | None = 10,
+) -> SearchResult:
+    records = [
+        TrialRecord(number=i, state=COMPLETE, params={}, metrics={"accuracy": a, "macs": m})
+        for i, (a, m) in enumerate(points)
+    ]
     config = {} if max_drop is None else {"max_drop": max_drop}
-    result = SearchResult(study_name="s", objectives=["accuracy", "macs"], base_metrics={"accuracy": base},
-                          records=records, front=[r.number for r in records], knee=knee, config=config,
-                          num_classes=classes)
+    result = SearchResult(
+        study_name="s",
+        objectives=["accuracy", "macs"],
+        base_metrics={"accuracy": base},
+        records=records,
+        front=[r.number for r in records],
+        knee=knee,
+        config=config,
+        num_classes=classes,
+    )
     result.pick = default_pick(result)
     return result
 
@@ -32,7 +48,9 @@ def test_a_near_chance_front_falls_back_to_the_knee_and_says_so():
     assert result.pick == 1  # nothing within 1 point of 95 %: the knee
     warning = near_chance_pick(result)
     assert warning is not None and "near chance" in warning and "trial 1" in warning
-    assert near_chance_pick(_result([(0.14, 100)], classes=None)) is None  # classes unknown: no claim
+    assert (
+        near_chance_pick(_result([(0.14, 100)], classes=None)) is None
+    )  # classes unknown: no claim
 
 
 def test_a_select_rule_still_wins():
