@@ -57,6 +57,7 @@ OTHER_LIBRARIES = {
     "_tensor_name": "torch.nn.utils.prune.BasePruningMethod",
     "_input_metadata": "torch autograd node", "_saved_dims": "torch autograd node (permute)",
     "_saved_dim*": "torch autograd node (transpose: _saved_dim0, _saved_dim1)",
+    "_replace": "urllib.parse.SplitResult (a namedtuple: _replace is its public API)",
 }
 
 
