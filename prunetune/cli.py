@@ -478,9 +478,10 @@ def _interrupted(command: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. SIGINT / SIGTERM anywhere in it: one line, exit 130 / 143 (see
     prunetune.interrupts); a user error: one line, exit 2; a full disk: one line, exit 1."""
-    from prunetune.alloc import tune_malloc
+    from prunetune.alloc import passive_openmp, tune_malloc
 
     tune_malloc()  # before any training: glibc keeps big buffers in the heap (see prunetune.alloc)
+    passive_openmp()  # before torch loads OpenMP: waiting threads sleep instead of spinning
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     with interrupts.handle_interrupts():
