@@ -57,7 +57,11 @@ FLAG_HELP = {
     "device": "where base and trials train and evaluate: auto (CUDA if torch sees it), cpu, cuda or cuda:N; "
               "FPS is always measured on the CPU runtime",
     "runtime": "runtime whose FPS is measured and optimised: torch | onnxruntime | onnxruntime-int8",
-    "threads": "threads for FPS measurement", "fps_repeats": "timing samples per FPS measurement",
+    "threads": "threads for FPS measurement (training's: --train-threads)",
+    "train_threads": "intra-op threads for training (fine-tune, base model, batch-norm "
+                     "re-estimation, screening): auto (per training run, its first steps timed at "
+                     "1 thread and at all cores, the faster kept) or a count",
+    "fps_repeats": "timing samples per FPS measurement",
     "backend": "optuna (embedded, one process) or ray (parallel trials, Ray cluster)",
     "workers": "ray: trials at once", "cpus_per_trial": "ray: CPUs reserved per trial",
     "gpus_per_trial": "ray: GPUs reserved per trial", "address": "ray: cluster address (auto or HOST:PORT)",
@@ -93,7 +97,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif f.type in ("bool", bool):
             p.add_argument(flag, action="store_true", default=None, help=text)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            # a field of several types (train_threads: int | str) is a string the config checks
+            types = [t for t in str(f.type).split(" | ") if t != "None"]
+            kind = {"int": int, "float": float}.get(types[0], str) if len(types) == 1 else str
             p.add_argument(flag, type=kind, default=None, help=text)
 
 
@@ -201,7 +207,7 @@ def _check_train_flags(args) -> None:
     """train's numbers in the ranges search uses for its base model (PrunetuneError, one line)."""
     import math
 
-    from prunetune.config import MAX_SEED
+    from prunetune.config import MAX_SEED, check_train_threads
 
     if args.epochs < 1 or args.batch_size < 1:
         raise PrunetuneError(f"--epochs and --batch-size must be >= 1, got {args.epochs}, {args.batch_size}")
@@ -209,6 +215,7 @@ def _check_train_flags(args) -> None:
         raise PrunetuneError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 <= args.seed < MAX_SEED:
         raise PrunetuneError(f"--seed must be in [0, 2**32), got {args.seed}")
+    args.train_threads = check_train_threads(args.train_threads)
 
 
 def cmd_train(args) -> int:
@@ -220,7 +227,8 @@ def cmd_train(args) -> int:
     device = resolve_device(args.device)
     bundle = create_dataset(args.dataset, data_root=args.data_root)
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    base = get_base_model(args.model, bundle, recipe=recipe, seed=args.seed, log=_log, device=device)
+    base = get_base_model(args.model, bundle, recipe=recipe, seed=args.seed, log=_log,
+                          device=device, train_threads=args.train_threads)
     if args.out:
         save_checkpoint(args.out, base.model, base.meta)
     m = base.meta["metrics"]
@@ -353,6 +361,8 @@ def _train_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="auto", help=_with_default(FLAG_HELP["device"], "auto"))
+    q.add_argument("--train-threads", default="auto",
+                   help=_with_default(FLAG_HELP["train_threads"], "auto"))
     q.add_argument("--out", help="also write the checkpoint here")
 
 

@@ -98,7 +98,8 @@ def test_after_start_up_openmp_threads_sleep_while_they_wait():
 
 
 def test_the_users_wait_policy_wins():
-    setup = "import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\nfrom prunetune.cli import main; main(['datasets'])"
+    setup = ("import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n"
+             "from prunetune.cli import main; main(['datasets'])")
     assert _spin_count(setup) > 0
 
 

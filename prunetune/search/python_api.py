@@ -30,7 +30,7 @@ from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_o
 # SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
 NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_seed", "epochs", "subset",
                "lr", "batch_size", "distill", "device", "objectives", "trials", "study", "storage", "tracking_uri",
-               "backend")
+               "backend", "train_threads")
 DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from prunetune.measure import under_load
 from prunetune.search import pareto
 from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_from_trial
 
@@ -130,6 +131,8 @@ def front_rows(result: SearchResult) -> list[dict]:
         row["fps_measured"] = r.metrics.get("fps")
         row["fps"] = scaled_fps(r.metrics, base_fps)
         row["knee"] = r.number == result.knee
+        row["load_1m"] = r.context.get("load_1m")
+        row["under_load"] = measured_under_load(result, r.context)
         row["config"] = {"ratios": r.config.get("ratios", {}), "bits": r.config.get("bits", {}),
                          "importance": r.config.get("importance")}
         rows.append(row)
@@ -139,11 +142,19 @@ def front_rows(result: SearchResult) -> list[dict]:
 def table_rows(result: SearchResult) -> list[dict]:
     """The Pareto table: the base model first, then the front (config summarised as text)."""
     base = {"trial": "base", **{k: result.base_metrics.get(k) for k in TABLE_COLUMNS if k != "trial"},
-            "knee": False, "config": "uncompressed"}
+            "knee": False, "config": "uncompressed", "load_1m": result.base_metrics.get("load_1m"),
+            "under_load": measured_under_load(result, result.base_metrics)}
     rows = [base]
     for row in front_rows(result):
         rows.append({**row, "config": config_text(row["config"])})
     return rows
+
+
+def measured_under_load(result: SearchResult, load: dict) -> bool:
+    """Whether the FPS measurement whose machine_load() reading `load` holds (a record's context,
+    the base metrics) ran while other processes kept every CPU busy (measure.under_load, at the
+    study's FPS threads)."""
+    return under_load(load, int(result.base_metrics.get("threads") or 1))
 
 
 def config_text(config: dict) -> str:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from prunetune import threads
 from prunetune.data import BalancedSubsetSampler, DataBundle
 from prunetune.errors import PrunetuneError
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
@@ -79,7 +80,9 @@ def calibration_batches(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
 class DatasetWorkload:
     """A prunetune data set with the search config's recipe: fine-tune `epochs` x `subset`
     class-balanced training images (Adam `lr`, distilled from `teacher` when `distill` > 0),
-    batch norms re-estimated on up to RECALIBRATION_IMAGES training images, scored on `val`."""
+    batch norms re-estimated on up to RECALIBRATION_IMAGES training images, scored on `val`.
+    `train_threads` ("auto", a count, None: torch's as they are): the fine-tune's thread policy
+    (prunetune.threads); re-estimation, scoring and screening use its latest decision."""
 
     bundle: DataBundle
     epochs: int
@@ -88,6 +91,7 @@ class DatasetWorkload:
     batch_size: int
     distill: float = 0.0
     teacher: nn.Module | None = None
+    train_threads: int | str | None = None
 
     @property
     def label(self) -> str:
@@ -104,22 +108,27 @@ class DatasetWorkload:
         sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
         recipe = Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, distill_alpha=self.distill)
         hist = train(model, self.bundle.train, recipe, seed=seed, sampler=sampler, device=device,
-                     teacher=self.teacher if self.distill > 0 else None)
+                     teacher=self.teacher if self.distill > 0 else None,
+                     train_threads=self.train_threads)
         return hist.loss
 
     def recalibrate(self, model: nn.Module, seed: int, device: str) -> bool:
         sampler = recalibration_sampler(self.bundle, seed, min(self.subset, RECALIBRATION_IMAGES))
-        return bool(recalibrate_bn(model, self.bundle.train, sampler=sampler, batch_size=self.batch_size,
-                                   device=device))
+        with threads.decided(self.train_threads):
+            return bool(recalibrate_bn(model, self.bundle.train, sampler=sampler,
+                                       batch_size=self.batch_size, device=device))
 
     def evaluate(self, model: nn.Module, device: str) -> dict[str, float]:
-        return {"accuracy": evaluate(model, self.bundle.val, device=device)["accuracy"]}
+        with threads.decided(self.train_threads):
+            return {"accuracy": evaluate(model, self.bundle.val, device=device)["accuracy"]}
 
     def screen(self, model: nn.Module, seed: int, device: str) -> dict[str, float]:
-        recalibrate_bn(model, self.bundle.train, sampler=recalibration_sampler(self.bundle, seed, SCREEN_IMAGES),
-                       batch_size=self.batch_size, device=device)
         val = Subset(self.bundle.val, range(min(SCREEN_VAL_IMAGES, len(self.bundle.val))))
-        return {"accuracy": evaluate(model, val, device=device)["accuracy"]}
+        sampler = recalibration_sampler(self.bundle, seed, SCREEN_IMAGES)
+        with threads.decided(self.train_threads):
+            recalibrate_bn(model, self.bundle.train, sampler=sampler, batch_size=self.batch_size,
+                           device=device)
+            return {"accuracy": evaluate(model, val, device=device)["accuracy"]}
 
     def test_accuracy(self, model: nn.Module) -> float | None:
         return evaluate(model, self.bundle.test, device="cpu")["accuracy"]
