@@ -196,13 +196,3 @@ def machine_load(reads: int = 5, pause_s: float = 0.002) -> dict[str, float]:
         out["runnable"] = statistics.median(seen)
     return out
 
-
-def under_load(load: dict, threads: int) -> bool:
-    """Whether an FPS measurement with `threads` threads ran on a busy machine, from its
-    `machine_load()` reading: the runnable tasks and its threads were more than the CPUs (without a
-    runnable count: the 1-minute load average above the CPUs). False without a reading."""
-    if "cpus" not in load:
-        return False
-    if load.get("runnable") is not None:
-        return load["runnable"] + threads > load["cpus"]
-    return load.get("load_1m", 0.0) > load["cpus"]

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from prunetune.measure import under_load
 from prunetune.search import pareto
 from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_from_trial
 
@@ -151,10 +150,17 @@ def table_rows(result: SearchResult) -> list[dict]:
 
 
 def measured_under_load(result: SearchResult, load: dict) -> bool:
-    """Whether the FPS measurement whose machine_load() reading `load` holds (a record's context,
-    the base metrics) ran while other processes kept every CPU busy (measure.under_load, at the
-    study's FPS threads)."""
-    return under_load(load, int(result.base_metrics.get("threads") or 1))
+    """Whether the FPS measurement whose measure.machine_load() reading `load` holds (a record's
+    context, the base metrics) ran on a busy machine: the tasks runnable besides it plus its own
+    threads (the study's FPS threads) were more than the CPUs; without a runnable count (not
+    Linux), the 1-minute load average above the CPUs. False without a reading (older studies).
+    The 1-minute average alone would also count this user's own training of the last minute,
+    which the quiet lock pauses for the measurement."""
+    if "cpus" not in load:
+        return False
+    if load.get("runnable") is not None:
+        return load["runnable"] + int(result.base_metrics.get("threads") or 1) > load["cpus"]
+    return load.get("load_1m", 0.0) > load["cpus"]
 
 
 def config_text(config: dict) -> str:
