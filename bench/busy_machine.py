@@ -12,7 +12,7 @@ its own process(es), in three situations:
   before the search and stopped after it);
 - **shared**: two `prunetune search` processes on the same study and storage (same folder, same
   --study, each --trials N), started together; wall time until both exit (N trials in all).
-Each with two behaviours: **old**, prunetune as it was before issue 23 (git OLD_REV, exported to
+Each with two behaviours: **old**, prunetune as it was before issue 23 (git fae87f6, exported to
 the scratch folder: training on torch's default threads, one per core, and OMP_WAIT_POLICY unset,
 so GNU OpenMP threads spin 300,000 times before they sleep), and **new**, this checkout's
 defaults (`--train-threads auto`, OMP_WAIT_POLICY=PASSIVE set at start-up). Interleaved: every
@@ -48,6 +48,8 @@ import sys  # noqa: E402
 import tarfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(_common.REPO))  # this checkout's prunetune, whatever is installed
 
 OLD_REV = "fae87f6"  # the last commit before issue 23's thread policy
 STUDY = "busy"
@@ -125,8 +127,9 @@ def run_search(situation: str, env: dict, work: Path, trials: int) -> dict:
     return {"wall_s": round(wall, 1), "load_1m_before": round(load, 2), **study_facts(work, t0)}
 
 
-def part1(root: Path, home: Path, args) -> list[dict]:
-    """Every situation x behaviour, `args.repeats` times, interleaved."""
+def part1(root: Path, home: Path, args, partial: dict) -> list[dict]:
+    """Every situation x behaviour, `args.repeats` times, interleaved; `partial` (with the runs
+    so far) is written to the scratch folder's partial.json after every run."""
     srcs = {"old": old_source(root), "new": _common.REPO}
     runs = []
     for rep in range(args.repeats):
@@ -136,6 +139,9 @@ def part1(root: Path, home: Path, args) -> list[dict]:
                 env = search_env(home, srcs[behaviour])
                 run = run_search(situation, env, root / f"{situation}-{behaviour}-{rep}", args.trials)
                 runs.append({"situation": situation, "behaviour": behaviour, "repeat": rep, **run})
+                facts = _common.finish_facts(dict(partial["facts"]))  # load and wall time so far
+                (root / "partial.json").write_text(json.dumps({**partial, "facts": facts, "runs": runs},
+                                                              indent=1))
                 print(f"{situation:6s} {behaviour}: {run['wall_s']:6.1f} s, first trial "
                       f"{run['first_trial_s']:.1f} s, threads {run['train_threads']}", flush=True)
     return runs
@@ -270,6 +276,10 @@ def run_rows(runs: list[dict]) -> list[list]:
             for r in runs]
 
 
+def _span(pair: list[float]) -> str:
+    return f"{pair[0]:.1f}-{pair[1]:.1f}"
+
+
 def verdicts(s: dict) -> list[str]:
     new, old = s["new"], s["old"]
     yes = lambda ok: "**met**" if ok else "**NOT met**"  # noqa: E731
@@ -280,8 +290,8 @@ def verdicts(s: dict) -> list[str]:
             f"alone (per repeat {new['shared/alone per repeat']}), old {old['shared/alone']:.2f}x; target "
             f"<= 1.1x: {yes(new['shared/alone'] <= 1.1)}.",
             f"- Quiet: new alone {new['alone']['wall_s']:.1f} s vs old {old['alone']['wall_s']:.1f} s "
-            f"({s['new/old alone']:.2f}x); not worse: {yes(s['new/old alone'] <= 1.0)} (within the runs' "
-            f"spread: old {old['alone']['range']}, new {new['alone']['range']}).",
+            f"({s['new/old alone']:.2f}x); not worse: {yes(s['new/old alone'] <= 1.0)} (runs: old "
+            f"{_span(old['alone']['range'])} s, new {_span(new['alone']['range'])} s).",
             f"- First trial after {new['alone']['first_trial_s']:.1f} s (new, alone; old "
             f"{old['alone']['first_trial_s']:.1f} s); target <= 10 s: "
             f"{yes(new['alone']['first_trial_s'] <= 10)}."]
@@ -316,27 +326,32 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per cell (part 2)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--skip-searches", action="store_true", help="part 2 only (a smoke test)")
+    ap.add_argument("--report-from", metavar="JSON", help="render the report from a partial.json "
+                    "(the runs finished when a bench was stopped); says so next to its command")
     args = ap.parse_args()
     if args.step_worker:
         step_worker(args.steps)
         return 0
+    if args.report_from:
+        rep = json.loads(Path(args.report_from).read_text())
+        rep["command"] += f" (stopped after {len(rep['runs'])} runs; report rendered with --report-from)"
+        return report(rep, None)
     if args.quick:
         args.trials, args.repeats, args.steps = 3, 1, 4
     facts = _common.machine_facts()
     root = _common.scratch("busy_machine", args.quick)
-    home = root / "home"
-    prime(root, home)
-    runs = [] if args.skip_searches else part1(root, home, args)
-    steps = part2(args.steps)
+    prime(root, root / "home")
     rep = {"command": _common.command("busy_machine.py", sys.argv[1:]), "trials": args.trials,
-           "repeats": args.repeats, "runs": runs, "steps": steps}
-    rep["summary"] = summary(runs) if runs else {}
+           "repeats": args.repeats, "steps": part2(args.steps)}
+    rep["runs"] = part1(root, root / "home", args, {**rep, "facts": facts})
     rep["facts"] = _common.finish_facts(facts)
-    if runs:
-        _common.write("busy_machine", markdown(rep), rep, out=root if args.quick else None)
-    else:
-        print(json.dumps(steps))
+    return report(rep, root if args.quick else None)
+
+
+def report(rep: dict, out: Path | None) -> int:
+    """Summarise the runs and write busy_machine.md / .json (to `out`, else bench/results)."""
+    rep["summary"] = summary(rep["runs"])
+    _common.write("busy_machine", markdown(rep), rep, out=out)
     return 0
 
 
