@@ -9,8 +9,8 @@ threads (22 ms with 1) beside one busy process, and 160-190 ms (22 ms) beside a 
 The policy ("auto", the default): a training run (`ThreadChooser`) alternates its first steps
 between 1 thread and N (torch's own thread count in this process: one per core, OMP_NUM_THREADS,
 or what Ray reserved for the trial): one warm-up step at each, then 1, N, 1, N, ... PROBE_ROUNDS
-times; the median step time of each decides the count for the rest of the run. N must be at
-beat one thread's median by 10 % (PREFER_ONE) to win: fewer threads leave cores to others.
+times; the median step time of each decides the count for the rest of the run. N must beat
+one thread's median by 10 % (PREFER_ONE) to win: fewer threads leave cores to others.
 No step is wasted (every step trains), and every run decides again, so the choice follows the
 machine's load and the pruned model's size. Short passes (batch-norm re-estimation, evaluation,
 screening) use the process's latest decision (`decided`). A pinned count (`--train-threads N`)
