@@ -18,7 +18,9 @@ so GNU OpenMP threads spin 300,000 times before they sleep), and **new**, this c
 defaults (`--train-threads auto`, OMP_WAIT_POLICY=PASSIVE set at start-up). Interleaved: every
 repeat runs alone, busy and shared, each old and new back to back (which goes first alternates).
 Per run: wall time from launch to exit, time from launch to the first trial's start, finished
-trials, the trials' median fine-tune seconds, the training thread counts chosen (new), and how
+trials, the trials' median fine-tune and measure seconds (measure_s: validation accuracy, runner
+build and FPS timing, including the wait for the machine-wide quiet lock, which holds a trial's
+FPS timing until the other search's training steps out), the training thread counts chosen (new), and how
 many trials' FPS was measured under load (new). Ratios: busy / alone and shared / alone of the
 same behaviour, from the medians over repeats.
 
@@ -103,6 +105,7 @@ def study_facts(work: Path, t0: float) -> dict:
     chosen = [r.context.get("train_threads") for r in done if r.context.get("train_threads")]
     return {"trials": len(done), "first_trial_s": round(trials[0].datetime_start.timestamp() - t0, 2),
             "finetune_s_median": round(statistics.median(r.timings["finetune_s"] for r in done), 2),
+            "measure_s_median": round(statistics.median(r.timings["measure_s"] for r in done), 2),
             "train_threads": {str(n): chosen.count(n) for n in sorted(set(chosen))},
             "fps_under_load": sum(measured_under_load(result, r.context) for r in done),
             "load_at_fps": [r.context["load_1m"] for r in done if "load_1m" in r.context]}
@@ -271,7 +274,8 @@ def step_rows(cells: list[dict]) -> list[list]:
 
 def run_rows(runs: list[dict]) -> list[list]:
     return [[r["repeat"], r["situation"], r["behaviour"], f"{r['wall_s']:.1f}", f"{r['first_trial_s']:.1f}",
-             r["trials"], f"{r['finetune_s_median']:.2f}", json.dumps(r["train_threads"]) if r["train_threads"]
+             r["trials"], f"{r['finetune_s_median']:.2f}", f"{r.get('measure_s_median', float('nan')):.2f}",
+             json.dumps(r["train_threads"]) if r["train_threads"]
              else "-", r["fps_under_load"] if r["behaviour"] == "new" else "-", f"{r['load_1m_before']:.2f}"]
             for r in runs]
 
@@ -311,7 +315,8 @@ def markdown(rep: dict) -> str:
                              "busy / alone", "shared / alone", "first trial (s, alone)"], table), "",
              *verdicts(s), "", "Every run:", "",
              *_common.table(["repeat", "situation", "behaviour", "wall s", "first trial s", "trials",
-                             "fine-tune s (median)", "train threads chosen (trials)", "FPS under load",
+                             "fine-tune s (median)", "measure s (median; waits for the quiet lock)",
+                             "train threads chosen (trials)", "FPS under load",
                              "load 1 min before"], run_rows(rep["runs"])), "",
              "## Training step times (ms, median and interquartile range)", "",
              *_common.table(["model", "beside", "1 thread, spin", "2 threads, spin", "1 thread, PASSIVE",
