@@ -238,18 +238,23 @@ def _median(runs: list[dict], key: str) -> float:
 
 def summary(runs: list[dict]) -> dict:
     """Per situation and behaviour: median wall and first-trial time over repeats, with range;
-    ratios of medians (busy / alone, shared / alone) and per-repeat ratios."""
+    ratios of medians (busy / alone, shared / alone) and per-repeat ratios. A situation without
+    runs (a stopped bench) is left out (None)."""
     out: dict = {}
     for b in BEHAVIOURS:
         of = {s: [r for r in runs if r["situation"] == s and r["behaviour"] == b] for s in SITUATIONS}
         out[b] = {s: {"wall_s": _median(rs, "wall_s"), "range": [min(r["wall_s"] for r in rs),
                                                                   max(r["wall_s"] for r in rs)],
-                      "first_trial_s": _median(rs, "first_trial_s"), "n": len(rs)} for s, rs in of.items()}
+                      "first_trial_s": _median(rs, "first_trial_s"), "n": len(rs)} if rs else None
+                  for s, rs in of.items()}
         for s in ("busy", "shared"):
-            out[b][f"{s}/alone"] = round(out[b][s]["wall_s"] / out[b]["alone"]["wall_s"], 2)
+            ok = out[b][s] and out[b]["alone"]
+            out[b][f"{s}/alone"] = (round(out[b][s]["wall_s"] / out[b]["alone"]["wall_s"], 2)
+                                    if ok else None)
             out[b][f"{s}/alone per repeat"] = [round(x["wall_s"] / a["wall_s"], 2)
                                                for x, a in zip(of[s], of["alone"])]
-    out["new/old alone"] = round(out["new"]["alone"]["wall_s"] / out["old"]["alone"]["wall_s"], 2)
+    both = out["new"]["alone"] and out["old"]["alone"]
+    out["new/old alone"] = round(out["new"]["alone"]["wall_s"] / out["old"]["alone"]["wall_s"], 2) if both else None
     return out
 
 
@@ -285,6 +290,20 @@ def _span(pair: list[float]) -> str:
 
 
 def verdicts(s: dict) -> list[str]:
+    """One line per Done-when item of issue 23 that the runs can answer."""
+    try:
+        return _verdicts(s)
+    except (TypeError, KeyError):  # a stopped bench: the items its runs cannot answer are left out
+        lines = []
+        for key in ("busy/alone", "shared/alone"):
+            if s["new"][key] is not None:
+                old = s["old"][key]
+                lines.append(f"- {key}: new {s['new'][key]:.2f}x (per repeat "
+                             f"{s['new'][key + ' per repeat']}), old {'-' if old is None else f'{old:.2f}x'}.")
+        return lines + ["- (the bench was stopped before every situation ran: see the runs below)"]
+
+
+def _verdicts(s: dict) -> list[str]:
     new, old = s["new"], s["old"]
     yes = lambda ok: "**met**" if ok else "**NOT met**"  # noqa: E731
     return [f"- Beside one busy loop at nice 0: new {new['busy/alone']:.2f}x the run alone (per repeat "
@@ -303,9 +322,11 @@ def verdicts(s: dict) -> list[str]:
 
 def markdown(rep: dict) -> str:
     s = rep["summary"]
-    table = [[b, *(f"{s[b][x]['wall_s']:.1f} ({s[b][x]['range'][0]:.0f}-{s[b][x]['range'][1]:.0f})"
-                   for x in SITUATIONS), f"{s[b]['busy/alone']:.2f}x", f"{s[b]['shared/alone']:.2f}x",
-                  f"{s[b]['alone']['first_trial_s']:.1f}"] for b in BEHAVIOURS]
+    cell = lambda c: ("-" if c is None  # noqa: E731
+                      else f"{c['wall_s']:.1f} ({c['range'][0]:.0f}-{c['range'][1]:.0f})")
+    ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+    table = [[b, *(cell(s[b][x]) for x in SITUATIONS), ratio(s[b]["busy/alone"]), ratio(s[b]["shared/alone"]),
+              "-" if s[b]["alone"] is None else f"{s[b]['alone']['first_trial_s']:.1f}"] for b in BEHAVIOURS]
     lines = ["# Busy machine: the main job and training steps under load (issue 23)", "",
              f"Command: `{rep['command']}`", "", _common.machine_line(rep["facts"], "see the protocol"), "",
              __doc__.split("\n\n", 2)[2].split("Writes bench/")[0].strip(), "",
