@@ -67,7 +67,11 @@ FLAG_HELP = {
     "device": "where base and trials train and evaluate: auto (CUDA if torch sees it), cpu, cuda or cuda:N; "
               "FPS is always measured on the CPU runtime",
     "runtime": "runtime whose FPS is measured and optimised: torch | onnxruntime | onnxruntime-int8",
-    "threads": "threads for FPS measurement", "fps_repeats": "timing samples per FPS measurement",
+    "threads": "threads for FPS measurement (training's: --train-threads)",
+    "train_threads": "intra-op threads for training (fine-tune, base model, batch-norm "
+                     "re-estimation, screening): auto (per training run, its first steps timed at "
+                     "1 thread and at all cores, the faster kept) or a count",
+    "fps_repeats": "timing samples per FPS measurement",
     "backend": "optuna (embedded, one process) or ray (parallel trials, Ray cluster)",
     "workers": "ray: trials at once", "cpus_per_trial": "ray: CPUs reserved per trial",
     "gpus_per_trial": "ray: GPUs reserved per trial", "address": "ray: cluster address (auto or HOST:PORT)",
@@ -106,7 +110,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif f.type in ("bool", bool):
             p.add_argument(flag, action="store_true", default=None, help=text)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            # a field of several types (train_threads: int | str) is a string the config checks
+            types = [t for t in str(f.type).split(" | ") if t != "None"]
+            kind = {"int": int, "float": float}.get(types[0], str) if len(types) == 1 else str
             p.add_argument(flag, type=kind, default=None, help=text)
 
 
@@ -221,7 +227,7 @@ def _check_train_flags(args) -> None:
     """train's numbers in the ranges search uses for its base model (PrunetuneError, one line)."""
     import math
 
-    from prunetune.config import MAX_SEED
+    from prunetune.config import MAX_SEED, check_train_threads
 
     if args.epochs < 1 or args.batch_size < 1:
         raise PrunetuneError(f"--epochs and --batch-size must be >= 1, got {args.epochs}, {args.batch_size}")
@@ -229,6 +235,7 @@ def _check_train_flags(args) -> None:
         raise PrunetuneError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 <= args.seed < MAX_SEED:
         raise PrunetuneError(f"--seed must be in [0, 2**32), got {args.seed}")
+    args.train_threads = check_train_threads(args.train_threads)
 
 
 def cmd_train(args) -> int:
@@ -245,7 +252,7 @@ def cmd_train(args) -> int:
     device = resolve_device(cfg.device)
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed, log=_log,
-                          device=device)
+                          device=device, train_threads=args.train_threads)
     if args.out:
         save_checkpoint(args.out, base.model, base.meta)
     m = base.meta["metrics"]
@@ -429,6 +436,8 @@ def _train_flags(q: argparse.ArgumentParser) -> None:
         text = _with_default(f"{text}; search's --{name.replace('_', '-')}", default)
         q.add_argument("--" + flag.replace("_", "-"), type=kind, default=default, help=text)
     q.add_argument("--device", default="auto", help=_with_default(FLAG_HELP["device"], "auto"))
+    q.add_argument("--train-threads", default="auto",
+                   help=_with_default(FLAG_HELP["train_threads"], "auto"))
     q.add_argument("--out", help="also write the checkpoint here")
 
 
@@ -571,9 +580,10 @@ def _interrupted(command: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. SIGINT / SIGTERM anywhere in it: one line, exit 130 / 143 (see
     prunetune.interrupts); a user error: one line, exit 2; a full disk: one line, exit 1."""
-    from prunetune.alloc import tune_malloc
+    from prunetune.alloc import passive_openmp, tune_malloc
 
     tune_malloc()  # before any training: glibc keeps big buffers in the heap (see prunetune.alloc)
+    passive_openmp()  # before torch loads OpenMP: waiting threads sleep instead of spinning
     args = build_parser().parse_args(argv)
     watch(getattr(args, "storage", None), getattr(args, "tracking_uri", None),
           os.environ.get("MLFLOW_TRACKING_URI"))  # their secrets never reach an error line

@@ -27,6 +27,7 @@ GRANULARITIES = ("layer", "block", "global")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
 STRATEGIES = ("targets", "search", "uniform", "global", "sensitivity")
 PARAMETRIZATIONS = ("ratios", "allocation")
+AUTO_THREADS = "auto"  # train_threads: measured per training run (prunetune.threads)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class SearchConfig:
     device: str = "auto"
     runtime: str = "torch"
     threads: int = 1
+    train_threads: int | str = AUTO_THREADS
     fps_repeats: int = 11
     backend: str = "optuna"
     workers: int = 2
@@ -99,7 +101,8 @@ class SearchConfig:
         """Check types, names and ranges; raise ConfigError (one line) naming the offending key.
 
         Ranges: trials, base_epochs, subset, batch_size, threads, fps_repeats, workers, round_to
-        >= 1; epochs >= 0; seed, base_seed in [0, 2**32); lr, max_flops, cpus_per_trial finite
+        >= 1; train_threads auto or >= 1;
+        epochs >= 0; seed, base_seed in [0, 2**32); lr, max_flops, cpus_per_trial finite
         and > 0; gpus_per_trial finite and >= 0; 0 <= ratio_min <= ratio_max < 1; ratio_step in
         (0, 1); distill and min_accuracy in [0, 1]; no duplicates in objectives, bits, importance;
         the study name as in prunetune.names."""
@@ -194,6 +197,7 @@ class SearchConfig:
         self._check_device()
         if not (_finite(self.max_drop) and 0.0 <= self.max_drop <= 1.0):
             raise ConfigError(f"max_drop is a fraction of accuracy in [0, 1], got {self.max_drop}")
+        self.train_threads = check_train_threads(self.train_threads)
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
 
@@ -314,6 +318,17 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     return data
 
 
+def check_train_threads(value: object) -> int | str:
+    """`value` as a training-thread setting: "auto" or a whole number >= 1 (also written as a
+    string of digits, as a flag gives it). ConfigError (one line) otherwise."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if value == AUTO_THREADS or (whole and value >= 1):
+        return value
+    raise ConfigError(f"train_threads must be auto or a whole number >= 1, got {value!r}")
+
+
 def _finite(value: float) -> bool:
     """math.isfinite, False for an int too large to be a float."""
     try:
@@ -343,6 +358,8 @@ def _check_type(name: str, value, hint) -> None:
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
             return
+        if len([a for a in args if a is not type(None)]) > 1:
+            return  # a value of several types (train_threads: int | str): its own check decides
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list:

@@ -425,13 +425,14 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
     log(f"fine-tuning trial {rec.number} for {epochs} epoch(s) on the full training split ({device})")
     try:
         hist = train(model, bundle.train, Recipe(epochs=epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size),
-                     seed=rec.seed, device=device)
+                     seed=rec.seed, device=device, train_threads=cfg.train_threads)
     except DivergedError as exc:
         raise PrunetuneError(f"fine-tuning trial {rec.number} diverged ({exc}); export it without "
                              f"--retrain-epochs or with fewer epochs") from None
     recalibrate_bn(model, bundle.train, sampler=recalibration_sampler(bundle, rec.seed), device=device)
     return {"epochs": epochs, "lr": cfg.lr / 2, "loss": hist.loss, "seconds": hist.seconds,
             "device": str(device), "val_accuracy_before": rec.metrics.get("accuracy"),
+            "train_threads": hist.threads.as_context() if hist.threads else None,
             "val_accuracy": evaluate(model, bundle.val, device=device)["accuracy"]}
 
 

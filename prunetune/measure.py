@@ -11,6 +11,7 @@ Conventions (also in the README):
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -163,3 +164,35 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, runtime: dict[str,
         rt = runtime if isinstance(runtime, str) else runtime[k]
         out[k] = Timing(rt, threads, batch_size, statistics.median(s), q[0], q[2], len(s))
     return out
+
+
+def _runnable_now() -> int | None:
+    """Tasks runnable on the machine at this instant besides the caller (/proc/loadavg's 4th
+    field counts the reader too); None where there is no /proc/loadavg (not Linux)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_load(reads: int = 5, pause_s: float = 0.002) -> dict[str, float]:
+    """What else loads the machine now, read when an FPS measurement starts: `load_1m`, the
+    1-minute load average (os.getloadavg; it still counts this user's own training of the last
+    minute, which the quiet lock has paused), `runnable`, the median over `reads` reads (`pause_s`
+    apart) of the tasks runnable besides the caller (Linux; absent elsewhere), and `cpus`, the
+    CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        cpus = os.cpu_count() or 1
+    out = {"load_1m": round(os.getloadavg()[0], 2), "cpus": cpus}
+    seen = []
+    for i in range(reads):
+        seen.append(_runnable_now())
+        if i + 1 < reads:
+            time.sleep(pause_s)
+    if None not in seen:
+        out["runnable"] = statistics.median(seen)
+    return out
+

@@ -6,6 +6,9 @@ import json
 
 FPS_NOTE = ("speedup: the trial's model timed side by side with the base (interleaved samples, same window); "
             "fps = speedup x the base's FPS from the study's start, so every row is on one clock.")
+LOAD_NOTE = ("! measured while other processes kept every CPU busy (load at measurement: {loads}; "
+             "{cpus} CPUs): the absolute FPS of these rows are low and noisy; their speedup, "
+             "timed side by side with the base in the same window, is the figure to trust.")
 
 
 def human(n: float | int | None, unit: str = "") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,41 @@ def test_child_processes_get_the_settings_and_the_users_win(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
     tune_malloc()
     assert os.environ["MALLOC_MMAP_MAX_"] == "0" and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
+
+
+# -- OpenMP's wait policy (prunetune.alloc.passive_openmp) -------------------------------------
+def _spin_count(setup: str) -> int:
+    """GNU OpenMP's spin count in a fresh process that runs `setup` and then loads torch, as the
+    OpenMP runtime itself reports it (OMP_DISPLAY_ENV=VERBOSE): 0 means waiting threads sleep."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_", "GOMP_"))}
+    env |= {"PYTHONPATH": str(ROOT), "OMP_DISPLAY_ENV": "VERBOSE"}
+    code = f"{setup}\nimport torch\ntorch.ones(8).sum()"
+    err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stderr
+    found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", err)
+    if found is None:
+        pytest.skip("torch's OpenMP runtime is not GNU OpenMP (no GOMP_SPINCOUNT in its display)")
+    return int(found.group(1))
+
+
+def test_without_the_setting_openmp_threads_spin():
+    """The control: what the check below would see if prunetune did not set the policy."""
+    assert _spin_count("") > 0
+
+
+def test_after_start_up_openmp_threads_sleep_while_they_wait():
+    assert _spin_count("from prunetune.cli import main; main(['datasets'])") == 0
+
+
+def test_the_users_wait_policy_wins():
+    setup = ("import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n"
+             "from prunetune.cli import main; main(['datasets'])")
+    assert _spin_count(setup) > 0
+
+
+def test_child_processes_get_the_wait_policy(monkeypatch):
+    from prunetune.alloc import passive_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    passive_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -191,6 +191,7 @@ def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
     ({"strategy": "sensitivity"}, "strategy 'sensitivity'"),
     ({"screen": 4}, "screening scores configs without fine-tuning"),
     ({"device": "cuda"}, "run_search does not take device"),
+    ({"train_threads": 2}, "run_search does not take train_threads"),  # train_fn's threads are its own
     ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
     ({"train_fn": 3}, "train_fn must be callable"),
     ({"example_input": torch.zeros(0, 1, 8, 8)}, "example_input has an empty dimension"),

@@ -113,10 +113,12 @@ def cache_key(model_name: str, dataset: str, seed: int, recipe: Recipe) -> str:
 
 def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed: int = 0,
                    checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
-                   log=lambda msg: None, device: torch.device | str = "cpu") -> BaseModel:
+                   log=lambda msg: None, device: torch.device | str = "cpu",
+                   train_threads: int | str | None = None) -> BaseModel:
     """The base model to compress: from `checkpoint` when given, else from the cache, else trained
     now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`. Training and those
-    evaluations run on `device`; the model returned is always on the CPU."""
+    evaluations run on `device`; the model returned is always on the CPU. `train_threads`: see
+    training.train (not part of the cache key; the decision is in `meta["train_threads"]`)."""
     if checkpoint is not None:
         meta, sd = read_checkpoint(checkpoint)
         model = load_into(build_for(model_name, bundle), sd, str(checkpoint))
@@ -146,10 +148,12 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
     def progress(epoch: int, loss: float, seconds: float) -> None:  # a big model: minutes per epoch
         log(f"base epoch {epoch}/{recipe.epochs}: loss {loss:.4f} ({seconds:.0f} s)")
 
-    hist = train(model, bundle.train, recipe, seed=seed, device=device, on_epoch=progress)
+    hist = train(model, bundle.train, recipe, seed=seed, device=device, on_epoch=progress,
+                 train_threads=train_threads)
     meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
             "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
             "train_loss": hist.loss, "train_seconds": hist.seconds,
+            "train_threads": hist.threads.as_context() if hist.threads else None,
             "metrics": _metrics(model, bundle, device), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "torch": str(torch.__version__)}
     save_checkpoint(path, model, meta)

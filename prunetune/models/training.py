@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from prunetune import interrupts
+from prunetune import interrupts, threads
 from prunetune.config import DEVICE_PATTERN
 from prunetune.data.bundle import NormalizedTensorDataset
 from prunetune.errors import ConfigError
@@ -93,8 +93,11 @@ class Recipe:
 
 @dataclass
 class TrainHistory:
+    """Mean loss per epoch, wall seconds, and the run's thread decision (prunetune.threads)."""
+
     loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    threads: threads.Decision | None = None
 
 
 def _loader(ds: Dataset, batch_size: int, *, sampler: Sampler | None = None, shuffle: bool = False,
@@ -114,10 +117,13 @@ def _make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> t
 def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
           sampler: Sampler | None = None, teacher: nn.Module | None = None,
           device: torch.device | str = "cpu",
-          on_epoch: Callable[[int, float, float], None] | None = None) -> TrainHistory:
+          on_epoch: Callable[[int, float, float], None] | None = None,
+          train_threads: int | str | None = None) -> TrainHistory:
     """Train in place for `recipe.epochs` epochs on `device`; returns the mean loss per epoch. The
     model is back on the device it was on when this returns (or raises), in eval mode; `teacher`
-    is never moved or modified (see `_teacher_on`).
+    is never moved or modified (see `_teacher_on`). `train_threads`: torch's intra-op threads on
+    the CPU, "auto" (measured in the run's first steps, see prunetune.threads), a count, or None
+    (torch's as they are); torch's setting is restored afterwards.
 
     With a `sampler` exposing `set_epoch`, every epoch draws its own subset. Deterministic on CPU
     for a given seed. Raises DivergedError when the loss becomes NaN or infinite. `on_epoch(epoch,
@@ -128,14 +134,15 @@ def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
     with _moved_to(model, device):
         try:
             return _train_epochs(model, train_set, recipe, seed=seed, sampler=sampler, teacher=teacher,
-                                 device=device, on_epoch=on_epoch)
+                                 device=device, on_epoch=on_epoch, train_threads=train_threads)
         finally:
             model.eval()
 
 
 def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int, sampler: Sampler | None,
                   teacher: nn.Module | None, device: torch.device,
-                  on_epoch: Callable[[int, float, float], None] | None = None) -> TrainHistory:
+                  on_epoch: Callable[[int, float, float], None] | None = None,
+                  train_threads: int | str | None = None) -> TrainHistory:
     """The loop of `train`, with the model and teacher already on `device`."""
     import time
 
@@ -146,35 +153,47 @@ def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed:
     steps_per_epoch = max(1, math.ceil((len(sampler) if sampler is not None else len(train_set))
                                        / recipe.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+    chooser = threads.ThreadChooser(train_threads, steps=recipe.epochs * steps_per_epoch,
+                                    probe=device.type == "cpu")
     hist, start = TrainHistory(), time.perf_counter()
-    for epoch in range(recipe.epochs):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        total, n = 0.0, 0
-        for x, y in _loader(train_set, recipe.batch_size, sampler=sampler, shuffle=True, generator=g):
-            interrupts.check()
-            x, y = x.to(device), y.to(device)
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            if teacher is not None and recipe.distill_alpha > 0:
-                t = recipe.distill_temperature
-                with torch.no_grad():
-                    soft = F.softmax(teacher(x) / t, dim=1)
-                kd = F.kl_div(F.log_softmax(out / t, dim=1), soft, reduction="batchmean") * t * t
-                loss = (1 - recipe.distill_alpha) * loss + recipe.distill_alpha * kd
-            if not torch.isfinite(loss):
-                raise DivergedError(f"loss became {loss.item()} in epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
-            n += len(y)
-        hist.loss.append(total / max(n, 1))
-        if on_epoch is not None:
-            on_epoch(epoch + 1, hist.loss[-1], time.perf_counter() - start)
-    hist.seconds = time.perf_counter() - start
+    with chooser.running():
+        for epoch in range(recipe.epochs):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            total, n = 0.0, 0
+            for x, y in _loader(train_set, recipe.batch_size, sampler=sampler, shuffle=True,
+                                generator=g):
+                interrupts.check()
+                with chooser.step():
+                    loss = _step(model, x.to(device), y.to(device), opt, recipe, teacher, epoch)
+                sched.step()
+                total += loss * len(y)
+                n += len(y)
+            hist.loss.append(total / max(n, 1))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, hist.loss[-1], time.perf_counter() - start)
+    hist.seconds, hist.threads = time.perf_counter() - start, chooser.decision
     return hist
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+          recipe: Recipe, teacher: nn.Module | None, epoch: int) -> float:
+    """One optimizer step on (x, y), distilled from `teacher` when the recipe says; the loss.
+    Raises DivergedError for a non-finite loss."""
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    if teacher is not None and recipe.distill_alpha > 0:
+        t = recipe.distill_temperature
+        with torch.no_grad():
+            soft = F.softmax(teacher(x) / t, dim=1)
+        kd = F.kl_div(F.log_softmax(out / t, dim=1), soft, reduction="batchmean") * t * t
+        loss = (1 - recipe.distill_alpha) * loss + recipe.distill_alpha * kd
+    if not torch.isfinite(loss):
+        raise DivergedError(f"loss became {loss.item()} in epoch {epoch + 1}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
 @torch.no_grad()

@@ -120,10 +120,13 @@ def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=(), s
 
 
 def pareto_text(result: SearchResult) -> str:
-    """The Pareto table with the base model first and a note on what the numbers mean."""
+    """The Pareto table with the base model first and a note on what the numbers mean; rows whose
+    FPS was measured under load by other processes are marked '!' and a note says so."""
     rows = table_rows(result)
     for row in rows:
-        row["trial"] = f"{row['trial']}{'*' if row.get('pick') else ''}{'k' if row.get('knee') else ''}"
+        marks = ("*" if row.get("pick") else "") + ("k" if row.get("knee") else "")
+        marks += "!" if row.get("under_load") else ""
+        row["trial"] = f"{row['trial']}{marks}"
     counts = result.counts()
     base = result.base_metrics
     notes = [
@@ -137,6 +140,10 @@ def pareto_text(result: SearchResult) -> str:
         f"FPS: batch 1, {base.get('threads', 1)} thread(s), runtime {base.get('runtime', 'torch')}, median; "
         f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
     ]
+    loaded = [row for row in rows if row["under_load"]]
+    if loaded:
+        loads = ", ".join(f"{row['load_1m']:.1f}" for row in loaded if row["load_1m"] is not None)
+        notes.append(render.LOAD_NOTE.format(loads=loads or "-", cpus=base.get("cpus", "?")))
     if result.hypervolume:
         notes.append(f"hypervolume {result.hypervolume[-1]:.3f} on [0, 1] ({pareto.UNIT_HV_NOTE})")
     return "\n".join(notes)

@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunetune import threads
 from prunetune.compress import (CompressionConfig, compress, compressed_size_bytes, inventory, load_compressed_file,
                                 save_compressed, size_bytes)
 from prunetune.config import SearchConfig
 from prunetune.data import DataBundle, create_dataset
-from prunetune.measure import count_macs, count_params
+from prunetune.measure import count_macs, count_params, machine_load
 from prunetune.models import BaseModel, Recipe, get_base_model, resolve_device
 from prunetune.models.training import DivergedError
 from prunetune.runtimes import make_runner, measure_fps
@@ -117,12 +118,14 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     device = resolve_device(cfg.device if cfg.backend != "ray" or cfg.device == "cpu" else "auto")
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
     base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
-                          checkpoint=cfg.checkpoint, log=log, device=device)
+                          checkpoint=cfg.checkpoint, log=log, device=device,
+                          train_threads=cfg.train_threads)
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
     workload = DatasetWorkload(bundle, epochs=cfg.epochs, subset=cfg.subset, lr=cfg.lr, batch_size=cfg.batch_size,
-                               distill=cfg.distill, teacher=base.model, proxy_steps=cfg.proxy_fine_tune_steps)
+                               distill=cfg.distill, teacher=base.model,
+                               proxy_steps=cfg.proxy_fine_tune_steps, train_threads=cfg.train_threads)
     setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
                         weights_dir=weights_dir, skipped_layers=list(inv.skipped), workload=workload,
                         device=str(device))
@@ -154,10 +157,11 @@ def measure_base(setup: SearchSetup) -> dict:
     macs = count_macs(model, example)
     m = setup.base.meta.get("metrics", {})
     with setup.lock.quiet():
+        load = machine_load()
         timing = measure_fps({"base": _base_runner(setup)}, example,
                              repeats=max(setup.config.fps_repeats, 21))["base"]
     # user metrics first: they never replace prunetune's own (see records.reserved_name)
-    return {**m.get("user_metrics", {}),
+    return {**m.get("user_metrics", {}), **load,
             "accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
             "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
             "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
@@ -189,10 +193,11 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
             return rec
         t1 = time.perf_counter()
         shape = architecture(model)
-        with setup.lock.busy():
+        with setup.lock.busy(), threads.watch() as chosen:
             rec.curve = setup.workload.finetune(model, seed, setup.device)
             check_architecture(shape, model)  # the saved file must rebuild this very model
             _record_costs(setup, model, config, rec)  # the model train_fn left, counted again
+        rec.context.update(chosen[-1].as_context() if chosen else {})
         rec.timings["finetune_s"] = time.perf_counter() - t1
         t_bn = time.perf_counter()
         with setup.lock.busy():
@@ -201,7 +206,7 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
         t2 = time.perf_counter()
         with setup.lock.busy():
             rec.metrics.update(setup.workload.evaluate(model, setup.device))
-        rec.metrics.update(_measure_speed(setup, model, config, seed))
+        rec.metrics.update(_measure_speed(setup, model, config, seed, rec.context))
         missing_objectives(setup.config.objectives, rec.metrics)
         rec.timings["measure_s"] = time.perf_counter() - t2
         path = setup.weights_dir / f"trial-{number:05d}.pt"
@@ -330,13 +335,17 @@ def base_reference(setup: SearchSetup) -> dict:
             "base_checkpoint": str(setup.base.path) if setup.base.path else None}
 
 
-def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int) -> dict:
+def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int,
+                   context: dict) -> dict:
+    """FPS of the trial's model and the base's, side by side (the speed metrics); the machine's
+    load at that time goes to `context`."""
     cfg = setup.config
     example = setup.example_input()
     with setup.lock.busy():  # building runners (ONNX export, int8 calibration) is compute too
         candidate = _runner(setup, model, config.bits, seed)
         base = _base_runner(setup)
     with setup.lock.quiet():
+        context.update(machine_load())
         t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
     return {"fps": t["trial"].fps, "latency_ms": t["trial"].median_ms, "fps_spread": t["trial"].spread,
             "speedup": t["trial"].fps / t["base"].fps}

@@ -33,7 +33,7 @@ from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_o
 NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_lr",
                "base_batch_size", "base_seed", "epochs", "subset",
                "lr", "batch_size", "distill", "device", "objectives", "trials", "study", "storage", "tracking_uri",
-               "backend")
+               "backend", "train_threads")
 DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here
 
 

@@ -43,7 +43,10 @@ class TrialRecord:
     the trial's own (Optuna) number, which names its weights file; a trial re-running one an
     earlier run left unfinished has `replay_of` = that trial's number and uses its `seed`.
     `device`: where it trained and was evaluated. `traceback`: a failed trial's full traceback
-    (stored as the Optuna user attr "traceback", not inside "record")."""
+    (stored as the Optuna user attr "traceback", not inside "record"). `context`: the conditions
+    it ran under, not results: the fine-tune's thread decision (train_threads,
+    train_threads_policy, train_step_ms_<N>t: prunetune.threads) and the machine's load when its
+    FPS was measured (load_1m, runnable, cpus: prunetune.measure.machine_load)."""
 
     number: int
     state: str
@@ -58,6 +61,7 @@ class TrialRecord:
     replay_of: int | None = None
     device: str = "cpu"
     traceback: str = ""
+    context: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -175,6 +175,8 @@ def front_rows(result: SearchResult) -> list[dict]:
         row["fps"] = scaled_fps(r.metrics, base_fps)
         row["knee"] = r.number == result.knee
         row["pick"] = r.number == result.pick
+        row["load_1m"] = r.context.get("load_1m")
+        row["under_load"] = measured_under_load(result, r.context)
         row["config"] = {"ratios": r.config.get("ratios", {}), "bits": r.config.get("bits", {}),
                          "importance": r.config.get("importance")}
         rows.append(row)
@@ -184,11 +186,27 @@ def front_rows(result: SearchResult) -> list[dict]:
 def table_rows(result: SearchResult) -> list[dict]:
     """The Pareto table: the base model first, then the front (config summarised as text)."""
     base = {"trial": "base", **{k: result.base_metrics.get(k) for k in TABLE_COLUMNS if k != "trial"},
-            "knee": False, "pick": False, "config": "uncompressed"}
+            "knee": False, "pick": False, "config": "uncompressed",
+            "load_1m": result.base_metrics.get("load_1m"),
+            "under_load": measured_under_load(result, result.base_metrics)}
     rows = [base]
     for row in front_rows(result):
         rows.append({**row, "config": config_text(row["config"])})
     return rows
+
+
+def measured_under_load(result: SearchResult, load: dict) -> bool:
+    """Whether the FPS measurement whose measure.machine_load() reading `load` holds (a record's
+    context, the base metrics) ran on a busy machine: the tasks runnable besides it plus its own
+    threads (the study's FPS threads) were more than the CPUs; without a runnable count (not
+    Linux), the 1-minute load average above the CPUs. False without a reading (older studies).
+    The 1-minute average alone would also count this user's own training of the last minute,
+    which the quiet lock pauses for the measurement."""
+    if "cpus" not in load:
+        return False
+    if load.get("runnable") is not None:
+        return load["runnable"] + int(result.base_metrics.get("threads") or 1) > load["cpus"]
+    return load.get("load_1m", 0.0) > load["cpus"]
 
 
 def config_text(config: dict) -> str:

@@ -525,9 +525,12 @@ class MlflowTracker:
         params = {f"ratio.{k}": f"{v:.4g}" for k, v in record.config.get("ratios", {}).items()}
         params |= {f"bits.{k}": str(v) for k, v in record.config.get("bits", {}).items()}
         params |= {"importance": str(record.config.get("importance")), "seed": str(record.seed)}
+        params |= {k: str(v) for k, v in record.context.items() if isinstance(v, str)}
         values = {k: v for k, v in record.metrics.items()  # a Python API search's own metrics too
                   if k in METRIC_KEYS or (isinstance(v, int | float) and not isinstance(v, bool))}
         values |= {f"time_{k}": v for k, v in record.timings.items()}
+        values |= {k: v for k, v in record.context.items()  # threads chosen, load at measurement
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
         curve = [("finetune_loss", v, i + 1) for i, v in enumerate(record.curve)]
         self._log_batch(rid, params=params, metrics=_metrics(values) + _metrics_steps(curve))
         self.client.set_terminated(rid, status="FAILED" if record.state == FAILED else "FINISHED",

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from prunetune import threads
 from prunetune.data import BalancedSubsetSampler, DataBundle
 from prunetune.errors import PrunetuneError
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
@@ -79,7 +80,9 @@ def calibration_batches(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
 class DatasetWorkload:
     """A prunetune data set with the search config's recipe: fine-tune `epochs` x `subset`
     class-balanced training images (Adam `lr`, distilled from `teacher` when `distill` > 0),
-    batch norms re-estimated on up to RECALIBRATION_IMAGES training images, scored on `val`."""
+    batch norms re-estimated on up to RECALIBRATION_IMAGES training images, scored on `val`.
+    `train_threads` ("auto", a count, None: torch's as they are): the fine-tune's thread policy
+    (prunetune.threads); re-estimation, scoring and screening use its latest decision."""
 
     bundle: DataBundle
     epochs: int
@@ -89,6 +92,7 @@ class DatasetWorkload:
     distill: float = 0.0
     teacher: nn.Module | None = None
     proxy_steps: int = 0
+    train_threads: int | str | None = None
 
     @property
     def label(self) -> str:
@@ -105,30 +109,35 @@ class DatasetWorkload:
         sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
         recipe = Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, distill_alpha=self.distill)
         hist = train(model, self.bundle.train, recipe, seed=seed, sampler=sampler, device=device,
-                     teacher=self.teacher if self.distill > 0 else None)
+                     teacher=self.teacher if self.distill > 0 else None,
+                     train_threads=self.train_threads)
         return hist.loss
 
     def recalibrate(self, model: nn.Module, seed: int, device: str) -> bool:
         sampler = recalibration_sampler(self.bundle, seed, min(self.subset, RECALIBRATION_IMAGES))
-        return bool(recalibrate_bn(model, self.bundle.train, sampler=sampler, batch_size=self.batch_size,
-                                   device=device))
+        with threads.decided(self.train_threads):
+            return bool(recalibrate_bn(model, self.bundle.train, sampler=sampler,
+                                       batch_size=self.batch_size, device=device))
 
     def evaluate(self, model: nn.Module, device: str) -> dict[str, float]:
-        return {"accuracy": evaluate(model, self.bundle.val, device=device)["accuracy"]}
+        with threads.decided(self.train_threads):
+            return {"accuracy": evaluate(model, self.bundle.val, device=device)["accuracy"]}
 
     def screen(self, model: nn.Module, seed: int, device: str) -> dict[str, float]:
         """The proxy: `proxy_steps` fine-tune steps (none when 0) on images of their own, batch
         norms re-estimated on SCREEN_IMAGES, accuracy on SCREEN_VAL_IMAGES validation images."""
         if self.proxy_steps > 0:
             images = self.proxy_steps * self.batch_size
-            sampler = BalancedSubsetSampler(self.bundle.train_targets,
-                                            per_class=max(1, images // self.bundle.num_classes), seed=seed)
+            per_class = max(1, images // self.bundle.num_classes)
+            proxy = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
             train(model, self.bundle.train, Recipe(epochs=1, lr=self.lr, batch_size=self.batch_size),
-                  seed=seed, sampler=sampler, device=device)
-        recalibrate_bn(model, self.bundle.train, sampler=recalibration_sampler(self.bundle, seed, SCREEN_IMAGES),
-                       batch_size=self.batch_size, device=device)
+                  seed=seed, sampler=proxy, device=device, train_threads=self.train_threads)
         val = Subset(self.bundle.val, range(min(SCREEN_VAL_IMAGES, len(self.bundle.val))))
-        return {"accuracy": evaluate(model, val, device=device)["accuracy"]}
+        sampler = recalibration_sampler(self.bundle, seed, SCREEN_IMAGES)
+        with threads.decided(self.train_threads):
+            recalibrate_bn(model, self.bundle.train, sampler=sampler, batch_size=self.batch_size,
+                           device=device)
+            return {"accuracy": evaluate(model, val, device=device)["accuracy"]}
 
     def test_accuracy(self, model: nn.Module) -> float | None:
         return evaluate(model, self.bundle.test, device="cpu")["accuracy"]

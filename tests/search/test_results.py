@@ -116,7 +116,8 @@ def test_the_table_starts_with_the_base_model_and_summarises_configs():
     rows = table_rows(summarize(study_of()))
     assert rows[0] == {"trial": "base", "accuracy": 0.9, "test_accuracy": None, "macs": 500, "flops": 1000,
                        "fps": 100.0, "speedup": None, "params": 2000, "size_bytes": 8000, "bitops": None,
-                       "knee": False, "pick": False, "config": "uncompressed"}
+                       "knee": False, "pick": False, "config": "uncompressed", "load_1m": None,
+                       "under_load": False}
     assert [r["trial"] for r in rows[1:]] == [6, 0, 1]
     assert rows[1]["config"] == "ratios[0.50 0.50] bits[8]"
 
@@ -176,3 +177,28 @@ def test_results_and_records_import_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_fps_measured_under_load_is_flagged_in_the_table():
+    """A front member whose FPS was timed while other processes held every CPU (2 runnable
+    besides the measurement's 1 thread on 2 CPUs) is marked '!', and a note says the speedup is
+    the figure to trust; members timed with a CPU to spare, and older records without a reading,
+    are not."""
+    from prunetune.search.api import pareto_text
+
+    study = new_study(base={**BASE, "threads": 1, "cpus": 2, "load_1m": 0.4, "runnable": 0})
+    loads = [{"load_1m": 3.2, "runnable": 2, "cpus": 2}, {"load_1m": 1.9, "runnable": 1, "cpus": 2}, {}]
+    for n, ((acc, flops), load) in enumerate(zip([(0.8, 500), (0.6, 250), (0.85, 900)], loads)):
+        rec = record(n, accuracy=acc, flops=flops, fps=90.0, speedup=2.0)
+        rec.context.update(load)
+        add(study, rec)
+    result = summarize(study)
+    flagged = {row["trial"]: row["under_load"] for row in table_rows(result)}
+    assert flagged == {"base": False, 0: True, 1: False, 2: False}
+    text = pareto_text(result)
+    assert "0*!" in text or "0!" in text
+    assert "speedup, timed side by side with the base in the same window, is the figure to trust" in text
+    assert "load at measurement: 3.2" in text
+    quiet = new_study(base={**BASE, "threads": 1, "cpus": 2, "runnable": 0})
+    add(quiet, record(0, accuracy=0.8, flops=500))
+    assert "figure to trust" not in pareto_text(summarize(quiet))
