@@ -51,9 +51,16 @@ def test_ui_binds_localhost_unless_host_given(isolated):
     db.touch()  # a store exists (its content is the server's business)
     argv, env = ui_command(f"sqlite:///{db}", host="0.0.0.0", port=5123)
     assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "5123"
-    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{db}"
+    assert env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{db}" and "--backend-store-uri" not in argv
     assert argv[argv.index("--artifacts-destination") + 1] == str(isolated / "mlruns" / "artifacts")
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_ui_keeps_a_store_password_off_the_command_line():
+    """Issue 24: `ps` shows every process's argv to every user; the password goes by environment."""
+    uri = "postgresql://user:s3cret@127.0.0.1:5432/mlflow"
+    argv, env = ui_command(uri, host="127.0.0.1", port=5123)
+    assert not any("s3cret" in a for a in argv) and env["MLFLOW_BACKEND_STORE_URI"] == uri
 
 
 @pytest.mark.parametrize("port, code, message", [

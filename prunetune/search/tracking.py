@@ -85,7 +85,9 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
     store `--artifacts-destination` keeps whatever is uploaded through the server (e.g. runs of an
     experiment created in the UI) next to the store instead of in ./mlartifacts of the current
     folder. MLflow's GenAI job runner (four extra processes, unused here) is off unless
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION is set. PrunetuneError if a SQLite store does not exist.
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION is set. The store URI is passed in the environment
+    (MLFLOW_BACKEND_STORE_URI), never on the command line, which every user of the machine can
+    read. PrunetuneError if a SQLite store does not exist.
     """
     import sys
 
@@ -99,8 +101,11 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
                                  "or pass --tracking-uri")
         check_kind(f"sqlite:///{db}", "mlflow")  # the server would migrate any database into one
         argv += ["--artifacts-destination", str(db.parent / "artifacts")]
-    argv += ["--backend-store-uri", tracking_uri(uri), "--host", host, "--port", str(port), "--workers", "1"]
-    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    argv += ["--host", host, "--port", str(port), "--workers", "1"]
+    # the store URI (a password, maybe) goes by environment: argv is readable by every user (ps)
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
+           "MLFLOW_BACKEND_STORE_URI": tracking_uri(uri)}
+    return argv, env
 
 
 def _use_wal(db: Path) -> None:
