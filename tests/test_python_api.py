@@ -189,7 +189,7 @@ def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
     ({"objectives": {"map": "up"}}, "direction must be 'maximize' or 'minimize'"),
     ({"objectives": ("accuracy", "mAP")}, "unknown objective"),
     ({"strategy": "sensitivity"}, "strategy 'sensitivity'"),
-    ({"screen": 4}, "screening scores configs without fine-tuning"),
+    ({"screen": 4, "strategy": "search"}, "screening scores configs without fine-tuning"),
     ({"device": "cuda"}, "run_search does not take device"),
     ({"train_threads": 2}, "run_search does not take train_threads"),  # train_fn's threads are its own
     ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
@@ -375,7 +375,8 @@ def test_an_eval_fn_calling_sys_exit_fails_its_trial_and_the_search_goes_on(trai
         return evaluate(model)
     exits_on_pruned.calls = 0
     run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=exits_on_pruned,
-                               trials=2, study_name="own-exit", bits=[32], fps_repeats=3)
+                               trials=2, study_name="own-exit", bits=[32], fps_repeats=3,
+                               strategy="search")  # eval_fn's 2nd call is trial 0's (no proxy)
     assert [r.state for r in run.records] == ["failed", "complete"]
     assert run.records[0].reason == "eval_fn called sys.exit(3)"
 
