@@ -58,7 +58,7 @@ def test_the_device_is_recorded_and_a_distilled_trial_leaves_the_base_model_alon
     happens where the trial's device is not the base's: see the CUDA test below.)"""
     from prunetune.search.objective import prepare_search, run_trial
 
-    cfg = SearchConfig(**TINY, device="cpu", distill=0.5, study="dev")
+    cfg = SearchConfig(**TINY, device="cpu", distill=0.5, study="dev", strategy="search")  # warm starts
     setup = prepare_search(cfg, weights_dir=isolated / "w")
     before = _state(setup.base.model)
     rec = run_trial(setup, setup.space.warm_start()[0], 0)
@@ -90,7 +90,7 @@ def test_a_distilled_trial_on_cuda_leaves_the_base_model_on_the_cpu(isolated):
     from prunetune.compress import compress, load_compressed_file
     from prunetune.search.objective import prepare_search, run_trial
 
-    setup = prepare_search(SearchConfig(**TINY, device="cuda", distill=0.5, study="gpu"),
+    setup = prepare_search(SearchConfig(**TINY, device="cuda", distill=0.5, study="gpu", strategy="search"),
                            weights_dir=isolated / "w")
     assert setup.device == "cuda:0" and setup.base_metrics["device"] == "cuda:0"
     before = _state(setup.base.model)
