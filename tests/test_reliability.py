@@ -117,7 +117,7 @@ def test_ctrl_c_swallowed_by_other_code_still_stops_the_search(isolated, monkeyp
     monkeypatch.syspath_prepend(str(isolated))
     argv = ["search", "--model", "swallowing_nets:build", "--dataset", "digits", "--base-epochs", "1",
             "--epochs", "2", "--subset", "100", "--fps-repeats", "3", "--study", "s", "--trials", "4",
-            "--bits", "32"]
+            "--bits", "32", "--strategy", "search"]  # a warm start is trial 0 (targets: its proxy first)
     assert main(argv) == 130
     assert "Re-run the same command to resume" in capsys.readouterr().err
     trials = load_study(isolated, "s").trials
