@@ -42,7 +42,8 @@ class SlowTrialEnd:
 
 @pytest.mark.slow
 def test_timeout_finishes_the_trial_in_flight_stops_and_resumes(isolated):
-    cfg = SearchConfig(**TINY, study="to", trials=20, timeout=0.5)
+    # the per-group search: its three warm-start trials wait in the study, so "no other began" shows
+    cfg = SearchConfig(**TINY, study="to", trials=20, timeout=0.5, strategy="search")
     slow = SlowTrialEnd(0.6)
     result = run_search(cfg, listeners=[slow])
     study = load_study(isolated, "to")
@@ -54,7 +55,7 @@ def test_timeout_finishes_the_trial_in_flight_stops_and_resumes(isolated):
     study = load_study(isolated, "to")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "WAITING"]
     # --trials first: a generous timeout, the budget of 3 stops it
-    run_search(SearchConfig(**TINY, study="to", trials=3, timeout=3600.0))
+    run_search(SearchConfig(**TINY, study="to", trials=3, timeout=3600.0, strategy="search"))
     assert finished(load_study(isolated, "to")) == 3
 
 
