@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 from prunetune.compress import CompressionConfig
-from prunetune.spaces.space import SearchSpace
+from prunetune.spaces.space import OverSearchSpace, SearchSpace
 
 SPREAD = 0.15  # an allocation of +-1 (centred) moves a dimension's ratio this far from the level
 ALLOC_STEP = 0.25  # allocations on a grid (TPE models discrete steps well; 9 values in [-1, 1])
@@ -26,23 +26,11 @@ ALLOC = "alloc:"
 
 
 @dataclass
-class AllocationSpace:
+class AllocationSpace(OverSearchSpace):
     """`inner` re-parametrized as level + allocations (see the module docstring). Offers what the
     runners use of a space (prunetune.spaces.protocol.Space), and groups and ratio_step."""
 
     inner: SearchSpace
-
-    @property
-    def quant_layers(self) -> list[str]:
-        return self.inner.quant_layers
-
-    @property
-    def groups(self):
-        return self.inner.groups
-
-    @property
-    def ratio_step(self) -> float:
-        return self.inner.ratio_step
 
     def level_range(self) -> tuple[float, float]:
         """The level's range: the searched groups' lowest low to their highest high, on the grid."""

@@ -280,3 +280,22 @@ def _num(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     return float(value)
+
+
+class OverSearchSpace:
+    """What a space built over a SearchSpace (`self.inner`) passes through unchanged: its
+    quantizable layers, groups and ratio step (AllocationSpace, TargetSpace)."""
+
+    inner: SearchSpace
+
+    @property
+    def quant_layers(self) -> list[str]:
+        return self.inner.quant_layers
+
+    @property
+    def groups(self):
+        return self.inner.groups
+
+    @property
+    def ratio_step(self) -> float:
+        return self.inner.ratio_step

@@ -31,7 +31,7 @@ from prunetune.compress.inventory import layer_macs
 from prunetune.compress.prune import kept_channels, prune
 from prunetune.config import check_targets
 from prunetune.errors import ConfigError
-from prunetune.spaces.space import SearchSpace
+from prunetune.spaces.space import OverSearchSpace, SearchSpace
 
 GAMMA = math.log(4.0)  # an allocation of +-1 keeps 4x more / fewer channels than the scale s
 TOLERANCE = 0.02  # a candidate's MACs lie in [t * (1 - TOLERANCE), t] x base MACs
@@ -116,7 +116,7 @@ def default_targets(cheapest: float, lightest: float) -> list[float]:
 
 
 @dataclass
-class TargetSpace:
+class TargetSpace(OverSearchSpace):
     """`inner`'s groups searched as allocations at MACs targets (see the module docstring).
 
     A full trial's params are explicit: `target` plus `ratio:<dim>` (the solved ratios) and the
@@ -128,18 +128,6 @@ class TargetSpace:
     cost: CostModel
     targets: list[float]
     _solved: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def quant_layers(self) -> list[str]:
-        return self.inner.quant_layers
-
-    @property
-    def groups(self):
-        return self.inner.groups
-
-    @property
-    def ratio_step(self) -> float:
-        return self.inner.ratio_step
 
     def dims(self) -> dict[str, tuple[list[str], float, float]]:
         """Ratio dimension -> (its groups, lowest ratio, highest ratio)."""
