@@ -3,6 +3,7 @@
 Not a benchmark itself. Every `bench/NAME.py` imports it (scripts run as `python bench/NAME.py`,
 so `bench/` is on sys.path).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,7 +32,11 @@ def ensure_env() -> None:
 
 def command(script: str, argv: list[str]) -> str:
     """The command line as a user would type it (with PRUNETUNE_HOME when it was set)."""
-    prefix = f"PRUNETUNE_HOME={os.environ['PRUNETUNE_HOME']} " if os.environ.get("PRUNETUNE_HOME") else ""
+    prefix = (
+        f"PRUNETUNE_HOME={os.environ['PRUNETUNE_HOME']} "
+        if os.environ.get("PRUNETUNE_HOME")
+        else ""
+    )
     return prefix + shlex.join(["python", f"bench/{script}", *argv])
 
 
@@ -45,10 +50,18 @@ def scratch(name: str, quick: bool) -> Path:
 
 def _git() -> str:
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "prunetune"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "prunetune"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head + (" (prunetune/ has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -66,8 +79,11 @@ def cpu_facts() -> dict:
                 flags = set(value.split())
     except OSError:
         pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(),
-            "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
+    }
 
 
 def machine_facts() -> dict:
@@ -79,10 +95,14 @@ def machine_facts() -> dict:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - a missing optional package is just not listed
             pass
-    return {**cpu_facts(), "versions": versions, "git": _git(),
-            "load_average_start": list(os.getloadavg()),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "_t0": time.time()}
+    return {
+        **cpu_facts(),
+        "versions": versions,
+        "git": _git(),
+        "load_average_start": list(os.getloadavg()),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "_t0": time.time(),
+    }
 
 
 def finish_facts(facts: dict) -> dict:
@@ -94,19 +114,24 @@ def finish_facts(facts: dict) -> dict:
 def machine_line(facts: dict, threads: str) -> str:
     v = facts["versions"]
     load = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-    return (f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, {', '.join(facts['isa'])}), "
-            + ", ".join(f"{k} {val}" for k, val in v.items())
-            + f"; git {facts['git']}; {threads}; {facts['date']}; load average (1, 5, 15 min) at start "
-            f"{load(facts['load_average_start'])}, at end {load(facts['load_average_end'])} (the 2 cores "
-            f"are shared with other engineers' jobs); this bench took {facts['wall_s'] / 60:.1f} min wall.")
+    return (
+        f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, {', '.join(facts['isa'])}), "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + f"; git {facts['git']}; {threads}; {facts['date']}; load average (1, 5, 15 min) at start "
+        f"{load(facts['load_average_start'])}, at end {load(facts['load_average_end'])} (the 2 cores "
+        f"are shared with other engineers' jobs); this bench took {facts['wall_s'] / 60:.1f} min wall."
+    )
 
 
 def stats(values: list[float]) -> dict:
     values = [float(v) for v in values]
-    return {"mean": statistics.fmean(values) if values else float("nan"),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values) if values else float("nan"),
-            "max": max(values) if values else float("nan"), "n": len(values)}
+    return {
+        "mean": statistics.fmean(values) if values else float("nan"),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values) if values else float("nan"),
+        "max": max(values) if values else float("nan"),
+        "n": len(values),
+    }
 
 
 def ms(values: list[float], fmt: str = ".3f") -> str:
@@ -127,4 +152,6 @@ def write(name: str, md: str, data: dict, out: Path | None = None) -> None:
 
 def table(header: list[str], rows: list[list], align: str | None = None) -> list[str]:
     align = align or "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"
-    return ["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", align] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows
+    ]

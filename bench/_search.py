@@ -11,6 +11,7 @@ bench asking for the same study (same name, same settings) reuses it instead of 
 Workers run one torch thread each (two workers on two cores; under a busy neighbour one-thread
 kernels hold up far better than two-thread ones).
 """
+
 from __future__ import annotations
 
 import json
@@ -98,19 +99,35 @@ def base_path(model: str, settings: Settings) -> Path:
     """Where get_base_model caches this model's seed-0 base (computed the same way)."""
     from prunetune.models.checkpoint import cache_key, home_dir
 
-    return home_dir() / "checkpoints" / f"{model}-mnist5k-{cache_key(model, 'mnist5k', 0, base_recipe_for(settings))}.pt"
+    return (
+        home_dir()
+        / "checkpoints"
+        / f"{model}-mnist5k-{cache_key(model, 'mnist5k', 0, base_recipe_for(settings))}.pt"
+    )
 
 
 def _config(task: Task, workdir: Path, *, granularity: str | None = None):
     from prunetune.config import SearchConfig
 
     s = task.settings
-    return SearchConfig(model=task.model, dataset="mnist5k", checkpoint=str(base_path(task.model, s)),
-                        base_epochs=s.base_epochs, seed=task.seed, study=task.name,
-                        storage=f"sqlite:///{workdir / 'studies' / (task.name + '.db')}",
-                        trials=s.trials, sampler=task.sampler if task.kind == "study" else "tpe", objectives=list(OBJECTIVES),
-                        granularity=granularity or s.granularity, bits=[32], epochs=s.epochs,
-                        subset=s.subset, fps_repeats=s.fps_repeats, threads=1)
+    return SearchConfig(
+        model=task.model,
+        dataset="mnist5k",
+        checkpoint=str(base_path(task.model, s)),
+        base_epochs=s.base_epochs,
+        seed=task.seed,
+        study=task.name,
+        storage=f"sqlite:///{workdir / 'studies' / (task.name + '.db')}",
+        trials=s.trials,
+        sampler=task.sampler if task.kind == "study" else "tpe",
+        objectives=list(OBJECTIVES),
+        granularity=granularity or s.granularity,
+        bits=[32],
+        epochs=s.epochs,
+        subset=s.subset,
+        fps_repeats=s.fps_repeats,
+        threads=1,
+    )
 
 
 def _wait_for(path: Path, timeout_s: float = 1800) -> None:
@@ -125,11 +142,20 @@ def _record(r, channels: dict[str, int]) -> dict:
     from prunetune.compress import kept_channels
 
     ratios = r.config.get("ratios", {}) if r.config else {}
-    return {"number": r.number, "state": r.state, "reason": r.reason, "params": r.params,
-            "ratios": ratios,
-            "kept": {g: kept_channels(c, ratios.get(g, 0.0)) for g, c in channels.items()} if ratios else {},
-            "metrics": {k: r.metrics.get(k) for k in ("accuracy", "test_accuracy", "macs", "flops", "params")},
-            "timings": dict(r.timings)}
+    return {
+        "number": r.number,
+        "state": r.state,
+        "reason": r.reason,
+        "params": r.params,
+        "ratios": ratios,
+        "kept": {g: kept_channels(c, ratios.get(g, 0.0)) for g, c in channels.items()}
+        if ratios
+        else {},
+        "metrics": {
+            k: r.metrics.get(k) for k in ("accuracy", "test_accuracy", "macs", "flops", "params")
+        },
+        "timings": dict(r.timings),
+    }
 
 
 def run_task(task: Task, workdir: str) -> dict:
@@ -146,9 +172,15 @@ def run_task(task: Task, workdir: str) -> dict:
 
         bundle = create_dataset("mnist5k")
         base = get_base_model(task.model, bundle, recipe=base_recipe_for(task.settings), seed=0)
-        return {"task": task.name, "kind": "base", "model": task.model, "path": str(base.path),
-                "metrics": base.meta.get("metrics"), "train_seconds": base.meta.get("train_seconds"),
-                "wall_s": time.perf_counter() - t0}
+        return {
+            "task": task.name,
+            "kind": "base",
+            "model": task.model,
+            "path": str(base.path),
+            "metrics": base.meta.get("metrics"),
+            "train_seconds": base.meta.get("train_seconds"),
+            "wall_s": time.perf_counter() - t0,
+        }
     _wait_for(base_path(task.model, task.settings))
     if task.kind == "study":
         import optuna
@@ -159,20 +191,35 @@ def run_task(task: Task, workdir: str) -> dict:
 
         cfg = _config(task, workdir)
         db = workdir / "studies" / f"{task.name}.db"
-        study = (optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
-                 if db.is_file() and cfg.study_name in optuna.get_all_study_names(cfg.storage_url) else None)
+        study = (
+            optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
+            if db.is_file() and cfg.study_name in optuna.get_all_study_names(cfg.storage_url)
+            else None
+        )
         if study is not None and count_finished(study) == (cfg.trials, 0):
-            result = summarize(study)  # finished earlier: reuse it (no base model, no timing needed)
+            result = summarize(
+                study
+            )  # finished earlier: reuse it (no base model, no timing needed)
         else:
             result = run_search(cfg)
             study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
         channels = {g: v["channels"] for g, v in study.user_attrs["space"]["groups"].items()}
-        return {"task": task.name, "kind": "study", "model": task.model, "sampler": task.sampler,
-                "seed": task.seed, "settings": task.settings.as_dict(),
-                "base_metrics": result.base_metrics, "front": result.front,
-                "records": [_record(r, channels) for r in result.records
-                            if r.state in ("complete", "failed", "rejected")],
-                "wall_s": time.perf_counter() - t0}
+        return {
+            "task": task.name,
+            "kind": "study",
+            "model": task.model,
+            "sampler": task.sampler,
+            "seed": task.seed,
+            "settings": task.settings.as_dict(),
+            "base_metrics": result.base_metrics,
+            "front": result.front,
+            "records": [
+                _record(r, channels)
+                for r in result.records
+                if r.state in ("complete", "failed", "rejected")
+            ],
+            "wall_s": time.perf_counter() - t0,
+        }
     # uniform sweep: one run_trial per ratio, every group at that ratio (granularity "global")
     from prunetune.search.objective import prepare_search, run_trial
     from prunetune.search.records import TrialRecord
@@ -184,7 +231,9 @@ def run_task(task: Task, workdir: str) -> dict:
     ratios = uniform_ratios(task.settings.uniform_trials)
     have = {r["number"] for r in done["records"]}
     if not all(i in have for i in range(len(ratios))) or "base_metrics" not in done:
-        setup = prepare_search(cfg, weights_dir=workdir / "mlruns" / "prunetune" / task.name / "weights")
+        setup = prepare_search(
+            cfg, weights_dir=workdir / "mlruns" / "prunetune" / task.name / "weights"
+        )
         done["base_metrics"] = dict(setup.base_metrics)
         channels = {g: s.channels for g, s in setup.space.groups.items()}
         for i, ratio in enumerate(ratios):
@@ -196,10 +245,17 @@ def run_task(task: Task, workdir: str) -> dict:
             done["records"].append(_record(rec, channels) | {"ratio": ratio})
             cache.write_text(json.dumps(done))
     base_metrics = done["base_metrics"]
-    return {"task": task.name, "kind": "uniform", "model": task.model, "sampler": "uniform",
-            "seed": task.seed, "settings": task.settings.as_dict(), "base_metrics": base_metrics,
-            "records": sorted(done["records"], key=lambda r: r["number"]),
-            "wall_s": time.perf_counter() - t0}
+    return {
+        "task": task.name,
+        "kind": "uniform",
+        "model": task.model,
+        "sampler": "uniform",
+        "seed": task.seed,
+        "settings": task.settings.as_dict(),
+        "base_metrics": base_metrics,
+        "records": sorted(done["records"], key=lambda r: r["number"]),
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def run_tasks(tasks: list[Task], workdir: Path, workers: int, log=print) -> list[dict]:
@@ -212,16 +268,21 @@ def run_tasks(tasks: list[Task], workdir: Path, workers: int, log=print) -> list
             try:
                 res = fut.result()
             except Exception as exc:  # noqa: BLE001 - one broken task must not lose the others
-                log(f"[{time.strftime('%H:%M:%S')}] FAILED {futures[fut].name}: {type(exc).__name__}: {exc}")
+                log(
+                    f"[{time.strftime('%H:%M:%S')}] FAILED {futures[fut].name}: {type(exc).__name__}: {exc}"
+                )
                 continue
-            log(f"[{time.strftime('%H:%M:%S')}] done {res['task']} in {res['wall_s']:.0f} s "
-                f"(load {os.getloadavg()[0]:.1f})")
+            log(
+                f"[{time.strftime('%H:%M:%S')}] done {res['task']} in {res['wall_s']:.0f} s "
+                f"(load {os.getloadavg()[0]:.1f})"
+            )
             out.append(res)
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # analysis
+
 
 def hv_curve(result: dict, upto: int | None = None) -> list[float]:
     """Hypervolume of the complete trials among the first k, for k = 1..n (trial order), with the
@@ -241,8 +302,11 @@ def hv_curve(result: dict, upto: int | None = None) -> list[float]:
 def best_accuracy_under(result: dict, macs_fraction: float) -> float | None:
     """Best validation accuracy among complete trials with MACs <= fraction x base MACs."""
     base = result["base_metrics"]["macs"]
-    accs = [r["metrics"]["accuracy"] for r in result["records"]
-            if r["state"] == "complete" and r["metrics"]["macs"] <= macs_fraction * base]
+    accs = [
+        r["metrics"]["accuracy"]
+        for r in result["records"]
+        if r["state"] == "complete" and r["metrics"]["macs"] <= macs_fraction * base
+    ]
     return max(accs) if accs else None
 
 

@@ -11,6 +11,7 @@ twice: as it comes out of fine-tuning, and after `recalibrate_bn` (batch-norm st
 re-estimated on min(subset, 1,000) class-balanced training images, what a trial now does). Both numbers come
 from the same fine-tuned weights. Writes bn_recalibration.md and bn_recalibration.json.
 """
+
 from __future__ import annotations
 
 import _common
@@ -35,7 +36,9 @@ def run_model(model: str, seeds: int, base_epochs: int) -> list[dict]:
     from prunetune.search.workload import RECALIBRATION_IMAGES, recalibration_sampler
 
     cfg = SearchConfig(model=model, dataset="mnist5k", base_epochs=base_epochs, bits=[32])
-    setup = prepare_search(cfg, weights_dir=_common.scratch("bn_recalibration", False) / "w", log=print)
+    setup = prepare_search(
+        cfg, weights_dir=_common.scratch("bn_recalibration", False) / "w", log=print
+    )
     bundle, example = setup.bundle, setup.example_input()
     rows = []
     for params in setup.space.warm_start()[:2]:
@@ -46,19 +49,40 @@ def run_model(model: str, seeds: int, base_epochs: int) -> list[dict]:
             for s in range(seeds):
                 seed = trial_seed(0, s)
                 model_ft = copy.deepcopy(pruned)
-                sampler = BalancedSubsetSampler(bundle.train_targets, per_class=subset // bundle.num_classes, seed=seed)
+                sampler = BalancedSubsetSampler(
+                    bundle.train_targets, per_class=subset // bundle.num_classes, seed=seed
+                )
                 t0 = time.perf_counter()
-                train(model_ft, bundle.train, Recipe(epochs=epochs, lr=1e-3, batch_size=64), seed=seed, sampler=sampler)
+                train(
+                    model_ft,
+                    bundle.train,
+                    Recipe(epochs=epochs, lr=1e-3, batch_size=64),
+                    seed=seed,
+                    sampler=sampler,
+                )
                 ft_s = time.perf_counter() - t0
                 plain = evaluate(model_ft, bundle.val)["accuracy"]
                 t1 = time.perf_counter()
-                recalibrate_bn(model_ft, bundle.train,
-                               sampler=recalibration_sampler(bundle, seed, min(subset, RECALIBRATION_IMAGES)))
+                recalibrate_bn(
+                    model_ft,
+                    bundle.train,
+                    sampler=recalibration_sampler(bundle, seed, min(subset, RECALIBRATION_IMAGES)),
+                )
                 recal_s = time.perf_counter() - t1
                 fixed = evaluate(model_ft, bundle.val)["accuracy"]
-                rows.append({"model": model, "ratio": ratio, "budget": budget, "seed": seed,
-                             "base_val": setup.base_metrics["accuracy"], "without": plain, "with": fixed,
-                             "finetune_s": ft_s, "recalibrate_s": recal_s})
+                rows.append(
+                    {
+                        "model": model,
+                        "ratio": ratio,
+                        "budget": budget,
+                        "seed": seed,
+                        "base_val": setup.base_metrics["accuracy"],
+                        "without": plain,
+                        "with": fixed,
+                        "finetune_s": ft_s,
+                        "recalibrate_s": recal_s,
+                    }
+                )
                 print(rows[-1], flush=True)
     return rows
 
@@ -66,21 +90,51 @@ def run_model(model: str, seeds: int, base_epochs: int) -> list[dict]:
 def markdown(rep: dict) -> str:
     rows = rep["rows"]
     table = []
-    keys = sorted({(r["model"], r["ratio"], r["budget"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted(
+        {(r["model"], r["ratio"], r["budget"]) for r in rows}, key=lambda k: (k[0], k[1], k[2])
+    )
     for model, ratio, budget in keys:
         rs = [r for r in rows if (r["model"], r["ratio"], r["budget"]) == (model, ratio, budget)]
         med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
         span = lambda key: f"{min(r[key] for r in rs):.3f}..{max(r[key] for r in rs):.3f}"  # noqa: E731
-        table.append([model, f"{ratio:.2f}", budget, f"{rs[0]['base_val']:.3f}",
-                      f"{med('without'):.3f} ({span('without')})", f"{med('with'):.3f} ({span('with')})",
-                      f"{med('finetune_s'):.1f}", f"{med('recalibrate_s'):.2f}"])
-    return "\n".join([
-        "# Batch-norm recalibration after fine-tuning", "",
-        f"Command: `{rep['command']}`", "", _common.machine_line(rep["facts"], "torch default threads"), "",
-        "Protocol: " + " ".join(__doc__.split("\n\n")[2].split()), "",
-        *_common.table(["model", "ratio", "fine-tune (epochs x images)", "base val acc",
-                        f"val acc without, median (range over {rep['seeds']} seeds)", "with recalibration",
-                        "fine-tune s", "recalibration s"], table), ""])
+        table.append(
+            [
+                model,
+                f"{ratio:.2f}",
+                budget,
+                f"{rs[0]['base_val']:.3f}",
+                f"{med('without'):.3f} ({span('without')})",
+                f"{med('with'):.3f} ({span('with')})",
+                f"{med('finetune_s'):.1f}",
+                f"{med('recalibrate_s'):.2f}",
+            ]
+        )
+    return "\n".join(
+        [
+            "# Batch-norm recalibration after fine-tuning",
+            "",
+            f"Command: `{rep['command']}`",
+            "",
+            _common.machine_line(rep["facts"], "torch default threads"),
+            "",
+            "Protocol: " + " ".join(__doc__.split("\n\n")[2].split()),
+            "",
+            *_common.table(
+                [
+                    "model",
+                    "ratio",
+                    "fine-tune (epochs x images)",
+                    "base val acc",
+                    f"val acc without, median (range over {rep['seeds']} seeds)",
+                    "with recalibration",
+                    "fine-tune s",
+                    "recalibration s",
+                ],
+                table,
+            ),
+            "",
+        ]
+    )
 
 
 def main() -> None:
@@ -91,8 +145,12 @@ def main() -> None:
     args = ap.parse_args()
     facts = _common.machine_facts()
     rows = [r for m in args.models.split(",") for r in run_model(m, args.seeds, args.base_epochs)]
-    rep = {"command": _common.command("bn_recalibration.py", sys.argv[1:]), "seeds": args.seeds, "rows": rows,
-           "facts": _common.finish_facts(facts)}
+    rep = {
+        "command": _common.command("bn_recalibration.py", sys.argv[1:]),
+        "seeds": args.seeds,
+        "rows": rows,
+        "facts": _common.finish_facts(facts),
+    }
     _common.write("bn_recalibration", markdown(rep), rep)
 
 

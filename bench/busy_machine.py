@@ -34,6 +34,7 @@ taken in rounds alternating 1 and 2 threads; median and interquartile range.
 Writes bench/results/busy_machine.md and .json (with the command, git revision, load average).
 `--quick`: 3 trials, 1 repeat, 4 steps, report in the scratch folder.
 """
+
 from __future__ import annotations
 
 import _common
@@ -69,8 +70,10 @@ def old_source(root: Path) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
         archive = dest / "src.tar"
-        subprocess.run(["git", "-C", str(_common.REPO), "archive", "-o", str(archive), OLD_REV, "prunetune"],
-                       check=True)
+        subprocess.run(
+            ["git", "-C", str(_common.REPO), "archive", "-o", str(archive), OLD_REV, "prunetune"],
+            check=True,
+        )
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter="data")
         archive.unlink()
@@ -98,17 +101,22 @@ def study_facts(work: Path, t0: float) -> dict:
 
     from prunetune.search.results import measured_under_load, summarize
 
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{work / 'mlruns' / 'optuna.db'}")
+    study = optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{work / 'mlruns' / 'optuna.db'}"
+    )
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.datetime_start)
     result = summarize(study)
     done = [r for r in result.records if r.state == "complete"]
     chosen = [r.context.get("train_threads") for r in done if r.context.get("train_threads")]
-    return {"trials": len(done), "first_trial_s": round(trials[0].datetime_start.timestamp() - t0, 2),
-            "finetune_s_median": round(statistics.median(r.timings["finetune_s"] for r in done), 2),
-            "measure_s_median": round(statistics.median(r.timings["measure_s"] for r in done), 2),
-            "train_threads": {str(n): chosen.count(n) for n in sorted(set(chosen))},
-            "fps_under_load": sum(measured_under_load(result, r.context) for r in done),
-            "load_at_fps": [r.context["load_1m"] for r in done if "load_1m" in r.context]}
+    return {
+        "trials": len(done),
+        "first_trial_s": round(trials[0].datetime_start.timestamp() - t0, 2),
+        "finetune_s_median": round(statistics.median(r.timings["finetune_s"] for r in done), 2),
+        "measure_s_median": round(statistics.median(r.timings["measure_s"] for r in done), 2),
+        "train_threads": {str(n): chosen.count(n) for n in sorted(set(chosen))},
+        "fps_under_load": sum(measured_under_load(result, r.context) for r in done),
+        "load_at_fps": [r.context["load_1m"] for r in done if "load_1m" in r.context],
+    }
 
 
 def run_search(situation: str, env: dict, work: Path, trials: int) -> dict:
@@ -118,8 +126,10 @@ def run_search(situation: str, env: dict, work: Path, trials: int) -> dict:
     busy = subprocess.Popen(BUSY_LOOP) if situation == "busy" else None
     load = os.getloadavg()[0]
     t0 = time.time()
-    procs = [launch(work, env, trials, work / f"stderr-{i}.log")
-             for i in range(2 if situation == "shared" else 1)]
+    procs = [
+        launch(work, env, trials, work / f"stderr-{i}.log")
+        for i in range(2 if situation == "shared" else 1)
+    ]
     codes = [p.wait() for p in procs]
     wall = time.time() - t0
     if busy is not None:
@@ -140,13 +150,19 @@ def part1(root: Path, home: Path, args, partial: dict) -> list[dict]:
         for situation in SITUATIONS:
             for behaviour in order:
                 env = search_env(home, srcs[behaviour])
-                run = run_search(situation, env, root / f"{situation}-{behaviour}-{rep}", args.trials)
+                run = run_search(
+                    situation, env, root / f"{situation}-{behaviour}-{rep}", args.trials
+                )
                 runs.append({"situation": situation, "behaviour": behaviour, "repeat": rep, **run})
                 facts = _common.finish_facts(dict(partial["facts"]))  # load and wall time so far
-                (root / "partial.json").write_text(json.dumps({**partial, "facts": facts, "runs": runs},
-                                                              indent=1))
-                print(f"{situation:6s} {behaviour}: {run['wall_s']:6.1f} s, first trial "
-                      f"{run['first_trial_s']:.1f} s, threads {run['train_threads']}", flush=True)
+                (root / "partial.json").write_text(
+                    json.dumps({**partial, "facts": facts, "runs": runs}, indent=1)
+                )
+                print(
+                    f"{situation:6s} {behaviour}: {run['wall_s']:6.1f} s, first trial "
+                    f"{run['first_trial_s']:.1f} s, threads {run['train_threads']}",
+                    flush=True,
+                )
     return runs
 
 
@@ -157,8 +173,13 @@ def prime(root: Path, home: Path) -> None:
     work = root / "prime"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "prunetune", "search", "--trials", "1", "--study", "prime"],
-                   cwd=work, env=search_env(home, _common.REPO), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "prunetune", "search", "--trials", "1", "--study", "prime"],
+        cwd=work,
+        env=search_env(home, _common.REPO),
+        check=True,
+        capture_output=True,
+    )
 
 
 # -- part 2: training step times -------------------------------------------------------------
@@ -188,8 +209,10 @@ def step_worker(steps: int) -> None:
                 if busy is not None:
                     busy.kill()
                     busy.wait()
-            cells += [{"model": name, "pruned": ratio, "beside": beside, "threads": n, "ms": ms}
-                      for n, ms in times.items()]
+            cells += [
+                {"model": name, "pruned": ratio, "beside": beside, "threads": n, "ms": ms}
+                for n, ms in times.items()
+            ]
     print(json.dumps(cells))
 
 
@@ -224,8 +247,13 @@ def part2(steps: int) -> list[dict]:
         env["PYTHONPATH"] = str(_common.REPO)
         if policy != "unset":
             env["OMP_WAIT_POLICY"] = policy
-        proc = subprocess.run([sys.executable, __file__, "--step-worker", "--steps", str(steps)], env=env,
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--step-worker", "--steps", str(steps)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         cells += [{**c, "policy": policy} for c in json.loads(proc.stdout.strip().splitlines()[-1])]
         print(f"steps with OMP_WAIT_POLICY {policy}: done", flush=True)
     return cells
@@ -242,19 +270,32 @@ def summary(runs: list[dict]) -> dict:
     runs (a stopped bench) is left out (None)."""
     out: dict = {}
     for b in BEHAVIOURS:
-        of = {s: [r for r in runs if r["situation"] == s and r["behaviour"] == b] for s in SITUATIONS}
-        out[b] = {s: {"wall_s": _median(rs, "wall_s"), "range": [min(r["wall_s"] for r in rs),
-                                                                  max(r["wall_s"] for r in rs)],
-                      "first_trial_s": _median(rs, "first_trial_s"), "n": len(rs)} if rs else None
-                  for s, rs in of.items()}
+        of = {
+            s: [r for r in runs if r["situation"] == s and r["behaviour"] == b] for s in SITUATIONS
+        }
+        out[b] = {
+            s: {
+                "wall_s": _median(rs, "wall_s"),
+                "range": [min(r["wall_s"] for r in rs), max(r["wall_s"] for r in rs)],
+                "first_trial_s": _median(rs, "first_trial_s"),
+                "n": len(rs),
+            }
+            if rs
+            else None
+            for s, rs in of.items()
+        }
         for s in ("busy", "shared"):
             ok = out[b][s] and out[b]["alone"]
-            out[b][f"{s}/alone"] = (round(out[b][s]["wall_s"] / out[b]["alone"]["wall_s"], 2)
-                                    if ok else None)
-            out[b][f"{s}/alone per repeat"] = [round(x["wall_s"] / a["wall_s"], 2)
-                                               for x, a in zip(of[s], of["alone"])]
+            out[b][f"{s}/alone"] = (
+                round(out[b][s]["wall_s"] / out[b]["alone"]["wall_s"], 2) if ok else None
+            )
+            out[b][f"{s}/alone per repeat"] = [
+                round(x["wall_s"] / a["wall_s"], 2) for x, a in zip(of[s], of["alone"])
+            ]
     both = out["new"]["alone"] and out["old"]["alone"]
-    out["new/old alone"] = round(out["new"]["alone"]["wall_s"] / out["old"]["alone"]["wall_s"], 2) if both else None
+    out["new/old alone"] = (
+        round(out["new"]["alone"]["wall_s"] / out["old"]["alone"]["wall_s"], 2) if both else None
+    )
     return out
 
 
@@ -270,19 +311,34 @@ def step_rows(cells: list[dict]) -> list[list]:
             row = [f"{name}{f' pruned {ratio}' if ratio else ''}", beside]
             for policy in ("unset", "PASSIVE"):
                 for n in (1, 2):
-                    c = next(c for c in cells if (c["model"], c["pruned"], c["beside"], c["policy"],
-                                                  c["threads"]) == (name, ratio, beside, policy, n))
+                    c = next(
+                        c
+                        for c in cells
+                        if (c["model"], c["pruned"], c["beside"], c["policy"], c["threads"])
+                        == (name, ratio, beside, policy, n)
+                    )
                     row.append(_iqr(c["ms"]))
             rows.append(row)
     return rows
 
 
 def run_rows(runs: list[dict]) -> list[list]:
-    return [[r["repeat"], r["situation"], r["behaviour"], f"{r['wall_s']:.1f}", f"{r['first_trial_s']:.1f}",
-             r["trials"], f"{r['finetune_s_median']:.2f}", f"{r.get('measure_s_median', float('nan')):.2f}",
-             json.dumps(r["train_threads"]) if r["train_threads"]
-             else "-", r["fps_under_load"] if r["behaviour"] == "new" else "-", f"{r['load_1m_before']:.2f}"]
-            for r in runs]
+    return [
+        [
+            r["repeat"],
+            r["situation"],
+            r["behaviour"],
+            f"{r['wall_s']:.1f}",
+            f"{r['first_trial_s']:.1f}",
+            r["trials"],
+            f"{r['finetune_s_median']:.2f}",
+            f"{r.get('measure_s_median', float('nan')):.2f}",
+            json.dumps(r["train_threads"]) if r["train_threads"] else "-",
+            r["fps_under_load"] if r["behaviour"] == "new" else "-",
+            f"{r['load_1m_before']:.2f}",
+        ]
+        for r in runs
+    ]
 
 
 def _span(pair: list[float]) -> str:
@@ -298,50 +354,112 @@ def verdicts(s: dict) -> list[str]:
         for key in ("busy/alone", "shared/alone"):
             if s["new"][key] is not None:
                 old = s["old"][key]
-                lines.append(f"- {key}: new {s['new'][key]:.2f}x (per repeat "
-                             f"{s['new'][key + ' per repeat']}), old {'-' if old is None else f'{old:.2f}x'}.")
+                lines.append(
+                    f"- {key}: new {s['new'][key]:.2f}x (per repeat "
+                    f"{s['new'][key + ' per repeat']}), old {'-' if old is None else f'{old:.2f}x'}."
+                )
         return lines + ["- (the bench was stopped before every situation ran: see the runs below)"]
 
 
 def _verdicts(s: dict) -> list[str]:
     new, old = s["new"], s["old"]
     yes = lambda ok: "**met**" if ok else "**NOT met**"  # noqa: E731
-    return [f"- Beside one busy loop at nice 0: new {new['busy/alone']:.2f}x the run alone (per repeat "
-            f"{new['busy/alone per repeat']}), old {old['busy/alone']:.2f}x; target <= 1.6x: "
-            f"{yes(new['busy/alone'] <= 1.6)}.",
-            f"- Two searches sharing one study, N trials in all: new {new['shared/alone']:.2f}x one search "
-            f"alone (per repeat {new['shared/alone per repeat']}), old {old['shared/alone']:.2f}x; target "
-            f"<= 1.1x: {yes(new['shared/alone'] <= 1.1)}.",
-            f"- Quiet: new alone {new['alone']['wall_s']:.1f} s vs old {old['alone']['wall_s']:.1f} s "
-            f"({s['new/old alone']:.2f}x); not worse: {yes(s['new/old alone'] <= 1.0)} (runs: old "
-            f"{_span(old['alone']['range'])} s, new {_span(new['alone']['range'])} s).",
-            f"- First trial after {new['alone']['first_trial_s']:.1f} s (new, alone; old "
-            f"{old['alone']['first_trial_s']:.1f} s); target <= 10 s: "
-            f"{yes(new['alone']['first_trial_s'] <= 10)}."]
+    return [
+        f"- Beside one busy loop at nice 0: new {new['busy/alone']:.2f}x the run alone (per repeat "
+        f"{new['busy/alone per repeat']}), old {old['busy/alone']:.2f}x; target <= 1.6x: "
+        f"{yes(new['busy/alone'] <= 1.6)}.",
+        f"- Two searches sharing one study, N trials in all: new {new['shared/alone']:.2f}x one search "
+        f"alone (per repeat {new['shared/alone per repeat']}), old {old['shared/alone']:.2f}x; target "
+        f"<= 1.1x: {yes(new['shared/alone'] <= 1.1)}.",
+        f"- Quiet: new alone {new['alone']['wall_s']:.1f} s vs old {old['alone']['wall_s']:.1f} s "
+        f"({s['new/old alone']:.2f}x); not worse: {yes(s['new/old alone'] <= 1.0)} (runs: old "
+        f"{_span(old['alone']['range'])} s, new {_span(new['alone']['range'])} s).",
+        f"- First trial after {new['alone']['first_trial_s']:.1f} s (new, alone; old "
+        f"{old['alone']['first_trial_s']:.1f} s); target <= 10 s: "
+        f"{yes(new['alone']['first_trial_s'] <= 10)}.",
+    ]
 
 
 def markdown(rep: dict) -> str:
     s = rep["summary"]
-    cell = lambda c: ("-" if c is None  # noqa: E731
-                      else f"{c['wall_s']:.1f} ({c['range'][0]:.0f}-{c['range'][1]:.0f})")
+    cell = lambda c: (
+        "-"
+        if c is None  # noqa: E731
+        else f"{c['wall_s']:.1f} ({c['range'][0]:.0f}-{c['range'][1]:.0f})"
+    )
     ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
-    table = [[b, *(cell(s[b][x]) for x in SITUATIONS), ratio(s[b]["busy/alone"]), ratio(s[b]["shared/alone"]),
-              "-" if s[b]["alone"] is None else f"{s[b]['alone']['first_trial_s']:.1f}"] for b in BEHAVIOURS]
-    lines = ["# Busy machine: the main job and training steps under load (issue 23)", "",
-             f"Command: `{rep['command']}`", "", _common.machine_line(rep["facts"], "see the protocol"), "",
-             __doc__.split("\n\n", 2)[2].split("Writes bench/")[0].strip(), "",
-             f"## Main job: `prunetune search --trials {rep['trials']}` (mnist_net, base cached)", "",
-             f"Median wall seconds over {rep['repeats']} repeat(s) (range):", "",
-             *_common.table(["behaviour", "alone", "beside a busy loop", "two sharing a study",
-                             "busy / alone", "shared / alone", "first trial (s, alone)"], table), "",
-             *verdicts(s), "", "Every run:", "",
-             *_common.table(["repeat", "situation", "behaviour", "wall s", "first trial s", "trials",
-                             "fine-tune s (median)", "measure s (median; waits for the quiet lock)",
-                             "train threads chosen (trials)", "FPS under load",
-                             "load 1 min before"], run_rows(rep["runs"])), "",
-             "## Training step times (ms, median and interquartile range)", "",
-             *_common.table(["model", "beside", "1 thread, spin", "2 threads, spin", "1 thread, PASSIVE",
-                             "2 threads, PASSIVE"], step_rows(rep["steps"])), ""]
+    table = [
+        [
+            b,
+            *(cell(s[b][x]) for x in SITUATIONS),
+            ratio(s[b]["busy/alone"]),
+            ratio(s[b]["shared/alone"]),
+            "-" if s[b]["alone"] is None else f"{s[b]['alone']['first_trial_s']:.1f}",
+        ]
+        for b in BEHAVIOURS
+    ]
+    lines = [
+        "# Busy machine: the main job and training steps under load (issue 23)",
+        "",
+        f"Command: `{rep['command']}`",
+        "",
+        _common.machine_line(rep["facts"], "see the protocol"),
+        "",
+        __doc__.split("\n\n", 2)[2].split("Writes bench/")[0].strip(),
+        "",
+        f"## Main job: `prunetune search --trials {rep['trials']}` (mnist_net, base cached)",
+        "",
+        f"Median wall seconds over {rep['repeats']} repeat(s) (range):",
+        "",
+        *_common.table(
+            [
+                "behaviour",
+                "alone",
+                "beside a busy loop",
+                "two sharing a study",
+                "busy / alone",
+                "shared / alone",
+                "first trial (s, alone)",
+            ],
+            table,
+        ),
+        "",
+        *verdicts(s),
+        "",
+        "Every run:",
+        "",
+        *_common.table(
+            [
+                "repeat",
+                "situation",
+                "behaviour",
+                "wall s",
+                "first trial s",
+                "trials",
+                "fine-tune s (median)",
+                "measure s (median; waits for the quiet lock)",
+                "train threads chosen (trials)",
+                "FPS under load",
+                "load 1 min before",
+            ],
+            run_rows(rep["runs"]),
+        ),
+        "",
+        "## Training step times (ms, median and interquartile range)",
+        "",
+        *_common.table(
+            [
+                "model",
+                "beside",
+                "1 thread, spin",
+                "2 threads, spin",
+                "1 thread, PASSIVE",
+                "2 threads, PASSIVE",
+            ],
+            step_rows(rep["steps"]),
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -352,23 +470,33 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per cell (part 2)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--report-from", metavar="JSON", help="render the report from a partial.json "
-                    "(the runs finished when a bench was stopped); says so next to its command")
+    ap.add_argument(
+        "--report-from",
+        metavar="JSON",
+        help="render the report from a partial.json "
+        "(the runs finished when a bench was stopped); says so next to its command",
+    )
     args = ap.parse_args()
     if args.step_worker:
         step_worker(args.steps)
         return 0
     if args.report_from:
         rep = json.loads(Path(args.report_from).read_text())
-        rep["command"] += f" (stopped after {len(rep['runs'])} runs; report rendered with --report-from)"
+        rep["command"] += (
+            f" (stopped after {len(rep['runs'])} runs; report rendered with --report-from)"
+        )
         return report(rep, None)
     if args.quick:
         args.trials, args.repeats, args.steps = 3, 1, 4
     facts = _common.machine_facts()
     root = _common.scratch("busy_machine", args.quick)
     prime(root, root / "home")
-    rep = {"command": _common.command("busy_machine.py", sys.argv[1:]), "trials": args.trials,
-           "repeats": args.repeats, "steps": part2(args.steps)}
+    rep = {
+        "command": _common.command("busy_machine.py", sys.argv[1:]),
+        "trials": args.trials,
+        "repeats": args.repeats,
+        "steps": part2(args.steps),
+    }
     rep["runs"] = part1(root, root / "home", args, {**rep, "facts": facts})
     rep["facts"] = _common.finish_facts(facts)
     return report(rep, root if args.quick else None)

@@ -15,6 +15,7 @@ front size, and the front member with at least 10x fewer MACs than the base that
 test accuracy (the bar: at most 2 points below the base's test accuracy). The load average is
 recorded before and after each run. Writes default_search.md and default_search.json.
 """
+
 from __future__ import annotations
 
 import _common
@@ -47,27 +48,51 @@ def run_once(work: Path, home: Path, extra: list[str]) -> dict:
     work.mkdir(parents=True)
     env = {**os.environ, "PRUNETUNE_HOME": str(home)}
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "prunetune", "search", "--export", "out", *extra], cwd=work,
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunetune", "search", "--export", "out", *extra],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall, load_after = time.perf_counter() - t0, os.getloadavg()[0]
     if proc.returncode != 0:
         raise SystemExit(f"search failed in {work}: {proc.stderr.strip().splitlines()[-1:]}")
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{work / 'mlruns' / 'optuna.db'}")
+    study = optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{work / 'mlruns' / 'optuna.db'}"
+    )
     base = study.user_attrs["base_metrics"]
     tests = study.user_attrs.get("test_accuracy", {})
     result = summarize(study)
-    front = [{"trial": r.number, "accuracy": r.metrics["accuracy"], "test_accuracy": tests.get(str(r.number)),
-              "macs": r.metrics["macs"], "fps": r.metrics["fps"], "config": r.config}
-             for r in result.front_records()]
-    small = [p for p in front if p["macs"] * MACS_FACTOR <= base["macs"] and p["test_accuracy"] is not None]
+    front = [
+        {
+            "trial": r.number,
+            "accuracy": r.metrics["accuracy"],
+            "test_accuracy": tests.get(str(r.number)),
+            "macs": r.metrics["macs"],
+            "fps": r.metrics["fps"],
+            "config": r.config,
+        }
+        for r in result.front_records()
+    ]
+    small = [
+        p
+        for p in front
+        if p["macs"] * MACS_FACTOR <= base["macs"] and p["test_accuracy"] is not None
+    ]
     best = max(small, key=lambda p: p["test_accuracy"], default=None)
     drop = None if best is None else 100 * (base["test_accuracy"] - best["test_accuracy"])
-    return {"wall_s": round(wall, 1), "load_1min": [round(load_before, 2), round(load_after, 2)],
-            "trials": len([r for r in result.records if r.state == COMPLETE]),
-            "base": {k: base[k] for k in ("accuracy", "test_accuracy", "macs", "fps")},
-            "front": front, "best_10x": best, "drop_points": drop,
-            "meets_bar": len(front) >= 3 and drop is not None and drop <= MAX_DROP_POINTS,
-            "exported": (work / "out").is_dir()}
+    return {
+        "wall_s": round(wall, 1),
+        "load_1min": [round(load_before, 2), round(load_after, 2)],
+        "trials": len([r for r in result.records if r.state == COMPLETE]),
+        "base": {k: base[k] for k in ("accuracy", "test_accuracy", "macs", "fps")},
+        "front": front,
+        "best_10x": best,
+        "drop_points": drop,
+        "meets_bar": len(front) >= 3 and drop is not None and drop <= MAX_DROP_POINTS,
+        "exported": (work / "out").is_dir(),
+    }
 
 
 def main() -> None:
@@ -88,12 +113,18 @@ def main() -> None:
         if not (warm_home / "checkpoints").is_dir():  # its trained base serves the warm runs
             shutil.copytree(home, warm_home)
     if args.warm and not (warm_home / "checkpoints").is_dir():
-        run_once(root / "prime", warm_home, ["--trials", "1", *args.extra])  # untimed: trains the base
+        run_once(
+            root / "prime", warm_home, ["--trials", "1", *args.extra]
+        )  # untimed: trains the base
     for i in range(args.warm):
         runs.append({"kind": "warm", **run_once(root / f"warm-{i}", warm_home, args.extra)})
         print(f"warm {i}: {runs[-1]['wall_s']} s", flush=True)
-    rep = {"command": _common.command("default_search.py", sys.argv[1:]), "facts": _common.finish_facts(facts),
-           "limit_s": LIMIT_S, "runs": runs}
+    rep = {
+        "command": _common.command("default_search.py", sys.argv[1:]),
+        "facts": _common.finish_facts(facts),
+        "limit_s": LIMIT_S,
+        "runs": runs,
+    }
     _common.write("default_search", markdown(rep), rep)
 
 
@@ -102,26 +133,63 @@ def markdown(rep: dict) -> str:
     rows = []
     for r in runs:
         b, base = r["best_10x"], r["base"]
-        best = (f"trial {b['trial']}: {base['macs'] / b['macs']:.1f}x fewer MACs, {100 * b['test_accuracy']:.1f} % "
-                f"(-{r['drop_points']:.1f} points)") if b else "none"
-        rows.append([r["kind"], f"{r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min)",
-                     f"{r['load_1min'][0]:.1f} / {r['load_1min'][1]:.1f}", len(r["front"]),
-                     f"{100 * base['test_accuracy']:.1f} %", best, "yes" if r["meets_bar"] else "NO"])
+        best = (
+            (
+                f"trial {b['trial']}: {base['macs'] / b['macs']:.1f}x fewer MACs, {100 * b['test_accuracy']:.1f} % "
+                f"(-{r['drop_points']:.1f} points)"
+            )
+            if b
+            else "none"
+        )
+        rows.append(
+            [
+                r["kind"],
+                f"{r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min)",
+                f"{r['load_1min'][0]:.1f} / {r['load_1min'][1]:.1f}",
+                len(r["front"]),
+                f"{100 * base['test_accuracy']:.1f} %",
+                best,
+                "yes" if r["meets_bar"] else "NO",
+            ]
+        )
     walls = {k: [r["wall_s"] for r in runs if r["kind"] == k] for k in ("cold", "warm")}
-    summary = "; ".join(f"{k}: median {statistics.median(v):.0f} s over {len(v)} run(s) "
-                        f"(range {min(v):.0f}..{max(v):.0f})" for k, v in walls.items() if v)
+    summary = "; ".join(
+        f"{k}: median {statistics.median(v):.0f} s over {len(v)} run(s) "
+        f"(range {min(v):.0f}..{max(v):.0f})"
+        for k, v in walls.items()
+        if v
+    )
     under = all(r["wall_s"] < rep["limit_s"] for r in runs)
-    lines = ["# The default search: wall time and front", "",
-             f"Command: `{rep['command']}`", "", _common.machine_line(rep["facts"], "torch default threads"), "",
-             "Each run: `prunetune search --export out` with all defaults (mnist_net on mnist5k, 30 trials, "
-             "3 fine-tune epochs on 2,500 class-balanced images, objectives accuracy, FLOPs, FPS) in a fresh "
-             "folder; **cold** = empty model cache (the base is trained first), **warm** = base cached. "
-             f"The bar: front of at least 3 points with a member of >= {MACS_FACTOR:.0f}x fewer MACs at <= "
-             f"{MAX_DROP_POINTS:.0f} points of test-accuracy drop.", "",
-             *_common.table(["run", "wall (search + export)", "load 1 min before / after", "front",
-                             "base test acc", f"best >= {MACS_FACTOR:.0f}x-fewer-MACs member", "bar met"], rows),
-             "", f"Wall time {summary}. Under {rep['limit_s'] / 60:.0f} minutes in every run: "
-             f"**{'yes' if under else 'NO'}**.", ""]
+    lines = [
+        "# The default search: wall time and front",
+        "",
+        f"Command: `{rep['command']}`",
+        "",
+        _common.machine_line(rep["facts"], "torch default threads"),
+        "",
+        "Each run: `prunetune search --export out` with all defaults (mnist_net on mnist5k, 30 trials, "
+        "3 fine-tune epochs on 2,500 class-balanced images, objectives accuracy, FLOPs, FPS) in a fresh "
+        "folder; **cold** = empty model cache (the base is trained first), **warm** = base cached. "
+        f"The bar: front of at least 3 points with a member of >= {MACS_FACTOR:.0f}x fewer MACs at <= "
+        f"{MAX_DROP_POINTS:.0f} points of test-accuracy drop.",
+        "",
+        *_common.table(
+            [
+                "run",
+                "wall (search + export)",
+                "load 1 min before / after",
+                "front",
+                "base test acc",
+                f"best >= {MACS_FACTOR:.0f}x-fewer-MACs member",
+                "bar met",
+            ],
+            rows,
+        ),
+        "",
+        f"Wall time {summary}. Under {rep['limit_s'] / 60:.0f} minutes in every run: "
+        f"**{'yes' if under else 'NO'}**.",
+        "",
+    ]
     return "\n".join(lines)
 
 

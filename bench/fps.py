@@ -14,6 +14,7 @@ noisy machine better than absolute FPS. Candidates:
 
 Weights are untrained (seed 0): speed does not depend on their values. Writes fps.md and fps.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,35 +57,55 @@ def reference(name: str) -> str:
 
 def pruned_net(c1: int, c2: int) -> nn.Sequential:
     """The Net with `c1` and `c2` conv filters left (fc1 shrinks to c2 x 28 x 28 inputs)."""
-    return nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(c2 * 28 * 28, 1024), nn.ReLU(),
-                         nn.Linear(1024, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(c2 * 28 * 28, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 10),
+    ).eval()
 
 
 def build_runners(threads: int) -> tuple[dict[str, Runner], dict[str, int]]:
     """Runners of every candidate, and MACs per image of every model."""
     torch.manual_seed(0)
-    models = {BASE: build_for("mnist_net", (1, 28, 28), 10).eval(),
-              "(4,2)": pruned_net(4, 2), "(1,1)": pruned_net(1, 1)}
+    models = {
+        BASE: build_for("mnist_net", (1, 28, 28), 10).eval(),
+        "(4,2)": pruned_net(4, 2),
+        "(1,1)": pruned_net(1, 1),
+    }
     bundle = create_dataset("mnist5k")
     example = bundle.example_input(1)
     calibration = list(bundle.train.tensors()[0][:128].split(16))
-    runners = {name: make_runner(models[key], runtime, example, threads=threads,
-                                 calibration_batches=calibration)
-               for name, (key, runtime) in CANDIDATES.items()}
+    runners = {
+        name: make_runner(
+            models[key], runtime, example, threads=threads, calibration_batches=calibration
+        )
+        for name, (key, runtime) in CANDIDATES.items()
+    }
     macs = {key: int(count_macs(m, example)) for key, m in models.items()}
     return runners, macs
 
 
-def measure(runners: dict[str, Runner], *, rounds: int, repeats: int) -> dict[int, list[dict[str, Timing]]]:
+def measure(
+    runners: dict[str, Runner], *, rounds: int, repeats: int
+) -> dict[int, list[dict[str, Timing]]]:
     """batch -> one dict of Timings per round (all candidates interleaved within a round)."""
-    inputs = {b: torch.randn(b, 1, 28, 28, generator=torch.Generator().manual_seed(b)) for b in BATCHES}
+    inputs = {
+        b: torch.randn(b, 1, 28, 28, generator=torch.Generator().manual_seed(b)) for b in BATCHES
+    }
     out: dict[int, list[dict[str, Timing]]] = {b: [] for b in BATCHES}
     for r in range(rounds):
         for b in BATCHES:
             out[b].append(measure_fps(runners, inputs[b], repeats=repeats, warmup=5))
-            print(f"round {r + 1}/{rounds} batch {b}: "
-                  + ", ".join(f"{k} {t.fps:,.0f}" for k, t in out[b][-1].items()), flush=True)
+            print(
+                f"round {r + 1}/{rounds} batch {b}: "
+                + ", ".join(f"{k} {t.fps:,.0f}" for k, t in out[b][-1].items()),
+                flush=True,
+            )
     return out
 
 
@@ -113,10 +134,15 @@ def summarize(raw: dict[int, list[dict[str, Timing]]]) -> dict[int, dict[str, di
 
 
 def machine_facts(threads: int) -> dict:
-    return {**_common.cpu_facts(), "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "threads": threads,
-            "load_average": os.getloadavg(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        **_common.cpu_facts(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "threads": threads,
+        "load_average": os.getloadavg(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def _load(values: list[float]) -> str:
@@ -135,55 +161,94 @@ def acceptance(summary: dict[int, dict[str, dict]]) -> list[tuple[str, str, bool
     int8_ort = b1["base / onnxruntime-int8"]["speedup"]
     int8_torch = b1["base / onnxruntime-int8"]["vs_base_torch"]
     return [
-        ("base Net, batch 1, torch fp32",
-         f"{base['fps']['median']:,.0f} FPS, IQR spread {base['spread']:.0%}, "
-         f"rounds {base['fps']['min']:,.0f}..{base['fps']['max']:,.0f}", None),
-        ("(4,2) >= 10x the base's batch-1 FPS on torch", f"{_range(pruned, '.1f')}x",
-         pruned["min"] >= 10),
-        ("base int8 faster than its fp32 at batch 1 (ONNX Runtime int8 / ONNX Runtime fp32)",
-         f"{_range(int8_ort, '.2f')}x", int8_ort["min"] > 1),
-        ("base int8 faster than torch fp32 at batch 1 (ONNX Runtime int8 / torch fp32)",
-         f"{_range(int8_torch, '.2f')}x", int8_torch["min"] > 1),
+        (
+            "base Net, batch 1, torch fp32",
+            f"{base['fps']['median']:,.0f} FPS, IQR spread {base['spread']:.0%}, "
+            f"rounds {base['fps']['min']:,.0f}..{base['fps']['max']:,.0f}",
+            None,
+        ),
+        (
+            "(4,2) >= 10x the base's batch-1 FPS on torch",
+            f"{_range(pruned, '.1f')}x",
+            pruned["min"] >= 10,
+        ),
+        (
+            "base int8 faster than its fp32 at batch 1 (ONNX Runtime int8 / ONNX Runtime fp32)",
+            f"{_range(int8_ort, '.2f')}x",
+            int8_ort["min"] > 1,
+        ),
+        (
+            "base int8 faster than torch fp32 at batch 1 (ONNX Runtime int8 / torch fp32)",
+            f"{_range(int8_torch, '.2f')}x",
+            int8_torch["min"] > 1,
+        ),
     ]
 
 
-def render_md(summary: dict[int, dict[str, dict]], facts: dict, macs: dict[str, int],
-              kernels: list[str], command: str, rounds: int, repeats: int) -> str:
-    lines = ["# FPS: MNIST Net and pruned shapes per runtime", "",
-             f"Command: `{command}`", "",
-             f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, "
-             f"{', '.join(facts['isa'])}), Python {facts['python']}, torch {facts['torch']}, "
-             f"onnxruntime {facts['onnxruntime']}; {facts['threads']} thread; {facts['date']}; "
-             f"load average (1, 5, 15 min) at start {_load(facts['load_average'])}, "
-             f"at end {_load(facts['load_average_end'])}.", "",
-             f"Protocol: {rounds} round(s); in each round all candidates of one batch size are timed "
-             f"interleaved, {repeats} samples each after 5 warm-up calls; a sample is the mean of "
-             f"enough calls to last ~{SAMPLE_S * 1000:.0f} ms (shorter samples overstate small "
-             "models' latency while their weights return to the caches after another model ran: "
-             "with 2 ms samples the (4,2) Net looked 3x slower). FPS = batch / median sample "
-             "latency. Shown: the median over rounds (min..max over rounds for FPS and ratios); IQR "
-             "spread = interquartile range / median within a round (median over rounds). Weights "
-             "are untrained (speed does not depend on their values); int8 is calibrated on 128 "
-             "mnist5k images.", "",
-             f"Quantized ops in the base Net's optimised ONNX Runtime int8 graph: {', '.join(kernels)}.", "",
-             "Runtimes: " + "; ".join(f"`{k}` = {v}" for k, v in RUNTIME_DESCRIPTIONS.items()) + ".",
-             "", "## Acceptance checks", "", "| check | measured | result |", "|---|---|---|"]
+def render_md(
+    summary: dict[int, dict[str, dict]],
+    facts: dict,
+    macs: dict[str, int],
+    kernels: list[str],
+    command: str,
+    rounds: int,
+    repeats: int,
+) -> str:
+    lines = [
+        "# FPS: MNIST Net and pruned shapes per runtime",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, "
+        f"{', '.join(facts['isa'])}), Python {facts['python']}, torch {facts['torch']}, "
+        f"onnxruntime {facts['onnxruntime']}; {facts['threads']} thread; {facts['date']}; "
+        f"load average (1, 5, 15 min) at start {_load(facts['load_average'])}, "
+        f"at end {_load(facts['load_average_end'])}.",
+        "",
+        f"Protocol: {rounds} round(s); in each round all candidates of one batch size are timed "
+        f"interleaved, {repeats} samples each after 5 warm-up calls; a sample is the mean of "
+        f"enough calls to last ~{SAMPLE_S * 1000:.0f} ms (shorter samples overstate small "
+        "models' latency while their weights return to the caches after another model ran: "
+        "with 2 ms samples the (4,2) Net looked 3x slower). FPS = batch / median sample "
+        "latency. Shown: the median over rounds (min..max over rounds for FPS and ratios); IQR "
+        "spread = interquartile range / median within a round (median over rounds). Weights "
+        "are untrained (speed does not depend on their values); int8 is calibrated on 128 "
+        "mnist5k images.",
+        "",
+        f"Quantized ops in the base Net's optimised ONNX Runtime int8 graph: {', '.join(kernels)}.",
+        "",
+        "Runtimes: " + "; ".join(f"`{k}` = {v}" for k, v in RUNTIME_DESCRIPTIONS.items()) + ".",
+        "",
+        "## Acceptance checks",
+        "",
+        "| check | measured | result |",
+        "|---|---|---|",
+    ]
     for check, measured, passed in acceptance(summary):
         verdict = "info" if passed is None else ("pass" if passed else "**FAIL**")
         lines.append(f"| {check} | {measured} | {verdict} |")
-    lines += ["", "A check passes only if it holds in every round (min over rounds). Speedups: "
-              "fp32 candidates against the base on the same runtime, int8 against the same model's "
-              "fp32 on ONNX Runtime; ratios are taken per round, then median (min..max)."]
+    lines += [
+        "",
+        "A check passes only if it holds in every round (min over rounds). Speedups: "
+        "fp32 candidates against the base on the same runtime, int8 against the same model's "
+        "fp32 on ONNX Runtime; ratios are taken per round, then median (min..max).",
+    ]
     for b, rows in summary.items():
-        lines += ["", f"## Batch {b}", "",
-                  "| model / runtime | MACs | FPS (rounds min..max) | median ms | IQR spread "
-                  "| speedup | against | vs base / torch |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|"]
+        lines += [
+            "",
+            f"## Batch {b}",
+            "",
+            "| model / runtime | MACs | FPS (rounds min..max) | median ms | IQR spread "
+            "| speedup | against | vs base / torch |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for name, row in rows.items():
-            lines.append(f"| {name} | {macs[CANDIDATES[name][0]]:,} | {_range(row['fps'], ',.0f')} "
-                         f"| {row['median_ms']:.3f} | {row['spread']:.0%} "
-                         f"| {_range(row['speedup'], '.2f')}x | {row['reference']} "
-                         f"| {_range(row['vs_base_torch'], '.2f')}x |")
+            lines.append(
+                f"| {name} | {macs[CANDIDATES[name][0]]:,} | {_range(row['fps'], ',.0f')} "
+                f"| {row['median_ms']:.3f} | {row['spread']:.0%} "
+                f"| {_range(row['speedup'], '.2f')}x | {row['reference']} "
+                f"| {_range(row['vs_base_torch'], '.2f')}x |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -202,15 +267,31 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(raw)
     kernels = list(runners["base / onnxruntime-int8"].kernels)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fps.md").write_text(render_md(summary, facts, macs, kernels, command,
-                                               args.rounds, args.repeats))
-    (args.out / "fps.json").write_text(json.dumps({
-        "command": command, "machine": facts, "rounds": args.rounds, "repeats": args.repeats,
-        "macs": macs, "int8_kernels": kernels,
-        "acceptance": [{"check": c, "measured": m, "passed": p} for c, m, p in acceptance(summary)],
-        "summary": {str(b): rows for b, rows in summary.items()},
-        "raw": {str(b): [{k: t.as_dict() for k, t in r.items()} for r in rs] for b, rs in raw.items()},
-    }, indent=1) + "\n")
+    (args.out / "fps.md").write_text(
+        render_md(summary, facts, macs, kernels, command, args.rounds, args.repeats)
+    )
+    (args.out / "fps.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": facts,
+                "rounds": args.rounds,
+                "repeats": args.repeats,
+                "macs": macs,
+                "int8_kernels": kernels,
+                "acceptance": [
+                    {"check": c, "measured": m, "passed": p} for c, m, p in acceptance(summary)
+                ],
+                "summary": {str(b): rows for b, rows in summary.items()},
+                "raw": {
+                    str(b): [{k: t.as_dict() for k, t in r.items()} for r in rs]
+                    for b, rs in raw.items()
+                },
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out / 'fps.md'} and {args.out / 'fps.json'}")
     return 0
 

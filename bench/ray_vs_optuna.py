@@ -21,6 +21,7 @@ fixed cost (imports, data, base model load and measurement, Ray start-up and shu
 final test-set scoring). 9-12 minutes with the defaults on a busy 2-core machine. Writes
 ray_vs_optuna.md and ray_vs_optuna.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,34 @@ from pathlib import Path
 import optuna
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = ["--model", "tiny_cnn", "--dataset", "digits", "--base-epochs", "2", "--epochs", "3",
-            "--subset", "1000", "--fps-repeats", "5", "--threads", "1", "--seed", "0"]
+SETTINGS = [
+    "--model",
+    "tiny_cnn",
+    "--dataset",
+    "digits",
+    "--base-epochs",
+    "2",
+    "--epochs",
+    "3",
+    "--subset",
+    "1000",
+    "--fps-repeats",
+    "5",
+    "--threads",
+    "1",
+    "--seed",
+    "0",
+]
 CONFIGS = {
     "optuna": ([], {}),
     "optuna-1t": ([], {"OMP_NUM_THREADS": "1"}),
     "ray-2w": (["--backend", "ray", "--workers", "2"], {}),
 }
-ENV = {"RAY_AUTH_MODE": "disabled", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
+ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": "1000000000000",
+}
 
 
 def run_once(name: str, trials: int, work: Path) -> dict:
@@ -57,112 +78,175 @@ def run_once(name: str, trials: int, work: Path) -> dict:
     cwd.mkdir(parents=True)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "prunetune", "search", *SETTINGS, "--study", "bench",
-                           "--trials", str(trials), *extra], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **ENV, **env}, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prunetune",
+            "search",
+            *SETTINGS,
+            "--study",
+            "bench",
+            "--trials",
+            str(trials),
+            *extra,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV, **env},
+        timeout=1800,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    study = optuna.load_study(study_name="bench", storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}")
+    study = optuna.load_study(
+        study_name="bench", storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}"
+    )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == trials, f"{name}: {len(done)} of {trials} trials complete"
-    phase = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    phase = (
+        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    ).total_seconds()
     timings = [t.user_attrs["record"]["timings"] for t in done]
     compute = sum(x["total_s"] for x in timings)
     # asked but not computing: queueing, actor start-up (Ray), result transport and tell/logging
-    waits = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["record"]["timings"]["total_s"]
-             for t in done]
+    waits = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        - t.user_attrs["record"]["timings"]["total_s"]
+        for t in done
+    ]
     steady = phase - max(waits)
-    return {"config": name, "wall_s": wall, "trial_phase_s": phase, "fixed_s": wall - phase,
-            "trial_compute_s": compute, "overlap": compute / steady, "load_avg_1m": load,
-            "first_wait_s": max(waits), "wait_median_s": statistics.median(waits),
-            "steady_per_trial_s": steady / trials,
-            "finetune_s_median": statistics.median(x.get("finetune_s", 0.0) for x in timings),
-            "measure_s_median": statistics.median(x.get("measure_s", 0.0) for x in timings),
-            "params": [t.params for t in sorted(done, key=lambda t: t.number)]}
+    return {
+        "config": name,
+        "wall_s": wall,
+        "trial_phase_s": phase,
+        "fixed_s": wall - phase,
+        "trial_compute_s": compute,
+        "overlap": compute / steady,
+        "load_avg_1m": load,
+        "first_wait_s": max(waits),
+        "wait_median_s": statistics.median(waits),
+        "steady_per_trial_s": steady / trials,
+        "finetune_s_median": statistics.median(x.get("finetune_s", 0.0) for x in timings),
+        "measure_s_median": statistics.median(x.get("measure_s", 0.0) for x in timings),
+        "params": [t.params for t in sorted(done, key=lambda t: t.number)],
+    }
 
 
 def summary(runs: list[dict]) -> dict:
     out = {}
     for name in CONFIGS:
         mine = [r for r in runs if r["config"] == name]
-        out[name] = {key: {"median": statistics.median(r[key] for r in mine), "min": min(r[key] for r in mine),
-                           "max": max(r[key] for r in mine)}
-                     for key in ("wall_s", "trial_phase_s", "fixed_s", "trial_compute_s", "overlap",
-                                 "first_wait_s", "wait_median_s", "steady_per_trial_s", "finetune_s_median",
-                                 "measure_s_median")}
+        out[name] = {
+            key: {
+                "median": statistics.median(r[key] for r in mine),
+                "min": min(r[key] for r in mine),
+                "max": max(r[key] for r in mine),
+            }
+            for key in (
+                "wall_s",
+                "trial_phase_s",
+                "fixed_s",
+                "trial_compute_s",
+                "overlap",
+                "first_wait_s",
+                "wait_median_s",
+                "steady_per_trial_s",
+                "finetune_s_median",
+                "measure_s_median",
+            )
+        }
     return out
 
 
 def identical_trials(runs: list[dict]) -> int:
     """How many trial numbers had the same configuration in every run."""
-    return sum(all(r["params"][i] == runs[0]["params"][i] for r in runs) for i in range(len(runs[0]["params"])))
+    return sum(
+        all(r["params"][i] == runs[0]["params"][i] for r in runs)
+        for i in range(len(runs[0]["params"]))
+    )
 
 
 def markdown(cmd: str, facts: dict, runs: list[dict], summ: dict, same: int, total_s: float) -> str:
     med = {n: summ[n]["wall_s"]["median"] for n in CONFIGS}
-    rows = ["| config | wall s, median (min-max) | fixed s | trial phase s | longest wait s | "
-            "steady s per trial | trial compute s | overlap | fine-tune s | measure s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| config | wall s, median (min-max) | fixed s | trial phase s | longest wait s | "
+        "steady s per trial | trial compute s | overlap | fine-tune s | measure s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n in CONFIGS:
         s = summ[n]
-        rows.append(f"| {n} | {s['wall_s']['median']:.1f} ({s['wall_s']['min']:.1f}-{s['wall_s']['max']:.1f}) | "
-                    f"{s['fixed_s']['median']:.1f} | {s['trial_phase_s']['median']:.1f} | "
-                    f"{s['first_wait_s']['median']:.1f} | {s['steady_per_trial_s']['median']:.2f} | "
-                    f"{s['trial_compute_s']['median']:.1f} | {s['overlap']['median']:.2f} | "
-                    f"{s['finetune_s_median']['median']:.2f} | {s['measure_s_median']['median']:.2f} |")
-    raw = ["| repeat | config | wall s | trial phase s | fixed s | load avg (1 min) at start |",
-           "|---:|---|---:|---:|---:|---:|"]
-    raw += [f"| {r['repeat']} | {r['config']} | {r['wall_s']:.1f} | {r['trial_phase_s']:.1f} | {r['fixed_s']:.1f} | "
-            f"{r['load_avg_1m']:.1f} |" for r in runs]
-    return "\n".join([
-        "# Ray Tune backend vs embedded Optuna: wall time of one search",
-        "",
-        f"Command: `{cmd}` (all runs: {total_s / 60:.1f} min).",
-        "",
-        f"Machine: {facts['cpu']}, {facts['logical_cpus']} logical CPUs, shared with other jobs "
-        f"(1-minute load average {facts['load_start']:.1f} at start, {facts['load_end']:.1f} at end); "
-        f"{facts['versions']}; {facts['date']}.",
-        "",
-        f"Search: `prunetune search {shlex.join(SETTINGS)} --trials {runs[0]['trials']}`; "
-        f"{len(runs) // len(CONFIGS)} repeat(s); configurations interleaved. {same} of the {runs[0]['trials']} "
-        "trials had the same configuration in every run (the warm-start and random start-up trials; "
-        "TPE's later suggestions depend on the measured objectives, and FPS is noisy).",
-        "",
-        "Columns (medians over repeats): *fixed* = wall - trial phase (imports, data, base model, Ray "
-        "start/stop, MLflow, final test scoring); *trial phase* = first trial asked to last trial told "
-        "(from the study); *longest wait* = the largest time a trial was asked but not computing "
-        "(under Ray: the first trials waiting for their actors to start); *steady s per trial* = "
-        "(trial phase - longest wait) / trials; *trial compute* = sum of the trials' own compress + "
-        "fine-tune + measure time; *overlap* = trial compute / (trial phase - longest wait), above 1 "
-        "when trials ran at the same time; *fine-tune s* and "
-        "*measure s* = median per trial (measure includes validation, runner building and waiting for "
-        "the QuietLock).",
-        "",
-        *rows,
-        "",
-        f"Ratios of median wall time: ray-2w / optuna = {med['ray-2w'] / med['optuna']:.2f}, "
-        f"ray-2w / optuna-1t = {med['ray-2w'] / med['optuna-1t']:.2f}, "
-        f"optuna-1t / optuna = {med['optuna-1t'] / med['optuna']:.2f}.",
-        "",
-        "## Every run",
-        "",
-        *raw,
-        "",
-        "## Reading",
-        "",
-        *reading(summ),
-        "",
-    ])
+        rows.append(
+            f"| {n} | {s['wall_s']['median']:.1f} ({s['wall_s']['min']:.1f}-{s['wall_s']['max']:.1f}) | "
+            f"{s['fixed_s']['median']:.1f} | {s['trial_phase_s']['median']:.1f} | "
+            f"{s['first_wait_s']['median']:.1f} | {s['steady_per_trial_s']['median']:.2f} | "
+            f"{s['trial_compute_s']['median']:.1f} | {s['overlap']['median']:.2f} | "
+            f"{s['finetune_s_median']['median']:.2f} | {s['measure_s_median']['median']:.2f} |"
+        )
+    raw = [
+        "| repeat | config | wall s | trial phase s | fixed s | load avg (1 min) at start |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    raw += [
+        f"| {r['repeat']} | {r['config']} | {r['wall_s']:.1f} | {r['trial_phase_s']:.1f} | {r['fixed_s']:.1f} | "
+        f"{r['load_avg_1m']:.1f} |"
+        for r in runs
+    ]
+    return "\n".join(
+        [
+            "# Ray Tune backend vs embedded Optuna: wall time of one search",
+            "",
+            f"Command: `{cmd}` (all runs: {total_s / 60:.1f} min).",
+            "",
+            f"Machine: {facts['cpu']}, {facts['logical_cpus']} logical CPUs, shared with other jobs "
+            f"(1-minute load average {facts['load_start']:.1f} at start, {facts['load_end']:.1f} at end); "
+            f"{facts['versions']}; {facts['date']}.",
+            "",
+            f"Search: `prunetune search {shlex.join(SETTINGS)} --trials {runs[0]['trials']}`; "
+            f"{len(runs) // len(CONFIGS)} repeat(s); configurations interleaved. {same} of the {runs[0]['trials']} "
+            "trials had the same configuration in every run (the warm-start and random start-up trials; "
+            "TPE's later suggestions depend on the measured objectives, and FPS is noisy).",
+            "",
+            "Columns (medians over repeats): *fixed* = wall - trial phase (imports, data, base model, Ray "
+            "start/stop, MLflow, final test scoring); *trial phase* = first trial asked to last trial told "
+            "(from the study); *longest wait* = the largest time a trial was asked but not computing "
+            "(under Ray: the first trials waiting for their actors to start); *steady s per trial* = "
+            "(trial phase - longest wait) / trials; *trial compute* = sum of the trials' own compress + "
+            "fine-tune + measure time; *overlap* = trial compute / (trial phase - longest wait), above 1 "
+            "when trials ran at the same time; *fine-tune s* and "
+            "*measure s* = median per trial (measure includes validation, runner building and waiting for "
+            "the QuietLock).",
+            "",
+            *rows,
+            "",
+            f"Ratios of median wall time: ray-2w / optuna = {med['ray-2w'] / med['optuna']:.2f}, "
+            f"ray-2w / optuna-1t = {med['ray-2w'] / med['optuna-1t']:.2f}, "
+            f"optuna-1t / optuna = {med['optuna-1t'] / med['optuna']:.2f}.",
+            "",
+            "## Every run",
+            "",
+            *raw,
+            "",
+            "## Reading",
+            "",
+            *reading(summ),
+            "",
+        ]
+    )
 
 
 def reading(summ: dict) -> list[str]:
     """What the medians say, as sentences with the numbers in them."""
     m = {n: {k: v["median"] for k, v in summ[n].items()} for n in CONFIGS}
     o, o1, r = m["optuna"], m["optuna-1t"], m["ray-2w"]
-    saving = {n: m[n]["steady_per_trial_s"] - r["steady_per_trial_s"] for n in ("optuna", "optuna-1t")}
-    extra = {n: r["fixed_s"] + r["first_wait_s"] - m[n]["fixed_s"] - m[n]["first_wait_s"]
-             for n in ("optuna", "optuna-1t")}
+    saving = {
+        n: m[n]["steady_per_trial_s"] - r["steady_per_trial_s"] for n in ("optuna", "optuna-1t")
+    }
+    extra = {
+        n: r["fixed_s"] + r["first_wait_s"] - m[n]["fixed_s"] - m[n]["first_wait_s"]
+        for n in ("optuna", "optuna-1t")
+    }
 
     def even(n: str) -> str:
         if saving[n] <= 0:
@@ -202,7 +286,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
-    ap.add_argument("--work", default="/tmp/bench-work/ray_vs_optuna", help="scratch folder (outside the repo)")
+    ap.add_argument(
+        "--work", default="/tmp/bench-work/ray_vs_optuna", help="scratch folder (outside the repo)"
+    )
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -210,8 +296,12 @@ def main() -> None:
     import torch
 
     t_start = time.perf_counter()
-    facts = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
-             "load_start": os.getloadavg()[0], "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    facts = {
+        "cpu": platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "load_start": os.getloadavg()[0],
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             facts["cpu"] = line.split(":", 1)[1].strip()
@@ -219,19 +309,24 @@ def main() -> None:
     import mlflow
     import ray
 
-    facts["versions"] = (f"python {platform.python_version()}, torch {torch.__version__}, optuna "
-                         f"{optuna.__version__}, ray {ray.__version__}, mlflow {mlflow.__version__}")
+    facts["versions"] = (
+        f"python {platform.python_version()}, torch {torch.__version__}, optuna "
+        f"{optuna.__version__}, ray {ray.__version__}, mlflow {mlflow.__version__}"
+    )
     print("warm-up (base model, caches): one 1-trial search, untimed", file=sys.stderr, flush=True)
     run_once("optuna-1t", 1, work / "warmup")
     runs = []
     names = list(CONFIGS)
     for rep in range(args.repeats):
-        for name in names[rep % len(names):] + names[:rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             r = run_once(name, args.trials, work)
             r.update(repeat=rep + 1, trials=args.trials)
             runs.append(r)
-            print(f"repeat {rep + 1} {name}: {r['wall_s']:.1f} s (trial phase {r['trial_phase_s']:.1f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"repeat {rep + 1} {name}: {r['wall_s']:.1f} s (trial phase {r['trial_phase_s']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     facts["load_end"] = os.getloadavg()[0]
     summ = summary(runs)
     same = identical_trials(runs)
@@ -239,10 +334,21 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter() - t_start
-    (out / "ray_vs_optuna.json").write_text(json.dumps(
-        {"command": cmd, "settings": SETTINGS, "configs": {k: {"flags": v[0], "env": v[1]} for k, v in CONFIGS.items()},
-         "machine": facts, "identical_trials": same, "total_s": total, "summary": summ,
-         "runs": [{k: v for k, v in r.items() if k != "params"} for r in runs]}, indent=2))
+    (out / "ray_vs_optuna.json").write_text(
+        json.dumps(
+            {
+                "command": cmd,
+                "settings": SETTINGS,
+                "configs": {k: {"flags": v[0], "env": v[1]} for k, v in CONFIGS.items()},
+                "machine": facts,
+                "identical_trials": same,
+                "total_s": total,
+                "summary": summ,
+                "runs": [{k: v for k, v in r.items() if k != "params"} for r in runs],
+            },
+            indent=2,
+        )
+    )
     (out / "ray_vs_optuna.md").write_text(markdown(cmd, facts, runs, summ, same, total))
     print(f"wrote {out / 'ray_vs_optuna.md'} and .json", file=sys.stderr)
 

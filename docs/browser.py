@@ -5,6 +5,7 @@ checks the HTML front renders inside MLflow's artifact viewer.
 `Browser()` starts `chromium --headless` on a free 127.0.0.1 port with a throw-away profile and
 stops it on exit; `None` from `find_chromium()` means no Chromium is installed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,13 +19,26 @@ import time
 import urllib.request
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def find_chromium() -> str | None:
     """The Chromium executable on PATH, or None."""
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
 
 
 def _free_port() -> int:
@@ -43,13 +57,24 @@ class Browser:
     def __enter__(self) -> Browser:
         self.profile = tempfile.mkdtemp(prefix="prunetune-chromium-")
         port = _free_port()
-        self.proc = subprocess.Popen([find_chromium(), *FLAGS, f"--remote-debugging-port={port}",
-                                      f"--user-data-dir={self.profile}", f"--window-size={self.size[0]},{self.size[1]}",
-                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                find_chromium(),
+                *FLAGS,
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={self.profile}",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         targets = None
         for _ in range(100):
             try:
-                targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2))
+                targets = json.load(
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2)
+                )
                 break
             except OSError:
                 time.sleep(0.2)
@@ -64,7 +89,9 @@ class Browser:
         self.ws = await self.session.ws_connect(url, max_msg_size=0)
         self.next_id = 0
 
-    async def _call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+    async def _call(
+        self, method: str, params: dict | None = None, session: str | None = None
+    ) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -79,18 +106,26 @@ class Browser:
 
     def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
         """One DevTools command (on the page, or on an attached target's `session`)."""
-        return self.loop.run_until_complete(asyncio.wait_for(self._call(method, params, session), 60))
+        return self.loop.run_until_complete(
+            asyncio.wait_for(self._call(method, params, session), 60)
+        )
 
     def frame_js(self, url_prefix: str, expression: str):
         """The value of a JavaScript expression inside the (out-of-process) frame whose URL starts
         with `url_prefix`, e.g. the sandboxed iframe of MLflow's HTML artifact viewer; None if there
         is no such frame."""
         targets = self.call("Target.getTargets")["targetInfos"]
-        frame = next((t for t in targets if t["type"] == "iframe" and t["url"].startswith(url_prefix)), None)
+        frame = next(
+            (t for t in targets if t["type"] == "iframe" and t["url"].startswith(url_prefix)), None
+        )
         if frame is None:
             return None
-        session = self.call("Target.attachToTarget", {"targetId": frame["targetId"], "flatten": True})["sessionId"]
-        got = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        session = self.call(
+            "Target.attachToTarget", {"targetId": frame["targetId"], "flatten": True}
+        )["sessionId"]
+        got = self.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session
+        )
         return got.get("result", {}).get("value")
 
     def goto(self, url: str, settle: float = 4.0) -> None:
@@ -100,7 +135,10 @@ class Browser:
 
     def js(self, expression: str):
         """The value of a JavaScript expression in the page (promises awaited)."""
-        got = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        got = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
         return got.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 30.0) -> bool:

@@ -9,6 +9,7 @@ Overview: the front's plot and table in its description), mlflow-parent-run-html
 (pareto_front.html inside MLflow's artifact viewer, checked to have rendered its SVG inside the
 viewer's sandboxed iframe) and mlflow-child-run.png (the knee trial's run). Stops the server.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import Browser, _free_port  # noqa: E402
 
-CLOSE_ASSISTANT = "document.querySelector('[data-component-id=\"mlflow.assistant.chat_panel.close\"]')?.click()"
+CLOSE_ASSISTANT = (
+    "document.querySelector('[data-component-id=\"mlflow.assistant.chat_panel.close\"]')?.click()"
+)
 
 
 def serve(port: int) -> subprocess.Popen:
     """`prunetune ui` for ./mlruns on 127.0.0.1:`port`, answering HTTP (waits up to 3 minutes)."""
-    proc = subprocess.Popen([sys.executable, "-m", "prunetune", "ui", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prunetune", "ui", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     end = time.time() + 180
     while time.time() < end:
         try:
@@ -74,26 +81,47 @@ def main() -> None:
     exp = client.get_experiment_by_name(name).experiment_id
     parent = study.user_attrs[PARENT_ATTR]
     knee = client.get_run(parent).data.tags.get("selected_trial")
-    [child] = client.search_runs([exp], f"tags.`prunetune.role` = 'trial' and tags.trial = '{knee}'", max_results=1)
+    [child] = client.search_runs(
+        [exp], f"tags.`prunetune.role` = 'trial' and tags.trial = '{knee}'", max_results=1
+    )
     port = _free_port()
     server = serve(port)
     base = f"http://127.0.0.1:{port}"
     try:
         with Browser(1400, 1000) as b:
-            shoot(b, experiment_url(base, exp), "document.body.innerText.includes('trial 0')",
-                  a.out / "mlflow-experiment.png", then="document.querySelector('[aria-label*=\"Expand\" i]')?.click()")
-            shoot(b, experiment_url(base, exp, parent), "[...document.images].some(i => i.naturalWidth > 0)",
-                  a.out / "mlflow-parent-run.png", then="(()=>{document.querySelector("
-                  "'[data-component-id=\"discovery.data_explorer.entity_comment.show_comment_text_toggle\"]')?.click();"
-                  "[...document.querySelectorAll('*')].find(e => e.textContent.trim() === 'Description')"
-                  "?.scrollIntoView()})()")
+            shoot(
+                b,
+                experiment_url(base, exp),
+                "document.body.innerText.includes('trial 0')",
+                a.out / "mlflow-experiment.png",
+                then="document.querySelector('[aria-label*=\"Expand\" i]')?.click()",
+            )
+            shoot(
+                b,
+                experiment_url(base, exp, parent),
+                "[...document.images].some(i => i.naturalWidth > 0)",
+                a.out / "mlflow-parent-run.png",
+                then="(()=>{document.querySelector("
+                "'[data-component-id=\"discovery.data_explorer.entity_comment.show_comment_text_toggle\"]')?.click();"
+                "[...document.querySelectorAll('*')].find(e => e.textContent.trim() === 'Description')"
+                "?.scrollIntoView()})()",
+            )
             html = experiment_url(base, exp, parent).replace("?", "/artifacts/pareto_front.html?")
-            shoot(b, html, "!!document.querySelector('iframe.mlflow-html-iframe')", a.out / "mlflow-parent-run-html.png")
+            shoot(
+                b,
+                html,
+                "!!document.querySelector('iframe.mlflow-html-iframe')",
+                a.out / "mlflow-parent-run-html.png",
+            )
             drawn = b.frame_js("blob:", "document.querySelectorAll('svg path').length")
             if not drawn:
                 raise SystemExit("pareto_front.html did not render inside MLflow's artifact viewer")
-            shoot(b, experiment_url(base, exp, child.info.run_id), "document.body.innerText.includes('Duration')",
-                  a.out / "mlflow-child-run.png")
+            shoot(
+                b,
+                experiment_url(base, exp, child.info.run_id),
+                "document.body.innerText.includes('Duration')",
+                a.out / "mlflow-child-run.png",
+            )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)

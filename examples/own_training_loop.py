@@ -7,6 +7,7 @@ folder (it writes mlruns/ there):
 
     python examples/own_training_loop.py --trials 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,26 @@ class DigitsNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(2))
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+        )
         self.classifier = nn.Linear(32 * 4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
 
 
-def digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def digits() -> tuple[
+    tuple[torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor],
+]:
     """(train, val, test) splits of the 1,797 digits as (images, labels), images scaled to [0, 1]."""
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
@@ -42,7 +53,9 @@ def digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, tor
     return (x[:1200], y[:1200]), (x[1200:1500], y[1200:1500]), (x[1500:], y[1500:])
 
 
-def train(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: int, lr: float = 1e-2) -> None:
+def train(
+    model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: int, lr: float = 1e-2
+) -> None:
     """A plain loop: Adam, cross-entropy, batches of 64."""
     x, y = data
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -50,7 +63,7 @@ def train(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], epochs: int
     for _ in range(epochs):
         for i in range(0, len(y), 64):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
             opt.step()
     model.eval()
 
@@ -67,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--study", default="digitsnet-own-loop")
     p.add_argument("--backend", default="optuna", choices=["optuna", "ray"])
-    p.add_argument("--export", default=None, help="export the knee of the front to this folder (ONNX)")
+    p.add_argument(
+        "--export", default=None, help="export the knee of the front to this folder (ONNX)"
+    )
     args = p.parse_args(argv)
 
     torch.manual_seed(0)
@@ -85,13 +100,30 @@ def main(argv: list[str] | None = None) -> None:
     def test(pruned: nn.Module) -> dict[str, float]:  # held out: scored for the front only
         return {"accuracy": accuracy(pruned, test_split)}
 
-    result = prunetune.run_search(model, example_input=val_split[0][:1], train_fn=finetune, eval_fn=evaluate,
-                                  test_fn=test, objectives=("accuracy", "flops"), trials=args.trials,
-                                  study_name=args.study, backend=args.backend, bits=[32], seed=0, log=print)
-    print(result.trials_dataframe()[["number", "state", "accuracy", "flops", "front"]].to_string(index=False))
+    result = prunetune.run_search(
+        model,
+        example_input=val_split[0][:1],
+        train_fn=finetune,
+        eval_fn=evaluate,
+        test_fn=test,
+        objectives=("accuracy", "flops"),
+        trials=args.trials,
+        study_name=args.study,
+        backend=args.backend,
+        bits=[32],
+        seed=0,
+        log=print,
+    )
+    print(
+        result.trials_dataframe()[["number", "state", "accuracy", "flops", "front"]].to_string(
+            index=False
+        )
+    )
     knee = result.knee
-    print(f"knee: trial {knee.number}, validation accuracy {knee.metrics['accuracy']:.1%}, "
-          f"{knee.metrics['flops']:,} FLOPs")
+    print(
+        f"knee: trial {knee.number}, validation accuracy {knee.metrics['accuracy']:.1%}, "
+        f"{knee.metrics['flops']:,} FLOPs"
+    )
     compressed = result.model(knee)  # a plain nn.Module, reloaded exactly
     print(f"reloaded knee: test accuracy {accuracy(compressed, test_split):.1%}")
     if args.export:

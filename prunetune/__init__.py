@@ -3,16 +3,23 @@
 The public API is `__all__`. Its names never shadow a subpackage: `prunetune.compress` is the
 compression subpackage (calling it still works, deprecated), the function is `compress_model`.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 # the public API loads on first use (PEP 562): `prunetune --help` and argument errors never import
 # torch. Name -> "module" (same name there) or "module:name".
-_LAZY = {"CompressionConfig": "prunetune.compress", "compress_model": "prunetune.compress:compress",
-         "prune": "prunetune.compress", "export_model": "prunetune.export",
-         "load_compressed": "prunetune.export", "count_macs": "prunetune.measure",
-         "run_search": "prunetune.search.python_api", "SearchRun": "prunetune.search.python_api"}
+_LAZY = {
+    "CompressionConfig": "prunetune.compress",
+    "compress_model": "prunetune.compress:compress",
+    "prune": "prunetune.compress",
+    "export_model": "prunetune.export",
+    "load_compressed": "prunetune.export",
+    "count_macs": "prunetune.measure",
+    "run_search": "prunetune.search.python_api",
+    "SearchRun": "prunetune.search.python_api",
+}
 
 
 def __getattr__(name: str):
@@ -30,5 +37,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'prunetune' has no attribute {name!r}")
 
 
-__all__ = ["CompressionConfig", "SearchRun", "__version__", "compress_model", "count_macs",
-           "export_model", "load_compressed", "prune", "run_search"]
+__all__ = [
+    "CompressionConfig",
+    "SearchRun",
+    "__version__",
+    "compress_model",
+    "count_macs",
+    "export_model",
+    "load_compressed",
+    "prune",
+    "run_search",
+]

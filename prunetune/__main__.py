@@ -1,4 +1,5 @@
 """`python -m prunetune` runs the command-line interface."""
+
 from prunetune.cli import main
 
 raise SystemExit(main())

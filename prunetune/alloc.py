@@ -8,6 +8,7 @@ buffers again. Keeping them in the heap (`M_MMAP_MAX` = 0) and never trimming it
 what scripts/demo.sh did with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000. The cost:
 memory freed by a trial stays reserved by the process for the next one.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,8 +18,10 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc <malloc.h>
 # (mallopt parameter, value, the environment variable with the same effect, its value). mallopt
 # takes an int, so the trim threshold is the largest int; the variable allows more.
-SETTINGS = ((M_MMAP_MAX, 0, "MALLOC_MMAP_MAX_", "0"),
-            (M_TRIM_THRESHOLD, 2**31 - 1, "MALLOC_TRIM_THRESHOLD_", "1000000000000"))
+SETTINGS = (
+    (M_MMAP_MAX, 0, "MALLOC_MMAP_MAX_", "0"),
+    (M_TRIM_THRESHOLD, 2**31 - 1, "MALLOC_TRIM_THRESHOLD_", "1000000000000"),
+)
 
 
 def _glibc_mallopt():

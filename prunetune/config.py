@@ -4,6 +4,7 @@ Precedence: defaults < YAML file (`--config`) < flags given on the command line.
 and values of the wrong type are rejected with a ConfigError naming the key. The resolved config is
 stored with the study (and logged to MLflow) so a search can be re-run and resumed exactly.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,7 +25,9 @@ MAX_SEED = 2**32  # seeds are in [0, 2**32): what every RNG the search seeds acc
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "block", "global")
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
+DEVICE_PATTERN = (
+    r"auto|cpu|cuda(:\d+)?"  # --device values (prunetune.models.training.resolve_device)
+)
 STRATEGIES = ("targets", "search", "uniform", "global", "sensitivity")
 PARAMETRIZATIONS = ("ratios", "allocation")
 AUTO_THREADS = "auto"  # train_threads: measured per training run (prunetune.threads)
@@ -91,7 +94,9 @@ class SearchConfig:
     @property
     def study_name(self) -> str:
         """`study`, else a valid name derived from model and dataset (see prunetune.names)."""
-        return self.study if self.study is not None else default_study_name(self.model, self.dataset)
+        return (
+            self.study if self.study is not None else default_study_name(self.model, self.dataset)
+        )
 
     @property
     def storage_url(self) -> str:
@@ -118,8 +123,10 @@ class SearchConfig:
 
         bad = sorted({b for b in self.bits if b not in ALLOWED_BITS})
         if bad or not self.bits:
-            raise ConfigError(f"bit-widths {shown(bad) if bad else '[]'} not allowed; choose from "
-                              f"{list(ALLOWED_BITS)}")
+            raise ConfigError(
+                f"bit-widths {shown(bad) if bad else '[]'} not allowed; choose from "
+                f"{list(ALLOWED_BITS)}"
+            )
         if not self.objectives:
             raise ConfigError("objectives must name at least one objective")
         for name in ("objectives", "bits", "importance"):  # linear: a Counter, not list.count
@@ -127,58 +134,88 @@ class SearchConfig:
             repeated = sorted(repr(v) for v, n in counts.items() if n > 1)
             if repeated:
                 more = f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else ""
-                raise ConfigError(f"{name} must not repeat a value, got "
-                                  f"{', '.join(repeated[:5])}{more} "
-                                  "more than once")
+                raise ConfigError(
+                    f"{name} must not repeat a value, got "
+                    f"{', '.join(repeated[:5])}{more} "
+                    "more than once"
+                )
 
     def _validate_budget(self) -> None:
         if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {shown(self.strategy)}; known: "
-                              f"{', '.join(STRATEGIES)}")
+            raise ConfigError(
+                f"unknown strategy {shown(self.strategy)}; known: {', '.join(STRATEGIES)}"
+            )
         if self.screen < 0:
-            raise ConfigError(f"screen must be >= 0 (configs screened per full trial; 0: no "
-                              f"screening), got {self.screen}")
+            raise ConfigError(
+                f"screen must be >= 0 (configs screened per full trial; 0: no "
+                f"screening), got {self.screen}"
+            )
         if self.parametrization not in PARAMETRIZATIONS:
-            raise ConfigError(f"unknown parametrization {shown(self.parametrization)}; known: "
-                              f"{', '.join(PARAMETRIZATIONS)}")
+            raise ConfigError(
+                f"unknown parametrization {shown(self.parametrization)}; known: "
+                f"{', '.join(PARAMETRIZATIONS)}"
+            )
         if self.parametrization != "ratios" and self.strategy != "search":
-            raise ConfigError(f"--parametrization shapes the per-group search: use it with --strategy search, "
-                              f"not {self.strategy}")
+            raise ConfigError(
+                f"--parametrization shapes the per-group search: use it with --strategy search, "
+                f"not {self.strategy}"
+            )
         if self.candidates < 1:
-            raise ConfigError(f"candidates must be >= 1 (allocations scored per full trial), got {self.candidates}")
+            raise ConfigError(
+                f"candidates must be >= 1 (allocations scored per full trial), got {self.candidates}"
+            )
         if self.proxy_steps is not None and self.proxy_steps < 0:
-            raise ConfigError(f"proxy_steps must be >= 0 (0: no fine-tune in the proxy), got {self.proxy_steps}")
+            raise ConfigError(
+                f"proxy_steps must be >= 0 (0: no fine-tune in the proxy), got {self.proxy_steps}"
+            )
         if self.targets is not None:
             check_targets(self.targets)
             if self.strategy != "targets":
-                raise ConfigError(f"--targets sets the targets strategy's cost targets: use it with --strategy "
-                                  f"targets, not {self.strategy}")
+                raise ConfigError(
+                    f"--targets sets the targets strategy's cost targets: use it with --strategy "
+                    f"targets, not {self.strategy}"
+                )
         if self.screen and self.strategy != "search":
-            raise ConfigError(f"--screen screens the per-group search's proposals: use it with --strategy "
-                              f"search, not {self.strategy}")
+            raise ConfigError(
+                f"--screen screens the per-group search's proposals: use it with --strategy "
+                f"search, not {self.strategy}"
+            )
 
     def _validate_choices(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {shown(self.sampler)}; known: "
-                              f"{', '.join(SAMPLERS)}")
+            raise ConfigError(
+                f"unknown sampler {shown(self.sampler)}; known: {', '.join(SAMPLERS)}"
+            )
         if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {shown(self.backend)}; known: "
-                              f"{', '.join(BACKENDS)}")
+            raise ConfigError(
+                f"unknown backend {shown(self.backend)}; known: {', '.join(BACKENDS)}"
+            )
         if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"unknown granularity {shown(self.granularity)}; known: "
-                              f"{', '.join(GRANULARITIES)}")
+            raise ConfigError(
+                f"unknown granularity {shown(self.granularity)}; known: {', '.join(GRANULARITIES)}"
+            )
 
     def _validate_numbers(self) -> None:
         if self.trials < 1:
             raise ConfigError(f"trials must be >= 1, got {self.trials}")
         if not 0.0 <= self.ratio_min <= self.ratio_max < 1.0:
-            raise ConfigError(f"need 0 <= ratio_min <= ratio_max < 1, got {self.ratio_min}, {self.ratio_max}")
+            raise ConfigError(
+                f"need 0 <= ratio_min <= ratio_max < 1, got {self.ratio_min}, {self.ratio_max}"
+            )
         if not 0.0 < self.ratio_step < 1.0:
             raise ConfigError(f"ratio_step must be in (0, 1), got {self.ratio_step}")
-        for name in ("base_epochs", "base_batch_size", "subset", "batch_size", "threads",
-                     "fps_repeats", "workers", "round_to"):
+        for name in (
+            "base_epochs",
+            "base_batch_size",
+            "subset",
+            "batch_size",
+            "threads",
+            "fps_repeats",
+            "workers",
+            "round_to",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 0:
@@ -191,7 +228,9 @@ class SearchConfig:
             if value is not None and not (_finite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value}")
         if not (_finite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
-            raise ConfigError(f"gpus_per_trial must be a finite number >= 0, got {self.gpus_per_trial}")
+            raise ConfigError(
+                f"gpus_per_trial must be a finite number >= 0, got {self.gpus_per_trial}"
+            )
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         self._check_device()
@@ -210,8 +249,10 @@ class SearchConfig:
         if self.backend == "ray" and self.device != "auto":
             implied = "cuda" if self.gpus_per_trial > 0 else "cpu"
             if self.device != implied:
-                raise ConfigError(f"with the ray backend, --gpus-per-trial decides a trial's device "
-                                  f"({implied} for {self.gpus_per_trial:g}); use --device auto or {implied}")
+                raise ConfigError(
+                    f"with the ray backend, --gpus-per-trial decides a trial's device "
+                    f"({implied} for {self.gpus_per_trial:g}); use --device auto or {implied}"
+                )
 
     @property
     def proxy_fine_tune_steps(self) -> int:
@@ -233,7 +274,9 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_sources(cls, yaml_path: str | Path | None = None, overrides: dict | None = None) -> SearchConfig:
+    def from_sources(
+        cls, yaml_path: str | Path | None = None, overrides: dict | None = None
+    ) -> SearchConfig:
         """Defaults, then the YAML file, then explicit overrides (flags the user gave)."""
         values: dict = {}
         if yaml_path is not None:
@@ -252,8 +295,13 @@ def check_targets(values: list[float]) -> list[float]:
     """`values` as distinct fractions in (0, 1), lightest first; ConfigError otherwise."""
     if not values:
         raise ConfigError("targets must name at least one fraction of the base's MACs")
-    bad = [v for v in values if not (isinstance(v, int | float) and not isinstance(v, bool)
-                                     and _finite(v) and 0.0 < v < 1.0)]
+    bad = [
+        v
+        for v in values
+        if not (
+            isinstance(v, int | float) and not isinstance(v, bool) and _finite(v) and 0.0 < v < 1.0
+        )
+    ]
     if bad:
         raise ConfigError(f"targets are fractions of the base's MACs in (0, 1), got {bad[0]!r}")
     if len(set(values)) != len(values):
@@ -282,9 +330,11 @@ def _bounded_yaml(text: str, where: str):
         elif isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_YAML_ALIASES:
-                raise ConfigError(f"{where} uses more than {MAX_YAML_ALIASES} YAML aliases "
-                                  f"(*name): "
-                                  "refused (an alias bomb expands to gigabytes)")
+                raise ConfigError(
+                    f"{where} uses more than {MAX_YAML_ALIASES} YAML aliases "
+                    f"(*name): "
+                    "refused (an alias bomb expands to gigabytes)"
+                )
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
 
 
@@ -295,8 +345,10 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     if not p.is_file():
         raise ConfigError(f"{what} file {str(p)!r} does not exist")
     if p.stat().st_size > MAX_YAML_BYTES:
-        raise ConfigError(f"{what} file {str(p)!r} is {p.stat().st_size:,} bytes; at most "
-                          f"{MAX_YAML_BYTES:,} are read")
+        raise ConfigError(
+            f"{what} file {str(p)!r} is {p.stat().st_size:,} bytes; at most "
+            f"{MAX_YAML_BYTES:,} are read"
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -309,8 +361,10 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{what} file {str(p)!r} is not valid YAML: {first}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp 2020-02-30
-        raise ConfigError(f"{what} file {str(p)!r} holds a value YAML cannot build: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ConfigError(
+            f"{what} file {str(p)!r} holds a value YAML cannot build: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     except RecursionError:
         raise ConfigError(f"{what} file {str(p)!r} is nested too deeply") from None
     if not isinstance(data, dict):
@@ -370,5 +424,6 @@ def _check_type(name: str, value, hint) -> None:
         return
     ok = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[hint]
     if not isinstance(value, ok) or (hint is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be of type {hint.__name__}, got {type(value).__name__} "
-                          f"{shown(value)}")
+        raise ConfigError(
+            f"{name} must be of type {hint.__name__}, got {type(value).__name__} {shown(value)}"
+        )

@@ -1,5 +1,6 @@
 """Errors a user can cause. The CLI turns each into one line on stderr and exit code 2 (1 for an
 EnvironmentFault: the machine, not the input, is in the way)."""
+
 from __future__ import annotations
 
 

@@ -16,6 +16,7 @@ dropped, and a search would run on. So the handlers also remember the signal, an
 `deferred()` holds a signal back for the few writes that must happen together (ending a run):
 it is raised when the block ends.
 """
+
 from __future__ import annotations
 
 import contextlib

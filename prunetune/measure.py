@@ -8,6 +8,7 @@ Conventions (also in the README):
   candidates measured together are interleaved sample by sample so they share the machine's noise.
   Reported: median, quartiles, spread = IQR / median, FPS = batch / median, threads, runtime.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,7 +44,9 @@ def _layers(model: nn.Module) -> dict[nn.Module, str]:
 
 
 @contextlib.contextmanager
-def _per_layer_flops(model: nn.Module, counter: FlopCounterMode, per: dict[str, int]) -> Iterator[None]:
+def _per_layer_flops(
+    model: nn.Module, counter: FlopCounterMode, per: dict[str, int]
+) -> Iterator[None]:
     """While active, add to `per[name]` the FLOPs `counter` counts inside each leaf layer's forward
     (matched by module identity through forward hooks, so whatever name torch's own module tracker
     gives a layer does not matter)."""
@@ -57,7 +60,9 @@ def _per_layer_flops(model: nn.Module, counter: FlopCounterMode, per: dict[str, 
         per[name] = per.get(name, 0) + counter.get_total_flops() - start[m].pop()
 
     layers = _layers(model)
-    handles = [h for m in layers for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    handles = [
+        h for m in layers for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))
+    ]
     try:
         yield
     finally:
@@ -66,8 +71,9 @@ def _per_layer_flops(model: nn.Module, counter: FlopCounterMode, per: dict[str, 
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor, *, per_module: bool = False
-               ) -> int | tuple[int, dict[str, int]]:
+def count_macs(
+    model: nn.Module, example_input: torch.Tensor, *, per_module: bool = False
+) -> int | tuple[int, dict[str, int]]:
     """Multiply-accumulates of one forward pass at the example's batch size divided by that batch
     size (so: MACs per image). With per_module, also MACs per leaf layer, keyed by its
     `model.named_modules()` name (layers with no MACs are left out); they sum to the total except
@@ -77,7 +83,10 @@ def count_macs(model: nn.Module, example_input: torch.Tensor, *, per_module: boo
     counter = FlopCounterMode(display=False)
     flops: dict[str, int] = {}
     try:
-        with counter, (_per_layer_flops(model, counter, flops) if per_module else contextlib.nullcontext()):
+        with (
+            counter,
+            _per_layer_flops(model, counter, flops) if per_module else contextlib.nullcontext(),
+        ):
             model(example_input)
     finally:
         model.train(was_training)
@@ -141,9 +150,16 @@ def _calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
     return max(1, min(10_000, int(target_s / dt)))
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], *, runtime: dict[str, str] | str,
-                     threads: int, batch_size: int, warmup: int = 5, repeats: int = 21,
-                     target_sample_s: float = 0.002) -> dict[str, Timing]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    runtime: dict[str, str] | str,
+    threads: int,
+    batch_size: int,
+    warmup: int = 5,
+    repeats: int = 21,
+    target_sample_s: float = 0.002,
+) -> dict[str, Timing]:
     """Time several zero-argument callables side by side: sample k of every callable is taken
     before sample k+1 of any, so a noisy neighbour hits all of them alike."""
     with torch_threads(threads):
@@ -195,4 +211,3 @@ def machine_load(reads: int = 5, pause_s: float = 0.002) -> dict[str, float]:
     if None not in seen:
         out["runnable"] = statistics.median(seen)
     return out
-

@@ -7,6 +7,7 @@ and is safe inside an MLflow filter string (no quotes, no spaces). `default_stud
 model and dataset into a valid name (unchanged for every zoo, torchvision and ordinary
 `package.module:function` model: `torchvision:resnet18` on `mnist5k` is `torchvision_resnet18-mnist5k`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ from prunetune.errors import ConfigError
 MAX_STUDY_NAME = 100
 STUDY_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 _STUDY_NAME = re.compile(STUDY_NAME_PATTERN)
-RULE_TEXT = (f"1-{MAX_STUDY_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit, "
-             "without '..'")
+RULE_TEXT = (
+    f"1-{MAX_STUDY_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit, "
+    "without '..'"
+)
 
 
 def check_study_name(name: object, what: str = "study name") -> str:
@@ -43,5 +46,5 @@ def default_study_name(model: str, dataset: str) -> str:
     name = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]", "_", raw)).lstrip("._-") or "study"
     if len(name) > MAX_STUDY_NAME:
         digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
-        name = f"{name[:MAX_STUDY_NAME - 9].rstrip('.')}-{digest}"
+        name = f"{name[: MAX_STUDY_NAME - 9].rstrip('.')}-{digest}"
     return name

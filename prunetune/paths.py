@@ -1,4 +1,5 @@
 """Local store locations (SQLite URLs, folders): made absolute, checked before anything is written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,9 @@ def check_writable_folder(folder: Path, what: str) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise PrunetuneError(f"{what} folder {str(folder)!r} cannot be created: {str(probe)!r} is a file")
+        raise PrunetuneError(
+            f"{what} folder {str(folder)!r} cannot be created: {str(probe)!r} is a file"
+        )
     if not os.access(probe, os.W_OK):
         raise PrunetuneError(f"{what} folder {str(folder)!r} is not writable")
 
@@ -81,7 +84,9 @@ def probe_writable(folder: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise PrunetuneError(f"{what} folder {str(folder)!r} is not writable ({exc.strerror})") from None
+        raise PrunetuneError(
+            f"{what} folder {str(folder)!r} is not writable ({exc.strerror})"
+        ) from None
 
 
 def check_sqlite_file(path: Path, what: str) -> None:
@@ -98,7 +103,9 @@ def check_sqlite_file(path: Path, what: str) -> None:
     except OSError as exc:
         raise PrunetuneError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
     if head and head != SQLITE_MAGIC:
-        raise PrunetuneError(f"{what} file {str(path)!r} is not a SQLite database (another file is in its place)")
+        raise PrunetuneError(
+            f"{what} file {str(path)!r} is not a SQLite database (another file is in its place)"
+        )
 
 
 def home_dir() -> Path:
@@ -111,9 +118,11 @@ def check_home() -> Path:
     it is a file, lies under one, or cannot be created or written (creates nothing)."""
     home = home_dir()
     if home.exists() and not home.is_dir():
-        raise PrunetuneError(f"PRUNETUNE_HOME {str(home)!r} is a file, not a folder: set "
-                             f"PRUNETUNE_HOME "
-                             "to a writable folder")
+        raise PrunetuneError(
+            f"PRUNETUNE_HOME {str(home)!r} is a file, not a folder: set "
+            f"PRUNETUNE_HOME "
+            "to a writable folder"
+        )
     try:
         check_writable_folder(home, "PRUNETUNE_HOME")
         probe_writable(home, "PRUNETUNE_HOME")
@@ -140,8 +149,10 @@ def open_lock_file(name: str) -> int:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise PrunetuneError(f"cannot create lock files in {str(folder)!r} ({exc.strerror}): set "
-                             "PRUNETUNE_HOME to a writable folder") from None
+        raise PrunetuneError(
+            f"cannot create lock files in {str(folder)!r} ({exc.strerror}): set "
+            "PRUNETUNE_HOME to a writable folder"
+        ) from None
 
 
 @contextlib.contextmanager

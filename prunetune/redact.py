@@ -6,6 +6,7 @@ have their password and secret query values masked.
 set, so `scrub` can also take them out of any text built from a library's message (an error
 line quoting the URL it failed to open).
 """
+
 from __future__ import annotations
 
 import re
@@ -96,8 +97,10 @@ def watch(*urls: str | None) -> None:
 def mask_config(values: dict) -> dict:
     """A copy of a config's mapping with its store URLs (`storage`, `tracking_uri`, `address`)
     masked: what is stored with a study and logged to MLflow."""
-    return {k: mask_url(v) if k in ("storage", "tracking_uri", "address") and isinstance(v, str)
-            else v for k, v in values.items()}
+    return {
+        k: mask_url(v) if k in ("storage", "tracking_uri", "address") and isinstance(v, str) else v
+        for k, v in values.items()
+    }
 
 
 def is_masked(url: str | None) -> bool:

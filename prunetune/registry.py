@@ -1,4 +1,5 @@
 """A tiny name -> factory registry shared by models, datasets, importance criteria and samplers."""
+
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar

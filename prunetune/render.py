@@ -1,14 +1,19 @@
 """Rendering at the edge: plain-text tables and number formats for the CLI (no computation)."""
+
 from __future__ import annotations
 
 import json
 
 
-FPS_NOTE = ("speedup: the trial's model timed side by side with the base (interleaved samples, same window); "
-            "fps = speedup x the base's FPS from the study's start, so every row is on one clock.")
-LOAD_NOTE = ("! measured while other processes kept every CPU busy (load at measurement: {loads}; "
-             "{cpus} CPUs): the absolute FPS of these rows are low and noisy; their speedup, "
-             "timed side by side with the base in the same window, is the figure to trust.")
+FPS_NOTE = (
+    "speedup: the trial's model timed side by side with the base (interleaved samples, same window); "
+    "fps = speedup x the base's FPS from the study's start, so every row is on one clock."
+)
+LOAD_NOTE = (
+    "! measured while other processes kept every CPU busy (load at measurement: {loads}; "
+    "{cpus} CPUs): the absolute FPS of these rows are low and noisy; their speedup, "
+    "timed side by side with the base in the same window, is the figure to trust."
+)
 
 
 def human(n: float | int | None, unit: str = "") -> str:
@@ -26,9 +31,16 @@ def fmt_pct(x: float | None) -> str:
 
 
 FORMATS = {
-    "accuracy": fmt_pct, "test_accuracy": fmt_pct, "macs": human, "flops": human, "bitops": human,
-    "params": human, "size_bytes": lambda v: human(v, "B"), "fps": lambda v: "-" if v is None else f"{v:,.0f}",
-    "speedup": lambda v: "-" if v is None else f"{v:.1f}x", "macs_share": fmt_pct,
+    "accuracy": fmt_pct,
+    "test_accuracy": fmt_pct,
+    "macs": human,
+    "flops": human,
+    "bitops": human,
+    "params": human,
+    "size_bytes": lambda v: human(v, "B"),
+    "fps": lambda v: "-" if v is None else f"{v:,.0f}",
+    "speedup": lambda v: "-" if v is None else f"{v:.1f}x",
+    "macs_share": fmt_pct,
 }
 
 
@@ -37,13 +49,21 @@ def table(rows: list[dict], columns: list[str], *, headers: dict[str, str] | Non
     headers = headers or {}
     cells = [[headers.get(c, c) for c in columns]]
     for row in rows:
-        cells.append([FORMATS.get(c, _plain)(row.get(c)) if not isinstance(row.get(c), str) else row[c]
-                      for c in columns])
+        cells.append(
+            [
+                FORMATS.get(c, _plain)(row.get(c)) if not isinstance(row.get(c), str) else row[c]
+                for c in columns
+            ]
+        )
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = []
     for k, r in enumerate(cells):
-        lines.append("  ".join(v.ljust(w) if i == len(columns) - 1 or not _numeric(v) and k > 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+        lines.append(
+            "  ".join(
+                v.ljust(w) if i == len(columns) - 1 or not _numeric(v) and k > 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -25,6 +25,7 @@ a search exports every trial and it is much cheaper per call than the dynamo exp
 (``/layer1/layer1.0/conv1/Conv``), which maps torch layer bit-widths onto ONNX nodes; the dynamo
 exporter names a conv with folded batch norm after the batch norm.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,7 +50,7 @@ RUNTIME_DESCRIPTIONS: dict[str, str] = {
     "torch": "PyTorch eager fp32 (inference mode)",
     "onnxruntime": "ONNX Runtime CPU, fp32, all graph optimisations",
     "onnxruntime-int8": "ONNX Runtime CPU, static int8 (QDQ, per-channel weights); bits < 8 run as "
-                        "int8, 32-bit layers stay float",
+    "int8, 32-bit layers stay float",
 }
 RUNTIMES: tuple[str, ...] = tuple(RUNTIME_DESCRIPTIONS)
 
@@ -58,13 +59,34 @@ INT8_BITS = 8  # on the int8 runtime a layer above this bit-width (32 = float) s
 SAMPLE_S = 0.05  # seconds per timing sample in measure_fps (see there)
 
 # Op types (default, com.microsoft and NCHWc domains) that carry quantized data or integer math.
-_QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "QGemm", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
-    "QLinearAdd", "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat",
-    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
-    "QAttention", "QEmbedLayerNormalization", "NhwcQLinearConv", "QLinearConvTranspose",
-})
+_QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QGemm",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConcat",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearSoftmax",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QAttention",
+        "QEmbedLayerNormalization",
+        "NhwcQLinearConv",
+        "QLinearConvTranspose",
+    }
+)
 # ORT's WeightBiasQuantization quantizes the float weights of any Conv/Gemm/MatMul fed by a
 # DequantizeLinear, i.e. it would run layers excluded from quantization (32 bits) as int8 anyway.
 # (Unknown optimizer names are ignored by ORT, so this is safe across versions.)
@@ -82,6 +104,7 @@ def check_runtime(name: str) -> str:
 
 # --------------------------------------------------------------------------- materialize / export
 
+
 def materialize(model: nn.Module) -> nn.Module:
     """A deep copy of `model` in eval mode that computes with its effective float weights only.
 
@@ -98,8 +121,11 @@ def materialize(model: nn.Module) -> nn.Module:
             # deepcopy shares the dynamically injected Parametrized* class with the original and
             # remove_parametrizations deletes the property from that class: give the copy its own.
             cls = type(module)
-            module.__class__ = type(cls.__name__, cls.__bases__, {
-                k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
+            module.__class__ = type(
+                cls.__name__,
+                cls.__bases__,
+                {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")},
+            )
             for name in list(module.parametrizations):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
         for hook in list(module._forward_pre_hooks.values()):
@@ -108,14 +134,16 @@ def materialize(model: nn.Module) -> nn.Module:
         module._forward_pre_hooks.clear()
         module._forward_hooks.clear()
         for name, child in list(module.named_children()):
-            if isinstance(child, (torch.ao.quantization.FakeQuantizeBase,
-                                  torch.ao.quantization.ObserverBase)):
+            if isinstance(
+                child, (torch.ao.quantization.FakeQuantizeBase, torch.ao.quantization.ObserverBase)
+            ):
                 setattr(module, name, nn.Identity())
     return copied
 
 
-def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path | None = None
-            ) -> bytes | Path:
+def to_onnx(
+    model: nn.Module, example_input: torch.Tensor, path: str | Path | None = None
+) -> bytes | Path:
     """Export the materialized model to fp32 ONNX with a dynamic batch dimension.
 
     Input is named "input", output "logits"; node names keep torch module paths. The export runs
@@ -126,9 +154,15 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path | No
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example_input.detach().cpu(),), buffer, dynamo=False,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (example_input.detach().cpu(),),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
     data = buffer.getvalue()
     if path is None:
         return data
@@ -154,7 +188,9 @@ def node_module(node_name: str) -> str:
     return ".".join(parts)
 
 
-def onnx_nodes_of(onnx_model: bytes | str | Path | onnx.ModelProto, names: Iterable[str]) -> list[str]:
+def onnx_nodes_of(
+    onnx_model: bytes | str | Path | onnx.ModelProto, names: Iterable[str]
+) -> list[str]:
     """ONNX node names for `names`, each an ONNX node name or a torch layer name (all Conv / Gemm /
     MatMul nodes of that module). Raises ConfigError for a name that matches no node."""
     graph = (onnx_model if isinstance(onnx_model, onnx.ModelProto) else _load(onnx_model)).graph
@@ -170,12 +206,15 @@ def onnx_nodes_of(onnx_model: bytes | str | Path | onnx.ModelProto, names: Itera
         elif name in by_module:
             out.extend(by_module[name])
         else:
-            raise ConfigError(f"layer {name!r} matches no node of the ONNX graph; weighted layers: "
-                              f"{', '.join(sorted(by_module))}")
+            raise ConfigError(
+                f"layer {name!r} matches no node of the ONNX graph; weighted layers: "
+                f"{', '.join(sorted(by_module))}"
+            )
     return out
 
 
 # --------------------------------------------------------------------------------- quantization
+
 
 def _inline_identity_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """Replace Identity nodes that copy an initializer by a copy of that initializer, in place.
@@ -189,7 +228,11 @@ def _inline_identity_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     outputs = {out.name for out in graph.output}
     kept = []
     for node in graph.node:
-        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs:
+        if (
+            node.op_type == "Identity"
+            and node.input[0] in initializers
+            and node.output[0] not in outputs
+        ):
             copied = onnx.TensorProto()
             copied.CopyFrom(initializers[node.input[0]])
             copied.name = node.output[0]
@@ -229,8 +272,13 @@ def _quiet_ort_quantization() -> Iterator[None]:
         root.removeHandler(guard)
 
 
-def quantize_onnx_int8(onnx_model: bytes | str | Path, calibration_batches: Sequence[torch.Tensor], *,
-                       exclude: Iterable[str] = (), path: str | Path | None = None) -> bytes | Path:
+def quantize_onnx_int8(
+    onnx_model: bytes | str | Path,
+    calibration_batches: Sequence[torch.Tensor],
+    *,
+    exclude: Iterable[str] = (),
+    path: str | Path | None = None,
+) -> bytes | Path:
     """Statically quantize an fp32 ONNX model (from `to_onnx`) with ONNX Runtime.
 
     QDQ format, per-channel symmetric int8 weights, uint8 activations (u8 x s8 is the native
@@ -243,8 +291,12 @@ def quantize_onnx_int8(onnx_model: bytes | str | Path, calibration_batches: Sequ
     `_inline_identity_initializers`) is done directly; on the base Net it cost 2.3 s.
     Returns the serialized model, or `path` after writing it there.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if not calibration_batches:
         raise ValueError("int8 quantization needs at least one calibration batch")
@@ -264,9 +316,16 @@ def quantize_onnx_int8(onnx_model: bytes | str | Path, calibration_batches: Sequ
     with tempfile.TemporaryDirectory(prefix="prunetune-int8-") as tmp:
         out = Path(tmp) / "int8.onnx"
         with _quiet_ort_quantization():
-            quantize_static(model, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=nodes_to_exclude)
+            quantize_static(
+                model,
+                out,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=nodes_to_exclude,
+            )
         data = out.read_bytes()
     if path is None:
         return data
@@ -276,6 +335,7 @@ def quantize_onnx_int8(onnx_model: bytes | str | Path, calibration_batches: Sequ
 
 
 # ---------------------------------------------------------------------------------------- runners
+
 
 class Runner:
     """Callable: float input batch (any device) -> logits as a CPU tensor.
@@ -306,8 +366,11 @@ class TorchRunner(Runner):
         self.device = first.device if first is not None else torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        threads = (contextlib.nullcontext() if torch.get_num_threads() == self.threads
-                   else torch_threads(self.threads))
+        threads = (
+            contextlib.nullcontext()
+            if torch.get_num_threads() == self.threads
+            else torch_threads(self.threads)
+        )
         with threads, torch.inference_mode():
             return self.model(x.to(self.device)).cpu()
 
@@ -318,8 +381,9 @@ class OnnxRuntimeRunner(Runner):
     read from the optimised graph ORT saves at session creation, i.e. the graph that runs.
     Without `runtime`, it is "onnxruntime-int8" if the graph has quantized ops, else "onnxruntime"."""
 
-    def __init__(self, onnx_model: bytes | str | Path, *, threads: int, runtime: str | None = None
-                 ) -> None:
+    def __init__(
+        self, onnx_model: bytes | str | Path, *, threads: int, runtime: str | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.threads = threads
@@ -332,8 +396,12 @@ class OnnxRuntimeRunner(Runner):
             optimized = Path(tmp) / "optimized.onnx"
             options.optimized_model_filepath = str(optimized)
             source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"],
-                                                disabled_optimizers=_DISABLED_ORT_OPTIMIZERS)
+            self.session = ort.InferenceSession(
+                source,
+                options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=_DISABLED_ORT_OPTIMIZERS,
+            )
             graph = onnx.load(str(optimized), load_external_data=False).graph
         self.op_types: tuple[str, ...] = tuple(sorted({n.op_type for n in graph.node}))
         self.kernels = tuple(op for op in self.op_types if op in _QUANTIZED_OPS)
@@ -350,9 +418,15 @@ def onnx_file_runner(path: str | Path, *, threads: int = 1) -> OnnxRuntimeRunner
     return OnnxRuntimeRunner(Path(path), threads=threads)
 
 
-def make_runner(model: nn.Module, runtime: str, example_input: torch.Tensor, *, threads: int = 1,
-                calibration_batches: Sequence[torch.Tensor] | None = None,
-                layer_bits: Mapping[str, int] | None = None) -> Runner:
+def make_runner(
+    model: nn.Module,
+    runtime: str,
+    example_input: torch.Tensor,
+    *,
+    threads: int = 1,
+    calibration_batches: Sequence[torch.Tensor] | None = None,
+    layer_bits: Mapping[str, int] | None = None,
+) -> Runner:
     """A Runner of `model` on `runtime` (see RUNTIMES).
 
     `example_input` fixes the input shape for export (the batch dimension stays dynamic).
@@ -374,8 +448,14 @@ def make_runner(model: nn.Module, runtime: str, example_input: torch.Tensor, *, 
     return OnnxRuntimeRunner(int8, runtime=runtime, threads=threads)
 
 
-def measure_fps(candidates: Mapping[str, Runner], example_input: torch.Tensor, *, repeats: int = 21,
-                warmup: int = 5, sample_s: float = SAMPLE_S) -> dict[str, Timing]:
+def measure_fps(
+    candidates: Mapping[str, Runner],
+    example_input: torch.Tensor,
+    *,
+    repeats: int = 21,
+    warmup: int = 5,
+    sample_s: float = SAMPLE_S,
+) -> dict[str, Timing]:
     """Time runners side by side on `example_input` (its batch size is the batch): interleaved
     sample by sample (`prunetune.measure.time_interleaved`), each sample the mean of enough calls
     to last `sample_s`. All runners must use the same thread count.
@@ -388,8 +468,16 @@ def measure_fps(candidates: Mapping[str, Runner], example_input: torch.Tensor, *
     """
     threads = {runner.threads for runner in candidates.values()}
     if len(threads) != 1:
-        raise ValueError(f"runners measured together must share one thread count, got {sorted(threads)}")
+        raise ValueError(
+            f"runners measured together must share one thread count, got {sorted(threads)}"
+        )
     fns = {name: (lambda r=runner: r(example_input)) for name, runner in candidates.items()}
-    return time_interleaved(fns, runtime={name: r.runtime for name, r in candidates.items()},
-                            threads=threads.pop(), batch_size=int(example_input.shape[0]),
-                            warmup=warmup, repeats=repeats, target_sample_s=sample_s)
+    return time_interleaved(
+        fns,
+        runtime={name: r.runtime for name, r in candidates.items()},
+        threads=threads.pop(),
+        batch_size=int(example_input.shape[0]),
+        warmup=warmup,
+        repeats=repeats,
+        target_sample_s=sample_s,
+    )

@@ -1,6 +1,7 @@
 """Layer sensitivity scan (Li et al. 2017): prune each group alone at several ratios and measure
 validation accuracy without fine-tuning. The result can narrow a search space: each group's
 largest ratio is the highest one whose accuracy drop stayed within a budget."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,18 +15,34 @@ from prunetune.models import evaluate
 from prunetune.spaces import SearchSpace
 
 
-def scan(model: nn.Module, bundle: DataBundle, groups: list[str], ratios: list[float], *,
-         importance: str = "l2", base_accuracy: float | None = None) -> list[dict]:
+def scan(
+    model: nn.Module,
+    bundle: DataBundle,
+    groups: list[str],
+    ratios: list[float],
+    *,
+    importance: str = "l2",
+    base_accuracy: float | None = None,
+) -> list[dict]:
     """Rows {group, ratio, accuracy, drop, macs}: each group pruned alone, no fine-tuning."""
     example = bundle.example_input(1)
-    base_acc = base_accuracy if base_accuracy is not None else evaluate(model, bundle.val)["accuracy"]
+    base_acc = (
+        base_accuracy if base_accuracy is not None else evaluate(model, bundle.val)["accuracy"]
+    )
     rows = []
     for g in groups:
         for r in ratios:
             pruned = prune(model, {g: r}, example, importance=importance)
             acc = evaluate(pruned, bundle.val)["accuracy"]
-            rows.append({"group": g, "ratio": r, "accuracy": acc, "drop": base_acc - acc,
-                         "macs": count_macs(pruned, example)})
+            rows.append(
+                {
+                    "group": g,
+                    "ratio": r,
+                    "accuracy": acc,
+                    "drop": base_acc - acc,
+                    "macs": count_macs(pruned, example),
+                }
+            )
     return rows
 
 
@@ -35,7 +52,10 @@ def narrow(space: SearchSpace, rows: list[dict], *, max_drop: float) -> SearchSp
     data = space.to_dict()
     for g, spec in data["groups"].items():
         ok = [r["ratio"] for r in rows if r["group"] == g and r["drop"] <= max_drop]
-        spec["ratio"] = [spec["ratio"][0], max([spec["ratio"][0], *[min(x, spec["ratio"][1]) for x in ok]])]
+        spec["ratio"] = [
+            spec["ratio"][0],
+            max([spec["ratio"][0], *[min(x, spec["ratio"][1]) for x in ok]]),
+        ]
     return SearchSpace.from_dict(data)
 
 

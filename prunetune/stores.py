@@ -8,6 +8,7 @@ recognised by its tables: any of Optuna's (`studies`, `trials`, ...) or MLflow's
 One that holds the other tool's tables, or other tables only, is refused with one line: the other
 tool would create its tables inside it. A missing SQLite file, or an empty one, is a new store.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -21,10 +22,29 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql
 TRACKING_SCHEMES = (*DATABASE_SCHEMES, "http", "https", "databricks")
 # each tool's own tables (alembic_version is both's): any one of them says whose a database is,
 # also while its creator is still making the others (another search creating the storage)
-TABLES = {"optuna": {"studies", "version_info", "trials", "study_directions", "trial_values",
-                     "trial_params", "study_user_attributes", "trial_user_attributes"},
-          "mlflow": {"experiments", "runs", "metrics", "params", "tags", "latest_metrics",
-                     "experiment_tags", "registered_models", "model_versions"}}
+TABLES = {
+    "optuna": {
+        "studies",
+        "version_info",
+        "trials",
+        "study_directions",
+        "trial_values",
+        "trial_params",
+        "study_user_attributes",
+        "trial_user_attributes",
+    },
+    "mlflow": {
+        "experiments",
+        "runs",
+        "metrics",
+        "params",
+        "tags",
+        "latest_metrics",
+        "experiment_tags",
+        "registered_models",
+        "model_versions",
+    },
+}
 NAMES = {"optuna": "an Optuna study storage", "mlflow": "an MLflow tracking database"}
 FLAGS = {"optuna": "--storage", "mlflow": "--tracking-uri"}
 CONNECT_TIMEOUT_S = 5
@@ -47,15 +67,20 @@ def check_scheme(url: str, kind: str) -> None:
     allowed = DATABASE_SCHEMES if kind == "optuna" else TRACKING_SCHEMES
     what = "study storage" if kind == "optuna" else "tracking URI"
     if scheme(url) not in allowed:
-        hint = ("sqlite:///PATH or a database URL (postgresql://, mysql://)" if kind == "optuna"
-                else "sqlite:///PATH, a database URL or an http(s):// MLflow server")
+        hint = (
+            "sqlite:///PATH or a database URL (postgresql://, mysql://)"
+            if kind == "optuna"
+            else "sqlite:///PATH, a database URL or an http(s):// MLflow server"
+        )
         got = f"scheme {scheme(url)!r}" if scheme(url) else "a plain path"
         raise PrunetuneError(f"{what} {mask_url(url)!r} is not supported ({got}); use {hint}")
     path = url.split("://", 1)[1].split("?", 1)[0]
     if scheme(url) == "sqlite" and (path in ("", "/", "/:memory:") or "mode=memory" in url):
-        raise PrunetuneError(f"{what} {url!r} is an in-memory database: everything written to it "
-                             f"would "
-                             f"be gone when the command ends; use sqlite:///PATH")
+        raise PrunetuneError(
+            f"{what} {url!r} is an in-memory database: everything written to it "
+            f"would "
+            f"be gone when the command ends; use sqlite:///PATH"
+        )
 
 
 def tables(url: str) -> set[str] | None:
@@ -73,8 +98,9 @@ def _sqlite_tables(path: Path) -> set[str]:
     try:
         con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
         try:
-            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = "
-                                              "'table'")}
+            return {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
         finally:
             con.close()
     except sqlite3.Error as exc:
@@ -96,8 +122,9 @@ def _server_tables(url: str) -> set[str]:
             engine.dispose()
     except Exception as exc:  # driver missing, server down, bad credentials: one line
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise PrunetuneError(f"cannot open database {mask_url(url)!r}: {type(exc).__name__}: "
-                             f"{scrub(first, url)}") from None
+        raise PrunetuneError(
+            f"cannot open database {mask_url(url)!r}: {type(exc).__name__}: {scrub(first, url)}"
+        ) from None
 
 
 def check_kind(url: str, kind: str) -> bool:
@@ -110,8 +137,10 @@ def check_kind(url: str, kind: str) -> bool:
         return True
     other = next((k for k in TABLES if k != kind and TABLES[k] & names), None)
     what = f"is {NAMES[other]}" if other else f"holds other tables ({', '.join(sorted(names)[:4])})"
-    raise PrunetuneError(f"{FLAGS[kind]} {mask_url(url)!r} {what}, not {NAMES[kind]}: nothing was "
-                         f"written to it; pass another {FLAGS[kind]}")
+    raise PrunetuneError(
+        f"{FLAGS[kind]} {mask_url(url)!r} {what}, not {NAMES[kind]}: nothing was "
+        f"written to it; pass another {FLAGS[kind]}"
+    )
 
 
 def check_writable_file(path: Path, what: str) -> None:
@@ -124,9 +153,11 @@ def check_writable_file(path: Path, what: str) -> None:
     if not path.is_file():
         return
     if not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        raise PrunetuneError(f"{what} {str(path)!r} is read-only (mode "
-                             f"{path.stat().st_mode & 0o777:o}): "
-                             "make it writable, or pass another --storage")
+        raise PrunetuneError(
+            f"{what} {str(path)!r} is read-only (mode "
+            f"{path.stat().st_mode & 0o777:o}): "
+            "make it writable, or pass another --storage"
+        )
     try:
         os.close(os.open(path, os.O_RDWR))
     except OSError as exc:

@@ -16,6 +16,7 @@ machine's load and the pruned model's size. Short passes (batch-norm re-estimati
 screening) use the process's latest decision (`decided`). A pinned count (`--train-threads N`)
 is used as it is. The decision of a run is published to `watch()`ers (the trial records it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,11 @@ class Decision:
 
     def as_context(self) -> dict:
         """Flat, JSON- and MLflow-ready: train_threads, train_threads_policy, train_step_ms_<N>t."""
-        return {"train_threads": self.threads, "train_threads_policy": self.policy,
-                **{f"train_step_ms_{n}t": round(ms, 3) for n, ms in sorted(self.step_ms.items())}}
+        return {
+            "train_threads": self.threads,
+            "train_threads_policy": self.policy,
+            **{f"train_step_ms_{n}t": round(ms, 3) for n, ms in sorted(self.step_ms.items())},
+        }
 
 
 def candidates(setting: int | str | None) -> tuple[int, ...]:

@@ -1,5 +1,6 @@
 """Shared fixtures: every test runs in its own working directory (so ./mlruns is private), base
 models are cached once per session, and a test that leaks an active MLflow run fails."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,4 +39,3 @@ def isolated(tmp_path, monkeypatch, prunetune_home):
         if leaked is not None:
             mlflow.end_run()
             pytest.fail(f"test leaked an active MLflow run {leaked.info.run_id}")
-

@@ -1,4 +1,5 @@
 """Shared helpers for the end-to-end tests: a fast search command line and process runners."""
+
 from __future__ import annotations
 
 import os
@@ -13,24 +14,50 @@ import optuna
 from prunetune.search.study import make_storage
 from prunetune.search.study_store import load
 
-FAST = ["--model", "tiny_cnn", "--dataset", "digits", "--base-epochs", "2", "--epochs", "1",
-        "--subset", "200", "--fps-repeats", "3", "--threads", "1"]
+FAST = [
+    "--model",
+    "tiny_cnn",
+    "--dataset",
+    "digits",
+    "--base-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--subset",
+    "200",
+    "--fps-repeats",
+    "3",
+    "--threads",
+    "1",
+]
 
 
 def search_args(study: str, trials: int, *extra: str) -> list[str]:
     return ["search", *FAST, "--study", study, "--trials", str(trials), *extra]
 
 
-def run_cli(args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None
-            ) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, *, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m prunetune ARGS` in a fresh process (what a user runs)."""
-    return subprocess.run([sys.executable, "-m", "prunetune", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "prunetune", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "prunetune", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prunetune", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def load_study(cwd: Path, name: str) -> optuna.Study:
@@ -47,8 +74,11 @@ def states(study: optuna.Study) -> dict[str, int]:
 
 
 def finished(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.is_finished() and not t.user_attrs.get("interrupted"))
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and not t.user_attrs.get("interrupted")
+    )
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 240.0, step: float = 0.2) -> bool:

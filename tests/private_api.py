@@ -1,5 +1,6 @@
 """A static scan (ast only, nothing imported) for private names of other packages used by a source
 tree: see `scan`. Used by tests/test_dependencies.py."""
+
 from __future__ import annotations
 
 import ast
@@ -80,8 +81,11 @@ def _private_paths(tree: ast.AST, checked: tuple[str, ...]) -> set[str]:
             for base in filter(None, map(_chain, node.bases)):
                 if base[0] in imported:
                     prefix = ".".join([imported[base[0]], *base[1:]])
-                    paths |= {f"{prefix}.{f.name}" for f in node.body
-                              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                    paths |= {
+                        f"{prefix}.{f.name}"
+                        for f in node.body
+                        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    }
     return {p for p in paths if _of_checked(p, checked) and any(map(is_private, p.split(".")))}
 
 
@@ -91,14 +95,24 @@ def _private_attributes(tree: ast.AST) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and is_private(node.attr):
             out.add(node.attr)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-                node.func.id in ("getattr", "hasattr") and len(node.args) >= 2:
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+        ):
             name = node.args[1]
-            if isinstance(name, ast.Constant) and isinstance(name.value, str) \
-                    and is_private(name.value):
+            if (
+                isinstance(name, ast.Constant)
+                and isinstance(name.value, str)
+                and is_private(name.value)
+            ):
                 out.add(name.value)
-            elif isinstance(name, ast.JoinedStr) and isinstance(name.values[0], ast.Constant) \
-                    and is_private(str(name.values[0].value)):
+            elif (
+                isinstance(name, ast.JoinedStr)
+                and isinstance(name.values[0], ast.Constant)
+                and is_private(str(name.values[0].value))
+            ):
                 out.add(str(name.values[0].value) + "*")
     return out
 

@@ -1,5 +1,6 @@
 """prunetune sets glibc's malloc up itself (prunetune.alloc): big blocks from the heap, never
 trimmed. Observed with glibc's own counters (mallinfo2) in fresh processes without the variables."""
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,22 @@ after = libc.mallinfo2()
 print(json.dumps({{"mmapped": during.hblkhd - before.hblkhd, "heap_kept": after.arena - before.arena}}))
 """
 
-glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt/mallinfo2 are glibc's")
+glibc_only = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="mallopt/mallinfo2 are glibc's"
+)
 
 
 def _probe(setup: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup, block=BLOCK)], env=env,
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(setup=setup, block=BLOCK)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -51,17 +60,24 @@ def test_without_the_settings_a_big_block_is_mmapped_and_given_back():
     assert seen["mmapped"] >= BLOCK and seen["heap_kept"] < 0.5 * BLOCK
 
 
-ALONE = ("import importlib.util as u; "  # prunetune.alloc without the package (and torch)
-         f"s = u.spec_from_file_location('alloc', {str(ROOT / 'prunetune' / 'alloc.py')!r}); "
-         "m = u.module_from_spec(s); s.loader.exec_module(m); assert m.tune_malloc()")
+ALONE = (
+    "import importlib.util as u; "  # prunetune.alloc without the package (and torch)
+    f"s = u.spec_from_file_location('alloc', {str(ROOT / 'prunetune' / 'alloc.py')!r}); "
+    "m = u.module_from_spec(s); s.loader.exec_module(m); assert m.tune_malloc()"
+)
 
 
 @glibc_only
-@pytest.mark.parametrize("setup", [ALONE, "from prunetune.cli import main; main(['datasets'])"],
-                         ids=["tune_malloc", "main"])
+@pytest.mark.parametrize(
+    "setup",
+    [ALONE, "from prunetune.cli import main; main(['datasets'])"],
+    ids=["tune_malloc", "main"],
+)
 def test_after_start_up_big_blocks_come_from_the_heap_and_stay(setup):
     seen = _probe(setup)
-    assert seen["mmapped"] == 0 and seen["heap_kept"] >= 0.9 * BLOCK  # (free space at the top is reused)
+    assert (
+        seen["mmapped"] == 0 and seen["heap_kept"] >= 0.9 * BLOCK
+    )  # (free space at the top is reused)
 
 
 def test_child_processes_get_the_settings_and_the_users_win(monkeypatch):
@@ -80,8 +96,14 @@ def _spin_count(setup: str) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_", "GOMP_"))}
     env |= {"PYTHONPATH": str(ROOT), "OMP_DISPLAY_ENV": "VERBOSE"}
     code = f"{setup}\nimport torch\ntorch.ones(8).sum()"
-    err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stderr
+    err = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stderr
     found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", err)
     if found is None:
         pytest.skip("torch's OpenMP runtime is not GNU OpenMP (no GOMP_SPINCOUNT in its display)")
@@ -98,8 +120,10 @@ def test_after_start_up_openmp_threads_sleep_while_they_wait():
 
 
 def test_the_users_wait_policy_wins():
-    setup = ("import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n"
-             "from prunetune.cli import main; main(['datasets'])")
+    setup = (
+        "import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n"
+        "from prunetune.cli import main; main(['datasets'])"
+    )
     assert _spin_count(setup) > 0
 
 

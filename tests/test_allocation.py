@@ -1,4 +1,5 @@
 """The level + allocation parametrization (prunetune.spaces.allocation, `--parametrization allocation`)."""
+
 from __future__ import annotations
 
 import optuna
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def resnet():
     torch.manual_seed(0)
     model, x = build_for("resnet18", (1, 28, 28), 10).eval(), torch.zeros(1, 1, 28, 28)
-    inner = SearchSpace.from_inventory(inventory(model, x), ratio_min=0.7, ratio_max=0.95, bits=[32])
+    inner = SearchSpace.from_inventory(
+        inventory(model, x), ratio_min=0.7, ratio_max=0.95, bits=[32]
+    )
     return model, x, inner
 
 
@@ -38,7 +41,9 @@ def test_params_are_one_level_and_one_allocation_per_dimension(resnet):
     space = AllocationSpace(inner)
     params = _sampled(space, 1)[0]
     assert set(params) == {LEVEL} | {ALLOC + d for d in inner.ratio_dims()}
-    assert 0.7 <= params[LEVEL] <= 0.95 and all(-1 <= params[ALLOC + d] <= 1 for d in inner.ratio_dims())
+    assert 0.7 <= params[LEVEL] <= 0.95 and all(
+        -1 <= params[ALLOC + d] <= 1 for d in inner.ratio_dims()
+    )
 
 
 def test_the_macs_weighted_mean_ratio_is_the_level(resnet):
@@ -46,8 +51,12 @@ def test_the_macs_weighted_mean_ratio_is_the_level(resnet):
     keep the MACs-weighted mean ratio at the level; clamped (level 0.8 in [0.7, 0.95]) every ratio
     stays in its range."""
     model, x, _ = resnet
-    wide = AllocationSpace(SearchSpace.from_inventory(inventory(model, x), ratio_min=0.0, ratio_max=0.95, bits=[32]))
-    weights = {d: sum(wide.groups[m].macs_share for m in ms) for d, ms in wide.inner.ratio_dims().items()}
+    wide = AllocationSpace(
+        SearchSpace.from_inventory(inventory(model, x), ratio_min=0.0, ratio_max=0.95, bits=[32])
+    )
+    weights = {
+        d: sum(wide.groups[m].macs_share for m in ms) for d, ms in wide.inner.ratio_dims().items()
+    }
     for params in _sampled(wide, 20, seed=3):
         ratios = wide.ratios({**params, LEVEL: 0.5})
         assert 0.0 < min(ratios.values()) and max(ratios.values()) < 0.95  # nothing clamped
@@ -64,10 +73,17 @@ def test_configs_at_one_level_stay_near_that_levels_macs(resnet):
     1.5 of the uniform-0.85 config's, while independent per-group ratios spread far wider."""
     model, x, inner = resnet
     space = AllocationSpace(inner)
-    uniform = count_macs(compress(model, inner.decode({f"ratio:{d}": 0.85 for d in inner.ratio_dims()}), x), x)
-    allocated = [count_macs(compress(model, space.decode({**p, LEVEL: 0.85}), x), x) / uniform
-                 for p in _sampled(space, 4, seed=1)]
-    independent = [count_macs(compress(model, inner.decode(p), x), x) / uniform for p in _sampled(inner, 4, seed=1)]
+    uniform = count_macs(
+        compress(model, inner.decode({f"ratio:{d}": 0.85 for d in inner.ratio_dims()}), x), x
+    )
+    allocated = [
+        count_macs(compress(model, space.decode({**p, LEVEL: 0.85}), x), x) / uniform
+        for p in _sampled(space, 4, seed=1)
+    ]
+    independent = [
+        count_macs(compress(model, inner.decode(p), x), x) / uniform
+        for p in _sampled(inner, 4, seed=1)
+    ]
     assert all(1 / 1.5 <= f <= 1.5 for f in allocated), allocated
     assert max(independent) / min(independent) > max(allocated) / min(allocated)
 
@@ -82,8 +98,21 @@ def test_warm_starts_are_uniform_levels(resnet):
 
 
 def test_search_with_allocation_runs_and_records_levels(tmp_path):
-    out = run_cli(search_args("alloc", 3, "--strategy", "search", "--parametrization", "allocation", "--bits", "32",
-                              "--objectives", "accuracy,macs"), tmp_path)
+    out = run_cli(
+        search_args(
+            "alloc",
+            3,
+            "--strategy",
+            "search",
+            "--parametrization",
+            "allocation",
+            "--bits",
+            "32",
+            "--objectives",
+            "accuracy,macs",
+        ),
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     from tests.helpers import load_study
 
@@ -91,10 +120,16 @@ def test_search_with_allocation_runs_and_records_levels(tmp_path):
     assert all(LEVEL in t.params for t in study.trials) and len(study.trials) == 3
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--parametrization", "levels"], "unknown parametrization 'levels'"),
-    (["--parametrization", "allocation", "--strategy", "uniform"], "use it with --strategy search"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--parametrization", "levels"], "unknown parametrization 'levels'"),
+        (
+            ["--parametrization", "allocation", "--strategy", "uniform"],
+            "use it with --strategy search",
+        ),
+    ],
+)
 def test_bad_parametrizations_are_one_line_exit_2(tmp_path, extra, message):
     out = run_cli(search_args("bad", 1, *extra), tmp_path)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

@@ -2,6 +2,7 @@
 server with proxied artifacts, and a two-node Ray cluster whose worker node has its own working
 and temp directory. After the search the driver's folder is deleted: `pareto` and `export` from a
 fresh folder work from the database and the tracking server alone (no shared filesystem)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ import pytest
 from tests.helpers import run_cli, search_args
 from tests.services import mlflow_server, pg_bin, postgres_server, ray_two_nodes
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL server not installed "
-                                                   "(.ci/run installs Debian's postgresql)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        pg_bin() is None,
+        reason="PostgreSQL server not installed (.ci/run installs Debian's postgresql)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +52,51 @@ def test_two_drivers_on_one_postgres_study_finish_the_budget_without_duplicates(
     assert len(workers) == 2, workers  # both drivers ran trials of the one study
 
 
-def test_ray_cluster_without_shared_folder_then_pareto_and_export_from_elsewhere(postgres, tmp_path):
+def test_ray_cluster_without_shared_folder_then_pareto_and_export_from_elsewhere(
+    postgres, tmp_path
+):
     storage = f"{postgres}/optuna"
-    driver, head, worker, elsewhere = (tmp_path / n for n in ("driver", "head", "worker", "elsewhere"))
+    driver, head, worker, elsewhere = (
+        tmp_path / n for n in ("driver", "head", "worker", "elsewhere")
+    )
     for d in (driver, head, worker, elsewhere):
         d.mkdir()
-    with mlflow_server(f"{postgres}/mlflow", tmp_path / "artifacts") as tracking, \
-            ray_two_nodes(head, worker, head_cpus=0, worker_cpus=2) as address:  # trials run on the worker
+    with (
+        mlflow_server(f"{postgres}/mlflow", tmp_path / "artifacts") as tracking,
+        ray_two_nodes(head, worker, head_cpus=0, worker_cpus=2) as address,
+    ):  # trials run on the worker
         common = ["--storage", storage, "--tracking-uri", tracking]
-        args = search_args("cluster", 4, "--backend", "ray", "--workers", "2", "--address", address,
-                           "--objectives", "accuracy,flops", *common)
+        args = search_args(
+            "cluster",
+            4,
+            "--backend",
+            "ray",
+            "--workers",
+            "2",
+            "--address",
+            address,
+            "--objectives",
+            "accuracy,flops",
+            *common,
+        )
         proc = run_cli(args, driver, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
         trials = _trials(storage, "cluster")
         nodes = {t.user_attrs.get("ray_node") for t in trials if t.state.name == "COMPLETE"}
-        assert len(nodes) == 1, nodes  # the worker node (the head has no CPU for trials), not the driver's
+        assert len(nodes) == 1, (
+            nodes
+        )  # the worker node (the head has no CPU for trials), not the driver's
         assert not list(head.rglob("trial-*.pt")) and not list(worker.rglob("trial-*.pt"))
         shutil.rmtree(driver)  # the search's folder (and its local weights) gone
 
-        front = run_cli(["pareto", "--study", "cluster", "--storage", storage, "--format", "json"], elsewhere)
+        front = run_cli(
+            ["pareto", "--study", "cluster", "--storage", storage, "--format", "json"], elsewhere
+        )
         assert front.returncode == 0, front.stderr[-3000:]
         assert '"trial"' in front.stdout
-        exported = run_cli(["export", "--study", "cluster", "--out", "out", *common], elsewhere, timeout=600)
+        exported = run_cli(
+            ["export", "--study", "cluster", "--out", "out", *common], elsewhere, timeout=600
+        )
         assert exported.returncode == 0, exported.stderr[-4000:]
         card = json.loads((elsewhere / "out" / "card.json").read_text())
         assert card["trial"] in {t.number for t in trials}
@@ -86,7 +115,9 @@ def test_the_budget_lock_on_postgres_is_held_in_the_database(postgres):
 
     url = f"{postgres}/race"
     study = load(make_storage(url), "lock-kind", directions=["minimize"])
-    assert budget_lock(study).func is advisory_lock.__wrapped__  # the database's lock, not a file of this machine
+    assert (
+        budget_lock(study).func is advisory_lock.__wrapped__
+    )  # the database's lock, not a file of this machine
     inside, release, second_in = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:

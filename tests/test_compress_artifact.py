@@ -1,4 +1,5 @@
 """CompressionConfig, the compress pipeline and compressed-model files (exact reload)."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.compress import (CompressionConfig, compress, compressed_size_bytes, inventory,
-                                load_compressed_file, save_compressed, size_bytes)
+from prunetune.compress import (
+    CompressionConfig,
+    compress,
+    compressed_size_bytes,
+    inventory,
+    load_compressed_file,
+    save_compressed,
+    size_bytes,
+)
 from prunetune.errors import CheckpointError, ConfigError
 from prunetune.measure import count_macs
 from prunetune.models import build_for
@@ -28,34 +36,45 @@ def _finetune(model: nn.Module, shape: tuple[int, ...], steps: int = 2) -> None:
     model.train()
     for _ in range(steps):
         opt.zero_grad()
-        nn.functional.cross_entropy(model(torch.randn(4, *shape)), torch.randint(0, 10, (4,))).backward()
+        nn.functional.cross_entropy(
+            model(torch.randn(4, *shape)), torch.randint(0, 10, (4,))
+        ).backward()
         opt.step()
     model.eval()
 
 
 def test_config_round_trips_through_json():
-    config = CompressionConfig(ratios={"0": 0.75, "2": 0.9375}, bits={"5": 4, "7": 8}, importance="taylor",
-                               round_to=2, act_bits=8, unstructured_sparsity=0.5)
+    config = CompressionConfig(
+        ratios={"0": 0.75, "2": 0.9375},
+        bits={"5": 4, "7": 8},
+        importance="taylor",
+        round_to=2,
+        act_bits=8,
+        unstructured_sparsity=0.5,
+    )
     again = CompressionConfig.from_dict(json.loads(json.dumps(config.as_dict())))
     assert again == config
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"ratios": {"0": 1.0}}, r"\[0, 1\)"),
-    ({"ratios": {"0": -0.2}}, r"\[0, 1\)"),
-    ({"ratios": [0.5]}, "mapping"),
-    ({"bits": {"0": 9}}, "bit-width"),
-    ({"bits": {"0": 3.5}}, "bit-width"),
-    ({"act_bits": 1}, "bit-width for activations"),
-    ({"importance": "magic"}, "unknown importance criterion 'magic'; known: bn_scale, l1"),
-    ({"round_to": 0}, "round_to"),
-    ({"unstructured_sparsity": 0.5, "unstructured_q": 1.0}, "not both"),
-    ({"unstructured_sparsity": 1.2}, "unstructured_sparsity"),
-    ({"kmeans_bits": 4, "bits": {"0": 4}}, "give one of them"),
-    ({"kmeans_bits": 12}, "bit-width"),
-    ({"kmeans_init": "best"}, "k-means init"),
-    ({"ratio": {}}, "unknown compression config keys: ratio"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"ratios": {"0": 1.0}}, r"\[0, 1\)"),
+        ({"ratios": {"0": -0.2}}, r"\[0, 1\)"),
+        ({"ratios": [0.5]}, "mapping"),
+        ({"bits": {"0": 9}}, "bit-width"),
+        ({"bits": {"0": 3.5}}, "bit-width"),
+        ({"act_bits": 1}, "bit-width for activations"),
+        ({"importance": "magic"}, "unknown importance criterion 'magic'; known: bn_scale, l1"),
+        ({"round_to": 0}, "round_to"),
+        ({"unstructured_sparsity": 0.5, "unstructured_q": 1.0}, "not both"),
+        ({"unstructured_sparsity": 1.2}, "unstructured_sparsity"),
+        ({"kmeans_bits": 4, "bits": {"0": 4}}, "give one of them"),
+        ({"kmeans_bits": 12}, "bit-width"),
+        ({"kmeans_init": "best"}, "k-means init"),
+        ({"ratio": {}}, "unknown compression config keys: ratio"),
+    ],
+)
 def test_invalid_configs_raise_config_error(change, message):
     with pytest.raises(ConfigError, match=message):
         CompressionConfig.from_dict(change)
@@ -72,38 +91,82 @@ def test_compress_checks_names_against_the_model_and_leaves_the_base_alone():
     small = compress(base, CompressionConfig(ratios={"0": 0.5, "3": 0.5}, bits={"0": 4, "8": 8}), x)
     assert count_macs(small, x) < count_macs(base, x)
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
-    assert compressed_size_bytes(small, CompressionConfig(bits={"0": 4, "8": 8})) == \
-        size_bytes(small, {"0": 4, "8": 8}) < size_bytes(small, 32)
+    assert (
+        compressed_size_bytes(small, CompressionConfig(bits={"0": 4, "8": 8}))
+        == size_bytes(small, {"0": 4, "8": 8})
+        < size_bytes(small, 32)
+    )
 
 
-@pytest.mark.parametrize("model_name, shape, config", [
-    ("mnist_net", (1, 28, 28), CompressionConfig(ratios={"0": 12 / 16, "2": 30 / 32},
-                                                 bits={"0": 8, "2": 4, "5": 2, "7": 8})),
-    ("resnet18", (3, 32, 32), CompressionConfig(
-        ratios={"conv1": 0.5, "layer1.0.conv1": 0.3, "layer2.0.conv2": 0.4, "layer4.1.conv1": 0.6},
-        bits={"conv1": 8, "layer1.0.conv2": 3, "layer2.0.downsample.0": 5, "fc": 6},
-        importance="random", round_to=4)),
-    ("cifar_cnn", (3, 32, 32), CompressionConfig(ratios={"0": 0.25, "3": 0.5}, unstructured_sparsity=0.7,
-                                                 kmeans_bits=4, kmeans_init="forgy")),
-    ("lenet300_100", (1, 28, 28), CompressionConfig(ratios={"1": 0.5}, unstructured_q=0.8,
-                                                    bits={"1": 5, "3": 5}, act_bits=32)),
-])
+@pytest.mark.parametrize(
+    "model_name, shape, config",
+    [
+        (
+            "mnist_net",
+            (1, 28, 28),
+            CompressionConfig(
+                ratios={"0": 12 / 16, "2": 30 / 32}, bits={"0": 8, "2": 4, "5": 2, "7": 8}
+            ),
+        ),
+        (
+            "resnet18",
+            (3, 32, 32),
+            CompressionConfig(
+                ratios={
+                    "conv1": 0.5,
+                    "layer1.0.conv1": 0.3,
+                    "layer2.0.conv2": 0.4,
+                    "layer4.1.conv1": 0.6,
+                },
+                bits={"conv1": 8, "layer1.0.conv2": 3, "layer2.0.downsample.0": 5, "fc": 6},
+                importance="random",
+                round_to=4,
+            ),
+        ),
+        (
+            "cifar_cnn",
+            (3, 32, 32),
+            CompressionConfig(
+                ratios={"0": 0.25, "3": 0.5},
+                unstructured_sparsity=0.7,
+                kmeans_bits=4,
+                kmeans_init="forgy",
+            ),
+        ),
+        (
+            "lenet300_100",
+            (1, 28, 28),
+            CompressionConfig(
+                ratios={"1": 0.5}, unstructured_q=0.8, bits={"1": 5, "3": 5}, act_bits=32
+            ),
+        ),
+    ],
+)
 def test_save_and_reload_reproduces_outputs_exactly(tmp_path, model_name, shape, config):
     torch.manual_seed(0)
     base = build_for(model_name, shape, 10)
     model = compress(base, config, torch.zeros(1, *shape), seed=3)
     _finetune(model, shape)
     base_ref = {"model": model_name, "input_shape": shape, "num_classes": 10, "dataset": "mnist5k"}
-    path = save_compressed(tmp_path / "trial" / "model.pt", model, config, base_ref,
-                           meta={"trial": 7, "accuracy": 0.91})
+    path = save_compressed(
+        tmp_path / "trial" / "model.pt",
+        model,
+        config,
+        base_ref,
+        meta={"trial": 7, "accuracy": 0.91},
+    )
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left behind
     raw = torch.load(path, weights_only=True)
     assert raw["config"] == config.as_dict()
     rng = torch.get_rng_state()
     loaded, header = load_compressed_file(path)
     assert torch.equal(torch.get_rng_state(), rng)  # loading does not disturb the caller's seeding
-    assert header["base"] == {"model": model_name, "input_shape": list(shape), "num_classes": 10,
-                              "dataset": "mnist5k"}
+    assert header["base"] == {
+        "model": model_name,
+        "input_shape": list(shape),
+        "num_classes": 10,
+        "dataset": "mnist5k",
+    }
     assert header["meta"] == {"trial": 7, "accuracy": 0.91}
     assert CompressionConfig.from_dict(header["config"]) == config
     x = torch.randn(5, *shape)
@@ -115,12 +178,20 @@ def test_reloaded_residual_model_keeps_its_pruned_structure(tmp_path):
     torch.manual_seed(1)
     x = torch.zeros(1, 3, 32, 32)
     base = build_for("resnet18", (3, 32, 32), 10)
-    config = CompressionConfig(ratios={g.name: 0.5 for g in inventory(base, x).groups}, bits={"fc": 4})
+    config = CompressionConfig(
+        ratios={g.name: 0.5 for g in inventory(base, x).groups}, bits={"fc": 4}
+    )
     model = compress(base, config, x).eval()
-    save_compressed(tmp_path / "r.pt", model, config, {"model": "resnet18", "input_shape": (3, 32, 32),
-                                                       "num_classes": 10})
+    save_compressed(
+        tmp_path / "r.pt",
+        model,
+        config,
+        {"model": "resnet18", "input_shape": (3, 32, 32), "num_classes": 10},
+    )
     loaded, _ = load_compressed_file(tmp_path / "r.pt")
-    assert loaded.layer4[1].conv2.out_channels == 256 and count_macs(loaded, x) == count_macs(model, x)
+    assert loaded.layer4[1].conv2.out_channels == 256 and count_macs(loaded, x) == count_macs(
+        model, x
+    )
     assert loaded.prunetune_report.kept == model.prunetune_report.kept
 
 
@@ -141,9 +212,14 @@ def test_broken_files_raise_checkpoint_error(tmp_path):
     unknown_model = tmp_path / "unknown.pt"
     payload["base"]["model"] = "no_such_net"
     torch.save(payload, unknown_model)
-    for bad, message in [(tmp_path / "missing.pt", "does not exist"), (truncated, "cannot read"),
-                         (garbage, "cannot read"), (plain, "not a prunetune compressed model"),
-                         (mismatched, "does not fit"), (unknown_model, "cannot rebuild")]:
+    for bad, message in [
+        (tmp_path / "missing.pt", "does not exist"),
+        (truncated, "cannot read"),
+        (garbage, "cannot read"),
+        (plain, "not a prunetune compressed model"),
+        (mismatched, "does not fit"),
+        (unknown_model, "cannot rebuild"),
+    ]:
         with pytest.raises(CheckpointError, match=message):
             load_compressed_file(bad)
 
@@ -166,14 +242,15 @@ def test_mnasnet_reloads_exactly_because_state_dict_metadata_is_kept(tmp_path):
     x = torch.randn(2, *shape)
     config = CompressionConfig(ratios={g.name: 0.3 for g in inventory(base, x[:1]).groups})
     model = compress(base, config, x[:1]).eval()
-    path = save_compressed(tmp_path / "m.pt", model, config, {"model": name, "input_shape": shape,
-                                                              "num_classes": 10})
+    path = save_compressed(
+        tmp_path / "m.pt", model, config, {"model": name, "input_shape": shape, "num_classes": 10}
+    )
     assert torch.load(path, weights_only=True)["state_metadata"][""] == {"version": 2}
     loaded, header = load_compressed_file(path)
     assert torch.equal(loaded(x), model(x)) and "state_metadata" not in header
 
 
-CANARY = '''
+CANARY = """
 import pathlib
 pathlib.Path("imported.marker").write_text("imported")
 from prunetune.models.zoo import tiny_cnn
@@ -182,7 +259,7 @@ from prunetune.models.zoo import tiny_cnn
 def build(in_channels, num_classes, input_size):
     pathlib.Path("called.marker").write_text("called")
     return tiny_cnn(in_channels, num_classes, input_size)
-'''
+"""
 
 
 def _with_model(path, name: str, tmp_path):
@@ -199,9 +276,14 @@ def test_user_architectures_are_rebuilt_only_when_the_caller_names_them(tmp_path
     monkeypatch.syspath_prepend(str(tmp_path))
     config = CompressionConfig(ratios={"0": 0.5})
     model = compress(build_for("tiny_cnn", (1, 8, 8), 10), config, torch.zeros(1, 1, 8, 8)).eval()
-    path = _with_model(save_compressed(tmp_path / "m.pt", model, config, TINY), "canary_mod:build", tmp_path)
-    with pytest.raises(CheckpointError, match=r"built from user code canary_mod:build; "
-                                              r"pass model='canary_mod:build' to rebuild it"):
+    path = _with_model(
+        save_compressed(tmp_path / "m.pt", model, config, TINY), "canary_mod:build", tmp_path
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"built from user code canary_mod:build; "
+        r"pass model='canary_mod:build' to rebuild it",
+    ):
         load_compressed_file(path)
     with pytest.raises(CheckpointError, match="built from 'canary_mod:build', not from 'other:fn'"):
         load_compressed_file(path, model="other:fn")
@@ -212,7 +294,7 @@ def test_user_architectures_are_rebuilt_only_when_the_caller_names_them(tmp_path
     assert torch.equal(loaded(x), model(x))
 
 
-CRAFTED = '''
+CRAFTED = """
 import sys
 from prunetune.compress import load_compressed_file
 from prunetune.errors import CheckpointError
@@ -222,7 +304,7 @@ for path in sys.argv[1:]:
     except CheckpointError as exc:
         print("refused:", exc)
 print("survived")
-'''
+"""
 
 
 @pytest.mark.slow
@@ -232,7 +314,9 @@ def test_crafted_files_naming_dangerous_functions_call_nothing(tmp_path):
     path = save_compressed(tmp_path / "m.pt", model, config, TINY)
     names = ["os:abort", "sys:exit", "builtins:eval"]
     files = [str(_with_model(path, n, tmp_path)) for n in names]
-    done = subprocess.run([sys.executable, "-c", CRAFTED, *files], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CRAFTED, *files], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == "survived" and len(lines) == 4, done.stdout
@@ -240,17 +324,20 @@ def test_crafted_files_naming_dangerous_functions_call_nothing(tmp_path):
         assert f"built from user code {name}; pass model='{name}'" in line
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("input_shape", "1,8,8", "input_shape must be"),
-    ("input_shape", [1, 8], "input_shape must be"),
-    ("input_shape", [1, 10**9, 8], "input_shape must be"),
-    ("input_shape", [1.0, 8, 8], "input_shape must be"),
-    ("num_classes", 10**12, "num_classes must be"),
-    ("num_classes", True, "num_classes must be"),
-    ("num_classes", "10", "num_classes must be"),
-    ("model", 5, "names no architecture"),
-    ("config", "ratios", "compression config must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("input_shape", "1,8,8", "input_shape must be"),
+        ("input_shape", [1, 8], "input_shape must be"),
+        ("input_shape", [1, 10**9, 8], "input_shape must be"),
+        ("input_shape", [1.0, 8, 8], "input_shape must be"),
+        ("num_classes", 10**12, "num_classes must be"),
+        ("num_classes", True, "num_classes must be"),
+        ("num_classes", "10", "num_classes must be"),
+        ("model", 5, "names no architecture"),
+        ("config", "ratios", "compression config must be a mapping"),
+    ],
+)
 def test_malformed_headers_raise_checkpoint_error(tmp_path, field, value, message):
     config = CompressionConfig()
     model = compress(build_for("tiny_cnn", (1, 8, 8), 10), config, torch.zeros(1, 1, 8, 8))

@@ -1,4 +1,5 @@
 """K-means weight sharing (Deep Compression stage 2): levels, inits, centroid gradients, size."""
+
 from __future__ import annotations
 
 import copy
@@ -7,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.compress import (KMEANS_INITS, apply_quantization, freeze_zeros, kmeans_size_bytes,
-                                magnitude_prune, share_weights)
+from prunetune.compress import (
+    KMEANS_INITS,
+    apply_quantization,
+    freeze_zeros,
+    kmeans_size_bytes,
+    magnitude_prune,
+    share_weights,
+)
 from prunetune.compress.kmeans import kmeans_1d
 from prunetune.compress.unstructured import ZeroMask
 from prunetune.errors import ConfigError
@@ -16,7 +23,9 @@ from prunetune.errors import ConfigError
 
 def _model() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 50))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 50)
+    )
 
 
 @pytest.mark.parametrize("init", KMEANS_INITS)
@@ -26,8 +35,8 @@ def test_each_layer_holds_at_most_2_pow_b_values(init, bits):
     before = model[0].weight.detach().clone()
     share_weights(model, bits, init=init)
     for layer in (model[0], model[4]):
-        assert torch.unique(layer.weight.detach()).numel() <= 2 ** bits
-        assert layer.parametrizations.weight.original.shape == (2 ** bits,)
+        assert torch.unique(layer.weight.detach()).numel() <= 2**bits
+        assert layer.parametrizations.weight.original.shape == (2**bits,)
     # sharing approximates the weights: clearly better than a single shared value
     error = (model[0].weight.detach() - before).pow(2).mean()
     assert error < 0.5 * before.var()
@@ -44,8 +53,9 @@ def test_kmeans_1d_recovers_separated_clusters():
 
 
 def test_linear_init_keeps_the_few_large_weights():
-    values = torch.cat([torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 0.1,
-                        torch.tensor([3.0])])
+    values = torch.cat(
+        [torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 0.1, torch.tensor([3.0])]
+    )
     linear, _ = kmeans_1d(values, 4, init="linear", iters=0)  # the initial assignment's means
     density, _ = kmeans_1d(values, 4, init="density", iters=0)
     assert linear.max() == pytest.approx(3.0) and density.max() < 1.0

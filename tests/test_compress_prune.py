@@ -1,4 +1,5 @@
 """Structured pruning: inventory, physical channel removal, rounding, errors, robustness."""
+
 from __future__ import annotations
 
 import random
@@ -13,8 +14,15 @@ from prunetune.errors import ConfigError, UnknownNameError
 from prunetune.measure import count_macs, count_params
 from prunetune.models import build_for
 
-TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
-               "densenet121", "vgg11_bn"]
+TORCHVISION = [
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "densenet121",
+    "vgg11_bn",
+]
 X32 = torch.zeros(1, 3, 32, 32)
 
 
@@ -57,7 +65,9 @@ def test_torchvision_models_prune_and_shrink(zoo, name, mode):
     assert count_macs(pruned, X32) <= 0.75 * base_macs
     assert count_params(pruned) < count_params(base)
     report = pruned.prunetune_report
-    assert report.skipped and all(reason == "produces the model output" for _, reason in report.skipped)
+    assert report.skipped and all(
+        reason == "produces the model output" for _, reason in report.skipped
+    )
     assert any(after < before_ for before_, after in report.channels.values())
     after = base.state_dict()  # the input model is untouched
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -99,12 +109,23 @@ def test_a_one_filter_conv_does_not_block_the_layers_feeding_it():
     itself) and conv1 still shrinks. Regression: the batch was traced as an unbatched sample,
     which made the one-filter conv look like an op that moves channels."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 1, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(784, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
     x = torch.randn(1, 1, 28, 28)
     inv = inventory(net, x)
     assert [g.name for g in inv.groups] == ["0", "5"]
-    assert dict(inv.skipped) == {"2": "has a single output channel", "7": "produces the model output"}
+    assert dict(inv.skipped) == {
+        "2": "has a single output channel",
+        "7": "produces the model output",
+    }
     pruned = prune(net, {"0": 0.75}, x)
     assert (pruned[0].out_channels, pruned[2].in_channels, pruned[2].out_channels) == (1, 1, 1)
     assert pruned(x).shape == (1, 10)
@@ -137,8 +158,10 @@ def test_structure_does_not_depend_on_importance_or_data():
     model = build_for("mobilenet_v2", (3, 32, 32), 10).eval()
     data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
     ratios = {g.name: 0.1 + 0.05 * (i % 8) for i, g in enumerate(inventory(model, X32).groups)}
-    results = {imp: prune(model, ratios, X32, importance=imp, data=data, round_to=4)
-               for imp in ("l1", "l2", "taylor", "bn_scale", "random")}
+    results = {
+        imp: prune(model, ratios, X32, importance=imp, data=data, round_to=4)
+        for imp in ("l1", "l2", "taylor", "bn_scale", "random")
+    }
     shapes = {imp: _shapes(m) for imp, m in results.items()}
     assert all(s == shapes["l1"] for s in shapes.values())
     # ... while the channels chosen do differ
@@ -173,7 +196,9 @@ def test_bad_ratios_raise_config_error(bad):
 
 def test_unknown_and_unprunable_group_names_raise_config_error():
     model = build_for("resnet18", (3, 32, 32), 10)
-    with pytest.raises(ConfigError, match="unknown pruning group 'nope'; prunable groups: conv1, layer1.0.conv1"):
+    with pytest.raises(
+        ConfigError, match="unknown pruning group 'nope'; prunable groups: conv1, layer1.0.conv1"
+    ):
         prune(model, {"nope": 0.5}, X32)
     with pytest.raises(ConfigError, match="'fc' cannot be pruned: produces the model output"):
         prune(model, {"fc": 0.5}, X32)
@@ -189,11 +214,23 @@ def test_quantized_model_cannot_be_pruned():
         prune(model, 0.5, torch.zeros(1, 1, 8, 8))
 
 
-@pytest.mark.parametrize("channels, ratio, round_to, divisor, kept", [
-    (16, 12 / 16, 1, 1, 4), (32, 30 / 32, 1, 1, 2), (5, 0.99, 1, 1, 1), (64, 0.0, 8, 1, 64),
-    (64, 0.3, 8, 1, 48), (64, 0.95, 8, 1, 8), (10, 0.05, 4, 1, 8), (3, 0.5, 8, 1, 2),
-    (16, 0.5, 1, 4, 8), (16, 0.6, 2, 4, 8), (4, 0.5, 1, 4, 4), (7, 0.5, 1, 1, 4),
-])
+@pytest.mark.parametrize(
+    "channels, ratio, round_to, divisor, kept",
+    [
+        (16, 12 / 16, 1, 1, 4),
+        (32, 30 / 32, 1, 1, 2),
+        (5, 0.99, 1, 1, 1),
+        (64, 0.0, 8, 1, 64),
+        (64, 0.3, 8, 1, 48),
+        (64, 0.95, 8, 1, 8),
+        (10, 0.05, 4, 1, 8),
+        (3, 0.5, 8, 1, 2),
+        (16, 0.5, 1, 4, 8),
+        (16, 0.6, 2, 4, 8),
+        (4, 0.5, 1, 4, 4),
+        (7, 0.5, 1, 1, 4),
+    ],
+)
 def test_kept_channels(channels, ratio, round_to, divisor, kept):
     assert kept_channels(channels, ratio, round_to, divisor) == kept
 
@@ -224,7 +261,11 @@ class _InputResidual(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.c0, self.c1, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 5)
+        self.c0, self.c1, self.fc = (
+            nn.Conv2d(3, 3, 3, padding=1),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Linear(8, 5),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.c1(x + self.c0(x)).mean((2, 3)))
@@ -233,7 +274,11 @@ class _InputResidual(nn.Module):
 class _PixelShuffle(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.c0, self.c1, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1), nn.Linear(8, 5)
+        self.c0, self.c1, self.fc = (
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.Conv2d(4, 8, 3, padding=1),
+            nn.Linear(8, 5),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.c1(nn.functional.pixel_shuffle(self.c0(x), 2)).mean((2, 3)))
@@ -241,8 +286,10 @@ class _PixelShuffle(nn.Module):
 
 def test_grouped_convolutions_shrink_by_whole_groups():
     model, x = _Grouped().eval(), torch.randn(2, 3, 8, 8)
-    assert [(g.name, g.kind, g.divisor) for g in inventory(model, x[:1]).groups] == \
-        [("c1", "grouped", 4), ("c2", "grouped", 4)]
+    assert [(g.name, g.kind, g.divisor) for g in inventory(model, x[:1]).groups] == [
+        ("c1", "grouped", 4),
+        ("c2", "grouped", 4),
+    ]
     pruned = prune(model, 0.6, x[:1])
     assert pruned.prunetune_report.kept == {"c1": 4, "c2": 8}
     assert pruned.c2.weight.shape == (8, 1, 3, 3) and pruned(x).shape == (2, 5)
@@ -267,9 +314,19 @@ def test_inventory_describes_groups_and_layers():
     assert len(inv.groups) == 12 and inv.skipped == [("fc", "produces the model output")]
     stem = inv.group("conv1")
     assert stem.kind == "residual" and stem.channels == 64
-    assert {"conv1", "bn1", "layer1.0.conv2", "layer1.1.conv2", "layer2.0.conv1",
-            "layer2.0.downsample.0"} <= set(stem.layers)
-    assert inv.group("layer1.0.conv1").layers == ("layer1.0.conv1", "layer1.0.bn1", "layer1.0.conv2")
+    assert {
+        "conv1",
+        "bn1",
+        "layer1.0.conv2",
+        "layer1.1.conv2",
+        "layer2.0.conv1",
+        "layer2.0.downsample.0",
+    } <= set(stem.layers)
+    assert inv.group("layer1.0.conv1").layers == (
+        "layer1.0.conv1",
+        "layer1.0.bn1",
+        "layer1.0.conv2",
+    )
     assert all(0 < g.macs_share <= 1 for g in inv.groups)
     assert len(inv.quant_layers) == 21
     assert inv.quant_layers[0] == QuantLayer("conv1", "conv", 64 * 3 * 3 * 3, 64 * 27 * 32 * 32)

@@ -1,4 +1,5 @@
 """Per-layer fake quantization: levels, straight-through gradients, activation ranges, size."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _tiny() -> nn.Sequential:
     """conv 3->4 (3x3, 108 weights + 4 bias), BN(4), pooling, linear 4->2 (8 weights + 2 bias)."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(4, 2))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])
@@ -25,7 +32,7 @@ def test_weights_take_at_most_2_pow_b_minus_1_values_per_output_channel(bits):
     model = nn.Sequential(nn.Conv2d(8, 6, 5), nn.Flatten(), nn.Linear(6, 300))
     float_weights = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
     apply_quantization(model, bits)
-    levels = 2 ** bits - 1
+    levels = 2**bits - 1
     for layer, w in zip((model[0], model[2]), float_weights):
         q = layer.weight.detach()
         counts = [torch.unique(q[c]).numel() for c in range(q.shape[0])]
@@ -80,7 +87,9 @@ def test_activation_ranges_are_running_buffers():
     assert bool(quant.observed) and lo < 0 < hi
     model.train()(torch.randn(4, 3, 6, 6) * 10)
     assert float(quant.hi) > hi  # EMA moved toward the wider batch
-    assert {"0.input_quant.lo", "0.input_quant.hi", "0.input_quant.observed"} <= set(model.state_dict())
+    assert {"0.input_quant.lo", "0.input_quant.hi", "0.input_quant.observed"} <= set(
+        model.state_dict()
+    )
     x = torch.randn(2, 3, 6, 6)
     seen = []
     model[0].register_forward_hook(lambda m, args, out: seen.append(args[0]))
@@ -91,7 +100,9 @@ def test_activation_ranges_are_running_buffers():
 def test_calibration_observes_ranges_without_touching_batch_norm():
     model = apply_quantization(_tiny(), 4)
     bn_mean = model[1].running_mean.clone()
-    used = calibrate_activations(model, [(torch.randn(4, 3, 6, 6), None) for _ in range(3)], batches=2)
+    used = calibrate_activations(
+        model, [(torch.randn(4, 3, 6, 6), None) for _ in range(3)], batches=2
+    )
     assert used == 2 and bool(model[0].input_quant.observed) and bool(model[5].input_quant.observed)
     assert torch.equal(model[1].running_mean, bn_mean) and model.training
 
@@ -107,7 +118,9 @@ def test_quantized_state_dict_loads_into_a_freshly_quantized_model():
 
 def test_size_accounting_by_hand():
     model = _tiny()
-    bn = 4 * (4 + 4 + 4 + 4)  # weight, bias, running mean, running var; num_batches_tracked not counted
+    bn = 4 * (
+        4 + 4 + 4 + 4
+    )  # weight, bias, running mean, running var; num_batches_tracked not counted
     assert size_bytes(model, 32) == 4 * (108 + 4) + bn + 4 * (8 + 2)
     # conv at 4 bits: ceil(108*4/8) = 54 bytes + 4 fp32 scales + fp32 bias; linear float
     assert size_bytes(model, {"0": 4}) == (54 + 4 * 4 + 4 * 4) + bn + 4 * (8 + 2)
@@ -129,7 +142,9 @@ def test_bit_widths_not_allowed_raise_config_error(bits):
 
 
 def test_unknown_layers_and_double_quantization_raise_config_error():
-    with pytest.raises(ConfigError, match="unknown layer 'fc' for a bit-width; quantizable layers: 0, 5"):
+    with pytest.raises(
+        ConfigError, match="unknown layer 'fc' for a bit-width; quantizable layers: 0, 5"
+    ):
         apply_quantization(_tiny(), {"fc": 4})
     with pytest.raises(ConfigError, match="bit-width for activations"):
         apply_quantization(_tiny(), 4, act_bits=9)

@@ -1,4 +1,5 @@
 """Unstructured magnitude pruning (Deep Compression stage 1): thresholds, sparsity, frozen zeros."""
+
 from __future__ import annotations
 
 import math
@@ -7,15 +8,26 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.compress import (apply_quantization, freeze_zeros, global_magnitude_prune, magnitude_prune,
-                                sparsity)
+from prunetune.compress import (
+    apply_quantization,
+    freeze_zeros,
+    global_magnitude_prune,
+    magnitude_prune,
+    sparsity,
+)
 from prunetune.errors import ConfigError
 
 
 def _lenet() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
-                         nn.Linear(100, 10))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(400, 300),
+        nn.ReLU(),
+        nn.Linear(300, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
 
 
 @pytest.mark.parametrize("q", [0.25, 0.7, 1.0])
@@ -56,18 +68,24 @@ def test_frozen_zeros_survive_optimizer_steps():
     freeze_zeros(model)
     zero_before = {i: model[i].weight.detach() == 0 for i in (1, 3, 5)}
     weights_before = model[1].weight.detach().clone()
-    for opt in (torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2),
-                torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)):
+    for opt in (
+        torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2),
+        torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1),
+    ):
         for _ in range(3):
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(16, 400)), torch.randint(0, 10, (16,)))
+            loss = nn.functional.cross_entropy(
+                model(torch.randn(16, 400)), torch.randint(0, 10, (16,))
+            )
             loss.backward()
             assert (model[1].parametrizations.weight.original.grad[zero_before[1]] == 0).all()
             opt.step()
     for i, zero in zero_before.items():
         assert (model[i].weight[zero] == 0).all()
     assert not torch.equal(model[1].weight, weights_before)  # the others did train
-    assert {"1.parametrizations.weight.0.mask", "1.parametrizations.weight.original"} <= set(model.state_dict())
+    assert {"1.parametrizations.weight.0.mask", "1.parametrizations.weight.original"} <= set(
+        model.state_dict()
+    )
 
 
 def test_pruning_again_grows_the_frozen_mask():

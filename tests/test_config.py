@@ -22,25 +22,28 @@ def test_yaml_then_flags_precedence(tmp_path):
     assert cfg.trials == 9 and cfg.sampler == "nsga2" and cfg.bits == [32, 8]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("trails: 3\n", "unknown config key(s) trails"),
-    ("trials: three\n", "trials must be of type int"),
-    ("trials: 0\n", "trials must be >= 1"),
-    ("trials: -2\n", "trials must be >= 1"),
-    ("sampler: annealing\n", "unknown sampler 'annealing'"),
-    ("ratio_max: 1.0\n", "ratio_max < 1"),
-    ("bits: 8\n", "bits must be a list"),
-    ("objectives: []\n", "at least one objective"),
-    ("- a\n- b\n", "must hold a mapping"),
-    ("trials: [\n", "not valid YAML"),
-    ("1: 2\ntrails: 3\n", "unknown config key(s) '1', trails"),
-    ("trials: 2020-02-30\n", "holds a value YAML cannot build"),
-    ("lr: .nan\n", "lr must be a finite number > 0"),
-    ("max_flops: -.inf\n", "max_flops must be a finite number > 0"),
-    ("seed: 4294967296\n", "seed must be in [0, 2**32)"),
-    ("study: \"it's\"\n", "study name \"it's\" is not allowed"),
-    ("objectives: [accuracy, flops, accuracy]\n", "objectives must not repeat"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("trails: 3\n", "unknown config key(s) trails"),
+        ("trials: three\n", "trials must be of type int"),
+        ("trials: 0\n", "trials must be >= 1"),
+        ("trials: -2\n", "trials must be >= 1"),
+        ("sampler: annealing\n", "unknown sampler 'annealing'"),
+        ("ratio_max: 1.0\n", "ratio_max < 1"),
+        ("bits: 8\n", "bits must be a list"),
+        ("objectives: []\n", "at least one objective"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("trials: [\n", "not valid YAML"),
+        ("1: 2\ntrails: 3\n", "unknown config key(s) '1', trails"),
+        ("trials: 2020-02-30\n", "holds a value YAML cannot build"),
+        ("lr: .nan\n", "lr must be a finite number > 0"),
+        ("max_flops: -.inf\n", "max_flops must be a finite number > 0"),
+        ("seed: 4294967296\n", "seed must be in [0, 2**32)"),
+        ('study: "it\'s"\n', 'study name "it\'s" is not allowed'),
+        ("objectives: [accuracy, flops, accuracy]\n", "objectives must not repeat"),
+    ],
+)
 def test_bad_config_files_are_clear_errors(tmp_path, text, message):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
@@ -73,8 +76,6 @@ def _alias_bomb(levels: int, key: str = "study") -> str:
     return f"{key}: [{', '.join(parts)}, *l{levels - 1}]\n"
 
 
-
-
 def _timed_error(path, text: str) -> tuple[str, float]:
     import time
 
@@ -85,16 +86,35 @@ def _timed_error(path, text: str) -> tuple[str, float]:
     return str(info.value), time.perf_counter() - t
 
 
-@pytest.mark.parametrize("text, message", [
-    (_alias_bomb(9), "study must be of type str, got list ["),
-    (_alias_bomb(9, "bits"), "bits must be of type int, got list ["),
-    (_alias_bomb(13), "uses more than 100 YAML aliases"),
-    ("study: " + "[" * 200 + "]" * 200 + "\n", "is nested deeper than 32 levels"),
-    ("bits: [" + ", ".join(["8"] * 700_000) + "]\n", "bytes; at most 262,144 are read"),
-    ("objectives: [" + ", ".join(["flops"] * 30_000) + "]\n", "objectives must not repeat a value, got 'flops'"),
-    ("bits: [" + ", ".join(str(b) for b in [32, 8, 6, 4] * 15_000) + "]\n", "bits must not repeat a value"),
-    ("sampler: " + "x" * 200_000 + "\n", "unknown sampler 'xxxx"),
-], ids=["alias-bomb", "alias-bomb-bits", "many-aliases", "deep", "3MB-bits", "objectives", "bits", "long-string"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_alias_bomb(9), "study must be of type str, got list ["),
+        (_alias_bomb(9, "bits"), "bits must be of type int, got list ["),
+        (_alias_bomb(13), "uses more than 100 YAML aliases"),
+        ("study: " + "[" * 200 + "]" * 200 + "\n", "is nested deeper than 32 levels"),
+        ("bits: [" + ", ".join(["8"] * 700_000) + "]\n", "bytes; at most 262,144 are read"),
+        (
+            "objectives: [" + ", ".join(["flops"] * 30_000) + "]\n",
+            "objectives must not repeat a value, got 'flops'",
+        ),
+        (
+            "bits: [" + ", ".join(str(b) for b in [32, 8, 6, 4] * 15_000) + "]\n",
+            "bits must not repeat a value",
+        ),
+        ("sampler: " + "x" * 200_000 + "\n", "unknown sampler 'xxxx"),
+    ],
+    ids=[
+        "alias-bomb",
+        "alias-bomb-bits",
+        "many-aliases",
+        "deep",
+        "3MB-bits",
+        "objectives",
+        "bits",
+        "long-string",
+    ],
+)
 def test_config_loading_is_bounded(tmp_path, text, message):
     """An alias bomb under `study:` used to reach 2.9 GB (the type check rendered the value into its
     message); a 3 MB `bits:` or 9 MB `objectives:` list hung for minutes (quadratic duplicate

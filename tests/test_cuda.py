@@ -1,6 +1,7 @@
 """The device choice (--device): checked and recorded everywhere; on a CUDA machine, a tiny search
 and training/evaluation on the GPU with the base model, FPS and saved weights on the CPU. The CUDA
 tests run where torch sees a GPU and are skipped with their reason elsewhere."""
+
 from __future__ import annotations
 
 import copy
@@ -14,16 +15,28 @@ from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError
 from tests.helpers import FAST, load_study, search_args
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
-TINY = dict(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=200, fps_repeats=3,
-            bits=[32, 8], trials=2)
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: torch.cuda.is_available() is False here",
+)
+TINY = dict(
+    model="tiny_cnn",
+    dataset="digits",
+    base_epochs=2,
+    epochs=1,
+    subset=200,
+    fps_repeats=3,
+    bits=[32, 8],
+    trials=2,
+)
 
 
 def _state(model: nn.Module) -> list[tuple[str, int, float]]:
     """Each parameter's and buffer's device, storage address and sum: any move or change shows."""
-    return [(str(t.device), t.data_ptr(), float(t.detach().double().sum()))
-            for t in (*model.parameters(), *model.buffers())]
+    return [
+        (str(t.device), t.data_ptr(), float(t.detach().double().sum()))
+        for t in (*model.parameters(), *model.buffers())
+    ]
 
 
 # -- everywhere -----------------------------------------------------------------------------------
@@ -44,7 +57,9 @@ def test_device_names_are_checked_by_the_config():
 def test_cuda_requested_without_one_is_one_line_before_anything_is_written(isolated, capsys):
     assert main(search_args("nocuda", 2, "--device", "cuda")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("prunetune: error: --device cuda requested, but torch sees no CUDA device")
+    assert err.startswith(
+        "prunetune: error: --device cuda requested, but torch sees no CUDA device"
+    )
     assert "\n" not in err
     assert not (isolated / "mlruns").exists()
     assert main(["train", "--dataset", "digits", "--device", "cuda:1"]) == 2
@@ -58,7 +73,9 @@ def test_the_device_is_recorded_and_a_distilled_trial_leaves_the_base_model_alon
     happens where the trial's device is not the base's: see the CUDA test below.)"""
     from prunetune.search.objective import prepare_search, run_trial
 
-    cfg = SearchConfig(**TINY, device="cpu", distill=0.5, study="dev", strategy="search")  # warm starts
+    cfg = SearchConfig(
+        **TINY, device="cpu", distill=0.5, study="dev", strategy="search"
+    )  # warm starts
     setup = prepare_search(cfg, weights_dir=isolated / "w")
     before = _state(setup.base.model)
     rec = run_trial(setup, setup.space.warm_start()[0], 0)
@@ -76,8 +93,14 @@ def test_training_and_evaluation_run_on_cuda_and_leave_models_on_the_cpu():
 
     model, teacher, data = _bn_net(), _bn_net(), _data()
     teacher_before = _state(teacher)
-    hist = train(model, data, Recipe(epochs=2, batch_size=50, distill_alpha=0.5), seed=0, device="cuda",
-                 teacher=teacher)
+    hist = train(
+        model,
+        data,
+        Recipe(epochs=2, batch_size=50, distill_alpha=0.5),
+        seed=0,
+        device="cuda",
+        teacher=teacher,
+    )
     assert device_of(model).type == "cpu" and _state(teacher) == teacher_before
     assert hist.loss[-1] < hist.loss[0]
     on_gpu, on_cpu = evaluate(model, data, device="cuda"), evaluate(model, data, device="cpu")
@@ -90,8 +113,10 @@ def test_a_distilled_trial_on_cuda_leaves_the_base_model_on_the_cpu(isolated):
     from prunetune.compress import compress, load_compressed_file
     from prunetune.search.objective import prepare_search, run_trial
 
-    setup = prepare_search(SearchConfig(**TINY, device="cuda", distill=0.5, study="gpu", strategy="search"),
-                           weights_dir=isolated / "w")
+    setup = prepare_search(
+        SearchConfig(**TINY, device="cuda", distill=0.5, study="gpu", strategy="search"),
+        weights_dir=isolated / "w",
+    )
     assert setup.device == "cuda:0" and setup.base_metrics["device"] == "cuda:0"
     before = _state(setup.base.model)
     for number, params in enumerate(setup.space.warm_start()):
@@ -107,8 +132,24 @@ def test_a_distilled_trial_on_cuda_leaves_the_base_model_on_the_cpu(isolated):
 
 @needs_cuda
 def test_a_tiny_search_on_cuda(isolated):
-    assert main(["search", *FAST, "--study", "cuda", "--trials", "3", "--device", "cuda", "--distill", "0.5",
-                 "--keep-all-weights"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                *FAST,
+                "--study",
+                "cuda",
+                "--trials",
+                "3",
+                "--device",
+                "cuda",
+                "--distill",
+                "0.5",
+                "--keep-all-weights",
+            ]
+        )
+        == 0
+    )
     study = load_study(isolated, "cuda")
     assert study.user_attrs["config"]["device"] == "cuda"
     assert study.user_attrs["base_metrics"]["device"] == "cuda:0"

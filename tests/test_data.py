@@ -1,4 +1,5 @@
 """The dataset layer: embedded sets, torchvision-format files written here, errors, sampling."""
+
 from __future__ import annotations
 
 import pickle
@@ -15,8 +16,13 @@ from PIL import Image
 
 from prunetune.data import BalancedSubsetSampler, DataBundle, balanced_indices, create_dataset
 from prunetune.data.bundle import stratified_split
-from prunetune.data.registry import (CIFAR_STATS, DATASETS, FASHION_STATS, IMAGENET_STATS,
-                                     MNIST_STATS)
+from prunetune.data.registry import (
+    CIFAR_STATS,
+    DATASETS,
+    FASHION_STATS,
+    IMAGENET_STATS,
+    MNIST_STATS,
+)
 from prunetune.errors import DataNotFoundError, PrunetuneError, UnknownNameError
 
 SPLITS = ("train", "val", "test")
@@ -61,14 +67,26 @@ def _digits_source():
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return torch.from_numpy(d.images.astype(np.float32)).view(-1, 1, 8, 8), torch.from_numpy(d.target).long()
+    return torch.from_numpy(d.images.astype(np.float32)).view(-1, 1, 8, 8), torch.from_numpy(
+        d.target
+    ).long()
 
 
 EMBEDDED = {
-    "mnist5k": dict(sizes=(3500, 500, 1000), shape=(1, 28, 28), source=_mnist5k_source,
-                    stats=MNIST_STATS, scale=255.0),
-    "digits": dict(sizes=(1257, 180, 360), shape=(1, 8, 8), source=_digits_source,
-                   stats=((0.5,), (0.5,)), scale=16.0),
+    "mnist5k": dict(
+        sizes=(3500, 500, 1000),
+        shape=(1, 28, 28),
+        source=_mnist5k_source,
+        stats=MNIST_STATS,
+        scale=255.0,
+    ),
+    "digits": dict(
+        sizes=(1257, 180, 360),
+        shape=(1, 8, 8),
+        source=_digits_source,
+        stats=((0.5,), (0.5,)),
+        scale=16.0,
+    ),
 }
 
 
@@ -84,9 +102,14 @@ def test_embedded_sizes_shape_classes(embedded):
     assert tuple(len(split_of(bundle, s)) for s in SPLITS) == spec["sizes"]
     assert bundle.input_shape == spec["shape"]
     assert bundle.num_classes == 10
-    assert bundle.summary() == {"dataset": name, "train": spec["sizes"][0], "val": spec["sizes"][1],
-                                "test": spec["sizes"][2], "input_shape": list(spec["shape"]),
-                                "num_classes": 10}
+    assert bundle.summary() == {
+        "dataset": name,
+        "train": spec["sizes"][0],
+        "val": spec["sizes"][1],
+        "test": spec["sizes"][2],
+        "input_shape": list(spec["shape"]),
+        "num_classes": 10,
+    }
     assert torch.equal(bundle.train_targets, bundle.train.labels)
     for s in SPLITS:
         x, y = split_of(bundle, s)[0]
@@ -165,7 +188,9 @@ def fake_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, 
 def write_idx(path: Path, arr: np.ndarray, magic: int) -> None:
     """The idx format: big-endian magic (0x08 = ubyte, then the number of dims), dims, data."""
     assert magic == 0x0800 + arr.ndim
-    path.write_bytes(struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
+    path.write_bytes(
+        struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    )
 
 
 def write_mnist_like(root: Path, folder: str):
@@ -186,25 +211,50 @@ def write_cifar(root: Path):
     xt, yt = fake_images(N_TEST, (3, 32, 32), 4)
 
     def dump(name: str, imgs: np.ndarray, labels: np.ndarray) -> None:
-        entry = {"batch_label": name, "labels": [int(v) for v in labels],
-                 "data": imgs.reshape(len(imgs), 3072), "filenames": [f"{name}_{i}.png" for i in range(len(imgs))]}
+        entry = {
+            "batch_label": name,
+            "labels": [int(v) for v in labels],
+            "data": imgs.reshape(len(imgs), 3072),
+            "filenames": [f"{name}_{i}.png" for i in range(len(imgs))],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f, protocol=2)
 
     per = N_TRAIN // 5
     for b in range(5):
-        dump(f"data_batch_{b + 1}", x[b * per:(b + 1) * per], y[b * per:(b + 1) * per])
+        dump(f"data_batch_{b + 1}", x[b * per : (b + 1) * per], y[b * per : (b + 1) * per])
     dump("test_batch", xt, yt)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"], "num_cases_per_batch": per,
-                     "num_vis": 3072}, f, protocol=2)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_cases_per_batch": per,
+                "num_vis": 3072,
+            },
+            f,
+            protocol=2,
+        )
     return (x, y), (xt, yt)
 
 
 FILE_SETS = {
     "mnist": (lambda root: write_mnist_like(root, "MNIST"), MNIST_STATS, (1, 28, 28)),
-    "fashion_mnist": (lambda root: write_mnist_like(root, "FashionMNIST"), FASHION_STATS, (1, 28, 28)),
+    "fashion_mnist": (
+        lambda root: write_mnist_like(root, "FashionMNIST"),
+        FASHION_STATS,
+        (1, 28, 28),
+    ),
     "cifar10": (write_cifar, CIFAR_STATS, (3, 32, 32)),
 }
 
@@ -318,7 +368,9 @@ def test_imagefolder_train_test_layout(tmp_path):
     bundle = create_dataset("imagefolder", data_root=tmp_path, image_size=12)
     assert bundle.num_classes == 3 and bundle.input_shape == (3, 12, 12)
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (22, 2, 9)
-    seen = check_images(bundle.train, train_expected, 12) + check_images(bundle.val, train_expected, 12)
+    seen = check_images(bundle.train, train_expected, 12) + check_images(
+        bundle.val, train_expected, 12
+    )
     assert sorted(seen) == sorted(train_expected)
     assert sorted(check_images(bundle.test, test_expected, 12)) == sorted(test_expected)
 
@@ -346,7 +398,9 @@ def test_unknown_dataset():
     with pytest.raises(UnknownNameError, match="mnist5k") as info:
         create_dataset("no-such-set")
     assert isinstance(info.value, KeyError) and info.value.name == "no-such-set"
-    assert {"mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"} <= set(DATASETS.names())
+    assert {"mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"} <= set(
+        DATASETS.names()
+    )
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "imagefolder"])
@@ -390,7 +444,9 @@ def test_download_without_network_fails_fast(name, tmp_path):
 
 
 # --------------------------------------------------------------------------- 4. sampling
-TARGETS = torch.tensor([0] * 30 + [1] * 25 + [2] * 4 + [3] * 40)[torch.randperm(99, generator=torch.Generator().manual_seed(0))]
+TARGETS = torch.tensor([0] * 30 + [1] * 25 + [2] * 4 + [3] * 40)[
+    torch.randperm(99, generator=torch.Generator().manual_seed(0))
+]
 
 
 def test_balanced_indices_counts():

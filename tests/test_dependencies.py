@@ -2,6 +2,7 @@
 them, the features the floors stand for exist, prunetune uses no private name of optuna, mlflow,
 ray or torch_pruning beyond the listed ones (an AST scan of the package), and those are still
 there. A new release that moves one fails here, by name, instead of deep inside a search."""
+
 from __future__ import annotations
 
 import tomllib
@@ -23,7 +24,9 @@ def requirements() -> list[Requirement]:
 @pytest.mark.parametrize("req", requirements(), ids=lambda r: r.name)
 def test_installed_versions_satisfy_pyproject(req):
     installed = metadata.version(req.name)
-    assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} not in {req.specifier}"
+    assert req.specifier.contains(installed, prereleases=True), (
+        f"{req.name} {installed} not in {req.specifier}"
+    )
 
 
 def test_the_floors_stand_for_features_the_code_calls():
@@ -53,9 +56,11 @@ CHECKED = ("optuna", "mlflow", "ray", "torch_pruning")
 # Private attributes of objects of other libraries (never of CHECKED): the scan cannot see an
 # object's type, so every private attribute that prunetune does not define itself is named here.
 OTHER_LIBRARIES = {
-    "_forward_hooks": "torch.nn.Module", "_forward_pre_hooks": "torch.nn.Module",
+    "_forward_hooks": "torch.nn.Module",
+    "_forward_pre_hooks": "torch.nn.Module",
     "_tensor_name": "torch.nn.utils.prune.BasePruningMethod",
-    "_input_metadata": "torch autograd node", "_saved_dims": "torch autograd node (permute)",
+    "_input_metadata": "torch autograd node",
+    "_saved_dims": "torch autograd node (permute)",
     "_saved_dim*": "torch autograd node (transpose: _saved_dim0, _saved_dim1)",
     "_replace": "urllib.parse.SplitResult (a namedtuple: _replace is its public API)",
 }
@@ -69,12 +74,17 @@ def test_no_private_api_of_optuna_mlflow_ray_or_torch_pruning_beyond_the_allowed
     from tests.private_api import scan
 
     found, unknown = scan(PACKAGE, CHECKED)
-    assert unknown <= OTHER_LIBRARIES.keys(), f"private attributes of unknown objects: " \
+    assert unknown <= OTHER_LIBRARIES.keys(), (
+        f"private attributes of unknown objects: "
         f"{sorted(unknown - OTHER_LIBRARIES.keys())} (an optuna/mlflow/ray/torch_pruning object's?)"
-    assert found == ALLOWED.keys(), f"not allowed: {sorted(found - ALLOWED.keys())}; " \
+    )
+    assert found == ALLOWED.keys(), (
+        f"not allowed: {sorted(found - ALLOWED.keys())}; "
         f"allowed but no longer used: {sorted(ALLOWED.keys() - found)}"
-    assert unknown == OTHER_LIBRARIES.keys(), \
+    )
+    assert unknown == OTHER_LIBRARIES.keys(), (
         f"no longer used: {sorted(OTHER_LIBRARIES.keys() - unknown)}"
+    )
 
 
 def test_the_scan_finds_each_kind_of_private_use(tmp_path):
@@ -88,7 +98,8 @@ def test_the_scan_finds_each_kind_of_private_use(tmp_path):
         "class S(Searcher):\n    def _own(self): ...\n"
         "class Mine:\n    _mine = 1\n"
         "def f(study, m):\n    m._mine\n    nn.modules.conv._ConvNd\n"
-        "    return study._storage, tp.ops._ConcatOp, getattr(m, '_hidden', None)\n")
+        "    return study._storage, tp.ops._ConcatOp, getattr(m, '_hidden', None)\n"
+    )
     found, unknown = scan(tmp_path, CHECKED)
     assert found == {"mlflow.store._x", "ray.tune.Searcher._own", "torch_pruning.ops._ConcatOp"}
     assert unknown == {"_storage", "_hidden"}

@@ -5,6 +5,7 @@ MLflow model version points to the exported files, and user mistakes are one cle
 One real search (tiny_cnn on digits, all weights kept) is shared by the module; its folder is the
 working directory of every export, as for a user (stored weight paths are relative to it).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,15 @@ import prunetune
 from prunetune.cli import main
 from prunetune.compress import load_compressed_file
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.export import CARD_JSON, CARD_MD, WEIGHTS_FILE, Card, _foreign_artifacts, choose_trial, export_model
+from prunetune.export import (
+    CARD_JSON,
+    CARD_MD,
+    WEIGHTS_FILE,
+    Card,
+    _foreign_artifacts,
+    choose_trial,
+    export_model,
+)
 from prunetune.models import evaluate
 from prunetune.runtimes import materialize
 from prunetune.search.results import summarize
@@ -33,8 +42,12 @@ from tests.helpers import search_args
 pytestmark = pytest.mark.slow
 
 STUDY = "x"
-CASES = {"onnx": ("onnx", False), "onnx-int8": ("onnx", True), "pt2": ("pt2", False),
-         "state-dict": ("state-dict", False)}
+CASES = {
+    "onnx": ("onnx", False),
+    "onnx-int8": ("onnx", True),
+    "pt2": ("pt2", False),
+    "state-dict": ("state-dict", False),
+}
 FPS_REPEATS = 3  # the card's timing protocol is not under test here; keep exports quick
 
 
@@ -48,11 +61,22 @@ class Study:
         return summarize(load_existing(self.storage, STUDY))
 
     def cli(self, *args: str) -> list[str]:
-        return ["export", "--study", STUDY, "--storage", self.storage, "--tracking-uri", self.tracking, *args]
+        return [
+            "export",
+            "--study",
+            STUDY,
+            "--storage",
+            self.storage,
+            "--tracking-uri",
+            self.tracking,
+            *args,
+        ]
 
     def export(self, out: Path, **kw) -> Card:
         kw.setdefault("fps_repeats", FPS_REPEATS)
-        return export_model(STUDY, storage=self.storage, tracking_uri=self.tracking, out_dir=out, **kw)
+        return export_model(
+            STUDY, storage=self.storage, tracking_uri=self.tracking, out_dir=out, **kw
+        )
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +120,20 @@ def exports(study, tmp_path_factory, prunetune_home) -> dict[str, Card]:
         cards = {}
         for key, (fmt, int8) in CASES.items():
             number = _expected_trial(result, key)
-            cards[key] = study.export(out / key, fmt=fmt, int8=int8,
-                                      trial=None if number == result.knee else number)
+            cards[key] = study.export(
+                out / key, fmt=fmt, int8=int8, trial=None if number == result.knee else number
+            )
         return cards
 
 
 def _float_trial(result) -> int:
     """A complete, pruned trial with every layer float: its exports must reproduce its accuracy."""
     for r in result.records:
-        if r.state == "complete" and any(r.config["ratios"].values()) and \
-                all(b > 8 for b in r.config.get("bits", {}).values()):
+        if (
+            r.state == "complete"
+            and any(r.config["ratios"].values())
+            and all(b > 8 for b in r.config.get("bits", {}).values())
+        ):
             return r.number
     raise AssertionError("the warm start should have run a uniform 0.5 float trial")
 
@@ -135,6 +163,7 @@ def _run_file(card: Card, x: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ round trips
 
+
 @pytest.mark.parametrize("key", CASES)
 def test_round_trip(key, exports, in_study):
     card = exports[key]
@@ -157,28 +186,49 @@ def test_round_trip(key, exports, in_study):
 def test_card_fields(key, exports, in_study):
     card = exports[key]
     d = card.data
-    assert json.loads((card.directory / CARD_JSON).read_text()) == json.loads(json.dumps(d, default=str))
-    assert sorted(p.name for p in card.directory.iterdir()) == sorted({CARD_JSON, CARD_MD, WEIGHTS_FILE, d["file"]})
+    assert json.loads((card.directory / CARD_JSON).read_text()) == json.loads(
+        json.dumps(d, default=str)
+    )
+    assert sorted(p.name for p in card.directory.iterdir()) == sorted(
+        {CARD_JSON, CARD_MD, WEIGHTS_FILE, d["file"]}
+    )
     result = in_study.result()
     assert d["trial"] == _expected_trial(result, key)
-    assert d["selection"] == ("knee of the Pareto front" if d["trial"] == result.knee else f"trial {d['trial']}")
+    assert d["selection"] == (
+        "knee of the Pareto front" if d["trial"] == result.knee else f"trial {d['trial']}"
+    )
     for side in ("base", "compressed"):
-        for k in ("runtime", "test_accuracy", "macs", "flops", "params", "file_bytes", "fps", "latency_ms"):
+        for k in (
+            "runtime",
+            "test_accuracy",
+            "macs",
+            "flops",
+            "params",
+            "file_bytes",
+            "fps",
+            "latency_ms",
+        ):
             assert d[side][k] is not None, (side, k)
         assert d[side]["flops"] == 2 * d[side]["macs"] and d[side]["fps"] > 0
     assert d["compressed"]["file_bytes"] == card.model_path.stat().st_size
     assert d["speedup"] == pytest.approx(d["compressed"]["fps"] / d["base"]["fps"])
     assert d["size_ratio"] == pytest.approx(d["base"]["file_bytes"] / d["compressed"]["file_bytes"])
     assert d["runtime"]["threads"] == 1 and d["runtime"]["batch_size"] == 1
-    expected_runtime = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8", "pt2": "torch.export (pt2)",
-                        "state-dict": "torch"}[key]
+    expected_runtime = {
+        "onnx": "onnxruntime",
+        "onnx-int8": "onnxruntime-int8",
+        "pt2": "torch.export (pt2)",
+        "state-dict": "torch",
+    }[key]
     assert d["compressed"]["runtime"] == d["runtime"]["compressed"] == expected_runtime
     # accuracy: through the file's runtime vs the figure recorded during the search
     rec = result.record(d["trial"])
     assert d["compressed"]["recorded_test_accuracy"] == result.test_accuracy[rec.number]
     assert d["compressed"]["test_accuracy_torch"] == d["compressed"]["recorded_test_accuracy"]
     assert d["verification"]["outputs_match"]
-    assert abs(d["verification"]["accuracy_delta"]) <= 0.02  # activation fake-quant is search-time only
+    assert (
+        abs(d["verification"]["accuracy_delta"]) <= 0.02
+    )  # activation fake-quant is search-time only
     # config and channels kept per layer
     assert d["config"] == rec.config
     kept = {row["layer"]: row for row in d["layers"]}
@@ -189,10 +239,21 @@ def test_card_fields(key, exports, in_study):
     assert d["compressed"]["params"] <= d["base"]["params"]
     prov = d["provenance"]
     assert prov["study"] == STUDY and prov["trial"] == d["trial"] and "torch" in prov["versions"]
-    assert prov["mlflow"]["export_run_id"] and prov["mlflow"]["search_run_id"] and prov["mlflow"]["trial_run_id"]
+    assert (
+        prov["mlflow"]["export_run_id"]
+        and prov["mlflow"]["search_run_id"]
+        and prov["mlflow"]["trial_run_id"]
+    )
     md = (card.directory / CARD_MD).read_text()
-    for text in ("| test accuracy |", "| FPS (batch 1) |", "| file size |", "## Layers", "## Provenance",
-                 expected_runtime, prov["mlflow"]["export_run_id"]):
+    for text in (
+        "| test accuracy |",
+        "| FPS (batch 1) |",
+        "| file size |",
+        "## Layers",
+        "## Provenance",
+        expected_runtime,
+        prov["mlflow"]["export_run_id"],
+    ):
         assert text in md, text
 
 
@@ -217,7 +278,10 @@ def test_registered_version_points_to_the_export(exports, study, tmp_path):
         assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == ml["search_run_id"]
         folder = Path(unquote(urlparse(mv.source).path))
         assert (folder / card.data["file"]).read_bytes() == card.model_path.read_bytes()
-        assert json.loads((folder / CARD_JSON).read_text())["provenance"]["mlflow"]["version"] == ml["version"]
+        assert (
+            json.loads((folder / CARD_JSON).read_text())["provenance"]["mlflow"]["version"]
+            == ml["version"]
+        )
         sources.add(mv.source)
     assert len(sources) == len(exports)  # one export never overwrites another's artifacts
     # what a user downloads from the registry is the exported model
@@ -234,6 +298,7 @@ def test_a_copied_study_folder_does_not_log_into_the_original():
 
 # --------------------------------------------------------------------------- CLI, trial choice
 
+
 def test_cli_export_of_a_float_trial_reproduces_its_accuracy(in_study, tmp_path, capsys):
     result = in_study.result()
     number = _float_trial(result)
@@ -245,8 +310,9 @@ def test_cli_export_of_a_float_trial_reproduces_its_accuracy(in_study, tmp_path,
     assert d["trial"] == number and d["selection"] == f"trial {number}"
     recorded = result.test_accuracy.get(number)
     if recorded is None:  # not on the front: the search scored it on validation only
-        recorded = evaluate(load_compressed_file(result.record(number).weights)[0],
-                            _digits().test)["accuracy"]
+        recorded = evaluate(load_compressed_file(result.record(number).weights)[0], _digits().test)[
+            "accuracy"
+        ]
     assert abs(d["compressed"]["test_accuracy"] - recorded) <= 0.005
     assert d["verification"]["max_abs_diff"] < 1e-4
 
@@ -263,7 +329,9 @@ def test_retrain_epochs_show_the_new_figures(in_study, tmp_path):
     stored, _ = load_compressed_file(in_study.result().record(knee).weights)
     x = _test_images(32)
     with torch.no_grad():
-        assert not torch.equal(module(x), materialize(stored)(x))  # the retrained weights were exported
+        assert not torch.equal(
+            module(x), materialize(stored)(x)
+        )  # the retrained weights were exported
     assert "recovery fine-tune: 1 more epoch(s)" in (card.directory / CARD_MD).read_text()
 
 
@@ -283,6 +351,7 @@ def test_public_api():
 
 # ------------------------------------------------------------------------------------ user errors
 
+
 @pytest.fixture
 def failed_trial(in_study, tmp_path) -> tuple[str, int]:
     """A copy of the study's storage with a failed trial added (storage URL, trial number)."""
@@ -290,8 +359,14 @@ def failed_trial(in_study, tmp_path) -> tuple[str, int]:
     shutil.copy(in_study.root / "mlruns" / "optuna.db", db)
     storage = f"sqlite:///{db}"
     copy = optuna.load_study(study_name=STUDY, storage=storage)
-    copy.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
-        "record": {"state": "failed", "reason": "diverged: loss became nan in epoch 1"}}))
+    copy.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={
+                "record": {"state": "failed", "reason": "diverged: loss became nan in epoch 1"}
+            },
+        )
+    )
     return storage, len(copy.trials) - 1
 
 
@@ -299,16 +374,25 @@ def _expect_user_error(args: list[str], capsys, *, contains: str) -> None:
     assert main(args) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("prunetune: error:") and contains in lines[0], captured.err
+    assert len(lines) == 1 and lines[0].startswith("prunetune: error:") and contains in lines[0], (
+        captured.err
+    )
     assert "Traceback" not in captured.err
 
 
 def test_errors_unknown_trial_and_study_and_int8_pt2(in_study, tmp_path, capsys):
     out = str(tmp_path / "out")
-    _expect_user_error(in_study.cli("--trial", "999", "--out", out), capsys, contains="has no trial 999")
-    _expect_user_error(["export", "--study", "nope", "--storage", in_study.storage, "--out", out], capsys,
-                       contains="no study 'nope'")
-    _expect_user_error(in_study.cli("--format", "pt2", "--int8", "--out", out), capsys, contains="--int8")
+    _expect_user_error(
+        in_study.cli("--trial", "999", "--out", out), capsys, contains="has no trial 999"
+    )
+    _expect_user_error(
+        ["export", "--study", "nope", "--storage", in_study.storage, "--out", out],
+        capsys,
+        contains="no study 'nope'",
+    )
+    _expect_user_error(
+        in_study.cli("--format", "pt2", "--int8", "--out", out), capsys, contains="--int8"
+    )
     with pytest.raises(ConfigError):
         in_study.export(tmp_path / "o", fmt="pt2", int8=True)
     with pytest.raises(PrunetuneError, match="has no trial 999"):
@@ -318,13 +402,26 @@ def test_errors_unknown_trial_and_study_and_int8_pt2(in_study, tmp_path, capsys)
 
 def test_error_int8_of_an_all_float_trial(in_study, tmp_path, capsys):
     number = _float_trial(in_study.result())
-    _expect_user_error(in_study.cli("--trial", str(number), "--int8", "--out", str(tmp_path / "o")), capsys,
-                       contains="keeps every layer float")
+    _expect_user_error(
+        in_study.cli("--trial", str(number), "--int8", "--out", str(tmp_path / "o")),
+        capsys,
+        contains="keeps every layer float",
+    )
 
 
 def test_error_failed_trial(failed_trial, in_study, tmp_path, capsys):
     storage, number = failed_trial
-    args = ["export", "--study", STUDY, "--storage", storage, "--trial", str(number), "--out", str(tmp_path / "o")]
+    args = [
+        "export",
+        "--study",
+        STUDY,
+        "--storage",
+        storage,
+        "--trial",
+        str(number),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     _expect_user_error(args, capsys, contains=f"trial {number} of study 'x' is failed (diverged")
     with pytest.raises(PrunetuneError, match="is failed"):
         export_model(STUDY, storage=storage, out_dir=tmp_path / "o", trial=number)
@@ -332,7 +429,9 @@ def test_error_failed_trial(failed_trial, in_study, tmp_path, capsys):
 
 def test_error_weights_not_kept(in_study, tmp_path, capsys):
     result = in_study.result()
-    rec = next(r for r in reversed(result.records) if r.state == "complete" and r.number != result.knee)
+    rec = next(
+        r for r in reversed(result.records) if r.state == "complete" and r.number != result.knee
+    )
     weights = Path(rec.weights)
     aside = tmp_path / weights.name
     shutil.move(weights, aside)
@@ -356,15 +455,22 @@ def test_error_trial_file_naming_user_code_is_refused_unless_named(in_study, tmp
     torch.save(payload, weights)
     try:
         args = in_study.cli("--trial", str(rec.number), "--out", str(tmp_path / "o"))
-        _expect_user_error(args, capsys, contains="built from user code sys:exit; pass model='sys:exit'")
-        _expect_user_error([*args, "--model", "other.mod:build"], capsys,
-                           contains="built from 'tiny_cnn', not from 'other.mod:build'")
+        _expect_user_error(
+            args, capsys, contains="built from user code sys:exit; pass model='sys:exit'"
+        )
+        _expect_user_error(
+            [*args, "--model", "other.mod:build"],
+            capsys,
+            contains="built from 'tiny_cnn', not from 'other.mod:build'",
+        )
     finally:
         shutil.move(aside, weights)
     assert not (tmp_path / "o").exists()
 
 
-def test_export_fetches_a_front_members_weights_from_mlflow_when_the_file_is_gone(in_study, tmp_path):
+def test_export_fetches_a_front_members_weights_from_mlflow_when_the_file_is_gone(
+    in_study, tmp_path
+):
     """Another machine, or the search's folder cleaned: the front's weights come back from the
     study's MLflow runs (front_models/), into this folder's mlruns/prunetune/<study>/weights."""
     result = in_study.result()
@@ -390,7 +496,9 @@ def test_an_unrelated_model_file_in_out_is_never_overwritten(in_study, tmp_path,
     (out / "model.onnx").write_bytes(b"someone else's model")
     assert main(in_study.cli("--format", "onnx", "--out", str(out))) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "already holds model.onnx, not written by a prunetune export" in err[0], err
+    assert (
+        len(err) == 1 and "already holds model.onnx, not written by a prunetune export" in err[0]
+    ), err
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
     assert (out / "model.onnx").read_bytes() == b"someone else's model"
 
@@ -400,11 +508,18 @@ def test_a_second_export_into_one_out_replaces_the_first_and_says_so(in_study, t
     line naming it, and leaves exactly one export there (no stale model file of another format)."""
     out = tmp_path / "one"
     result = in_study.result()
-    other = next(r.number for r in result.records if r.state == "complete" and r.number != result.knee)
+    other = next(
+        r.number for r in result.records if r.state == "complete" and r.number != result.knee
+    )
     assert main(in_study.cli("--format", "onnx", "--out", str(out))) == 0
     capsys.readouterr()
     assert main(in_study.cli("--trial", str(other), "--format", "pt2", "--out", str(out))) == 0
     err = capsys.readouterr().err
-    assert f"replacing the earlier export in {str(out)!r} (study 'x', trial {result.knee}, model.onnx)" in err
-    assert sorted(p.name for p in out.iterdir()) == sorted([CARD_JSON, CARD_MD, WEIGHTS_FILE, "model.pt2"])
+    assert (
+        f"replacing the earlier export in {str(out)!r} (study 'x', trial {result.knee}, model.onnx)"
+        in err
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [CARD_JSON, CARD_MD, WEIGHTS_FILE, "model.pt2"]
+    )
     assert json.loads((out / CARD_JSON).read_text())["trial"] == other

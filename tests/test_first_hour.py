@@ -2,6 +2,7 @@
 `export`, a `--help` that does not import torch, and the MLflow run structure (one parent per
 study that resumes reopen, child runs with real durations, registry versions only for finished
 searches and never two for one trial). Real Optuna studies and MLflow stores; no mocks."""
+
 from __future__ import annotations
 
 import os
@@ -28,31 +29,54 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # -- --help and argument errors without torch ------------------------------------------------------
-@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["search", "--trials", "x"], ["nope"]],
-                         ids=["help", "search-help", "bad-value", "bad-command"])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["search", "--help"], ["search", "--trials", "x"], ["nope"]],
+    ids=["help", "search-help", "bad-value", "bad-command"],
+)
 def test_help_and_argument_errors_do_not_import_torch(argv):
-    code = ("import sys\nfrom prunetune.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'optuna', 'mlflow', 'prunetune.compress') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
-                         cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys\nfrom prunetune.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'optuna', 'mlflow', 'prunetune.compress') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
 def test_the_public_api_still_loads_on_use():
     """`import prunetune` loads no torch; the first use of a public name imports its module and
     gives that module's function (checked for every name by tests/test_public_api.py)."""
-    code = ("import sys, prunetune\nassert 'torch' not in sys.modules\nf = prunetune.prune\n"
-            "m = sys.modules['prunetune.compress.prune']\n"
-            "assert f is m.prune and 'torch' in sys.modules\n"
-            "try:\n    prunetune.no_such_thing\nexcept AttributeError:\n    print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, prunetune\nassert 'torch' not in sys.modules\nf = prunetune.prune\n"
+        "m = sys.modules['prunetune.compress.prune']\n"
+        "assert f is m.prune and 'torch' in sys.modules\n"
+        "try:\n    prunetune.no_such_thing\nexcept AttributeError:\n    print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 # -- near-chance warning --------------------------------------------------------------------------
 def test_near_chance_threshold_is_chance_plus_a_stated_margin():
-    assert near_chance(0.20, 10) and "--base-epochs" in near_chance(0.20, 10) and "--checkpoint" in near_chance(0.2, 10)
+    assert (
+        near_chance(0.20, 10)
+        and "--base-epochs" in near_chance(0.20, 10)
+        and "--checkpoint" in near_chance(0.2, 10)
+    )
     assert near_chance(0.24, 10) is None  # 10 classes: warned below 23.5 %
     assert near_chance(0.55, 2) and near_chance(0.58, 2) is None  # 2 classes: below 57.5 %
     assert near_chance(0.95, 10) is None
@@ -66,7 +90,9 @@ def test_an_untrained_base_model_is_warned_about_before_the_first_trial(isolated
     torch.manual_seed(0)
     ckpt = isolated / "untrained.pt"
     torch.save(build_for("tiny_cnn", create_dataset("digits")).state_dict(), ckpt)
-    got = run_cli(["search", *FAST, "--checkpoint", str(ckpt), "--study", "chance", "--trials", "1"], isolated)
+    got = run_cli(
+        ["search", *FAST, "--checkpoint", str(ckpt), "--study", "chance", "--trials", "1"], isolated
+    )
     assert got.returncode == 0, got.stderr
     lines = got.stderr.splitlines()
     warned = [i for i, line in enumerate(lines) if "near chance" in line]
@@ -96,7 +122,11 @@ def test_no_default_study_lists_the_studies_in_one_line(isolated, capsys):
     for cmd in (["pareto"], ["export", "--out", "x"]):
         assert main(cmd) == 2
         err = capsys.readouterr().err
-        assert err.startswith("prunetune: error: which study?") and "alpha, beta" in err and err.count("\n") == 1
+        assert (
+            err.startswith("prunetune: error: which study?")
+            and "alpha, beta" in err
+            and err.count("\n") == 1
+        )
     assert not (isolated / "x").exists()
 
 
@@ -119,7 +149,9 @@ class _Space:
 
 def _setup(trials: int) -> SimpleNamespace:
     cfg = SearchConfig(model="tiny_cnn", dataset="digits", study="runs", trials=trials)
-    return SimpleNamespace(config=cfg, space=_Space(), base_metrics={"accuracy": 0.9, "flops": 100.0})
+    return SimpleNamespace(
+        config=cfg, space=_Space(), base_metrics={"accuracy": 0.9, "flops": 100.0}
+    )
 
 
 def _result(tmp: Path, n: int) -> SearchResult:
@@ -127,12 +159,29 @@ def _result(tmp: Path, n: int) -> SearchResult:
     for i in range(n):
         weights = tmp / f"trial-{i:05d}.pt"
         weights.write_bytes(b"w")
-        records.append(TrialRecord(number=i, state=COMPLETE, params={}, weights=str(weights),
-                                   metrics={"accuracy": 0.9 - 0.1 * i, "flops": 50.0 - 10 * i,
-                                            "fps": 2000.0 + 500 * i, "speedup": 2.0 + 0.5 * i},
-                                   timings={"total_s": 90.0 + i}))
-    return SearchResult("runs", ["accuracy", "flops"], {"accuracy": 0.9, "flops": 100.0, "fps": 1000.0}, records,
-                        front=list(range(n)), knee=0)
+        records.append(
+            TrialRecord(
+                number=i,
+                state=COMPLETE,
+                params={},
+                weights=str(weights),
+                metrics={
+                    "accuracy": 0.9 - 0.1 * i,
+                    "flops": 50.0 - 10 * i,
+                    "fps": 2000.0 + 500 * i,
+                    "speedup": 2.0 + 0.5 * i,
+                },
+                timings={"total_s": 90.0 + i},
+            )
+        )
+    return SearchResult(
+        "runs",
+        ["accuracy", "flops"],
+        {"accuracy": 0.9, "flops": 100.0, "fps": 1000.0},
+        records,
+        front=list(range(n)),
+        knee=0,
+    )
 
 
 def test_resumes_reopen_one_parent_and_register_once_when_finished(isolated):
@@ -163,9 +212,13 @@ def test_resumes_reopen_one_parent_and_register_once_when_finished(isolated):
     children = [r for r in runs if r.data.tags["prunetune.role"] == "trial"]
     assert sorted(int(c.data.tags["trial"]) for c in children) == [0, 1, 2]  # 1, 2 backfilled
     for c in children:  # durations from the trial's timings, not the milliseconds a write takes
-        assert c.info.end_time - c.info.start_time == pytest.approx(1000 * c.data.metrics["time_total_s"], abs=50)
+        assert c.info.end_time - c.info.start_time == pytest.approx(
+            1000 * c.data.metrics["time_total_s"], abs=50
+        )
     versions = client.search_model_versions(f"name = '{registered_name('runs')}'")
-    assert [v.tags["trial"] for v in versions] == ["0"]  # the knee, once, though two searches finished
+    assert [v.tags["trial"] for v in versions] == [
+        "0"
+    ]  # the knee, once, though two searches finished
     assert versions[0].run_id == parent.info.run_id and "mlflow.note.content" in parent.data.tags
 
 
@@ -177,7 +230,10 @@ def test_a_deleted_parent_is_replaced_not_reopened(isolated):
     first.client.delete_run(first.parent_run_id)
     second = MlflowTracker(uri)
     second.on_search_start(_setup(1), study)
-    assert second.parent_run_id != first.parent_run_id and study.user_attrs[PARENT_ATTR] == second.parent_run_id
+    assert (
+        second.parent_run_id != first.parent_run_id
+        and study.user_attrs[PARENT_ATTR] == second.parent_run_id
+    )
     second.on_search_end(_result(isolated, 1), study, outcome="finished")
 
 
@@ -200,12 +256,20 @@ def test_resolve_study_error_is_a_user_error(tmp_path):
 def test_int8_verification_is_reported_as_top1_agreement_not_a_float_diff():
     from prunetune.export import verification_text
 
-    v = {"images": 256, "max_abs_diff": 3.19, "output_range": 40.0, "top1_agreement": 0.992,
-         "outputs_match": True, "tolerance": None}
+    v = {
+        "images": 256,
+        "max_abs_diff": 3.19,
+        "output_range": 40.0,
+        "top1_agreement": 0.992,
+        "outputs_match": True,
+        "tolerance": None,
+    }
     text = verification_text(v, int8=True)
     assert "top-1 agreement with the float model 99.20%" in text and "needs >= 95%" in text
     assert "8.0% of the logits' range" in text and "(match)" not in text
-    fp = verification_text({**v, "max_abs_diff": 4e-6, "tolerance": 4e-3, "top1_agreement": 1.0}, int8=False)
+    fp = verification_text(
+        {**v, "max_abs_diff": 4e-6, "tolerance": 4e-3, "top1_agreement": 1.0}, int8=False
+    )
     assert fp.startswith("float check pass") and "within 4.0e-03" in fp
 
 
@@ -222,8 +286,11 @@ def test_fps_column_is_speedup_times_the_base_fps_and_hypervolume_is_on_0_1(tmp_
     assert 0.0 < hv[0] <= hv[-1] <= 1.0
     # trial 0 alone: error 0.1, FLOPs 0.5 of the base, latency 1/2 of the base -> 0.9 x 0.5 x 0.5
     assert hv[0] == pytest.approx(0.9 * 0.5 * 0.5)
-    perfect = pareto.unit_hypervolume_history([{"accuracy": 1.0, "flops": 1e-12, "speedup": 1e12, "fps": 1.0}],
-                                              ["accuracy", "flops", "fps"], base)
+    perfect = pareto.unit_hypervolume_history(
+        [{"accuracy": 1.0, "flops": 1e-12, "speedup": 1e12, "fps": 1.0}],
+        ["accuracy", "flops", "fps"],
+        base,
+    )
     assert perfect[0] == pytest.approx(1.0)
 
 
@@ -246,16 +313,20 @@ def test_optuna_dashboard_serves_a_prunetune_study(isolated):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, url, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         detail, end = None, time.time() + 90
         while detail is None and time.time() < end and proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
                     [summary] = json.load(r)["study_summaries"]
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0",
-                                            timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", timeout=5
+                ) as r:
                     detail = json.load(r)
             except OSError:
                 time.sleep(0.5)

@@ -12,6 +12,7 @@ the imports inside functions and methods, which run later but still tie the laye
 Function length is `end_lineno - lineno + 1` of the `def` node: from the `def` line (decorators
 excluded) to the last line of its body, signature, docstring and nested functions included.
 """
+
 from __future__ import annotations
 
 import ast
@@ -63,7 +64,7 @@ def _base(module: str, node: ast.ImportFrom) -> str:
     if not node.level:
         return node.module or ""
     package = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
-    package = package[:len(package) - (node.level - 1)]
+    package = package[: len(package) - (node.level - 1)]
     return ".".join(package + ([node.module] if node.module else []))
 
 
@@ -122,8 +123,12 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def _explain(components: list[list[str]], lazy: bool) -> str:
     lines = []
     for component in components:
-        lines += [f"{m}:{line} imports {t}" for m in component for t, line in imports(m, lazy)
-                  if t in component and t != m]
+        lines += [
+            f"{m}:{line} imports {t}"
+            for m in component
+            for t, line in imports(m, lazy)
+            if t in component and t != m
+        ]
     return "import circle(s):\n" + "\n".join(lines)
 
 
@@ -178,8 +183,11 @@ def test_every_name_imported_from_prunetune_exists():
             defined = _defined_names(TREES[base])
             if defined is None:
                 continue
-            missing += [f"{module}:{node.lineno} imports {alias.name} from {base}" for alias in node.names
-                        if alias.name not in defined and f"{base}.{alias.name}" not in MODULES]
+            missing += [
+                f"{module}:{node.lineno} imports {alias.name} from {base}"
+                for alias in node.names
+                if alias.name not in defined and f"{base}.{alias.name}" not in MODULES
+            ]
     assert not missing, "\n".join(missing)
 
 
@@ -206,8 +214,11 @@ def _functions() -> list[tuple[str, int, int]]:
 def test_no_function_is_longer_than_60_lines():
     functions = _functions()
     assert len(functions) > 300  # the walk reaches every module, class and nested function
-    too_long = [f"{name} (line {line}): {n} lines" for name, line, n in functions
-                if n > MAX_FUNCTION_LINES and name not in ALLOWLIST]
+    too_long = [
+        f"{name} (line {line}): {n} lines"
+        for name, line, n in functions
+        if n > MAX_FUNCTION_LINES and name not in ALLOWLIST
+    ]
     assert not too_long, "\n".join(too_long)
 
 
@@ -225,7 +236,9 @@ def test_the_ray_searcher_is_a_plain_searcher_on_the_study():
     names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert "OptunaSearch" not in names
-    assert not {n for n in names if n.startswith(("_ot_", "_completed_trials", "_space", "_metric"))}
+    assert not {
+        n for n in names if n.startswith(("_ot_", "_completed_trials", "_space", "_metric"))
+    }
     bases = [ast.unparse(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases]
     assert "Searcher" in bases
 
@@ -243,7 +256,11 @@ def _references(folders: list[Path]) -> set[str]:
                     used.add(n.attr)
                 elif isinstance(n, ast.alias):
                     used.add(n.name.rpartition(".")[2])
-                elif isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier():
+                elif (
+                    isinstance(n, ast.Constant)
+                    and isinstance(n.value, str)
+                    and n.value.isidentifier()
+                ):
                     used.add(n.value)
     return used
 
@@ -254,9 +271,15 @@ def test_every_module_level_function_and_class_is_used():
     is dead too. (Methods are left out: framework hooks such as forward are called by name.)"""
     root = PACKAGE.parent
     used = _references([PACKAGE] + [root / d for d in ("bench", "examples") if (root / d).is_dir()])
-    unused = [f"{module}:{node.lineno} {node.name}" for module, tree in TREES.items() for node in tree.body
-              if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.decorator_list
-              and not node.name.startswith("__") and node.name not in used]
+    unused = [
+        f"{module}:{node.lineno} {node.name}"
+        for module, tree in TREES.items()
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+        and not node.decorator_list
+        and not node.name.startswith("__")
+        and node.name not in used
+    ]
     assert not unused, "\n".join(unused)
 
 
@@ -267,14 +290,26 @@ def _private_uses(module: str) -> set[str]:
     for node in _import_nodes(tree, lazy=True):
         if isinstance(node, ast.ImportFrom) and _base(module, node) in MODULES:
             base = _base(module, node)
-            found |= {f"{base}.{a.name}" for a in node.names
-                      if a.name.startswith("_") and not a.name.startswith("__") and base != module}
-            aliases |= {a.asname or a.name: f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
+            found |= {
+                f"{base}.{a.name}"
+                for a in node.names
+                if a.name.startswith("_") and not a.name.startswith("__") and base != module
+            }
+            aliases |= {
+                a.asname or a.name: f"{base}.{a.name}"
+                for a in node.names
+                if f"{base}.{a.name}" in MODULES
+            }
         elif isinstance(node, ast.Import):
             aliases |= {a.asname: a.name for a in node.names if a.asname and a.name in MODULES}
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             found.add(f"{aliases[node.value.id]}.{node.attr}")
     return found
 
@@ -283,4 +318,6 @@ def test_no_module_reaches_into_another_modules_private_names():
     uses = {(m, name) for m in MODULES for name in _private_uses(m)}
     new = sorted(uses - PRIVATE_IMPORTS_ALLOWED)
     assert not new, "\n".join(f"{m} uses {n}" for m, n in new)
-    assert not PRIVATE_IMPORTS_ALLOWED - uses, f"remove from PRIVATE_IMPORTS_ALLOWED: {PRIVATE_IMPORTS_ALLOWED - uses}"
+    assert not PRIVATE_IMPORTS_ALLOWED - uses, (
+        f"remove from PRIVATE_IMPORTS_ALLOWED: {PRIVATE_IMPORTS_ALLOWED - uses}"
+    )

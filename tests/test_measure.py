@@ -1,4 +1,5 @@
 """MAC counting: the total and per-layer figures keyed by the model's own module names."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,18 @@ from prunetune.search.objective import _bitops
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-MNIST_NET_LAYER_MACS = {"0": 112_896, "2": 3_612_672, "5": 25_690_112, "7": 10_240}  # conv1 conv2 fc1 fc2
+MNIST_NET_LAYER_MACS = {
+    "0": 112_896,
+    "2": 3_612_672,
+    "5": 25_690_112,
+    "7": 10_240,
+}  # conv1 conv2 fc1 fc2
 
 
-@pytest.mark.parametrize("name, shape", [("mnist_net", (1, 28, 28)), ("resnet18", (3, 32, 32)),
-                                         ("mobilenet_v2", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [("mnist_net", (1, 28, 28)), ("resnet18", (3, 32, 32)), ("mobilenet_v2", (3, 32, 32))],
+)
 def test_per_layer_macs_sum_to_the_total_under_the_models_own_names(name, shape):
     model = build_for(name, shape, 10)
     total, per = count_macs(model, torch.zeros(2, *shape), per_module=True)

@@ -1,5 +1,6 @@
 """Study names: one documented pattern (prunetune.names), checked before anything is written, by
 every command that takes one; derived names are always valid; store paths never leave the store."""
+
 from __future__ import annotations
 
 import re
@@ -65,18 +66,23 @@ def test_config_file_study_key_is_checked(tmp_path):
         SearchConfig.from_sources(tmp_path / "c.yaml")
 
 
-@pytest.mark.parametrize("name", ["s", "mnist_net-mnist5k", "torchvision_resnet18-cifar10", "run.2-b_c",
-                                  "A" * 100, "0lead"])
+@pytest.mark.parametrize(
+    "name",
+    ["s", "mnist_net-mnist5k", "torchvision_resnet18-cifar10", "run.2-b_c", "A" * 100, "0lead"],
+)
 def test_good_names_pass(name):
     assert check_study_name(name) == name
     assert SearchConfig(study=name).study_name == name
 
 
-@pytest.mark.parametrize("model, dataset, expected", [
-    ("mnist_net", "mnist5k", "mnist_net-mnist5k"),
-    ("torchvision:resnet18", "cifar10", "torchvision_resnet18-cifar10"),
-    ("my_pkg.nets:build", "digits", "my_pkg.nets_build-digits"),
-])
+@pytest.mark.parametrize(
+    "model, dataset, expected",
+    [
+        ("mnist_net", "mnist5k", "mnist_net-mnist5k"),
+        ("torchvision:resnet18", "cifar10", "torchvision_resnet18-cifar10"),
+        ("my_pkg.nets:build", "digits", "my_pkg.nets_build-digits"),
+    ],
+)
 def test_default_names_of_ordinary_models_are_unchanged(model, dataset, expected):
     """Existing studies keep resuming under the name they were created with."""
     assert default_study_name(model, dataset) == expected

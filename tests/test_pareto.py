@@ -1,5 +1,6 @@
 """Objectives (search/objectives.py), Pareto front, hypervolume, knee (search/pareto.py) and
 selection rules (search/selection.py) on small hand-made point sets."""
+
 from __future__ import annotations
 
 import itertools
@@ -222,8 +223,10 @@ def _cells_volume(values: np.ndarray, reference: np.ndarray) -> float:
     by another method than prunetune's: every point's coordinates cut the box into cells that are
     either wholly dominated (some point <= the cell's low corner) or not; sum the dominated ones."""
     d = values.shape[1]
-    cuts = [np.unique(np.append(values[:, k][values[:, k] < reference[k]], reference[k]))
-            for k in range(d)]
+    cuts = [
+        np.unique(np.append(values[:, k][values[:, k] < reference[k]], reference[k]))
+        for k in range(d)
+    ]
     lows = np.stack(np.meshgrid(*[c[:-1] for c in cuts], indexing="ij"), -1).reshape(-1, d)
     sizes = np.stack(np.meshgrid(*[np.diff(c) for c in cuts], indexing="ij"), -1).reshape(-1, d)
     dominated = (values[None, :, :] <= lows[:, None, :]).all(-1).any(-1)
@@ -232,8 +235,9 @@ def _cells_volume(values: np.ndarray, reference: np.ndarray) -> float:
 
 def test_the_cell_oracle_by_hand() -> None:
     assert _cells_volume(np.array([[0.5, 0.5]]), np.ones(2)) == pytest.approx(0.25)
-    assert _cells_volume(np.array([[0.0, 0.5], [0.5, 0.0], [1.2, 0.0]]), np.ones(2)) == \
-        pytest.approx(0.75)
+    assert _cells_volume(
+        np.array([[0.0, 0.5], [0.5, 0.0], [1.2, 0.0]]), np.ones(2)
+    ) == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize("d", [2, 3, 4])
@@ -437,4 +441,3 @@ def test_select_errors() -> None:
         select(TRIALS, "biggest fps")
     with pytest.raises(ConfigError, match="not a number"):
         select([{"fps": 1.0, "status": "ok"}], "max fps where status >= 1")
-

@@ -2,6 +2,7 @@
 class its module defines (never a module that an import of a subpackage put in its place), and the
 cheap functions work when called. Checked in a fresh interpreter that imports every subpackage
 and module of prunetune first (the order that once turned `prunetune.compress` into a module)."""
+
 from __future__ import annotations
 
 import os
@@ -56,14 +57,27 @@ print(sorted(kinds.items()))
 
 def test_every_public_name_is_what_its_docstring_says_after_every_import():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", CHECK], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     kinds = dict(eval(proc.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own repr
-    assert kinds == {"CompressionConfig": "class", "SearchRun": "class", "__version__": "str",
-                     "compress_model": "function", "count_macs": "function",
-                     "export_model": "function", "load_compressed": "function",
-                     "prune": "function", "run_search": "function"}
+    assert kinds == {
+        "CompressionConfig": "class",
+        "SearchRun": "class",
+        "__version__": "str",
+        "compress_model": "function",
+        "count_macs": "function",
+        "export_model": "function",
+        "load_compressed": "function",
+        "prune": "function",
+        "run_search": "function",
+    }
 
 
 def test_no_public_name_is_also_a_module_name():

@@ -1,4 +1,5 @@
 """prunetune.run_search around a model and a training loop defined here, not in prunetune's zoo."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,14 @@ class TwoOutputs(nn.Module):
 class OwnNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
-                                  nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 12, 3, padding=1),
+            nn.BatchNorm2d(12),
+            nn.ReLU(),
+            nn.Conv2d(12, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+        )
         self.head = nn.Linear(64, 10)
 
     def forward(self, x):
@@ -62,7 +69,9 @@ def _fit(model, epochs, lr=1e-2):
     for _ in range(epochs):
         for i in range(0, 1000, 100):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(TRAIN[0][i:i + 100]), TRAIN[1][i:i + 100]).backward()
+            nn.functional.cross_entropy(
+                model(TRAIN[0][i : i + 100]), TRAIN[1][i : i + 100]
+            ).backward()
             opt.step()
     model.eval()
 
@@ -74,8 +83,10 @@ def finetune(model):
 def evaluate(model):
     with torch.no_grad():
         logits = model(VAL[0])
-    return {"accuracy": float((logits.argmax(1) == VAL[1]).float().mean()),
-            "confidence": float(logits.softmax(1).max(1).values.mean())}
+    return {
+        "accuracy": float((logits.argmax(1) == VAL[1]).float().mean()),
+        "confidence": float(logits.softmax(1).max(1).values.mean()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +102,18 @@ def searched(trained, tmp_path_factory):
     """One 4-trial search of OwnNet (its folder, the SearchRun)."""
     folder = tmp_path_factory.mktemp("api")
     with contextlib.chdir(folder):
-        run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
-                                   objectives=("accuracy", "flops"), trials=4, study_name="own", bits=[32],
-                                   fps_repeats=3, seed=0)
+        run = prunetune.run_search(
+            trained,
+            example_input=VAL[0][:1],
+            train_fn=finetune,
+            eval_fn=evaluate,
+            objectives=("accuracy", "flops"),
+            trials=4,
+            study_name="own",
+            bits=[32],
+            fps_repeats=3,
+            seed=0,
+        )
     return folder, run
 
 
@@ -101,10 +121,14 @@ def test_front_knee_and_exact_reload_of_a_user_model(searched):
     folder, run = searched
     assert len(run.records) == 4 and all(r.state == "complete" for r in run.records)
     assert run.front and run.knee.number in [r.number for r in run.front]
-    for rec in run.front:  # the reloaded model is the trial's: same accuracy with the user's own eval_fn
+    for (
+        rec
+    ) in run.front:  # the reloaded model is the trial's: same accuracy with the user's own eval_fn
         assert evaluate(run.model(rec))["accuracy"] == rec.metrics["accuracy"]
     assert run.knee.metrics["flops"] < run.result.base_metrics["flops"] or len(run.front) == 1
-    assert (folder / "mlruns" / "optuna.db").is_file() and (folder / "mlruns" / "mlflow.db").is_file()
+    assert (folder / "mlruns" / "optuna.db").is_file() and (
+        folder / "mlruns" / "mlflow.db"
+    ).is_file()
 
 
 def test_trials_dataframe_flags_the_front(searched):
@@ -119,9 +143,13 @@ def test_export_of_a_user_model_is_verified(searched, tmp_path):
     with contextlib.chdir(folder):
         card = run.export(run.knee, tmp_path / "out", fmt="onnx")
     assert card.model_path.is_file() and card.data["verification"]["outputs_match"]
-    assert (tmp_path / "out" / "card.md").is_file() and card.data["compressed"]["macs"] < card.data["base"]["macs"]
+    assert (tmp_path / "out" / "card.md").is_file() and card.data["compressed"]["macs"] < card.data[
+        "base"
+    ]["macs"]
     exported = prunetune.load_compressed(tmp_path / "out", base_model=run.setup.base.model)
-    assert evaluate(exported)["accuracy"] == run.knee.metrics["accuracy"]  # the exported model is the knee
+    assert (
+        evaluate(exported)["accuracy"] == run.knee.metrics["accuracy"]
+    )  # the exported model is the knee
 
 
 def test_a_user_models_file_is_refused_without_its_base(searched):
@@ -131,9 +159,18 @@ def test_a_user_models_file_is_refused_without_its_base(searched):
 
 
 def test_an_extra_metric_from_eval_fn_is_an_objective(trained):
-    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
-                               objectives={"confidence": "maximize", "flops": "minimize"}, trials=3,
-                               study_name="own-metric", bits=[32], fps_repeats=3, seed=1)
+    run = prunetune.run_search(
+        trained,
+        example_input=VAL[0][:1],
+        train_fn=finetune,
+        eval_fn=evaluate,
+        objectives={"confidence": "maximize", "flops": "minimize"},
+        trials=3,
+        study_name="own-metric",
+        bits=[32],
+        fps_repeats=3,
+        seed=1,
+    )
     study = load_existing("sqlite:///mlruns/optuna.db", "own-metric")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert run.result.objectives == ["confidence:maximize", "flops"]
@@ -154,17 +191,39 @@ def _fails_on_pruned(what):
         if len(calls) == 1:
             return evaluate(model)
         return what(model)
+
     return eval_fn
 
 
-@pytest.mark.parametrize("eval_fn,train_fn,reason", [
-    (_fails_on_pruned(lambda m: 1 / 0), finetune, "eval_fn raised ZeroDivisionError"),
-    (_fails_on_pruned(lambda m: {"acc": 1.0}), finetune, "eval_fn must return a dict with an 'accuracy'"),
-    (evaluate, lambda m: (_ for _ in ()).throw(RuntimeError("loader broke")), "train_fn raised RuntimeError: loader broke"),
-])
-def test_user_functions_that_fail_fail_their_trial_with_the_reason(trained, eval_fn, train_fn, reason):
-    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=train_fn, eval_fn=eval_fn, trials=2,
-                               study_name="own-fails", bits=[32], fps_repeats=3)
+@pytest.mark.parametrize(
+    "eval_fn,train_fn,reason",
+    [
+        (_fails_on_pruned(lambda m: 1 / 0), finetune, "eval_fn raised ZeroDivisionError"),
+        (
+            _fails_on_pruned(lambda m: {"acc": 1.0}),
+            finetune,
+            "eval_fn must return a dict with an 'accuracy'",
+        ),
+        (
+            evaluate,
+            lambda m: (_ for _ in ()).throw(RuntimeError("loader broke")),
+            "train_fn raised RuntimeError: loader broke",
+        ),
+    ],
+)
+def test_user_functions_that_fail_fail_their_trial_with_the_reason(
+    trained, eval_fn, train_fn, reason
+):
+    run = prunetune.run_search(
+        trained,
+        example_input=VAL[0][:1],
+        train_fn=train_fn,
+        eval_fn=eval_fn,
+        trials=2,
+        study_name="own-fails",
+        bits=[32],
+        fps_repeats=3,
+    )
     assert [r.state for r in run.records] == ["failed", "failed"]
     assert all(reason in r.reason for r in run.records) and run.front == [] and run.knee is None
 
@@ -175,37 +234,66 @@ def test_an_objective_metric_eval_fn_does_not_return_fails_the_trial(trained):
     def eval_fn(model):  # "map" for the base only
         calls.append(1)
         return {**evaluate(model), **({"map": 0.5} if len(calls) == 1 else {})}
-    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=eval_fn,
-                               objectives={"map": "maximize", "flops": "minimize"}, trials=1, study_name="own-map",
-                               bits=[32], fps_repeats=3)
+
+    run = prunetune.run_search(
+        trained,
+        example_input=VAL[0][:1],
+        train_fn=finetune,
+        eval_fn=eval_fn,
+        objectives={"map": "maximize", "flops": "minimize"},
+        trials=1,
+        study_name="own-map",
+        bits=[32],
+        fps_repeats=3,
+    )
     assert run.records[0].state == "failed" and "eval_fn returned no 'map'" in run.records[0].reason
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"model": "resnet18"}, "model must be a torch.nn.Module"),
-    ({"example_input": torch.zeros(8)}, "example_input must be a tensor"),
-    ({"example_input": torch.zeros(1, 3, 8, 8)}, "does not accept example_input"),
-    ({"epochs": 3}, "run_search does not take epochs"),
-    ({"objectives": {"map": "up"}}, "direction must be 'maximize' or 'minimize'"),
-    ({"objectives": ("accuracy", "mAP")}, "unknown objective"),
-    ({"strategy": "sensitivity"}, "strategy 'sensitivity'"),
-    ({"screen": 4, "strategy": "search"}, "screening scores configs without fine-tuning"),
-    ({"device": "cuda"}, "run_search does not take device"),
-    ({"train_threads": 2}, "run_search does not take train_threads"),  # train_fn's threads are its own
-    ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
-    ({"train_fn": 3}, "train_fn must be callable"),
-    ({"example_input": torch.zeros(0, 1, 8, 8)}, "example_input has an empty dimension"),
-    ({"example_input": torch.zeros(1, 1, 8, 8, device="meta")}, "example_input is on the meta device"),
-    ({"model": OwnNet().to("meta")}, "the model's weights are on the meta device"),
-    ({"model": "tuple"}, "the model's forward returns a tuple, not one tensor"),
-    ({"model": "dict"}, "the model's forward returns a dict, not one tensor"),
-    ({"eval_fn": lambda m: {**evaluate(m), "big": 10**400}}, "metric 'big' is too large for a float"),
-])
-def test_bad_arguments_are_one_clear_error_before_anything_is_written(trained, tmp_path, kwargs, message):
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"model": "resnet18"}, "model must be a torch.nn.Module"),
+        ({"example_input": torch.zeros(8)}, "example_input must be a tensor"),
+        ({"example_input": torch.zeros(1, 3, 8, 8)}, "does not accept example_input"),
+        ({"epochs": 3}, "run_search does not take epochs"),
+        ({"objectives": {"map": "up"}}, "direction must be 'maximize' or 'minimize'"),
+        ({"objectives": ("accuracy", "mAP")}, "unknown objective"),
+        ({"strategy": "sensitivity"}, "strategy 'sensitivity'"),
+        ({"screen": 4, "strategy": "search"}, "screening scores configs without fine-tuning"),
+        ({"device": "cuda"}, "run_search does not take device"),
+        (
+            {"train_threads": 2},
+            "run_search does not take train_threads",
+        ),  # train_fn's threads are its own
+        ({"importance": ["taylor"]}, "importance 'taylor' needs labelled batches"),
+        ({"train_fn": 3}, "train_fn must be callable"),
+        ({"example_input": torch.zeros(0, 1, 8, 8)}, "example_input has an empty dimension"),
+        (
+            {"example_input": torch.zeros(1, 1, 8, 8, device="meta")},
+            "example_input is on the meta device",
+        ),
+        ({"model": OwnNet().to("meta")}, "the model's weights are on the meta device"),
+        ({"model": "tuple"}, "the model's forward returns a tuple, not one tensor"),
+        ({"model": "dict"}, "the model's forward returns a dict, not one tensor"),
+        (
+            {"eval_fn": lambda m: {**evaluate(m), "big": 10**400}},
+            "metric 'big' is too large for a float",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_clear_error_before_anything_is_written(
+    trained, tmp_path, kwargs, message
+):
     if kwargs.get("model") in ("tuple", "dict"):
         kwargs = {**kwargs, "model": TwoOutputs(as_dict=kwargs["model"] == "dict")}
-    args = {"model": trained, "example_input": VAL[0][:1], "train_fn": finetune, "eval_fn": evaluate,
-            "trials": 1, **kwargs}
+    args = {
+        "model": trained,
+        "example_input": VAL[0][:1],
+        "train_fn": finetune,
+        "eval_fn": evaluate,
+        "trials": 1,
+        **kwargs,
+    }
     with pytest.raises(Exception, match=message) as info:
         prunetune.run_search(**args)
     assert isinstance(info.value, (ConfigError, prunetune.errors.UnknownNameError)), info.value
@@ -215,31 +303,55 @@ def test_bad_arguments_are_one_clear_error_before_anything_is_written(trained, t
 def _returning(extra):
     def eval_fn(model):
         return {**evaluate(model), **extra}
+
     return eval_fn
 
 
-@pytest.mark.parametrize("eval_fn,message", [
-    (_returning({"flops": 1.0}), "returned 'flops': a name prunetune's own record uses"),
-    (_returning({"accuracy": 97.0}), "accuracy must be a fraction in [0, 1]"),
-    (_returning({"map@50": 0.3}), "metric names must be 1-100 letters"),
-])
-def test_eval_fn_results_that_would_corrupt_the_front_are_refused_on_the_base(trained, tmp_path, eval_fn, message):
-    with pytest.raises(prunetune.errors.PrunetuneError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=eval_fn, trials=1)
+@pytest.mark.parametrize(
+    "eval_fn,message",
+    [
+        (_returning({"flops": 1.0}), "returned 'flops': a name prunetune's own record uses"),
+        (_returning({"accuracy": 97.0}), "accuracy must be a fraction in [0, 1]"),
+        (_returning({"map@50": 0.3}), "metric names must be 1-100 letters"),
+    ],
+)
+def test_eval_fn_results_that_would_corrupt_the_front_are_refused_on_the_base(
+    trained, tmp_path, eval_fn, message
+):
+    with pytest.raises(
+        prunetune.errors.PrunetuneError, match=message.replace("[", r"\[").replace("]", r"\]")
+    ):
+        prunetune.run_search(
+            trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=eval_fn, trials=1
+        )
     assert not (tmp_path / "mlruns").exists()
 
 
 def test_an_objective_the_base_does_not_report_is_refused_before_any_trial(trained, tmp_path):
     with pytest.raises(ConfigError, match="the base model: eval_fn returned no 'map'"):
-        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, trials=1,
-                             objectives={"map": "maximize", "flops": "minimize"})
+        prunetune.run_search(
+            trained,
+            example_input=VAL[0][:1],
+            train_fn=finetune,
+            eval_fn=evaluate,
+            trials=1,
+            objectives={"map": "maximize", "flops": "minimize"},
+        )
     assert not (tmp_path / "mlruns").exists()
 
 
 def test_a_user_metric_whose_base_is_zero_still_gives_a_front(trained):
-    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune,
-                               eval_fn=_returning({"loss_gap": 0.0}), trials=2, study_name="own-zero",
-                               objectives={"accuracy": "maximize", "loss_gap": "minimize"}, bits=[32], fps_repeats=3)
+    run = prunetune.run_search(
+        trained,
+        example_input=VAL[0][:1],
+        train_fn=finetune,
+        eval_fn=_returning({"loss_gap": 0.0}),
+        trials=2,
+        study_name="own-zero",
+        objectives={"accuracy": "maximize", "loss_gap": "minimize"},
+        bits=[32],
+        fps_repeats=3,
+    )
     assert run.front and all(v == v for v in run.result.hypervolume)  # no division by the base's 0
 
 
@@ -251,16 +363,36 @@ def test_a_failing_test_fn_keeps_the_finished_search(trained):
         if len(calls) > 1:
             raise RuntimeError("test data gone")
         return evaluate(model)
-    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
-                               test_fn=flaky_test, trials=2, study_name="own-test-fails", bits=[32], fps_repeats=3)
+
+    run = prunetune.run_search(
+        trained,
+        example_input=VAL[0][:1],
+        train_fn=finetune,
+        eval_fn=evaluate,
+        test_fn=flaky_test,
+        trials=2,
+        study_name="own-test-fails",
+        bits=[32],
+        fps_repeats=3,
+    )
     study = load_existing("sqlite:///mlruns/optuna.db", "own-test-fails")
     assert run.front and not run.result.test_accuracy
-    assert all("test_fn raised RuntimeError: test data gone" in v for v in study.user_attrs["test_errors"].values())
+    assert all(
+        "test_fn raised RuntimeError: test data gone" in v
+        for v in study.user_attrs["test_errors"].values()
+    )
 
 
 def test_resuming_a_study_from_other_weights_is_refused(trained):
-    kwargs = dict(example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, trials=1, study_name="own-same",
-                  bits=[32], fps_repeats=3)
+    kwargs = dict(
+        example_input=VAL[0][:1],
+        train_fn=finetune,
+        eval_fn=evaluate,
+        trials=1,
+        study_name="own-same",
+        bits=[32],
+        fps_repeats=3,
+    )
     prunetune.run_search(trained, **kwargs)
     other = OwnNet()
     other.load_state_dict(trained.state_dict())
@@ -268,7 +400,9 @@ def test_resuming_a_study_from_other_weights_is_refused(trained):
         other.head.bias += 0.01
     with pytest.raises(ConfigError, match="was searched from other weights of OwnNet"):
         prunetune.run_search(other, **{**kwargs, "trials": 2})
-    assert len(prunetune.run_search(trained, **{**kwargs, "trials": 2}).records) == 2  # the same model resumes
+    assert (
+        len(prunetune.run_search(trained, **{**kwargs, "trials": 2}).records) == 2
+    )  # the same model resumes
 
 
 def test_a_model_with_nothing_to_search_is_one_error(tmp_path):
@@ -279,15 +413,22 @@ def test_a_model_with_nothing_to_search_is_one_error(tmp_path):
 
         def forward(self, x):
             return self.fc(x.flatten(1))
+
     with pytest.raises(ConfigError, match="nothing to search in Linear"):
-        prunetune.run_search(Linear(), example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, bits=[32])
+        prunetune.run_search(
+            Linear(), example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate, bits=[32]
+        )
 
 
 def test_the_cli_takes_only_the_standard_objectives(tmp_path):
     from tests.helpers import run_cli, search_args
 
     out = run_cli(search_args("cli-map", 1, "--objectives", "accuracy,map:maximize"), tmp_path)
-    assert out.returncode == 2 and "unknown objective 'map:maximize'" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 2
+        and "unknown objective 'map:maximize'" in out.stderr
+        and "Traceback" not in out.stderr
+    )
 
 
 def test_ray_refuses_functions_it_cannot_ship(trained):
@@ -296,21 +437,44 @@ def test_ray_refuses_functions_it_cannot_ship(trained):
     def train_fn(model):
         with lock:
             finetune(model)
+
     with pytest.raises(ConfigError, match="with backend='ray', train_fn must be picklable"):
-        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=train_fn, eval_fn=evaluate, trials=1,
-                             backend="ray")
+        prunetune.run_search(
+            trained,
+            example_input=VAL[0][:1],
+            train_fn=train_fn,
+            eval_fn=evaluate,
+            trials=1,
+            backend="ray",
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["optuna", "ray"])
 def test_the_example_script_runs_with_both_backends(tmp_path, backend):
     """examples/own_training_loop.py as a user runs it (its model and loop live in __main__)."""
-    out = subprocess.run([sys.executable, str(REPO / "examples" / "own_training_loop.py"), "--trials", "3",
-                          "--backend", backend, "--export", str(tmp_path / "out")], cwd=tmp_path, text=True,
-                         capture_output=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "own_training_loop.py"),
+            "--trials",
+            "3",
+            "--backend",
+            backend,
+            "--export",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "knee: trial" in out.stdout and "reloaded knee: test accuracy" in out.stdout
-    assert "verified: float check pass" in out.stdout and (tmp_path / "out" / "model.onnx").is_file()
+    assert (
+        "verified: float check pass" in out.stdout and (tmp_path / "out" / "model.onnx").is_file()
+    )
 
 
 def _changes_the_head_of_the_second(model):
@@ -318,7 +482,9 @@ def _changes_the_head_of_the_second(model):
     finetune(model)
     _changes_the_head_of_the_second.calls += 1
     if _changes_the_head_of_the_second.calls == 2:
-        model.head = nn.Sequential(nn.Linear(model.head.in_features, 32), nn.ReLU(), nn.Linear(32, 10))
+        model.head = nn.Sequential(
+            nn.Linear(model.head.in_features, 32), nn.ReLU(), nn.Linear(32, 10)
+        )
 
 
 def _widens_the_stride(model):
@@ -332,9 +498,18 @@ def test_a_train_fn_that_changes_the_architecture_fails_its_trial_alone(trained)
     the reason (its file would not rebuild it); the others complete, the search and its resume end
     normally (the reload at the end used to raise CheckpointError: Missing key(s))."""
     _changes_the_head_of_the_second.calls = 0
-    kwargs = dict(example_input=VAL[0][:1], eval_fn=evaluate, objectives=("accuracy", "flops"),
-                  study_name="own-arch", bits=[32], fps_repeats=3, seed=3)
-    run = prunetune.run_search(trained, train_fn=_changes_the_head_of_the_second, trials=3, **kwargs)
+    kwargs = dict(
+        example_input=VAL[0][:1],
+        eval_fn=evaluate,
+        objectives=("accuracy", "flops"),
+        study_name="own-arch",
+        bits=[32],
+        fps_repeats=3,
+        seed=3,
+    )
+    run = prunetune.run_search(
+        trained, train_fn=_changes_the_head_of_the_second, trials=3, **kwargs
+    )
     states = [r.state for r in run.records]
     assert states.count("failed") == 1 and states.count("complete") == 2, states
     failed = next(r for r in run.records if r.state == "failed")
@@ -348,17 +523,41 @@ def test_a_train_fn_that_changes_the_architecture_fails_its_trial_alone(trained)
     assert last.state == "failed" and "stride" in last.reason, last.reason
 
 
-@pytest.mark.parametrize("name", ["threads", "runtime", "device", "time_total_s", "state", "total_s",
-                                  "number", "front", "knee", "reason", "base_accuracy", "params_x",
-                                  "fps_measured", "finetune_loss", "speedup"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "threads",
+        "runtime",
+        "device",
+        "time_total_s",
+        "state",
+        "total_s",
+        "number",
+        "front",
+        "knee",
+        "reason",
+        "base_accuracy",
+        "params_x",
+        "fps_measured",
+        "finetune_loss",
+        "speedup",
+    ],
+)
 def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path, capsys, name):
     """eval_fn metrics named threads / runtime / device used to overwrite the study's base context
     (`pareto` printed "7.0 thread(s), runtime 1.0"), time_total_s was replaced by the real timing in
     MLflow, `state` was lost in trials_dataframe(): each is refused by name, on the base, before
     anything is written."""
-    with pytest.raises(prunetune.errors.PrunetuneError, match=f"returned '{name}': a name prunetune's own"):
-        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune,
-                             eval_fn=_returning({name: 7.0}), trials=1)
+    with pytest.raises(
+        prunetune.errors.PrunetuneError, match=f"returned '{name}': a name prunetune's own"
+    ):
+        prunetune.run_search(
+            trained,
+            example_input=VAL[0][:1],
+            train_fn=finetune,
+            eval_fn=_returning({name: 7.0}),
+            trials=1,
+        )
     assert not (tmp_path / "mlruns").exists()
     from prunetune.cli import main
 
@@ -368,15 +567,25 @@ def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path,
 
 def test_an_eval_fn_calling_sys_exit_fails_its_trial_and_the_search_goes_on(trained):
     """Decided: the trial fails with the reason (it used to stay RUNNING: sys.exit ended the process)."""
+
     def exits_on_pruned(model):
         exits_on_pruned.calls += 1
         if exits_on_pruned.calls == 2:
             raise SystemExit(3)
         return evaluate(model)
+
     exits_on_pruned.calls = 0
-    run = prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=exits_on_pruned,
-                               trials=2, study_name="own-exit", bits=[32], fps_repeats=3,
-                               strategy="search")  # eval_fn's 2nd call is trial 0's (no proxy)
+    run = prunetune.run_search(
+        trained,
+        example_input=VAL[0][:1],
+        train_fn=finetune,
+        eval_fn=exits_on_pruned,
+        trials=2,
+        study_name="own-exit",
+        bits=[32],
+        fps_repeats=3,
+        strategy="search",
+    )  # eval_fn's 2nd call is trial 0's (no proxy)
     assert [r.state for r in run.records] == ["failed", "complete"]
     assert run.records[0].reason == "eval_fn called sys.exit(3)"
 
@@ -384,6 +593,12 @@ def test_an_eval_fn_calling_sys_exit_fails_its_trial_and_the_search_goes_on(trai
 def test_a_set_of_objectives_is_refused(trained, tmp_path):
     """Decided: refused (its order, the study's objective order, would follow the hash seed)."""
     with pytest.raises(ConfigError, match="objectives must be ordered"):
-        prunetune.run_search(trained, example_input=VAL[0][:1], train_fn=finetune, eval_fn=evaluate,
-                             objectives={"accuracy", "flops"}, trials=1)
+        prunetune.run_search(
+            trained,
+            example_input=VAL[0][:1],
+            train_fn=finetune,
+            eval_fn=evaluate,
+            objectives={"accuracy", "flops"},
+            trials=1,
+        )
     assert not (tmp_path / "mlruns").exists()

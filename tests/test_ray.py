@@ -3,6 +3,7 @@ resume on a two-node cluster simulated on this machine (joined with --address), 
 across Ray worker processes, and a bad --address. Every search runs the CLI in a subprocess in a
 session of its own, so Ray's process state never leaks into other tests, and no process it caused
 may outlive it (found by session id: other jobs' Ray processes on the machine do not count)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,16 @@ from tests.helpers import finished, load_study, search_args, states, wait_for
 pytestmark = pytest.mark.slow
 
 RAY = ["--backend", "ray", "--workers", "2"]
-NOISE = ("Traceback", "View detailed results", "Configuration for experiment", "tune_controller",
-         "(raylet)", "logging.cc", "Ray Tune", "WARNING")
+NOISE = (
+    "Traceback",
+    "View detailed results",
+    "Configuration for experiment",
+    "tune_controller",
+    "(raylet)",
+    "logging.cc",
+    "Ray Tune",
+    "WARNING",
+)
 
 # A head node and one worker node, one CPU each, on this machine; prints its address and node ids,
 # shuts the cluster down when stdin closes.
@@ -123,8 +132,14 @@ def assert_session_ended(sid: int, timeout: float = 20.0) -> None:
 
 def start_search(args: list[str], cwd: Path, home: str, **kw) -> subprocess.Popen:
     """`python -m prunetune ARGS` in a new session (its id = its pid)."""
-    return subprocess.Popen([sys.executable, "-m", "prunetune", *args], cwd=cwd, text=True,
-                            start_new_session=True, env=env(home), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prunetune", *args],
+        cwd=cwd,
+        text=True,
+        start_new_session=True,
+        env=env(home),
+        **kw,
+    )
 
 
 def run_search(args: list[str], cwd: Path, home: str) -> subprocess.CompletedProcess:
@@ -142,14 +157,21 @@ def run_search(args: list[str], cwd: Path, home: str) -> subprocess.CompletedPro
 def env(home: str) -> dict[str, str]:
     """This process's environment for a child, with the session's model cache, without a tracking
     URI another test may have left behind (MLflow exports it), so the child uses ./mlruns."""
-    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-            "PRUNETUNE_HOME": home, "RAY_AUTH_MODE": "disabled"}
+    return {
+        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        "PRUNETUNE_HOME": home,
+        "RAY_AUTH_MODE": "disabled",
+    }
 
 
 def mlflow_runs(cwd: Path, study: str) -> tuple[list, list]:
     """(parent runs, trial runs) of the study's experiment in cwd's MLflow store."""
-    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")  # no global state
-    runs = client.search_runs([client.get_experiment_by_name(study).experiment_id], max_results=1000)
+    client = MlflowClient(
+        tracking_uri=f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}"
+    )  # no global state
+    runs = client.search_runs(
+        [client.get_experiment_by_name(study).experiment_id], max_results=1000
+    )
     parents = [r for r in runs if r.data.tags.get("prunetune.role") == "search"]
     children = [r for r in runs if r.data.tags.get("prunetune.role") == "trial"]
     return parents, children
@@ -165,9 +187,18 @@ def first_search(tmp_path_factory, prunetune_home):
     study = load_study(cwd, "ray")
     parents, children = mlflow_runs(cwd, "ray")
     # what `prunetune pareto --study ray --format json` prints
-    front = json.loads(pareto_report("ray", storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}", fmt="json"))
-    return {"cwd": cwd, "proc": proc, "trials": study.trials, "states": states(study),
-            "parents": parents, "children": children, "front": front}
+    front = json.loads(
+        pareto_report("ray", storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}", fmt="json")
+    )
+    return {
+        "cwd": cwd,
+        "proc": proc,
+        "trials": study.trials,
+        "states": states(study),
+        "parents": parents,
+        "children": children,
+        "front": front,
+    }
 
 
 def test_ray_search_lands_in_the_study_and_under_one_mlflow_parent(first_search):
@@ -195,9 +226,15 @@ def test_ray_search_lands_in_the_study_and_under_one_mlflow_parent(first_search)
 @pytest.fixture(scope="module")
 def cluster(prunetune_home):
     """A two-node Ray cluster on this machine, in its own process; stopped afterwards."""
-    proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                            env=env(prunetune_home))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env=env(prunetune_home),
+    )
     try:
         yield json.loads(proc.stdout.readline())
     finally:
@@ -206,27 +243,39 @@ def cluster(prunetune_home):
         assert_session_ended(proc.pid)  # the nodes, and the workers the searches used on them
 
 
-def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, cluster, prunetune_home):
+def test_killed_search_resumes_on_an_existing_two_node_cluster(
+    first_search, cluster, prunetune_home
+):
     """kill -9 of a Ray search (driver, Ray and actors) with trials in flight; then a second
     invocation with a larger --trials joins a two-node cluster (--address) and continues the study:
     finished trials kept, the killed driver's trials re-run with their params and seeds, budget
     reached, trials on the cluster. One flow, to keep this file fast."""
     cwd = first_search["cwd"]
-    killed = start_search(search_args("ray", 8, *RAY, "--epochs", "300"), cwd, prunetune_home,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = start_search(
+        search_args("ray", 8, *RAY, "--epochs", "300"),
+        cwd,
+        prunetune_home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     driver = f"{socket.gethostname()}:{killed.pid}"
 
     def in_flight() -> bool:
         assert killed.poll() is None, "the search to be killed ended early"
-        return any(t.state.name == "RUNNING" and t.user_attrs.get("worker") == driver
-                   for t in load_study(cwd, "ray").trials)
+        return any(
+            t.state.name == "RUNNING" and t.user_attrs.get("worker") == driver
+            for t in load_study(cwd, "ray").trials
+        )
+
     try:
         assert wait_for(in_flight), "the search never started a trial"
     finally:
         kill_session(killed.pid)  # the driver, the local Ray it started and the trial actors
         killed.wait(timeout=60)
 
-    proc = run_search(search_args("ray", 8, *RAY, "--address", cluster["address"]), cwd, prunetune_home)
+    proc = run_search(
+        search_args("ray", 8, *RAY, "--address", cluster["address"]), cwd, prunetune_home
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cluster: 2 node(s), 2 CPU(s)" in proc.stderr  # joined it, did not start its own Ray
     assert "left unfinished" in proc.stderr
@@ -246,23 +295,33 @@ def test_killed_search_resumes_on_an_existing_two_node_cluster(first_search, clu
         # (the seed is still the replayed trial's)
         assert interrupted[t.user_attrs["replay_of"]].params.items() <= t.params.items()
         assert t.user_attrs["record"]["seed"] == trial_seed(0, t.user_attrs["replay_of"])
-        assert t.user_attrs["record"]["replay_of"] == t.user_attrs["replay_of"]  # weights: its own number
+        assert (
+            t.user_attrs["record"]["replay_of"] == t.user_attrs["replay_of"]
+        )  # weights: its own number
         assert Path(t.user_attrs["record"]["weights"]).name == f"trial-{t.number:05d}.pt"
     # they ran on the cluster's nodes (which of the two depends on how fast each actor started)
     nodes = {t.user_attrs["ray_node"] for t in study.trials[4:] if t.state.name == "COMPLETE"}
     assert nodes and nodes <= set(cluster["nodes"])
     parents, children = mlflow_runs(cwd, "ray")
-    assert [p.info.status for p in parents] == ["FINISHED"]  # one parent per study: the resume reopened it
+    assert [p.info.status for p in parents] == [
+        "FINISHED"
+    ]  # one parent per study: the resume reopened it
     done = sorted(t.number for t in study.trials if t.state.name == "COMPLETE")
     assert sorted(int(c.data.tags["trial"]) for c in children) == done
 
 
-def test_quiet_lock_serializes_measurement_against_training_across_ray_workers(cluster, isolated,
-                                                                              prunetune_home):
+def test_quiet_lock_serializes_measurement_against_training_across_ray_workers(
+    cluster, isolated, prunetune_home
+):
     lock = QuietLock()
     try:
-        proc = subprocess.run([sys.executable, "-c", LOCK_PROBE, cluster["address"], str(isolated / "mark")],
-                              capture_output=True, text=True, timeout=120, env=env(prunetune_home))
+        proc = subprocess.run(
+            [sys.executable, "-c", LOCK_PROBE, cluster["address"], str(isolated / "mark")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env(prunetune_home),
+        )
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
@@ -279,9 +338,12 @@ def test_quiet_lock_serializes_measurement_against_training_across_ray_workers(c
 
 
 def test_bad_address_is_one_clear_line(isolated, prunetune_home):
-    proc = run_search(search_args("bad", 2, *RAY, "--address", "127.0.0.1:1"), isolated, prunetune_home)
+    proc = run_search(
+        search_args("bad", 2, *RAY, "--address", "127.0.0.1:1"), isolated, prunetune_home
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "prunetune: error: no Ray cluster at 127.0.0.1:1 (Connection refused); start one with "
-        "`ray start --head`, or give the head node's HOST:PORT"]
+        "`ray start --head`, or give the head node's HOST:PORT"
+    ]
     assert not (isolated / "mlruns" / "optuna.db").exists()  # failed before anything was written

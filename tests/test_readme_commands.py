@@ -2,6 +2,7 @@
 quickstart's result (models, datasets, pareto, export) succeed on a tiny stand-in for it: a
 tiny_cnn-on-digits study under the quickstart's study name. Accuracy thresholds of --select rules
 are lowered to 0.3 (the tiny model's front does not reach mnist_net's 95 %); nothing else changes."""
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,11 @@ from tests.helpers import FAST, run_cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_ON_RESULT = ("models", "datasets", "pareto", "export")
-PLACEHOLDER_HOSTS = ("DBHOST", "TRACKHOST", "HEAD_IP")  # the cluster section's templates: parsed only
+PLACEHOLDER_HOSTS = (
+    "DBHOST",
+    "TRACKHOST",
+    "HEAD_IP",
+)  # the cluster section's templates: parsed only
 
 
 def readme_commands() -> list[str]:
@@ -23,7 +28,9 @@ def readme_commands() -> list[str]:
     comments and `> file` cut off."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
     out = []
-    for line in (ln.strip() for block in blocks for ln in re.sub(r"\\\n\s*", " ", block).splitlines()):
+    for line in (
+        ln.strip() for block in blocks for ln in re.sub(r"\\\n\s*", " ", block).splitlines()
+    ):
         if line.startswith("prunetune "):
             line = re.split(r"\s+#\s", line, maxsplit=1)[0]
             out.append(line.split(" > ")[0].strip())
@@ -38,15 +45,19 @@ def test_the_readme_shows_the_commands_this_test_runs():
 
 @pytest.mark.parametrize("cmd", readme_commands())
 def test_every_readme_command_parses(cmd):
-    build_parser().parse_args(shlex.split(cmd)[1:])  # argparse exits (code 2) on anything it rejects
+    build_parser().parse_args(
+        shlex.split(cmd)[1:]
+    )  # argparse exits (code 2) on anything it rejects
 
 
 @pytest.mark.slow
 def test_readme_commands_run_on_the_quickstarts_result(isolated):
     # the per-group search: its warm start has an 8-bit trial, which the README's --int8 line needs
     # (in 4 trials the targets strategy runs only its float baselines)
-    made = run_cli(["search", *FAST, "--study", "mnist_net-mnist5k", "--trials", "4", "--strategy", "search"],
-                   isolated)
+    made = run_cli(
+        ["search", *FAST, "--study", "mnist_net-mnist5k", "--trials", "4", "--strategy", "search"],
+        isolated,
+    )
     assert made.returncode == 0, made.stderr
     ran = 0
     for cmd in readme_commands():

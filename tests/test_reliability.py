@@ -1,4 +1,5 @@
 """Faults inside trials are recorded and the search goes on; loading is safe; no shell strings."""
+
 from __future__ import annotations
 
 import re
@@ -51,14 +52,40 @@ def nan(num_classes):
 '''
 
 
-@pytest.mark.parametrize("fault, reason", [("raising", "RuntimeError: injected fault in forward"),
-                                           ("oom", "MemoryError"), ("nan", "diverged")])
-def test_a_failing_trial_is_recorded_and_the_search_goes_on(isolated, monkeypatch, capsys, fault, reason):
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("raising", "RuntimeError: injected fault in forward"),
+        ("oom", "MemoryError"),
+        ("nan", "diverged"),
+    ],
+)
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(
+    isolated, monkeypatch, capsys, fault, reason
+):
     (isolated / "faulty_nets.py").write_text(FAULTY)
     monkeypatch.syspath_prepend(str(isolated))
-    argv = ["search", "--model", f"faulty_nets:{fault}", "--dataset", "digits", "--base-epochs", "1",
-            "--epochs", "1", "--subset", "100", "--fps-repeats", "3", "--study", "f", "--trials", "3",
-            "--bits", "32"]
+    argv = [
+        "search",
+        "--model",
+        f"faulty_nets:{fault}",
+        "--dataset",
+        "digits",
+        "--base-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--subset",
+        "100",
+        "--fps-repeats",
+        "3",
+        "--study",
+        "f",
+        "--trials",
+        "3",
+        "--bits",
+        "32",
+    ]
     assert main(argv) == 0
     study = load_study(isolated, "f")
     trials = [t for t in study.trials if t.state.is_finished()]
@@ -68,8 +95,9 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(isolated, monkeypatc
     for t in failed:
         assert reason in t.user_attrs["fail_reason"]
     mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
-    children = mlflow.search_runs(experiment_names=["f"], output_format="list",
-                                  filter_string="tags.state = 'failed'")
+    children = mlflow.search_runs(
+        experiment_names=["f"], output_format="list", filter_string="tags.state = 'failed'"
+    )
     assert len(children) == len(failed) and all(reason in c.data.tags["reason"] for c in children)
     assert all(c.info.status == "FAILED" for c in children)
     assert "trial 0 failed: " in capsys.readouterr().err
@@ -115,14 +143,38 @@ def build(num_classes):
 def test_ctrl_c_swallowed_by_other_code_still_stops_the_search(isolated, monkeypatch, capsys):
     (isolated / "swallowing_nets.py").write_text(SWALLOWING)
     monkeypatch.syspath_prepend(str(isolated))
-    argv = ["search", "--model", "swallowing_nets:build", "--dataset", "digits", "--base-epochs", "1",
-            "--epochs", "2", "--subset", "100", "--fps-repeats", "3", "--study", "s", "--trials", "4",
-            "--bits", "32", "--strategy", "search"]  # a warm start is trial 0 (targets: its proxy first)
+    argv = [
+        "search",
+        "--model",
+        "swallowing_nets:build",
+        "--dataset",
+        "digits",
+        "--base-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--subset",
+        "100",
+        "--fps-repeats",
+        "3",
+        "--study",
+        "s",
+        "--trials",
+        "4",
+        "--bits",
+        "32",
+        "--strategy",
+        "search",
+    ]  # a warm start is trial 0 (targets: its proxy first)
     assert main(argv) == 130
     assert "Re-run the same command to resume" in capsys.readouterr().err
     trials = load_study(isolated, "s").trials
-    assert [t.number for t in trials if t.user_attrs.get("interrupted")] == [0]  # the pruned warm start
-    assert all(t.state.name == "WAITING" for t in trials[1:]), "no trial ran after the interrupted one"
+    assert [t.number for t in trials if t.user_attrs.get("interrupted")] == [
+        0
+    ]  # the pruned warm start
+    assert all(t.state.name == "WAITING" for t in trials[1:]), (
+        "no trial ran after the interrupted one"
+    )
 
 
 def test_searches_starting_together_on_a_new_storage_do_not_collide(tmp_path):
@@ -147,7 +199,9 @@ def test_every_checkpoint_load_is_weights_only():
 
 
 def test_no_shell_strings_and_no_eval():
-    pattern = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|(?<![.\w])eval\(|(?<![.\w])exec\(|pickle\.loads?\(")
+    pattern = re.compile(
+        r"shell\s*=\s*True|os\.system\(|os\.popen\(|(?<![.\w])eval\(|(?<![.\w])exec\(|pickle\.loads?\("
+    )
     offenders = [p.name for p in SOURCE.rglob("*.py") if pattern.search(p.read_text())]
     assert not offenders, offenders
 
@@ -192,20 +246,49 @@ def test_every_trial_failing_alike_stops_the_search_with_one_line(isolated, monk
 
     (isolated / "faulty_nets.py").write_text(FAULTY)
     monkeypatch.syspath_prepend(str(isolated))
-    argv = ["search", "--model", "faulty_nets:raising", "--dataset", "digits", "--base-epochs", "1",
-            "--epochs", "1", "--subset", "100", "--fps-repeats", "3", "--study", "streak", "--trials", "12",
-            "--bits", "32", "--ratio-min", "0.3", "--sampler", "random"]
+    argv = [
+        "search",
+        "--model",
+        "faulty_nets:raising",
+        "--dataset",
+        "digits",
+        "--base-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--subset",
+        "100",
+        "--fps-repeats",
+        "3",
+        "--study",
+        "streak",
+        "--trials",
+        "12",
+        "--bits",
+        "32",
+        "--ratio-min",
+        "0.3",
+        "--sampler",
+        "random",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert re.fullmatch(rf"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: "
-                        r"injected fault in forward \(at faulty_nets\.py:\d+\); fix the cause and re-run "
-                        r"\(finished trials are kept\)", err[-1]), err[-1]
+    assert re.fullmatch(
+        rf"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: "
+        r"injected fault in forward \(at faulty_nets\.py:\d+\); fix the cause and re-run "
+        r"\(finished trials are kept\)",
+        err[-1],
+    ), err[-1]
     trials = load_study(isolated, "streak").trials
     assert [t.state.name for t in trials] == ["FAIL"] * FAILURE_STREAK
     for t in trials:
         tb = t.user_attrs["traceback"]
         assert tb.startswith("Traceback (most recent call last)")
-        for frame in ("objective.py", "training.py", "faulty_nets.py"):  # from the trial down to the fault
+        for frame in (
+            "objective.py",
+            "training.py",
+            "faulty_nets.py",
+        ):  # from the trial down to the fault
             assert frame in tb
         assert tb.rstrip().endswith("RuntimeError: injected fault in forward")
 
@@ -241,8 +324,19 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
     from prunetune.search.optuna_runner import run_search, weights_dir
     from prunetune.search.study import open_study
 
-    cfg = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=200, fps_repeats=3,
-                       bits=[32], trials=2, study="replay", keep_all_weights=True, seed=3)
+    cfg = SearchConfig(
+        model="tiny_cnn",
+        dataset="digits",
+        base_epochs=2,
+        epochs=1,
+        subset=200,
+        fps_repeats=3,
+        bits=[32],
+        trials=2,
+        study="replay",
+        keep_all_weights=True,
+        seed=3,
+    )
     setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
     lost = open_study(cfg, setup.space, setup.base_metrics).ask()  # trial 0: its process is killed
     setup.space.suggest(lost)  # ... after it drew its params, before it was tagged or told
@@ -253,7 +347,10 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
     assert replay.params == trials[lost.number].params and replay.params
     rec = replay.user_attrs["record"]
     assert rec["replay_of"] == lost.number and rec["seed"] == trial_seed(3, lost.number)
-    assert Path(rec["weights"]).name == f"trial-{replay.number:05d}.pt" and Path(rec["weights"]).is_file()
+    assert (
+        Path(rec["weights"]).name == f"trial-{replay.number:05d}.pt"
+        and Path(rec["weights"]).is_file()
+    )
     assert not (weights_dir(cfg) / f"trial-{lost.number:05d}.pt").exists()
 
 
@@ -267,15 +364,49 @@ def test_ray_search_stops_too_when_every_trial_fails_alike(isolated, prunetune_h
     from tests.helpers import run_cli
 
     (isolated / "faulty_nets.py").write_text(FAULTY)
-    env = {"PYTHONPATH": os.pathsep.join([str(isolated), os.environ.get("PYTHONPATH", "")]),
-           "PRUNETUNE_HOME": prunetune_home}
-    argv = ["search", "--model", "faulty_nets:raising", "--dataset", "digits", "--base-epochs", "1",
-            "--epochs", "1", "--subset", "100", "--fps-repeats", "3", "--study", "rs", "--trials", "12",
-            "--bits", "32", "--ratio-min", "0.3", "--sampler", "random", "--backend", "ray", "--workers", "2"]
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(isolated), os.environ.get("PYTHONPATH", "")]),
+        "PRUNETUNE_HOME": prunetune_home,
+    }
+    argv = [
+        "search",
+        "--model",
+        "faulty_nets:raising",
+        "--dataset",
+        "digits",
+        "--base-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--subset",
+        "100",
+        "--fps-repeats",
+        "3",
+        "--study",
+        "rs",
+        "--trials",
+        "12",
+        "--bits",
+        "32",
+        "--ratio-min",
+        "0.3",
+        "--sampler",
+        "random",
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+    ]
     proc = run_cli(argv, isolated, env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: injected fault" \
+    assert (
+        f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: injected fault"
         in proc.stderr.strip().splitlines()[-1]
+    )
     trials = load_study(isolated, "rs").trials
-    assert FAILURE_STREAK <= len(trials) <= FAILURE_STREAK + 1  # + the one in flight at the 5th failure
-    assert all(t.state.name == "FAIL" and "faulty_nets.py" in t.user_attrs["traceback"] for t in trials)
+    assert (
+        FAILURE_STREAK <= len(trials) <= FAILURE_STREAK + 1
+    )  # + the one in flight at the 5th failure
+    assert all(
+        t.state.name == "FAIL" and "faulty_nets.py" in t.user_attrs["traceback"] for t in trials
+    )

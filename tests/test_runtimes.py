@@ -1,5 +1,6 @@
 """Runtimes: ONNX export matches torch, int8 keeps top-1, mixed precision keeps float layers,
 materialize bakes in parametrizations without touching the original."""
+
 from __future__ import annotations
 
 import onnx
@@ -9,18 +10,34 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunetune.errors import ConfigError, UnknownNameError
-from prunetune.runtimes import (RUNTIMES, Runner, make_runner, materialize, measure_fps,
-                                node_module, onnx_file_runner, onnx_nodes_of, quantize_onnx_int8,
-                                to_onnx)
+from prunetune.runtimes import (
+    RUNTIMES,
+    Runner,
+    make_runner,
+    materialize,
+    measure_fps,
+    node_module,
+    onnx_file_runner,
+    onnx_nodes_of,
+    quantize_onnx_int8,
+    to_onnx,
+)
 
 COMPUTE_INT8_OPS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
 
 
 def net(c1: int, c2: int, hidden: int = 64) -> nn.Sequential:
     """The MNIST Net's shape with `c1`/`c2` filters (what pruning leaves), smaller hidden layer."""
-    return nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(c2 * 28 * 28, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(c2 * 28 * 28, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 10),
+    ).eval()
 
 
 class Block(nn.Module):
@@ -36,8 +53,15 @@ class Block(nn.Module):
 def pruned_resnet() -> nn.Module:
     """A residual net with odd, pruned-looking widths and non-trivial batch-norm statistics."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), Block(5, 3), Block(5, 2),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1),
+        nn.ReLU(),
+        Block(5, 3),
+        Block(5, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 10),
+    )
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -67,12 +91,16 @@ def calibration(n: int = 4, shape: tuple[int, ...] = (1, 28, 28)) -> list[torch.
 
 
 @pytest.mark.parametrize("batch", [1, 7])
-@pytest.mark.parametrize("build, shape", [
-    (lambda: net(16, 32), (1, 28, 28)),
-    (lambda: net(4, 2), (1, 28, 28)),
-    (lambda: net(1, 1), (1, 28, 28)),
-    (pruned_resnet, (3, 32, 32)),
-], ids=["net16-32", "net4-2", "net1-1", "pruned-resnet"])
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (lambda: net(16, 32), (1, 28, 28)),
+        (lambda: net(4, 2), (1, 28, 28)),
+        (lambda: net(1, 1), (1, 28, 28)),
+        (pruned_resnet, (3, 32, 32)),
+    ],
+    ids=["net16-32", "net4-2", "net1-1", "pruned-resnet"],
+)
 def test_onnxruntime_matches_torch_at_any_batch(build, shape, batch):
     torch.manual_seed(0)
     model = build()
@@ -112,8 +140,12 @@ def test_int8_keeps_top1_of_a_trained_model(mnist, trained_tiny):
     x_train, _ = mnist.train.tensors()
     x_val, _ = mnist.val.tensors()
     x_val = x_val[:200]
-    runner = make_runner(trained_tiny, "onnxruntime-int8", mnist.example_input(1),
-                         calibration_batches=list(x_train[:128].split(32)))
+    runner = make_runner(
+        trained_tiny,
+        "onnxruntime-int8",
+        mnist.example_input(1),
+        calibration_batches=list(x_train[:128].split(32)),
+    )
     with torch.no_grad():
         fp32 = trained_tiny(x_val).argmax(1)
     agreement = (runner(x_val).argmax(1) == fp32).float().mean().item()
@@ -155,26 +187,41 @@ def test_onnx_file_runner_infers_its_runtime(tmp_path):
 def test_int8_quantizes_convs_whose_folded_bias_is_shared():
     """Untrained batch norms fold to equal biases, which the exporter shares through Identity
     nodes; every conv must still run as QLinearConv."""
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(4 * 24 * 24, 10)).eval()
-    runner = make_runner(model, "onnxruntime-int8", torch.randn(1, 1, 28, 28),
-                         calibration_batches=calibration())
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 24 * 24, 10),
+    ).eval()
+    runner = make_runner(
+        model, "onnxruntime-int8", torch.randn(1, 1, 28, 28), calibration_batches=calibration()
+    )
     assert not {"Conv", "FusedConv", "Gemm", "FusedGemm"} & set(runner.op_types), runner.op_types
 
 
 def test_layer_bits_32_runs_float_and_lower_bits_run_int8():
     model = net(8, 4)
     example = torch.randn(1, 1, 28, 28)
-    mixed = make_runner(model, "onnxruntime-int8", example, calibration_batches=calibration(),
-                        layer_bits={"0": 32, "2": 4, "5": 32, "7": 8})
+    mixed = make_runner(
+        model,
+        "onnxruntime-int8",
+        example,
+        calibration_batches=calibration(),
+        layer_bits={"0": 32, "2": 4, "5": 32, "7": 8},
+    )
     full = make_runner(model, "onnxruntime-int8", example, calibration_batches=calibration())
     float_ops = {"Conv", "FusedConv", "Gemm", "FusedGemm"}
     assert not float_ops & set(full.op_types), full.op_types
     assert {"QLinearConv", "QGemm"} <= set(full.kernels)
     # conv "0" and linear "5" stay float; conv "2" (4 bits -> int8) and linear "7" run int8
     assert {"QLinearConv", "QGemm"} <= set(mixed.kernels)
-    assert {"Conv", "FusedConv"} & set(mixed.op_types) and {"Gemm", "FusedGemm"} & set(mixed.op_types)
+    assert {"Conv", "FusedConv"} & set(mixed.op_types) and {"Gemm", "FusedGemm"} & set(
+        mixed.op_types
+    )
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(mixed(x), model(x), atol=0.1, rtol=0.1)
@@ -188,11 +235,16 @@ def test_exclude_names_map_torch_layers_to_onnx_nodes():
         onnx_nodes_of(fp32, ["2.bn1"])  # batch norm is folded into the conv
 
 
-@pytest.mark.parametrize("name, module", [
-    ("/0/Conv", "0"), ("/conv1/Conv", "conv1"), ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
-    ("/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0"),
-    ("/features/features.3/Conv", "features.3"),
-])
+@pytest.mark.parametrize(
+    "name, module",
+    [
+        ("/0/Conv", "0"),
+        ("/conv1/Conv", "conv1"),
+        ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
+        ("/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0"),
+        ("/features/features.3/Conv", "features.3"),
+    ],
+)
 def test_node_module(name, module):
     assert node_module(name) == module
 
@@ -219,7 +271,9 @@ def test_materialize_bakes_parametrizations_and_drops_hooks():
     torch.manual_seed(0)
     model = net(4, 2)
     parametrize.register_parametrization(model[0], "weight", Rounded())
-    model[2].register_forward_pre_hook(lambda module, args: (args[0] * 0,))  # fake "activation quant"
+    model[2].register_forward_pre_hook(
+        lambda module, args: (args[0] * 0,)
+    )  # fake "activation quant"
     effective = model[0].weight.detach().clone()
 
     plain = materialize(model)
@@ -262,8 +316,9 @@ def test_export_and_quantization_are_quiet():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
 
@@ -280,8 +335,10 @@ def test_export_emits_no_warnings():
 def test_measure_fps_interleaves_runners_of_one_thread_count():
     example = torch.randn(1, 1, 28, 28)
     model = net(4, 2)
-    runners: dict[str, Runner] = {"torch": make_runner(model, "torch", example),
-                                  "ort": make_runner(model, "onnxruntime", example)}
+    runners: dict[str, Runner] = {
+        "torch": make_runner(model, "torch", example),
+        "ort": make_runner(model, "onnxruntime", example),
+    }
     timings = measure_fps(runners, example, repeats=3, warmup=1, sample_s=0.002)
     assert {k: t.runtime for k, t in timings.items()} == {"torch": "torch", "ort": "onnxruntime"}
     assert all(t.fps > 0 and t.batch_size == 1 and t.threads == 1 for t in timings.values())

@@ -1,5 +1,6 @@
 """Multi-fidelity screening: cheap configs live in `<study>.screen`; only the full-fidelity trials
 they promote (enqueued into the study) reach the front, the pareto tags, hypervolume and export."""
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,16 @@ def test_screened_configs_never_reach_front_tags_hypervolume_or_export(isolated,
     assert main(search_args("scr", 6, "--strategy", "search", "--screen", "4")) == 0
     study, screen = load_study(isolated, "scr"), load_study(isolated, "scr.screen")
     assert screen.user_attrs["screen_of"] == "scr" and len(screen.trials) == 12
-    assert all("fps" not in t.user_attrs["record"]["metrics"] for t in screen.trials)  # no FPS at screening
+    assert all(
+        "fps" not in t.user_attrs["record"]["metrics"] for t in screen.trials
+    )  # no FPS at screening
     full = study.trials
     promoted = [t.user_attrs["screened_from"] for t in full if "screened_from" in t.user_attrs]
     assert len(full) == 6 and len(promoted) == 3 and len(set(promoted)) == 3
     for t in full:
-        if "screened_from" in t.user_attrs:  # promoted = run at full fidelity with the screened params
+        if (
+            "screened_from" in t.user_attrs
+        ):  # promoted = run at full fidelity with the screened params
             assert t.params == screen.trials[t.user_attrs["screened_from"]].params
         rec = t.user_attrs["record"]
         assert rec["curve"] and "fps" in rec["metrics"] and rec["weights"]
@@ -46,7 +51,10 @@ def test_screened_configs_never_reach_front_tags_hypervolume_or_export(isolated,
     assert len(children) == 6 and all("fps" in c.data.metrics for c in children)
     tagged = sorted(int(c.data.tags["trial"]) for c in children if c.data.tags["pareto"] == "true")
     assert tagged == sorted(result.front)
-    assert parent.data.metrics["configs_screened"] == 12 and parent.data.metrics["configs_promoted"] == 3
+    assert (
+        parent.data.metrics["configs_screened"] == 12
+        and parent.data.metrics["configs_promoted"] == 3
+    )
     assert parent.data.tags["screening"] == "true" and parent.data.tags["strategy"] == "search"
     assert mlflow.search_experiments(filter_string="name = 'scr.screen'") == []
     capsys.readouterr()
@@ -58,7 +66,9 @@ def test_screened_configs_never_reach_front_tags_hypervolume_or_export(isolated,
     assert main(search_args("scr", 7, "--strategy", "search", "--screen", "4")) == 0
     study = load_study(isolated, "scr")
     assert len(load_study(isolated, "scr.screen").trials) == 16
-    promoted = [t.user_attrs["screened_from"] for t in study.trials if "screened_from" in t.user_attrs]
+    promoted = [
+        t.user_attrs["screened_from"] for t in study.trials if "screened_from" in t.user_attrs
+    ]
     assert len(promoted) == 4 == len(set(promoted))
 
 
@@ -77,13 +87,25 @@ def test_ray_backend_screens_in_the_driver_and_stops_at_the_timeout(isolated):
     from prunetune.search.ray_runner import run_search_ray
     from tests.test_timeout import TINY, SlowTrialEnd
 
-    cfg = SearchConfig(**TINY, study="rs", trials=4, strategy="search", screen=2, backend="ray", workers=1)
+    cfg = SearchConfig(
+        **TINY, study="rs", trials=4, strategy="search", screen=2, backend="ray", workers=1
+    )
     run_search_ray(cfg)
     trials = load_study(isolated, "rs").trials
     assert len(trials) == 4 and [t.user_attrs.get("screened_from") for t in trials][3] is not None
     assert len(load_study(isolated, "rs.screen").trials) == 2
     slow = SlowTrialEnd(6.0)
-    run_search_ray(SearchConfig(**TINY, study="rs", trials=40, strategy="search", screen=2, backend="ray", workers=1,
-                                timeout=5.0),
-                   listeners=[slow])
+    run_search_ray(
+        SearchConfig(
+            **TINY,
+            study="rs",
+            trials=40,
+            strategy="search",
+            screen=2,
+            backend="ray",
+            workers=1,
+            timeout=5.0,
+        ),
+        listeners=[slow],
+    )
     assert finished(load_study(isolated, "rs")) <= 5 and slow.outcomes == ["finished"]

@@ -1,4 +1,5 @@
 """Real end-to-end searches (tiny model, real Optuna, real MLflow, real subprocesses)."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,17 @@ def test_search_records_front_and_mlflow(isolated, capsys):
     assert main(["pareto", "--study", "e2e", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows, "front must not be empty"
-    for key in ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "params", "size_bytes", "config"):
+    for key in (
+        "trial",
+        "accuracy",
+        "test_accuracy",
+        "macs",
+        "flops",
+        "fps",
+        "params",
+        "size_bytes",
+        "config",
+    ):
         assert all(key in r for r in rows), key
     assert all(r["test_accuracy"] is not None for r in rows)
     assert all(r["flops"] == 2 * r["macs"] for r in rows)
@@ -39,7 +50,12 @@ def test_search_records_front_and_mlflow(isolated, capsys):
     tagged = sorted(int(c.data.tags["trial"]) for c in children if c.data.tags["pareto"] == "true")
     assert tagged == sorted(r["trial"] for r in rows)
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)}
-    assert {"pareto_front.csv", "pareto_front.json", "pareto_front.png", "pareto_front.html"} <= arts
+    assert {
+        "pareto_front.csv",
+        "pareto_front.json",
+        "pareto_front.png",
+        "pareto_front.html",
+    } <= arts
     assert parents[0].info.status == "FINISHED"
     assert "base_accuracy" in parents[0].data.metrics and "hypervolume" in parents[0].data.metrics
 
@@ -67,6 +83,7 @@ def _running_after_complete(isolated, name):
             return False
         running = [t for t in load_study(isolated, name).trials if t.state.name == "RUNNING"]
         return s.get("COMPLETE", 0) >= 2 and len(running) == 1 and bool(running[0].params)
+
     return cond
 
 
@@ -103,7 +120,9 @@ def _assert_one_parent_with_timed_children(cwd, study: str, *, finished: int) ->
     [parent] = client.search_runs([exp], "tags.`prunetune.role` = 'search'")
     assert parent.info.status == "FINISHED"
     children = client.search_runs([exp], "tags.`prunetune.role` = 'trial'")
-    assert len(children) == finished and {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len(children) == finished and {c.data.tags["mlflow.parentRunId"] for c in children} == {
+        parent.info.run_id
+    }
     for c in children:
         took = (c.info.end_time - c.info.start_time) / 1000
         total = c.data.metrics["time_total_s"]
@@ -168,10 +187,14 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
     args = search_args("killed", 8)
     first = start_cli(args, isolated)
     second = start_cli(args, isolated)
-    mine = lambda proc, state: [t for t in load_study(isolated, "killed").get_trials(deepcopy=False)  # noqa: E731
-                                if t.state.name == state
-                                and str(t.user_attrs.get("worker", "")).endswith(f":{proc.pid}")]
-    assert wait_for(lambda: mine(second, "COMPLETE") and mine(first, "RUNNING"), timeout=300, step=0.05)
+    mine = lambda proc, state: [
+        t
+        for t in load_study(isolated, "killed").get_trials(deepcopy=False)  # noqa: E731
+        if t.state.name == state and str(t.user_attrs.get("worker", "")).endswith(f":{proc.pid}")
+    ]
+    assert wait_for(
+        lambda: mine(second, "COMPLETE") and mine(first, "RUNNING"), timeout=300, step=0.05
+    )
     first.kill()
     first.communicate(timeout=60)
     _, err = second.communicate(timeout=600)

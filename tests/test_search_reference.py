@@ -10,6 +10,7 @@ runs with OMP_NUM_THREADS=1. Bit-for-bit equality of floats needs the same torch
 CPU kernels, so on another torch version or CPU instruction set only the accuracy test is skipped,
 saying why; params, configs, MACs and FLOPs are compared everywhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,14 @@ from tests.data.make_search_reference import REFERENCE, STUDY, environment, run_
 
 pytestmark = pytest.mark.slow
 
-STRUCTURE = ("number", "state", "params", "config", "macs", "flops")  # independent of float rounding
+STRUCTURE = (
+    "number",
+    "state",
+    "params",
+    "config",
+    "macs",
+    "flops",
+)  # independent of float rounding
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +54,31 @@ def now(workdir) -> dict:
 
 
 def test_reference_is_the_search_it_describes(reference, now):
-    assert now["args"] == reference["args"], "the generator's ARGS changed: regenerate the reference"
+    assert now["args"] == reference["args"], (
+        "the generator's ARGS changed: regenerate the reference"
+    )
 
 
 def test_same_seed_gives_the_same_trials(reference, now):
     """Trial numbers, states, sampled params, decoded compression configs, MACs and FLOPs."""
-    assert [{k: t[k] for k in STRUCTURE} for t in now["trials"]] == \
-        [{k: t[k] for k in STRUCTURE} for t in reference["trials"]]
-    assert {k: now["base"][k] for k in ("macs", "flops")} == {k: reference["base"][k] for k in ("macs", "flops")}
+    assert [{k: t[k] for k in STRUCTURE} for t in now["trials"]] == [
+        {k: t[k] for k in STRUCTURE} for t in reference["trials"]
+    ]
+    assert {k: now["base"][k] for k in ("macs", "flops")} == {
+        k: reference["base"][k] for k in ("macs", "flops")
+    }
 
 
 def test_same_seed_gives_the_same_accuracy_front_and_knee(reference, now):
     if now["environment"] != reference["environment"]:
-        pytest.skip(f"exact accuracies need the reference's torch build and CPU kernels "
-                    f"{reference['environment']}, this is {environment()}")
+        pytest.skip(
+            f"exact accuracies need the reference's torch build and CPU kernels "
+            f"{reference['environment']}, this is {environment()}"
+        )
     assert now["base"]["accuracy"] == reference["base"]["accuracy"]
-    assert [(t["number"], t["accuracy"]) for t in now["trials"]] == \
-        [(t["number"], t["accuracy"]) for t in reference["trials"]]
+    assert [(t["number"], t["accuracy"]) for t in now["trials"]] == [
+        (t["number"], t["accuracy"]) for t in reference["trials"]
+    ]
     assert (now["front"], now["knee"]) == (reference["front"], reference["knee"])
     assert now["test_accuracy"] == reference["test_accuracy"]
 
@@ -80,7 +96,9 @@ def test_the_base_model_is_a_function_of_its_seed(tmp_path, one_torch_thread):
     weights = []
     for state in (1, 2):
         torch.manual_seed(state)
-        base = get_base_model("tiny_cnn", bundle, recipe=recipe, seed=3, cache_dir=tmp_path / str(state))
+        base = get_base_model(
+            "tiny_cnn", bundle, recipe=recipe, seed=3, cache_dir=tmp_path / str(state)
+        )
         weights.append(base.model.state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -1,6 +1,7 @@
 """SIGTERM anywhere in a command (real processes): one line, exit 143, the MLflow parent run
 KILLED, no temporary folder left. The signal is sent when the process logs that it entered the
 phase under test."""
+
 from __future__ import annotations
 
 import os
@@ -24,18 +25,28 @@ class Process:
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.tmp = cwd / f"tmp-{len(list(cwd.glob('tmp-*')))}"
         self.tmp.mkdir()
-        self.proc = subprocess.Popen([sys.executable, "-m", "prunetune", *args], cwd=cwd, text=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, **env, "TMPDIR": str(self.tmp)})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prunetune", *args],
+            cwd=cwd,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **env, "TMPDIR": str(self.tmp)},
+        )
         self.err: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)
+        self.reader = threading.Thread(
+            target=lambda: self.err.extend(self.proc.stderr), daemon=True
+        )
         self.reader.start()
 
     def terminate_after(self, line: str, *, temp_folder: bool = False) -> tuple[int, str]:
         """SIGTERM once stderr has a line containing `line` (and, with `temp_folder`, once a
         folder exists in its TMPDIR); (exit code, stderr)."""
+
         def ready() -> bool:
-            return any(line in x for x in self.err) and (not temp_folder or any(p.is_dir() for p in self.tmp.iterdir()))
+            return any(line in x for x in self.err) and (
+                not temp_folder or any(p.is_dir() for p in self.tmp.iterdir())
+            )
 
         seen = wait_for(lambda: ready() or self.proc.poll() is not None, 300)
         assert seen and self.proc.poll() is None, f"never saw {line!r}: {''.join(self.err)[-3000:]}"
@@ -48,7 +59,9 @@ class Process:
 def assert_one_line(rc: int, err: str, note: str = "") -> None:
     assert rc == 143, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert err.rstrip().splitlines()[-1] == f"prunetune: interrupted (SIGTERM);{note}".rstrip(";"), err[-3000:]
+    assert err.rstrip().splitlines()[-1] == f"prunetune: interrupted (SIGTERM);{note}".rstrip(
+        ";"
+    ), err[-3000:]
 
 
 RESUME = " finished trials are saved. Re-run the same command to resume."
@@ -62,15 +75,20 @@ def left_behind(tmp: Path) -> list[str]:
 
 def parents(cwd: Path, study: str) -> list:
     mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[study], output_format="list",
-                              filter_string="tags.`prunetune.role` = 'search'")
+    return mlflow.search_runs(
+        experiment_names=[study],
+        output_format="list",
+        filter_string="tags.`prunetune.role` = 'search'",
+    )
 
 
 def test_sigterm_during_base_training(isolated):
     """Used to die by the signal (rc -15, no message)."""
     home = isolated / "home"  # no cached base model: it is trained now
     args = ["search", *FAST, "--base-epochs", "50", "--study", "base", "--trials", "2"]
-    rc, err = Process(args, isolated, {"PRUNETUNE_HOME": str(home)}).terminate_after("training base")
+    rc, err = Process(args, isolated, {"PRUNETUNE_HOME": str(home)}).terminate_after(
+        "training base"
+    )
     assert_one_line(rc, err, RESUME)
     assert not list(home.rglob("*.pt")), "no half-trained base model cached"
     assert not left_behind(isolated / "tmp-0")
@@ -80,9 +98,13 @@ def test_sigterm_at_the_end_of_a_search_and_during_an_export(isolated):
     """End of search (test scoring, MLflow artifacts): the parent run used to stay RUNNING. Export:
     its temporary folders used to stay behind."""
     search = Process(search_args("end", 2), isolated, {})
-    rc, err = search.terminate_after("search: no more trials to run", temp_folder=True)  # MLflow artifacts
+    rc, err = search.terminate_after(
+        "search: no more trials to run", temp_folder=True
+    )  # MLflow artifacts
     assert_one_line(rc, err, RESUME)
-    assert [(p.info.status, p.data.tags["outcome"]) for p in parents(isolated, "end")] == [("KILLED", "interrupted")]
+    assert [(p.info.status, p.data.tags["outcome"]) for p in parents(isolated, "end")] == [
+        ("KILLED", "interrupted")
+    ]
     assert sum(t.state.name == "COMPLETE" for t in load_study(isolated, "end").trials) == 2  # kept
     assert not left_behind(search.tmp)
 

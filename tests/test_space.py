@@ -16,7 +16,9 @@ def _inv(name: str, shape=(3, 32, 32)):
     return model, inventory(model, torch.zeros(1, *shape))
 
 
-@pytest.mark.parametrize("name, expect_groups", [("resnet18", 12), ("mobilenet_v2", None), ("mnist_net", 3)])
+@pytest.mark.parametrize(
+    "name, expect_groups", [("resnet18", 12), ("mobilenet_v2", None), ("mnist_net", 3)]
+)
 def test_layer_space_has_one_ratio_per_group(name, expect_groups):
     _, inv = _inv(name, (1, 28, 28) if name == "mnist_net" else (3, 32, 32))
     space = SearchSpace.from_inventory(inv, bits=[32, 8])
@@ -61,12 +63,16 @@ def test_global_space_is_one_ratio():
 def test_suggested_configs_compress_and_run(name):
     model, inv = _inv(name)
     space = SearchSpace.from_inventory(inv, ratio_max=0.6, bits=[32, 8, 4])
-    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    study = optuna.create_study(
+        directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=1)
+    )
     trial = study.ask()
     config = space.decode(space.suggest(trial))
     small = compress(model, config, torch.zeros(1, 3, 32, 32))
     assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert count_macs(small, torch.zeros(1, 3, 32, 32)) <= count_macs(model, torch.zeros(1, 3, 32, 32))
+    assert count_macs(small, torch.zeros(1, 3, 32, 32)) <= count_macs(
+        model, torch.zeros(1, 3, 32, 32)
+    )
 
 
 def test_yaml_round_trip_and_fingerprint(tmp_path):
@@ -85,21 +91,30 @@ def test_warm_start_params_are_in_the_space():
     _, inv = _inv("mnist_net", (1, 28, 28))
     space = SearchSpace.from_inventory(inv)
     seeds = space.warm_start()
-    assert seeds[0] == {**{f"ratio:{g}": 0.5 for g in space.groups}, **{f"bits:{q}": 32 for q in space.quant_layers}}
-    assert seeds[2] == {**{f"ratio:{g}": 0.5 for g in space.groups}, **{f"bits:{q}": 8 for q in space.quant_layers}}
+    assert seeds[0] == {
+        **{f"ratio:{g}": 0.5 for g in space.groups},
+        **{f"bits:{q}": 32 for q in space.quant_layers},
+    }
+    assert seeds[2] == {
+        **{f"ratio:{g}": 0.5 for g in space.groups},
+        **{f"bits:{q}": 8 for q in space.quant_layers},
+    }
     for p in seeds:
         cfg = space.decode(p)
         assert all(0.0 <= r < 1.0 for r in cfg.ratios.values())
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"colour": "red"}, "unknown key"),
-    ({"ratio": {"min": 0.0, "max": 0.9, "stride": 0.1}}, "unknown key"),
-    ({"bits": {"choices": [32, 9]}}, "not allowed"),
-    ({"bits": {"choices": "eight"}}, "list of integers"),
-    ({"granularity": "filter"}, "granularity"),
-    ({"importance": ["l3"]}, "unknown importance"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"ratio": {"min": 0.0, "max": 0.9, "stride": 0.1}}, "unknown key"),
+        ({"bits": {"choices": [32, 9]}}, "not allowed"),
+        ({"bits": {"choices": "eight"}}, "list of integers"),
+        ({"granularity": "filter"}, "granularity"),
+        ({"importance": ["l3"]}, "unknown importance"),
+    ],
+)
 def test_bad_space_files(tmp_path, patch, message):
     _, inv = _inv("mnist_net", (1, 28, 28))
     data = SearchSpace.from_inventory(inv).to_dict() | patch

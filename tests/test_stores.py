@@ -1,5 +1,6 @@
 """Stores under stress: searches starting together on a new MLflow store, a full disk, tracking
 URIs that point nowhere or at something that is not a store, and per-user, per-store locks."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,9 @@ def tmpfs(where: Path, size: str, *options: str):
     permitted (not root, or no mount namespace)."""
     where.mkdir(parents=True, exist_ok=True)
     opts = ",".join([f"size={size}", *options])
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
     try:
@@ -38,7 +41,9 @@ def read_only_view(src: Path, where: Path):
     if subprocess.run(["mount", "--bind", str(src), str(where)], capture_output=True).returncode:
         pytest.skip("cannot bind-mount here")
     try:
-        if subprocess.run(["mount", "-o", "remount,bind,ro", str(where)], capture_output=True).returncode:
+        if subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(where)], capture_output=True
+        ).returncode:
             pytest.skip("cannot remount read-only here")
         yield where
     finally:
@@ -78,7 +83,10 @@ def test_searches_starting_together_create_one_mlflow_store(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     assert race(open_tracking_after, uri, 3) == ["ok"] * 3
-    assert sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith("mlflow.db")) == []
+    assert (
+        sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith("mlflow.db"))
+        == []
+    )
 
 
 @pytest.mark.slow
@@ -113,17 +121,26 @@ def test_disk_full_at_the_end_of_a_search(isolated, capsys):
         assert len(error_lines(err)) == 1 and "no space left" in error_lines(err)[0], err
     assert sum(t.state.name == "COMPLETE" for t in load_study(isolated, "full").trials) == 2
     mlflow.set_tracking_uri(f"sqlite:///{isolated / 'mlruns' / 'mlflow.db'}")
-    parents = mlflow.search_runs(experiment_names=["full"], output_format="list",
-                                 filter_string="tags.`prunetune.role` = 'search'")
+    parents = mlflow.search_runs(
+        experiment_names=["full"],
+        output_format="list",
+        filter_string="tags.`prunetune.role` = 'search'",
+    )
     assert [(p.info.status, p.data.tags["outcome"]) for p in parents] == [("FAILED", "failed")]
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is not reachable"),
-    ("sqlite:////proc/mlflow.db", "tracking folder '/proc' is not writable"),
-    ("garbage", "is not a SQLite database"),
-], ids=["unreachable", "proc", "garbage"])
-def test_a_bad_tracking_store_is_one_line_before_anything_is_written(isolated, capsys, uri, message):
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is not reachable"),
+        ("sqlite:////proc/mlflow.db", "tracking folder '/proc' is not writable"),
+        ("garbage", "is not a SQLite database"),
+    ],
+    ids=["unreachable", "proc", "garbage"],
+)
+def test_a_bad_tracking_store_is_one_line_before_anything_is_written(
+    isolated, capsys, uri, message
+):
     """Used to hang ~270 s then print a 122-line traceback (unreachable), or end in tracebacks; the
     Optuna storage was written anyway."""
     garbage = os.urandom(4096)
@@ -159,8 +176,10 @@ def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prun
     from prunetune.search.study_store import load
 
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    studies = [load(make_storage(f"sqlite:///{isolated / d / 'o.db'}"), "same",
-                    directions=["minimize"]) for d in ("a", "b")]
+    studies = [
+        load(make_storage(f"sqlite:///{isolated / d / 'o.db'}"), "same", directions=["minimize"])
+        for d in ("a", "b")
+    ]
     urls = [f"sqlite:///{isolated / d / 'o.db'}" for d in ("a", "b")]
     with budget_lock(studies[0]):
         for url, held in zip(urls, (True, False)):
@@ -182,7 +201,10 @@ def test_locks_are_per_store_and_in_the_users_folder(isolated, monkeypatch, prun
     runtime = isolated / "run-user"
     runtime.mkdir()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    assert lock_dir() == runtime / "prunetune" and QuietLock().lock_path.parent == runtime / "prunetune"
+    assert (
+        lock_dir() == runtime / "prunetune"
+        and QuietLock().lock_path.parent == runtime / "prunetune"
+    )
 
 
 def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, capsys):
@@ -195,7 +217,8 @@ def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
         f"prunetune: error: cannot create lock files in {str(home / 'locks')!r} (Read-only file system): "
-        "set PRUNETUNE_HOME to a writable folder"], err
+        "set PRUNETUNE_HOME to a writable folder"
+    ], err
 
 
 def test_a_parent_run_whose_process_died_is_ended_killed(isolated):
@@ -213,10 +236,20 @@ def test_a_parent_run_whose_process_died_is_ended_killed(isolated):
     exp = client.create_experiment("dead")
     dead_pid = subprocess.Popen(["true"])  # once reaped, its pid names no process
     dead_pid.wait()
-    dead = client.create_run(exp, tags={"prunetune.role": "search",
-                                        "prunetune.worker": f"{socket.gethostname()}:{dead_pid.pid}"})
-    alive = client.create_run(exp, tags={"prunetune.role": "search",
-                                         "prunetune.worker": f"{socket.gethostname()}:{os.getpid()}"})
+    dead = client.create_run(
+        exp,
+        tags={
+            "prunetune.role": "search",
+            "prunetune.worker": f"{socket.gethostname()}:{dead_pid.pid}",
+        },
+    )
+    alive = client.create_run(
+        exp,
+        tags={
+            "prunetune.role": "search",
+            "prunetune.worker": f"{socket.gethostname()}:{os.getpid()}",
+        },
+    )
     assert mark_dead_parents(client, exp) == [dead.info.run_id]
     assert client.get_run(dead.info.run_id).info.status == "KILLED"
     assert client.get_run(dead.info.run_id).data.tags["outcome"] == "died"
@@ -225,8 +258,11 @@ def test_a_parent_run_whose_process_died_is_ended_killed(isolated):
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     """Every file's bytes, but a WAL database's side files (a reader recreates them)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
 
 
 def _other_app_db(path: Path) -> None:
@@ -238,13 +274,18 @@ def _other_app_db(path: Path) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("case, flag, message", [
-    ("mlflow", "--storage", "is an MLflow tracking database, not an Optuna study storage"),
-    ("optuna", "--tracking-uri", "is an Optuna study storage, not an MLflow tracking database"),
-    ("other", "--storage", "holds other tables (users), not an Optuna study storage"),
-    ("other", "--tracking-uri", "holds other tables (users), not an MLflow tracking database"),
-])
-def test_a_store_of_the_other_kind_is_refused_before_anything_is_written(isolated, capsys, case, flag, message):
+@pytest.mark.parametrize(
+    "case, flag, message",
+    [
+        ("mlflow", "--storage", "is an MLflow tracking database, not an Optuna study storage"),
+        ("optuna", "--tracking-uri", "is an Optuna study storage, not an MLflow tracking database"),
+        ("other", "--storage", "holds other tables (users), not an Optuna study storage"),
+        ("other", "--tracking-uri", "holds other tables (users), not an MLflow tracking database"),
+    ],
+)
+def test_a_store_of_the_other_kind_is_refused_before_anything_is_written(
+    isolated, capsys, case, flag, message
+):
     """`--storage sqlite:///mlruns/mlflow.db` used to create Optuna's 12 tables inside MLflow's
     database, `--tracking-uri sqlite:///mlruns/optuna.db` MLflow's inside Optuna's (alembic
     traceback). Each is one line now, exit 2, every file left byte for byte as it was."""
@@ -266,15 +307,20 @@ def test_a_store_of_the_other_kind_is_refused_before_anything_is_written(isolate
     assert _snapshot(mlruns) == before
 
 
-@pytest.mark.parametrize("flag, url, message", [
-    ("--tracking-uri", "file:///{tmp}/mlruns-files", "is not supported (scheme 'file')"),
-    ("--tracking-uri", "{tmp}/plain-folder", "is not supported (a plain path)"),
-    ("--storage", "file:///{tmp}/optuna.db", "is not supported (scheme 'file')"),
-    ("--storage", "redis://127.0.0.1:6379/0", "is not supported (scheme 'redis')"),
-    ("--storage", "sqlite://", "is an in-memory database"),
-    ("--storage", "sqlite:///:memory:", "is an in-memory database"),
-])
-def test_an_unsupported_store_is_one_line_before_anything_is_written(isolated, capsys, flag, url, message):
+@pytest.mark.parametrize(
+    "flag, url, message",
+    [
+        ("--tracking-uri", "file:///{tmp}/mlruns-files", "is not supported (scheme 'file')"),
+        ("--tracking-uri", "{tmp}/plain-folder", "is not supported (a plain path)"),
+        ("--storage", "file:///{tmp}/optuna.db", "is not supported (scheme 'file')"),
+        ("--storage", "redis://127.0.0.1:6379/0", "is not supported (scheme 'redis')"),
+        ("--storage", "sqlite://", "is an in-memory database"),
+        ("--storage", "sqlite:///:memory:", "is an in-memory database"),
+    ],
+)
+def test_an_unsupported_store_is_one_line_before_anything_is_written(
+    isolated, capsys, flag, url, message
+):
     """`--tracking-uri file:///...` used to end in a traceback after the study was written;
     `--storage sqlite://` (in memory) "succeeded" and the study was gone."""
     assert main(search_args("s", 2, flag, url.format(tmp=isolated))) == 2
@@ -283,8 +329,15 @@ def test_an_unsupported_store_is_one_line_before_anything_is_written(isolated, c
     assert sorted(p.name for p in isolated.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv", [["pareto"], ["pareto", "--study", "s"],
-                                  ["export", "--out", "out"], ["export", "--study", "s", "--out", "out"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pareto"],
+        ["pareto", "--study", "s"],
+        ["export", "--out", "out"],
+        ["export", "--study", "s", "--out", "out"],
+    ],
+)
 def test_read_only_commands_never_create_a_store(isolated, capsys, argv):
     """`pareto` / `export` after optuna.db was deleted used to create a new empty one."""
     (isolated / "mlruns").mkdir()
@@ -292,7 +345,9 @@ def test_read_only_commands_never_create_a_store(isolated, capsys, argv):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no study storage at" in err[0], err
     assert sorted(p.name for p in isolated.rglob("*")) == ["mlruns"]
-    (isolated / "mlruns" / "optuna.db").write_bytes(b"")  # an empty file: still no study, left empty
+    (isolated / "mlruns" / "optuna.db").write_bytes(
+        b""
+    )  # an empty file: still no study, left empty
     assert main(argv) == 2
     assert "holds no study yet" in capsys.readouterr().err
     assert (isolated / "mlruns" / "optuna.db").read_bytes() == b""
@@ -340,7 +395,9 @@ def test_a_read_only_study_storage_file_is_one_line(isolated, capsys, how):
     finally:
         subprocess.run(["chattr", "-i", str(db)], capture_output=True)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and ("is read-only (mode 444)" in err[0] or "is not writable" in err[0]), err
+    assert len(err) == 1 and ("is read-only (mode 444)" in err[0] or "is not writable" in err[0]), (
+        err
+    )
     assert db.read_bytes() == before
 
 
@@ -357,13 +414,18 @@ def test_export_into_a_read_only_or_impossible_folder_is_one_line(isolated, caps
 
 
 @pytest.mark.parametrize("home", ["file", "under-file", "read-only"])
-def test_an_unusable_prunetune_home_is_one_line_before_the_base_is_trained(isolated, monkeypatch, capsys, home):
+def test_an_unusable_prunetune_home_is_one_line_before_the_base_is_trained(
+    isolated, monkeypatch, capsys, home
+):
     """Used to be NotADirectoryError, and only after the base model was trained."""
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     (isolated / "a-file").write_text("x")
     with contextlib.ExitStack() as stack:
-        path = {"file": isolated / "a-file", "under-file": isolated / "a-file" / "home",
-                "read-only": None}[home]
+        path = {
+            "file": isolated / "a-file",
+            "under-file": isolated / "a-file" / "home",
+            "read-only": None,
+        }[home]
         if path is None:
             path = stack.enter_context(tmpfs(isolated / "ro", "64k", "ro")) / "home"
         monkeypatch.setenv("PRUNETUNE_HOME", str(path))

@@ -1,5 +1,6 @@
 """`--strategy uniform|global|sensitivity`: baselines on the search's own trial pipeline (same
 trials, study and MLflow logging), selectable, recorded with the study, bad values rejected."""
+
 from __future__ import annotations
 
 import mlflow
@@ -15,7 +16,15 @@ from prunetune.search.strategies import make_space
 from prunetune.search.tracking import MlflowTracker
 from tests.helpers import load_study, search_args
 
-TINY = dict(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=100, fps_repeats=3, threads=1)
+TINY = dict(
+    model="tiny_cnn",
+    dataset="digits",
+    base_epochs=2,
+    epochs=1,
+    subset=100,
+    fps_repeats=3,
+    threads=1,
+)
 
 
 def test_unknown_strategy_is_one_line_exit_2(isolated, capsys):
@@ -28,8 +37,11 @@ def test_unknown_strategy_is_one_line_exit_2(isolated, capsys):
 def _space(low: float, high: float, step: float):
     from prunetune.spaces import GroupSpec, SearchSpace
 
-    return SearchSpace(groups={"a": GroupSpec(8, 0.5, low, high), "b": GroupSpec(8, 0.5, low, high)},
-                       quant_layers=[], ratio_step=step)
+    return SearchSpace(
+        groups={"a": GroupSpec(8, 0.5, low, high), "b": GroupSpec(8, 0.5, low, high)},
+        quant_layers=[],
+        ratio_step=step,
+    )
 
 
 def _runs(isolated, study: str):
@@ -42,16 +54,27 @@ def _runs(isolated, study: str):
 @pytest.mark.slow
 def test_uniform_sweeps_each_ratio_once_then_stops(isolated):
     # grid 0.1, 0.2, 0.3: a budget of 20 trials still runs each ratio exactly once
-    cfg = SearchConfig(**TINY, study="uni", trials=20, strategy="uniform", ratio_max=0.3, ratio_step=0.1)
-    assert make_space(SearchConfig(strategy="uniform", ratio_min=0.6, ratio_max=0.8, ratio_step=0.1),
-                      _space(0.6, 0.8, 0.1), None, None, None).grid == [0.6, 0.7, 0.8]
+    cfg = SearchConfig(
+        **TINY, study="uni", trials=20, strategy="uniform", ratio_max=0.3, ratio_step=0.1
+    )
+    assert make_space(
+        SearchConfig(strategy="uniform", ratio_min=0.6, ratio_max=0.8, ratio_step=0.1),
+        _space(0.6, 0.8, 0.1),
+        None,
+        None,
+        None,
+    ).grid == [0.6, 0.7, 0.8]
     run_search(cfg, listeners=[MlflowTracker()])
     study = load_study(isolated, "uni")
     targets = sorted(t.params["target:uniform"] for t in study.trials)
-    assert targets == pytest.approx([0.1, 0.2, 0.3]) and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert targets == pytest.approx([0.1, 0.2, 0.3]) and all(
+        t.state.name == "COMPLETE" for t in study.trials
+    )
     for t in study.trials:  # one ratio for every group, float weights
         rec = t.user_attrs["record"]["config"]
-        assert list(rec["ratios"].values()) == pytest.approx([t.params["target:uniform"]] * len(rec["ratios"]))
+        assert list(rec["ratios"].values()) == pytest.approx(
+            [t.params["target:uniform"]] * len(rec["ratios"])
+        )
         assert set(rec["bits"].values()) == {32}
     assert study.user_attrs["strategy"] == "uniform" and screen_stats(study) is None
     parents, children = _runs(isolated, "uni")
@@ -60,7 +83,11 @@ def test_uniform_sweeps_each_ratio_once_then_stops(isolated):
     run_search(cfg)  # resumed: the sweep is done, nothing new
     assert len(load_study(isolated, "uni").trials) == 3
     with pytest.raises(ConfigError, match="created with --strategy uniform, not global"):
-        run_search(SearchConfig(**TINY, study="uni", trials=2, strategy="global", ratio_max=0.3, ratio_step=0.1))
+        run_search(
+            SearchConfig(
+                **TINY, study="uni", trials=2, strategy="global", ratio_max=0.3, ratio_step=0.1
+            )
+        )
 
 
 @pytest.mark.slow
@@ -99,8 +126,10 @@ def test_global_ratios_follow_torch_pruning_global_ranking():
     removed = {}
     for target in (0.3, 0.6):
         ratios = global_ratios(model, example, space, target)
-        removed[target] = sum(space.groups[n].channels - kept_channels(space.groups[n].channels, r)
-                              for n, r in ratios.items())
+        removed[target] = sum(
+            space.groups[n].channels - kept_channels(space.groups[n].channels, r)
+            for n, r in ratios.items()
+        )
         assert abs(removed[target] / total - target) <= 1 / total + 1e-9, (target, ratios)
     assert removed[0.6] > removed[0.3]
     assert len(set(global_ratios(model, example, space, 0.6).values())) > 1  # not a uniform ratio

@@ -2,6 +2,7 @@
 keeps the faster; a pinned count wins; the choice is recorded with the trial, the config and in
 MLflow; a bad value is one line, exit 2. Step times are staged with sleeps here (the decision
 rule is tested, not the machine's speed: that is bench/busy_machine.py)."""
+
 from __future__ import annotations
 
 import time
@@ -96,11 +97,15 @@ def test_the_chosen_count_is_recorded_with_the_trial_config_and_mlflow(isolated,
     assert parent.data.params["train_threads"] == str(study.user_attrs["config"]["train_threads"])
 
 
-@pytest.mark.parametrize("argv", [
-    ["search", *FAST, "--train-threads", "0"], ["search", *FAST, "--train-threads", "two"],
-    ["search", *FAST, "--train-threads", "-1"],
-    ["train", "--model", "tiny_cnn", "--train-threads", "x"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", *FAST, "--train-threads", "0"],
+        ["search", *FAST, "--train-threads", "two"],
+        ["search", *FAST, "--train-threads", "-1"],
+        ["train", "--model", "tiny_cnn", "--train-threads", "x"],
+    ],
+)
 def test_a_bad_value_is_one_line_exit_2(isolated, capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -1,5 +1,6 @@
 """`--timeout SECONDS`: the trial in flight finishes, then the search stops (outcome "finished",
 front finalized); re-running continues the study; with --trials, whichever comes first."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,15 @@ from prunetune.search.api import ProgressBar
 from prunetune.search.optuna_runner import run_search
 from tests.helpers import finished, load_study, search_args
 
-TINY = dict(model="tiny_cnn", dataset="digits", base_epochs=2, epochs=1, subset=100, fps_repeats=3, threads=1)
+TINY = dict(
+    model="tiny_cnn",
+    dataset="digits",
+    base_epochs=2,
+    epochs=1,
+    subset=100,
+    fps_repeats=3,
+    threads=1,
+)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])

@@ -1,4 +1,5 @@
 """Training helpers on tiny real models: batch-norm recalibration."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,8 +56,9 @@ def _params(model: nn.Module) -> list[tuple[torch.device, int, float]]:
 
 def _bn_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(108, 4))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(108, 4)
+    )
 
 
 def test_a_model_given_the_cpu_is_trained_and_evaluated_where_it_is():
@@ -83,8 +85,14 @@ def test_a_teacher_is_never_changed_by_distillation():
 
     student, teacher, data = _bn_net(), _bn_net().train(), _data()
     before, stats = _params(teacher), teacher[1].running_mean.clone()
-    hist = train(student, data, Recipe(epochs=1, batch_size=50, distill_alpha=0.5), seed=0, device="cpu",
-                 teacher=teacher)
+    hist = train(
+        student,
+        data,
+        Recipe(epochs=1, batch_size=50, distill_alpha=0.5),
+        seed=0,
+        device="cpu",
+        teacher=teacher,
+    )
     assert teacher.training, "the caller's teacher was switched to eval mode"
     assert _params(teacher) == before and torch.equal(teacher[1].running_mean, stats)
     assert len(hist.loss) == 1 and hist.loss[0] > 0

@@ -14,6 +14,7 @@ The package's top level offers `compress` as `prunetune.compress_model`. Calling
 `prunetune.compress(model, config, example)` (the name before the function was renamed: the
 subpackage shadowed it once imported), still works and warns (DeprecationWarning).
 """
+
 import sys
 import types
 import warnings
@@ -24,15 +25,46 @@ from prunetune.compress.importance import IMPORTANCES, get_importance
 from prunetune.compress.inventory import Inventory, PrunableGroup, QuantLayer, inventory
 from prunetune.compress.kmeans import KMEANS_INITS, kmeans_size_bytes, share_weights
 from prunetune.compress.prune import PruneReport, kept_channels, prune
-from prunetune.compress.quantize import ALLOWED_BITS, apply_quantization, calibrate_activations, size_bytes
-from prunetune.compress.unstructured import (freeze_zeros, global_magnitude_prune, magnitude_prune,
-                                             sparsity)
+from prunetune.compress.quantize import (
+    ALLOWED_BITS,
+    apply_quantization,
+    calibrate_activations,
+    size_bytes,
+)
+from prunetune.compress.unstructured import (
+    freeze_zeros,
+    global_magnitude_prune,
+    magnitude_prune,
+    sparsity,
+)
 
-__all__ = ["ALLOWED_BITS", "IMPORTANCES", "KMEANS_INITS", "CompressionConfig", "Inventory", "PrunableGroup",
-           "PruneReport", "QuantLayer", "apply_quantization", "calibrate_activations", "compress",
-           "compressed_size_bytes", "freeze_zeros", "get_importance", "global_magnitude_prune",
-           "inventory", "kept_channels", "kmeans_size_bytes", "load_compressed_file",
-           "magnitude_prune", "prune", "save_compressed", "share_weights", "size_bytes", "sparsity"]
+__all__ = [
+    "ALLOWED_BITS",
+    "IMPORTANCES",
+    "KMEANS_INITS",
+    "CompressionConfig",
+    "Inventory",
+    "PrunableGroup",
+    "PruneReport",
+    "QuantLayer",
+    "apply_quantization",
+    "calibrate_activations",
+    "compress",
+    "compressed_size_bytes",
+    "freeze_zeros",
+    "get_importance",
+    "global_magnitude_prune",
+    "inventory",
+    "kept_channels",
+    "kmeans_size_bytes",
+    "load_compressed_file",
+    "magnitude_prune",
+    "prune",
+    "save_compressed",
+    "share_weights",
+    "size_bytes",
+    "sparsity",
+]
 
 
 class _CallableModule(types.ModuleType):
@@ -40,8 +72,11 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, *args, **kwargs):
         """`compress(*args, **kwargs)`, with a DeprecationWarning naming `compress_model`."""
-        warnings.warn("prunetune.compress(...) is deprecated: call prunetune.compress_model(...)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "prunetune.compress(...) is deprecated: call prunetune.compress_model(...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return compress(*args, **kwargs)
 
 

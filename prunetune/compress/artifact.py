@@ -13,6 +13,7 @@ Loading is data-only: a file names its architecture, and only a registry name (z
 (`package.module:function`) is imported and called only when the caller names the same one
 (`load_compressed_file(path, model="pkg.mod:fn")`, `prunetune export --model`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,8 +38,14 @@ REPLAY_IMPORTANCE = "l1"  # data-free and cheap; which channels it picks is irre
 MAX_CHANNELS, MAX_SIDE, MAX_CLASSES = 64, 4096, 100_000  # sanity bounds of a file's base reference
 
 
-def save_compressed(path: str | Path, model: nn.Module, config: CompressionConfig, base: Mapping, *,
-                    meta: Mapping | None = None) -> Path:
+def save_compressed(
+    path: str | Path,
+    model: nn.Module,
+    config: CompressionConfig,
+    base: Mapping,
+    *,
+    meta: Mapping | None = None,
+) -> Path:
     """Write `model` (the result of `compress(build_for(base["model"], base["input_shape"],
     base["num_classes"]), config, ...)`, possibly fine-tuned) to `path` atomically (temp file +
     rename). `base`: the base reference, with "model" (a name `build_for` knows), "input_shape"
@@ -52,13 +59,20 @@ def save_compressed(path: str | Path, model: nn.Module, config: CompressionConfi
         base["num_classes"] = int(base["num_classes"])
         json.dumps([base, meta or {}])
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"compressed-model base reference and metadata must be JSON-able: {exc}") from None
+        raise ConfigError(
+            f"compressed-model base reference and metadata must be JSON-able: {exc}"
+        ) from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    payload = {"format": FORMAT, "base": base, "config": config.as_dict(), "meta": dict(meta or {}),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
-               "state_metadata": _plain_metadata(state)}
+    payload = {
+        "format": FORMAT,
+        "base": base,
+        "config": config.as_dict(),
+        "meta": dict(meta or {}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+        "state_metadata": _plain_metadata(state),
+    }
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         torch.save(payload, tmp)
@@ -72,14 +86,19 @@ def _plain_metadata(state: Mapping) -> dict[str, dict]:
     """The state_dict's `_metadata` ({module prefix: {"version": ...}}) as plain JSON-able dicts
     (entries of other types are dropped), so the file still loads with weights_only=True."""
     plain = (str, int, float, bool, type(None))
-    return {str(prefix): {str(k): v for k, v in entry.items() if isinstance(v, plain)}
-            for prefix, entry in getattr(state, "_metadata", {}).items() if isinstance(entry, Mapping)}
+    return {
+        str(prefix): {str(k): v for k, v in entry.items() if isinstance(v, plain)}
+        for prefix, entry in getattr(state, "_metadata", {}).items()
+        if isinstance(entry, Mapping)
+    }
 
 
 def user_code_error(name: str) -> CheckpointError:
     """The one-line refusal to run user code a file (or stored study) names on its own."""
-    return CheckpointError(f"this file was built from user code {name}; pass model={name!r} to rebuild it "
-                           f"(--model {name} on the command line)")
+    return CheckpointError(
+        f"this file was built from user code {name}; pass model={name!r} to rebuild it "
+        f"(--model {name} on the command line)"
+    )
 
 
 def check_model_name(named: object, model: str | None) -> str:
@@ -100,29 +119,50 @@ def _base_reference(base: object, model: str | None) -> tuple[str, tuple[int, in
         raise CheckpointError("its base reference is not a mapping")
     name = check_model_name(base.get("model"), model)
     shape, k = base.get("input_shape"), base.get("num_classes")
-    ints = isinstance(shape, list | tuple) and len(shape) == 3 and \
-        all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
-    if not ints or not (1 <= shape[0] <= MAX_CHANNELS and all(1 <= s <= MAX_SIDE for s in shape[1:])):
-        raise CheckpointError(f"its input_shape must be [C, H, W] (C <= {MAX_CHANNELS}, H, W <= {MAX_SIDE}), "
-                              f"got {shape!r:.80}")
+    ints = (
+        isinstance(shape, list | tuple)
+        and len(shape) == 3
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
+    )
+    if not ints or not (
+        1 <= shape[0] <= MAX_CHANNELS and all(1 <= s <= MAX_SIDE for s in shape[1:])
+    ):
+        raise CheckpointError(
+            f"its input_shape must be [C, H, W] (C <= {MAX_CHANNELS}, H, W <= {MAX_SIDE}), "
+            f"got {shape!r:.80}"
+        )
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CLASSES:
-        raise CheckpointError(f"its num_classes must be an integer in [1, {MAX_CLASSES}], got {k!r:.80}")
+        raise CheckpointError(
+            f"its num_classes must be an integer in [1, {MAX_CLASSES}], got {k!r:.80}"
+        )
     return name, (shape[0], shape[1], shape[2]), k
 
 
-def in_memory_base(ref: object, base_model: nn.Module | None, path: Path) -> tuple[nn.Module, tuple[int, ...]]:
+def in_memory_base(
+    ref: object, base_model: nn.Module | None, path: Path
+) -> tuple[nn.Module, tuple[int, ...]]:
     """(a copy of `base_model`, input shape) for a file of a Python API search, whose base was the
     caller's in-memory model (base reference {"in_memory": true, "model": a label, "input_shape"}).
     CheckpointError without `base_model`, or for a file whose base is a registry architecture."""
     if not isinstance(ref, Mapping) or not ref.get("in_memory"):
-        raise CheckpointError(f"{str(path)!r} was compressed from {ref.get('model') if isinstance(ref, Mapping) else ref!r}, "
-                              "not from an in-memory model: load it without base_model")
+        raise CheckpointError(
+            f"{str(path)!r} was compressed from {ref.get('model') if isinstance(ref, Mapping) else ref!r}, "
+            "not from an in-memory model: load it without base_model"
+        )
     if base_model is None:
-        raise CheckpointError(f"{str(path)!r} was compressed from an in-memory model ({ref.get('model')}): pass that "
-                              "model as base_model to load it (or use the search result's model())")
+        raise CheckpointError(
+            f"{str(path)!r} was compressed from an in-memory model ({ref.get('model')}): pass that "
+            "model as base_model to load it (or use the search result's model())"
+        )
     shape = ref.get("input_shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
-        raise CheckpointError(f"its input_shape must be a list of positive integers, got {shape!r:.80}")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(s, int) and s >= 1 for s in shape)
+    ):
+        raise CheckpointError(
+            f"its input_shape must be a list of positive integers, got {shape!r:.80}"
+        )
     return copy.deepcopy(base_model).cpu().eval(), tuple(shape)
 
 
@@ -133,7 +173,9 @@ def _read(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, foreign pickle, not a torch file
-        raise CheckpointError(f"cannot read compressed model {str(path)!r}: {type(exc).__name__}") from None
+        raise CheckpointError(
+            f"cannot read compressed model {str(path)!r}: {type(exc).__name__}"
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a prunetune compressed model ({FORMAT})")
     if not isinstance(obj.get("state_dict"), dict):
@@ -151,8 +193,9 @@ def _state_dict(obj: dict, fallback: Mapping) -> OrderedDict:
     return state
 
 
-def load_compressed_file(path: str | Path, *, model: str | None = None,
-                         base_model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+def load_compressed_file(
+    path: str | Path, *, model: str | None = None, base_model: nn.Module | None = None
+) -> tuple[nn.Module, dict]:
     """(model in eval mode, header) of a file written by `save_compressed`. The header holds
     "format", "base" (the base reference as saved), "config" (a CompressionConfig as dict) and
     "meta". The global RNG state is left as it was. `model`: the architecture the caller expects;
@@ -172,7 +215,9 @@ def load_compressed_file(path: str | Path, *, model: str | None = None,
             name, shape, num_classes = _base_reference(ref, model)
         config = CompressionConfig.from_dict(obj.get("config"))
         replay = dataclasses.replace(config, importance=REPLAY_IMPORTANCE)
-        with torch.random.fork_rng(devices=[]):  # the throw-away init must not move the caller's RNG
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the throw-away init must not move the caller's RNG
             if base_model is None:
                 base = build_for(name, shape, num_classes)
             rebuilt = compress(base, replay, torch.zeros(1, *shape))

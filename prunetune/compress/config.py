@@ -5,6 +5,7 @@ magnitude pruning with frozen zeros -> optional k-means weight sharing -> per-la
 quantization. The structure of the result depends only on the config, so `artifact.py` can
 rebuild it and load saved weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,13 +53,25 @@ class CompressionConfig:
         for name, kind in (("ratios", "pruning ratios"), ("bits", "bit-widths")):
             value = getattr(self, name)
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-                raise ConfigError(f"{kind} must be a mapping of layer/group names to values, got {value!r}")
-        object.__setattr__(self, "ratios", {k: check_ratio(v, f"group {k!r}") for k, v in self.ratios.items()})
-        object.__setattr__(self, "bits", {k: check_bits(v, f"layer {k!r}") for k, v in self.bits.items()})
+                raise ConfigError(
+                    f"{kind} must be a mapping of layer/group names to values, got {value!r}"
+                )
+        object.__setattr__(
+            self, "ratios", {k: check_ratio(v, f"group {k!r}") for k, v in self.ratios.items()}
+        )
+        object.__setattr__(
+            self, "bits", {k: check_bits(v, f"layer {k!r}") for k, v in self.bits.items()}
+        )
         if self.importance not in IMPORTANCES:
-            raise ConfigError(f"unknown importance criterion {self.importance!r}; known: "
-                              f"{', '.join(IMPORTANCES.names())}")
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise ConfigError(
+                f"unknown importance criterion {self.importance!r}; known: "
+                f"{', '.join(IMPORTANCES.names())}"
+            )
+        if (
+            isinstance(self.round_to, bool)
+            or not isinstance(self.round_to, int)
+            or self.round_to < 1
+        ):
             raise ConfigError(f"round_to must be a positive integer, got {self.round_to!r}")
         check_bits(self.act_bits, "activations")
         if self.unstructured_sparsity is not None and self.unstructured_q is not None:
@@ -70,9 +83,13 @@ class CompressionConfig:
         if self.kmeans_bits is not None:
             check_bits(self.kmeans_bits, "k-means weight sharing", KMEANS_BITS)
             if any(b != FLOAT_BITS for b in self.bits.values()):
-                raise ConfigError("kmeans_bits and bits both quantize the weights: give one of them")
+                raise ConfigError(
+                    "kmeans_bits and bits both quantize the weights: give one of them"
+                )
         if self.kmeans_init not in KMEANS_INITS:
-            raise ConfigError(f"unknown k-means init {self.kmeans_init!r}; known: {', '.join(KMEANS_INITS)}")
+            raise ConfigError(
+                f"unknown k-means init {self.kmeans_init!r}; known: {', '.join(KMEANS_INITS)}"
+            )
 
     def as_dict(self) -> dict:
         """Plain JSON-able dict (round-trips through `from_dict`)."""
@@ -85,25 +102,44 @@ class CompressionConfig:
             raise ConfigError(f"a compression config must be a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
-            raise ConfigError(f"unknown compression config keys: {', '.join(map(str, unknown))}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown compression config keys: {', '.join(map(str, unknown))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         return cls(**{k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()})
 
 
 def _check_number(value: object, what: str, *, upper: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 <= value < upper:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value < upper
+    ):
         raise ConfigError(f"{what} must be a number in [0, {upper}), got {value!r}")
 
 
-def compress(base_model: nn.Module, config: CompressionConfig, example_input: torch.Tensor, *,
-             data: Iterable | None = None, seed: int = 0) -> nn.Module:
+def compress(
+    base_model: nn.Module,
+    config: CompressionConfig,
+    example_input: torch.Tensor,
+    *,
+    data: Iterable | None = None,
+    seed: int = 0,
+) -> nn.Module:
     """A compressed copy of `base_model` (untouched): pruned with `config.ratios` (criterion
     `config.importance`, which may need `data`), then unstructured pruning with its zeros frozen,
     k-means weight sharing and fake quantization as configured. The result is ready to fine-tune
     and carries `prunetune_report` (see `prune`). ConfigError for names not in the model."""
-    model = prune(base_model, config.ratios, example_input, importance=config.importance,
-                  round_to=config.round_to, data=data, seed=seed)
+    model = prune(
+        base_model,
+        config.ratios,
+        example_input,
+        importance=config.importance,
+        round_to=config.round_to,
+        data=data,
+        seed=seed,
+    )
     if config.unstructured_q is not None:
         magnitude_prune(model, config.unstructured_q)
         freeze_zeros(model)

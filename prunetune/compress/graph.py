@@ -8,6 +8,7 @@ partitions a model into channel groups named after their first conv/linear layer
 Call order: `analyse(model, example_input)` -> `Analysis` (the graph, the groups in module order,
 the layers left alone and why). The pruner then asks the graph for a pruning group per `GroupInfo`.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,18 @@ ROOT_TYPES = (nn.Conv2d, nn.Linear)
 
 # the types torch-pruning gives its own graph nodes for tensor ops (they carry no channel count of
 # their own; ELEMENTWISE is also its type for any module it does not know, which has none either)
-_OP_TYPES = frozenset({ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.CONCAT, ops.OPTYPE.SPLIT,
-                       ops.OPTYPE.RESHAPE, ops.OPTYPE.UNBIND, ops.OPTYPE.EXPAND, ops.OPTYPE.SLICE,
-                       ops.OPTYPE.OUTPUT})
+_OP_TYPES = frozenset(
+    {
+        ops.OPTYPE.ELEMENTWISE,
+        ops.OPTYPE.CONCAT,
+        ops.OPTYPE.SPLIT,
+        ops.OPTYPE.RESHAPE,
+        ops.OPTYPE.UNBIND,
+        ops.OPTYPE.EXPAND,
+        ops.OPTYPE.SLICE,
+        ops.OPTYPE.OUTPUT,
+    }
+)
 
 
 class SafeDependencyGraph(tp.DependencyGraph):
@@ -108,7 +118,10 @@ def _region(start: tp.Node) -> tuple[set[tp.Node], str | None]:
             continue
         seen.add(node)
         if isinstance(node.module, _FIRST_ONLY):
-            return seen, f"{start.grad_fn.name()} to channels-last feeds {type(node.module).__name__}"
+            return (
+                seen,
+                f"{start.grad_fn.name()} to channels-last feeds {type(node.module).__name__}",
+            )
         if _to_last(_permute(node)):
             return seen, f"{start.grad_fn.name()} to channels-last is permuted again"
         if not _to_first(_permute(node)):
@@ -177,8 +190,11 @@ def _inside_linear(node: tp.Node) -> bool:
     """The matmul of an nn.Linear applied to a > 2-D input (torch-pruning's node of that Linear is
     the view after it, so the matmul shows up as a separate op feeding only that Linear)."""
     name = node.grad_fn.name()
-    return name.startswith(("Addmm", "Mm")) and len(node.outputs) == 1 and \
-        isinstance(node.outputs[0].module, nn.Linear)
+    return (
+        name.startswith(("Addmm", "Mm"))
+        and len(node.outputs) == 1
+        and isinstance(node.outputs[0].module, nn.Linear)
+    )
 
 
 def _unmappable(node: tp.Node, *, channels_last: bool = False) -> str | None:
@@ -198,7 +214,9 @@ def _unmappable(node: tp.Node, *, channels_last: bool = False) -> str | None:
         bad = [s for s in _in_shapes(fn) if not _last_dim_kept(s, out, fn.name())]
         return f"{fn.name()} {list(bad[0])} -> {list(out)} (channels-last)" if bad else None
     if out is None or len(out) < 2:
-        return f"{fn.name()} (output shape {list(out) if out else 'unknown'})" if is_reshape else None
+        return (
+            f"{fn.name()} (output shape {list(out) if out else 'unknown'})" if is_reshape else None
+        )
     if _moves_channels(fn, len(out)):
         return f"{fn.name()} moves the channel dimension"
     for shape in _in_shapes(fn):
@@ -265,8 +283,11 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> Analysis:
         graph = build_graph(model, example_input)
     except Exception as exc:  # noqa: BLE001 - any tracer failure means: nothing prunable
         reason = f"dependency tracing failed ({type(exc).__name__}: {_first_line(exc)})"
-        return Analysis(SafeDependencyGraph(), [], [(n, reason) for m, n in names.items()
-                                                    if isinstance(m, ROOT_TYPES)])
+        return Analysis(
+            SafeDependencyGraph(),
+            [],
+            [(n, reason) for m, n in names.items() if isinstance(m, ROOT_TYPES)],
+        )
     groups: list[GroupInfo] = []
     skipped: list[tuple[str, str]] = []
     visited: set[nn.Module] = set()
@@ -308,7 +329,9 @@ def _tied_problem(info: GroupInfo, tied: dict[str, str]) -> str | None:
     return f"{layer} shares its weights with {tied[layer]} (tied): pruning would untie them"
 
 
-def _group_info(graph: SafeDependencyGraph, root: nn.Module, names: dict[nn.Module, str]) -> GroupInfo:
+def _group_info(
+    graph: SafeDependencyGraph, root: nn.Module, names: dict[nn.Module, str]
+) -> GroupInfo:
     pruner = graph.get_pruner_of_module(root)
     channels = pruner.get_out_channels(root)
     try:
@@ -316,8 +339,17 @@ def _group_info(graph: SafeDependencyGraph, root: nn.Module, names: dict[nn.Modu
     except Exception as exc:  # noqa: BLE001 - an index mapping torch-pruning cannot follow
         kind = "linear" if isinstance(root, nn.Linear) else "conv"
         problem = f"torch-pruning cannot build its group ({type(exc).__name__}: {_first_line(exc)})"
-        return GroupInfo(names[root], root, channels, 1, kind, (names[root],), (names[root],), tp.Group(),
-                         problem)
+        return GroupInfo(
+            names[root],
+            root,
+            channels,
+            1,
+            kind,
+            (names[root],),
+            (names[root],),
+            tp.Group(),
+            problem,
+        )
     touched, outs, divisor, depthwise = [], [], 1, False
     for dep, _ in group:
         module, is_out = dep.target.module, graph.is_out_channel_pruning_fn(dep.handler)
@@ -346,11 +378,15 @@ def _group_info(graph: SafeDependencyGraph, root: nn.Module, names: dict[nn.Modu
     return info
 
 
-def _problem(graph: SafeDependencyGraph, group: tp.Group, channels: int, divisor: int) -> str | None:
+def _problem(
+    graph: SafeDependencyGraph, group: tp.Group, channels: int, divisor: int
+) -> str | None:
     """Why this group must be left alone, or None."""
     for dep, _ in group:
         node = dep.target
-        keeps_width = isinstance(node.module, ROOT_TYPES) and not graph.is_out_channel_pruning_fn(dep.handler)
+        keeps_width = isinstance(node.module, ROOT_TYPES) and not graph.is_out_channel_pruning_fn(
+            dep.handler
+        )
         if not node.outputs and not keeps_width:
             return "produces the model output"
     for dep, _ in group:
@@ -361,8 +397,11 @@ def _problem(graph: SafeDependencyGraph, group: tp.Group, channels: int, divisor
         if limit is not None and idxs and max(idxs) >= limit:
             return f"channel index mapping out of range at {dep.target.name}"
     if channels <= divisor:
-        return "has a single output channel" if divisor == 1 else \
-            f"has one channel per convolution group ({channels} channels, {divisor} groups)"
+        return (
+            "has a single output channel"
+            if divisor == 1
+            else f"has one channel per convolution group ({channels} channels, {divisor} groups)"
+        )
     return None
 
 

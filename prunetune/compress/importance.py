@@ -10,6 +10,7 @@ then `criterion(group, name)` for each torch-pruning group with all its channels
 
 Add a criterion with `@IMPORTANCES.register("name")` on a factory `(seed: int) -> Criterion`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -103,8 +104,9 @@ def taylor(seed: int = 0) -> Criterion:
 def bn_scale(seed: int = 0) -> Criterion:
     """|gamma| of the batch norms that follow the channels (network slimming, Liu et al. 2017);
     groups without batch norm fall back to `l1`."""
-    return TorchPruningCriterion(tp.importance.BNScaleImportance(),
-                                 fallback=tp.importance.GroupMagnitudeImportance(p=1))
+    return TorchPruningCriterion(
+        tp.importance.BNScaleImportance(), fallback=tp.importance.GroupMagnitudeImportance(p=1)
+    )
 
 
 @IMPORTANCES.register("random")
@@ -113,13 +115,16 @@ def random_choice(seed: int = 0) -> Criterion:
     return RandomCriterion(seed)
 
 
-def accumulate_gradients(model: nn.Module, data: Iterable | None, *,
-                         max_batches: int = TAYLOR_BATCHES) -> int:
+def accumulate_gradients(
+    model: nn.Module, data: Iterable | None, *, max_batches: int = TAYLOR_BATCHES
+) -> int:
     """Sum cross-entropy gradients of up to `max_batches` (x, y) batches of `data` into the
     parameters' `.grad` (cleared first). Runs in eval mode, so batch-norm statistics are untouched;
     the model's mode is restored. Returns the number of batches used; ConfigError without data."""
     if data is None:
-        raise ConfigError("importance 'taylor' needs data: pass data=[(x, y), ...] (a few labelled batches)")
+        raise ConfigError(
+            "importance 'taylor' needs data: pass data=[(x, y), ...] (a few labelled batches)"
+        )
     was_training = model.training
     model.eval()
     for p in model.parameters():

@@ -3,6 +3,7 @@
 The inventory is what a search space is derived from: one pruning ratio per group, one bit-width
 per quantizable layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,13 +71,23 @@ def inventory(model: nn.Module, example_input: torch.Tensor) -> Inventory:
     analysis = analyse(model, example_input)
     macs = layer_macs(model, example_input)
     total = count_macs(model, example_input)
-    groups = [PrunableGroup(g.name, g.kind, g.channels,
-                            sum(macs.get(layer, 0) for layer in g.layers) / total if total else 0.0,
-                            g.layers, g.divisor)
-              for g in analysis.prunable]
+    groups = [
+        PrunableGroup(
+            g.name,
+            g.kind,
+            g.channels,
+            sum(macs.get(layer, 0) for layer in g.layers) / total if total else 0.0,
+            g.layers,
+            g.divisor,
+        )
+        for g in analysis.prunable
+    ]
     tied = tied_layers(model)  # kept float: a bit-width of their own would untie them
-    quant = [QuantLayer(name, _layer_kind(m), sum(p.numel() for p in m.parameters()), macs.get(name, 0))
-             for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and name not in tied]
+    quant = [
+        QuantLayer(name, _layer_kind(m), sum(p.numel() for p in m.parameters()), macs.get(name, 0))
+        for name, m in model.named_modules()
+        if isinstance(m, ROOT_TYPES) and name not in tied
+    ]
     return Inventory(groups, quant, list(analysis.skipped), int(total))
 
 
@@ -90,12 +101,23 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
     def hook(name: str):
         def record(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            per_output = module.in_features if isinstance(module, nn.Linear) else \
-                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            per_output = (
+                module.in_features
+                if isinstance(module, nn.Linear)
+                else module.in_channels
+                // module.groups
+                * module.kernel_size[0]
+                * module.kernel_size[1]
+            )
             macs[name] = macs.get(name, 0) + out.numel() // batch * per_output
+
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, ROOT_TYPES)]
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if isinstance(m, ROOT_TYPES)
+    ]
     was_training = model.training
     try:
         model.eval()

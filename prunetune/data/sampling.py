@@ -1,4 +1,5 @@
 """Class-balanced subset sampling for brief fine-tuning (N images per class, seeded, refreshable)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -24,8 +25,9 @@ class BalancedSubsetSampler(Sampler[int]):
     """Yields a class-balanced subset of the training set; a new subset is drawn every
     `refresh_every` epochs (call `set_epoch` before each epoch). Deterministic in (seed, epoch)."""
 
-    def __init__(self, targets: torch.Tensor, per_class: int, *, seed: int = 0,
-                 refresh_every: int = 1) -> None:
+    def __init__(
+        self, targets: torch.Tensor, per_class: int, *, seed: int = 0, refresh_every: int = 1
+    ) -> None:
         self.targets, self.per_class, self.seed = targets, per_class, seed
         self.refresh_every = max(1, refresh_every)
         self.epoch = 0

@@ -1,5 +1,6 @@
 """Base-model checkpoints: saved as plain tensors + metadata (loads with weights_only=True), and a
 cache keyed by (model, dataset, seed, recipe) so searches reuse a trained base model."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,13 +31,17 @@ class BaseModel:
     path: Path | None
 
 
-def build_for(model_name: str, bundle_or_shape: DataBundle | tuple, num_classes: int | None = None) -> nn.Module:
+def build_for(
+    model_name: str, bundle_or_shape: DataBundle | tuple, num_classes: int | None = None
+) -> nn.Module:
     """An untrained model sized for a DataBundle, or for (C, H, W) + num_classes."""
     if isinstance(bundle_or_shape, DataBundle):
         shape, k = bundle_or_shape.input_shape, bundle_or_shape.num_classes
     else:
         shape, k = tuple(bundle_or_shape), int(num_classes)
-    return create_model(model_name, in_channels=shape[0], num_classes=k, input_size=(shape[1], shape[2]))
+    return create_model(
+        model_name, in_channels=shape[0], num_classes=k, input_size=(shape[1], shape[2])
+    )
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
@@ -58,8 +63,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of arbitrary objects, not a torch file
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+        ) from None
     if _is_state_dict(obj):
         return {}, obj
     if isinstance(obj, dict) and "format" in obj:
@@ -69,8 +76,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
 
 def _is_state_dict(obj: object) -> bool:
     """A non-empty dict of parameter names to tensors."""
-    return (isinstance(obj, dict) and bool(obj)
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _checked_header(obj: dict, source: str) -> tuple[dict, dict]:
@@ -78,16 +88,19 @@ def _checked_header(obj: dict, source: str) -> tuple[dict, dict]:
     format is FORMAT, `meta` a dict with string keys (`model` a string, `metrics` a dict of numbers,
     where present) and `state_dict` a state_dict."""
     if not isinstance(obj["format"], str) or obj["format"] != FORMAT:
-        raise CheckpointError(f"checkpoint {source!r} has format {str(obj['format'])[:40]!r}; "
-                              f"this prunetune reads {FORMAT!r}")
+        raise CheckpointError(
+            f"checkpoint {source!r} has format {str(obj['format'])[:40]!r}; "
+            f"this prunetune reads {FORMAT!r}"
+        )
     meta, sd = obj.get("meta"), obj.get("state_dict")
     if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
         raise CheckpointError(f"checkpoint {source!r} has no valid 'meta' mapping")
     if not isinstance(meta.get("model", ""), str):
         raise CheckpointError(f"checkpoint {source!r}: meta 'model' is not a name")
     metrics = meta.get("metrics", {})
-    if not isinstance(metrics, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                                for v in metrics.values()):
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+    ):
         raise CheckpointError(f"checkpoint {source!r}: meta 'metrics' is not a mapping of numbers")
     if not _is_state_dict(sd):
         raise CheckpointError(f"checkpoint {source!r} has no valid 'state_dict' (names to tensors)")
@@ -101,20 +114,39 @@ def load_into(model: nn.Module, state_dict: dict, source: str) -> nn.Module:
     except RuntimeError as exc:
         first = str(exc).splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CheckpointError(f"checkpoint {source!r} does not fit this model ({detail[:160]})") from None
+        raise CheckpointError(
+            f"checkpoint {source!r} does not fit this model ({detail[:160]})"
+        ) from None
     return model.eval()
 
 
 def cache_key(model_name: str, dataset: str, seed: int, recipe: Recipe) -> str:
-    blob = json.dumps({"model": model_name, "dataset": dataset, "seed": seed,
-                       "recipe": recipe.as_dict(), "format": FORMAT, "init": "seeded"}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "model": model_name,
+            "dataset": dataset,
+            "seed": seed,
+            "recipe": recipe.as_dict(),
+            "format": FORMAT,
+            "init": "seeded",
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed: int = 0,
-                   checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
-                   log=lambda msg: None, device: torch.device | str = "cpu",
-                   train_threads: int | str | None = None) -> BaseModel:
+def get_base_model(
+    model_name: str,
+    bundle: DataBundle,
+    *,
+    recipe: Recipe,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    log=lambda msg: None,
+    device: torch.device | str = "cpu",
+    train_threads: int | str | None = None,
+) -> BaseModel:
     """The base model to compress: from `checkpoint` when given, else from the cache, else trained
     now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`. Training and those
     evaluations run on `device`; the model returned is always on the CPU. `train_threads`: see
@@ -123,14 +155,22 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
         meta, sd = read_checkpoint(checkpoint)
         model = load_into(build_for(model_name, bundle), sd, str(checkpoint))
         if meta.get("model") not in (None, model_name):
-            raise CheckpointError(f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, "
-                                  f"not {model_name!r}")
+            raise CheckpointError(
+                f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, not {model_name!r}"
+            )
         if not {"val_accuracy", "test_accuracy"} <= set(meta.get("metrics", {})):
-            meta = {**meta, "model": model_name, "dataset": bundle.name, "metrics": _metrics(model, bundle, device)}
+            meta = {
+                **meta,
+                "model": model_name,
+                "dataset": bundle.name,
+                "metrics": _metrics(model, bundle, device),
+            }
         return BaseModel(model, meta, Path(checkpoint))
     cache = Path(cache_dir) if cache_dir else check_home() / "checkpoints"
-    path = cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-" \
-                   f"{cache_key(model_name, bundle.name, seed, recipe)}.pt"
+    path = (
+        cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-"
+        f"{cache_key(model_name, bundle.name, seed, recipe)}.pt"
+    )
     if path.is_file():
         try:
             meta, sd = read_checkpoint(path)
@@ -148,18 +188,36 @@ def get_base_model(model_name: str, bundle: DataBundle, *, recipe: Recipe, seed:
     def progress(epoch: int, loss: float, seconds: float) -> None:  # a big model: minutes per epoch
         log(f"base epoch {epoch}/{recipe.epochs}: loss {loss:.4f} ({seconds:.0f} s)")
 
-    hist = train(model, bundle.train, recipe, seed=seed, device=device, on_epoch=progress,
-                 train_threads=train_threads)
-    meta = {"model": model_name, "dataset": bundle.name, "input_shape": list(bundle.input_shape),
-            "num_classes": bundle.num_classes, "seed": seed, "recipe": recipe.as_dict(),
-            "train_loss": hist.loss, "train_seconds": hist.seconds,
-            "train_threads": hist.threads.as_context() if hist.threads else None,
-            "metrics": _metrics(model, bundle, device), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "torch": str(torch.__version__)}
+    hist = train(
+        model,
+        bundle.train,
+        recipe,
+        seed=seed,
+        device=device,
+        on_epoch=progress,
+        train_threads=train_threads,
+    )
+    meta = {
+        "model": model_name,
+        "dataset": bundle.name,
+        "input_shape": list(bundle.input_shape),
+        "num_classes": bundle.num_classes,
+        "seed": seed,
+        "recipe": recipe.as_dict(),
+        "train_loss": hist.loss,
+        "train_seconds": hist.seconds,
+        "train_threads": hist.threads.as_context() if hist.threads else None,
+        "metrics": _metrics(model, bundle, device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "torch": str(torch.__version__),
+    }
     save_checkpoint(path, model, meta)
     return BaseModel(model, meta, path)
 
 
 def _metrics(model: nn.Module, bundle: DataBundle, device: torch.device | str) -> dict:
-    val, test = evaluate(model, bundle.val, device=device), evaluate(model, bundle.test, device=device)
+    val, test = (
+        evaluate(model, bundle.val, device=device),
+        evaluate(model, bundle.test, device=device),
+    )
     return {"val_" + k: v for k, v in val.items()} | {"test_" + k: v for k, v in test.items()}

@@ -7,6 +7,7 @@ torchvision classification builder (untrained, first conv adapted to the channel
 never name one on their own authority, see `registry.is_user_model`). This module sits above the
 leaf registry and the zoo (importing it registers the zoo).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,8 +26,9 @@ MAX_MODEL_NAME = 200
 FACTORY_ARGS = ("in_channels", "num_classes", "input_size")
 
 
-def create_model(name: str, *, in_channels: int, num_classes: int,
-                 input_size: tuple[int, int]) -> nn.Module:
+def create_model(
+    name: str, *, in_channels: int, num_classes: int, input_size: tuple[int, int]
+) -> nn.Module:
     """Build an untrained model for inputs of shape (in_channels, *input_size)."""
     if name.startswith("torchvision:"):
         validate_model_name(name)
@@ -35,8 +37,9 @@ def create_model(name: str, *, in_channels: int, num_classes: int,
         validate_model_name(name)
         import timm
 
-        return timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=num_classes,
-                                 in_chans=in_channels)
+        return timm.create_model(
+            name.split(":", 1)[1], pretrained=False, num_classes=num_classes, in_chans=in_channels
+        )
     if is_user_model(name):
         return _user_model(name, in_channels, num_classes, input_size)
     return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
@@ -49,8 +52,10 @@ def user_factory(spec: str) -> Callable[..., object]:
     such as os:system or builtins:eval, which needs other arguments, is never called)."""
     if len(spec) > MAX_MODEL_NAME or USER_MODEL.fullmatch(spec) is None:
         shown = repr(spec) if len(spec) <= 80 else repr(spec[:80]) + "..."
-        raise ConfigError(f"user model {shown} must be package.module:function (dotted identifiers, "
-                          f"at most {MAX_MODEL_NAME} characters)")
+        raise ConfigError(
+            f"user model {shown} must be package.module:function (dotted identifiers, "
+            f"at most {MAX_MODEL_NAME} characters)"
+        )
     module_name, _, fn_name = spec.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)
@@ -61,16 +66,27 @@ def user_factory(spec: str) -> Callable[..., object]:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        raise ConfigError(f"user model {spec!r}: cannot read its parameters; name a Python function") from None
-    required = [n for n, p in params.items() if p.default is p.empty and n not in FACTORY_ARGS
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise ConfigError(
+            f"user model {spec!r}: cannot read its parameters; name a Python function"
+        ) from None
+    required = [
+        n
+        for n, p in params.items()
+        if p.default is p.empty
+        and n not in FACTORY_ARGS
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     if required:
-        raise ConfigError(f"user model {spec!r} requires {', '.join(required)}: a model factory may only "
-                          f"require {', '.join(FACTORY_ARGS)}")
+        raise ConfigError(
+            f"user model {spec!r} requires {', '.join(required)}: a model factory may only "
+            f"require {', '.join(FACTORY_ARGS)}"
+        )
     return fn
 
 
-def _user_model(spec: str, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+def _user_model(
+    spec: str, in_channels: int, num_classes: int, input_size: tuple[int, int]
+) -> nn.Module:
     """Call the user's factory with the FACTORY_ARGS it takes; ConfigError (one line) when it
     raises or exits, or returns anything but a torch.nn.Module."""
     fn = user_factory(spec)
@@ -82,7 +98,9 @@ def _user_model(spec: str, in_channels: int, num_classes: int, input_size: tuple
     except (Exception, SystemExit) as exc:
         raise ConfigError(f"user model {spec!r} raised {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"user model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        raise ConfigError(
+            f"user model {spec!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
     _check_forward(model, (1, in_channels, *input_size), f"user model {spec!r}")
     return model
 
@@ -111,11 +129,13 @@ def check_single_output(out: object, what: str) -> None:
 
     if isinstance(out, torch.Tensor):
         return
-    raise ConfigError(f"{what}'s forward returns a {type(out).__name__}, not one tensor: "
-                      f"prunetune needs "
-                      "a model whose forward returns its class scores as one tensor; wrap it so "
-                      "that "
-                      "forward returns that tensor (e.g. out[0] or out['logits'])")
+    raise ConfigError(
+        f"{what}'s forward returns a {type(out).__name__}, not one tensor: "
+        f"prunetune needs "
+        "a model whose forward returns its class scores as one tensor; wrap it so "
+        "that "
+        "forward returns that tensor (e.g. out[0] or out['logits'])"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

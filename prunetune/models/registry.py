@@ -4,6 +4,7 @@ Names: a registered zoo factory (`prunetune models` lists them), `torchvision:NA
 or `package.module:function` for a user's own factory. Building any of them is
 `prunetune.models.factory.create_model`, the module above this one and the zoo.
 """
+
 from __future__ import annotations
 
 from typing import Callable

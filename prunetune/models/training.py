@@ -1,4 +1,5 @@
 """Training and evaluation loops shared by base training and per-trial fine-tuning."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,14 @@ def resolve_device(spec: str = "auto") -> torch.device:
     index = int(spec.partition(":")[2] or 0)
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if index >= count:
-        seen = f"{count} CUDA device(s)" if count else "no CUDA device (torch.cuda.is_available() is False)"
-        raise ConfigError(f"--device {spec} requested, but torch sees {seen} here; use --device cpu or auto")
+        seen = (
+            f"{count} CUDA device(s)"
+            if count
+            else "no CUDA device (torch.cuda.is_available() is False)"
+        )
+        raise ConfigError(
+            f"--device {spec} requested, but torch sees {seen} here; use --device cpu or auto"
+        )
     return torch.device("cuda", index)
 
 
@@ -100,13 +107,27 @@ class TrainHistory:
     threads: threads.Decision | None = None
 
 
-def _loader(ds: Dataset, batch_size: int, *, sampler: Sampler | None = None, shuffle: bool = False,
-            generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
-                      generator=generator, num_workers=0)
+def _loader(
+    ds: Dataset,
+    batch_size: int,
+    *,
+    sampler: Sampler | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle and sampler is None,
+        generator=generator,
+        num_workers=0,
+    )
 
 
-def _make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+def _make_optimizer(
+    model: nn.Module, recipe: Recipe, device: torch.device
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     try:  # fused Adam is ~2x faster on CPU for the big linear layers; not on every build/device
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
@@ -114,11 +135,18 @@ def _make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> t
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
-          sampler: Sampler | None = None, teacher: nn.Module | None = None,
-          device: torch.device | str = "cpu",
-          on_epoch: Callable[[int, float, float], None] | None = None,
-          train_threads: int | str | None = None) -> TrainHistory:
+def train(
+    model: nn.Module,
+    train_set: Dataset,
+    recipe: Recipe,
+    *,
+    seed: int,
+    sampler: Sampler | None = None,
+    teacher: nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    train_threads: int | str | None = None,
+) -> TrainHistory:
     """Train in place for `recipe.epochs` epochs on `device`; returns the mean loss per epoch. The
     model is back on the device it was on when this returns (or raises), in eval mode; `teacher`
     is never moved or modified (see `_teacher_on`). `train_threads`: torch's intra-op threads on
@@ -133,16 +161,33 @@ def train(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int,
         teacher = _teacher_on(teacher, device)
     with _moved_to(model, device):
         try:
-            return _train_epochs(model, train_set, recipe, seed=seed, sampler=sampler, teacher=teacher,
-                                 device=device, on_epoch=on_epoch, train_threads=train_threads)
+            return _train_epochs(
+                model,
+                train_set,
+                recipe,
+                seed=seed,
+                sampler=sampler,
+                teacher=teacher,
+                device=device,
+                on_epoch=on_epoch,
+                train_threads=train_threads,
+            )
         finally:
             model.eval()
 
 
-def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed: int, sampler: Sampler | None,
-                  teacher: nn.Module | None, device: torch.device,
-                  on_epoch: Callable[[int, float, float], None] | None = None,
-                  train_threads: int | str | None = None) -> TrainHistory:
+def _train_epochs(
+    model: nn.Module,
+    train_set: Dataset,
+    recipe: Recipe,
+    *,
+    seed: int,
+    sampler: Sampler | None,
+    teacher: nn.Module | None,
+    device: torch.device,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    train_threads: int | str | None = None,
+) -> TrainHistory:
     """The loop of `train`, with the model and teacher already on `device`."""
     import time
 
@@ -150,19 +195,22 @@ def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed:
     g = torch.Generator().manual_seed(seed)
     model.train()
     opt = _make_optimizer(model, recipe, device)
-    steps_per_epoch = max(1, math.ceil((len(sampler) if sampler is not None else len(train_set))
-                                       / recipe.batch_size))
+    steps_per_epoch = max(
+        1, math.ceil((len(sampler) if sampler is not None else len(train_set)) / recipe.batch_size)
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
-    chooser = threads.ThreadChooser(train_threads, steps=recipe.epochs * steps_per_epoch,
-                                    probe=device.type == "cpu")
+    chooser = threads.ThreadChooser(
+        train_threads, steps=recipe.epochs * steps_per_epoch, probe=device.type == "cpu"
+    )
     hist, start = TrainHistory(), time.perf_counter()
     with chooser.running():
         for epoch in range(recipe.epochs):
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             total, n = 0.0, 0
-            for x, y in _loader(train_set, recipe.batch_size, sampler=sampler, shuffle=True,
-                                generator=g):
+            for x, y in _loader(
+                train_set, recipe.batch_size, sampler=sampler, shuffle=True, generator=g
+            ):
                 interrupts.check()
                 with chooser.step():
                     loss = _step(model, x.to(device), y.to(device), opt, recipe, teacher, epoch)
@@ -176,8 +224,15 @@ def _train_epochs(model: nn.Module, train_set: Dataset, recipe: Recipe, *, seed:
     return hist
 
 
-def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-          recipe: Recipe, teacher: nn.Module | None, epoch: int) -> float:
+def _step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    recipe: Recipe,
+    teacher: nn.Module | None,
+    epoch: int,
+) -> float:
     """One optimizer step on (x, y), distilled from `teacher` when the recipe says; the loss.
     Raises DivergedError for a non-finite loss."""
     out = model(x)
@@ -197,8 +252,14 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.O
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, dataset: Dataset, *, sampler: Sampler, batch_size: int = 64,
-                   device: torch.device | str = "cpu") -> int:
+def recalibrate_bn(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    sampler: Sampler,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> int:
     """Re-estimate every batch norm's running mean and variance from the images `sampler` picks
     (plain average over them; weights untouched), then leave the model in eval mode. After
     channels are removed and a handful of fine-tuning steps, the running statistics no longer
@@ -206,7 +267,11 @@ def recalibrate_bn(model: nn.Module, dataset: Dataset, *, sampler: Sampler, batc
     weights are fine (resnet18 pruned 50 %, 8 fine-tune steps: 10 % -> 94 % on mnist5k). Returns
     how many batch norms were recalibrated (0: nothing to do, no forward pass run). The forward
     passes run on `device`; the model is back where it was afterwards."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not norms:
         return 0
     device = _as_device(device)
@@ -234,8 +299,9 @@ def _restored(norms: list[nn.Module], momenta: list, model: nn.Module) -> Iterat
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500,
-             device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 500, device: torch.device | str = "cpu"
+) -> dict[str, float]:
     """Top-1 accuracy (and top-5 when there are more than 10 classes) as fractions in [0, 1],
     computed on `device` in eval mode; the model is back where it was afterwards (in eval mode)."""
     device = _as_device(device)
@@ -260,6 +326,6 @@ def batches(dataset: Dataset, batch_size: int):
     if isinstance(dataset, NormalizedTensorDataset):
         x, y = dataset.tensors()
         for i in range(0, len(y), batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
+            yield x[i : i + batch_size], y[i : i + batch_size]
     else:
         yield from _loader(dataset, batch_size)

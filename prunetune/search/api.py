@@ -1,5 +1,6 @@
 """The search as a user runs it: pick the runner, attach tracking and progress, print and save the
 Pareto table. `prunetune search` and `prunetune pareto` are thin wrappers over these."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,32 @@ from prunetune.paths import study_dir
 from prunetune.redact import mask_url
 from prunetune.search import pareto
 from prunetune.search.objectives import OBJECTIVES
-from prunetune.search.results import (SearchResult, csv_text, front_rows, max_drop, near_chance_pick, selected,
-                                      summarize, table_rows, write_front)
+from prunetune.search.results import (
+    SearchResult,
+    csv_text,
+    front_rows,
+    max_drop,
+    near_chance_pick,
+    selected,
+    summarize,
+    table_rows,
+    write_front,
+)
 from prunetune.search.selection import parse_rule
 from prunetune.search.study import check_storage, load_existing
 from prunetune.search.target_report import targets_text
 
-TABLE_COLS = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "params", "size_bytes", "config"]
+TABLE_COLS = [
+    "trial",
+    "accuracy",
+    "test_accuracy",
+    "macs",
+    "fps",
+    "speedup",
+    "params",
+    "size_bytes",
+    "config",
+]
 HEADERS = {"accuracy": "val acc", "test_accuracy": "test acc", "size_bytes": "size"}
 
 
@@ -32,7 +52,7 @@ class ProgressBar:
         self.started: float | None = None
 
     def time_left(self) -> str | None:
-        """"M:SS" of the --timeout window still left (None without a timeout)."""
+        """ "M:SS" of the --timeout window still left (None without a timeout)."""
         import time
 
         if self.timeout is None:
@@ -52,13 +72,23 @@ class ProgressBar:
             if finished != self.last:
                 self.last = finished
                 if finished:
-                    print(f"search: {finished}/{total} trials finished, front {len(summarize(study).front)}"
-                          + (f", {left} left" if left else ""), file=sys.stderr, flush=True)
+                    print(
+                        f"search: {finished}/{total} trials finished, front {len(summarize(study).front)}"
+                        + (f", {left} left" if left else ""),
+                        file=sys.stderr,
+                        flush=True,
+                    )
             return
         if self.bar is None:
             # disable=None: a bar on a terminal, silent in logs and pipes
-            self.bar = tqdm(total=total, initial=finished, unit="trial", desc="search", dynamic_ncols=True,
-                            disable=None)
+            self.bar = tqdm(
+                total=total,
+                initial=finished,
+                unit="trial",
+                desc="search",
+                dynamic_ncols=True,
+                disable=None,
+            )
         else:
             self.bar.update(finished - self.bar.n)
         if finished or left:
@@ -81,9 +111,11 @@ def near_chance(accuracy: float, num_classes: int) -> str | None:
     limit = chance + max(0.05, CHANCE_MARGIN * (1.0 - chance))
     if accuracy >= limit:
         return None
-    return (f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance ({chance:.1%} for "
-            f"{num_classes} classes; warned below {limit:.1%}): its compressed versions will be no better. "
-            "Train it longer (--base-epochs) or pass a trained model (--checkpoint FILE).")
+    return (
+        f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance ({chance:.1%} for "
+        f"{num_classes} classes; warned below {limit:.1%}): its compressed versions will be no better. "
+        "Train it longer (--base-epochs) or pass a trained model (--checkpoint FILE)."
+    )
 
 
 class BaseModelCheck:
@@ -107,13 +139,17 @@ class BaseModelCheck:
         pass
 
 
-def run(cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=(), setup=None) -> SearchResult:
+def run(
+    cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=(), setup=None
+) -> SearchResult:
     """Run the search on the configured backend (`setup`: one already prepared, e.g. the Python
     API's around the caller's loop; else the runner prepares the CLI's)."""
     if cfg.backend == "ray":
         from prunetune.search.ray_runner import run_search_ray
 
-        return run_search_ray(cfg, listeners=list(listeners), log=log, progress=progress, setup=setup)
+        return run_search_ray(
+            cfg, listeners=list(listeners), log=log, progress=progress, setup=setup
+        )
     from prunetune.search.optuna_runner import run_search
 
     return run_search(cfg, listeners=list(listeners), log=log, progress=progress, setup=setup)
@@ -158,7 +194,9 @@ def check_names(cfg: SearchConfig) -> None:
 
     validate_model_name(cfg.model)
     DATASETS.get(cfg.dataset)
-    for o in cfg.objectives:  # metric:direction objectives are the Python API's (its eval_fn's metrics)
+    for (
+        o
+    ) in cfg.objectives:  # metric:direction objectives are the Python API's (its eval_fn's metrics)
         if o not in OBJECTIVES:
             from prunetune.errors import UnknownNameError
 
@@ -175,8 +213,7 @@ def check_names(cfg: SearchConfig) -> None:
 
     check_storage(cfg.storage_url)  # a supported, writable Optuna storage (or a new one)
     check_home()  # caches and locks: a file or an unwritable folder fails now, not after training
-    prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking",
-                   create=False)
+    prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking", create=False)
 
 
 def threads_warning(threads: int) -> str | None:
@@ -188,10 +225,12 @@ def threads_warning(threads: int) -> str | None:
     cores = len(affinity(0)) if affinity else os.cpu_count() or 1
     if threads <= cores:
         return None
-    return (f"warning: --threads {threads} is more than the {cores} CPU core(s) this process may "
-            f"use: "
-            "FPS is measured oversubscribed (slower and noisier than on a machine with that many "
-            "cores)")
+    return (
+        f"warning: --threads {threads} is more than the {cores} CPU core(s) this process may "
+        f"use: "
+        "FPS is measured oversubscribed (slower and noisier than on a machine with that many "
+        "cores)"
+    )
 
 
 def check_rule_metrics(rule) -> None:
@@ -202,8 +241,10 @@ def check_rule_metrics(rule) -> None:
 
     unknown = sorted({rule.metric, *(c.metric for c in rule.conditions)} - set(METRIC_KEYS))
     if unknown:
-        raise ConfigError(f"rule {str(rule)!r}: unknown metric {', '.join(map(repr, unknown))}; "
-                          f"known: {', '.join(sorted(METRIC_KEYS))}")
+        raise ConfigError(
+            f"rule {str(rule)!r}: unknown metric {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(METRIC_KEYS))}"
+        )
 
 
 def selection_warning(result: SearchResult, select: str | None) -> str | None:
@@ -220,8 +261,14 @@ def selection_warning(result: SearchResult, select: str | None) -> str | None:
     return None
 
 
-def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: str | None = None,
-                      retrain_epochs: int = 0) -> SearchResult:
+def search_and_report(
+    cfg: SearchConfig,
+    *,
+    log=print,
+    out=print,
+    export_dir: str | None = None,
+    retrain_epochs: int = 0,
+) -> SearchResult:
     """Run the search with a progress bar and MLflow tracking; print and save the Pareto table;
     with `export_dir`, export the selected model (after `retrain_epochs` of recovery fine-tune)."""
     from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
@@ -243,17 +290,25 @@ def search_and_report(cfg: SearchConfig, *, log=print, out=print, export_dir: st
         bar.close()
     out(pareto_report(cfg.study_name, storage=cfg.storage_url))
     paths = write_front(result, study_dir(cfg.study_name))
-    out(f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
-        f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})")
+    out(
+        f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
+        f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})"
+    )
     for warning in (selection_warning(result, cfg.select), near_chance_pick(result)):
         if warning:
             log(warning)
     if export_dir:
         from prunetune.export import export_model
 
-        card = export_model(cfg.study_name, storage=cfg.storage_url, out_dir=export_dir,
-                            select=cfg.select, tracking_uri=cfg.tracking_uri, retrain_epochs=retrain_epochs,
-                            log=log)
+        card = export_model(
+            cfg.study_name,
+            storage=cfg.storage_url,
+            out_dir=export_dir,
+            select=cfg.select,
+            tracking_uri=cfg.tracking_uri,
+            retrain_epochs=retrain_epochs,
+            log=log,
+        )
         out(card.summary())
     return result
 
@@ -274,15 +329,18 @@ def resolve_study(name: str | None, storage: str) -> str:
 
     opened = make_storage(storage, create=False)  # nothing created: PrunetuneError when missing
     summaries = optuna.get_all_study_summaries(opened, include_best_trial=False)
-    names = sorted(s.study_name for s in summaries
-                   if "screen_of" not in s.user_attrs)  # a search's screening study is not one to read
+    names = sorted(
+        s.study_name for s in summaries if "screen_of" not in s.user_attrs
+    )  # a search's screening study is not one to read
     default = SearchConfig().study_name
     if len(names) == 1:
         return names[0]
     if default in names:
         return default
-    raise PrunetuneError(f"which study? {mask_url(storage)} holds "
-                         f"{', '.join(names) if names else 'none'}: pass --study NAME")
+    raise PrunetuneError(
+        f"which study? {mask_url(storage)} holds "
+        f"{', '.join(names) if names else 'none'}: pass --study NAME"
+    )
 
 
 def pareto_report(study_name: str, *, storage: str, fmt: str = "table") -> str:

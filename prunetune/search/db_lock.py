@@ -6,6 +6,7 @@ advisory lock (`pg_advisory_lock`) in that database instead, so drivers on sever
 exactly at the budget. Other databases return None: the caller falls back to its file lock
 (MySQL's GET_LOCK would work the same way; it is not wired up or tested here).
 """
+
 from __future__ import annotations
 
 import contextlib

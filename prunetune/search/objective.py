@@ -12,6 +12,7 @@ per search, `--device`); the shared base model and every model handed to a runne
 so the inventory, `compress`, FPS (CPU runtimes, both models on the CPU) and saved weights never
 see another device. A distillation teacher on another device is a copy (see training.train).
 """
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,15 @@ import torch
 from torch import nn
 
 from prunetune import threads
-from prunetune.compress import (CompressionConfig, compress, compressed_size_bytes, inventory, load_compressed_file,
-                                save_compressed, size_bytes)
+from prunetune.compress import (
+    CompressionConfig,
+    compress,
+    compressed_size_bytes,
+    inventory,
+    load_compressed_file,
+    save_compressed,
+    size_bytes,
+)
 from prunetune.config import SearchConfig
 from prunetune.data import DataBundle, create_dataset
 from prunetune.measure import count_macs, count_params, machine_load
@@ -103,10 +111,17 @@ def build_space(cfg: SearchConfig, inv) -> SearchSpace:
         space.check_fits(inv)
         space.model = space.model or cfg.model
         return space
-    return SearchSpace.from_inventory(inv, granularity=cfg.granularity, ratio_min=cfg.ratio_min,
-                                      ratio_max=cfg.ratio_max, ratio_step=cfg.ratio_step,
-                                      round_to=cfg.round_to, bits=cfg.bits, importance=cfg.importance,
-                                      model=cfg.model)
+    return SearchSpace.from_inventory(
+        inv,
+        granularity=cfg.granularity,
+        ratio_min=cfg.ratio_min,
+        ratio_max=cfg.ratio_max,
+        ratio_step=cfg.ratio_step,
+        round_to=cfg.round_to,
+        bits=cfg.bits,
+        importance=cfg.importance,
+        model=cfg.model,
+    )
 
 
 def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
@@ -117,18 +132,41 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     # under Ray the driver may have no GPU of its own: "auto" unless the user said cpu
     device = resolve_device(cfg.device if cfg.backend != "ray" or cfg.device == "cpu" else "auto")
     bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
-    base = get_base_model(cfg.model, bundle, recipe=base_recipe(cfg), seed=cfg.base_seed,
-                          checkpoint=cfg.checkpoint, log=log, device=device,
-                          train_threads=cfg.train_threads)
+    base = get_base_model(
+        cfg.model,
+        bundle,
+        recipe=base_recipe(cfg),
+        seed=cfg.base_seed,
+        checkpoint=cfg.checkpoint,
+        log=log,
+        device=device,
+        train_threads=cfg.train_threads,
+    )
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
-    workload = DatasetWorkload(bundle, epochs=cfg.epochs, subset=cfg.subset, lr=cfg.lr, batch_size=cfg.batch_size,
-                               distill=cfg.distill, teacher=base.model,
-                               proxy_steps=cfg.proxy_fine_tune_steps, train_threads=cfg.train_threads)
-    setup = SearchSetup(config=cfg, bundle=bundle, base=base, space=space, base_metrics={},
-                        weights_dir=weights_dir, skipped_layers=list(inv.skipped), workload=workload,
-                        device=str(device))
+    workload = DatasetWorkload(
+        bundle,
+        epochs=cfg.epochs,
+        subset=cfg.subset,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        distill=cfg.distill,
+        teacher=base.model,
+        proxy_steps=cfg.proxy_fine_tune_steps,
+        train_threads=cfg.train_threads,
+    )
+    setup = SearchSetup(
+        config=cfg,
+        bundle=bundle,
+        base=base,
+        space=space,
+        base_metrics={},
+        weights_dir=weights_dir,
+        skipped_layers=list(inv.skipped),
+        workload=workload,
+        device=str(device),
+    )
     setup.base_metrics = measure_base(setup)
     return setup
 
@@ -136,15 +174,23 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
 def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
     cfg = setup.config
     calib = setup.workload.calibration_batches(seed) if cfg.runtime.endswith("int8") else None
-    return make_runner(model, cfg.runtime, setup.example_input(), threads=cfg.threads,
-                       calibration_batches=calib, layer_bits=bits)
+    return make_runner(
+        model,
+        cfg.runtime,
+        setup.example_input(),
+        threads=cfg.threads,
+        calibration_batches=calib,
+        layer_bits=bits,
+    )
 
 
 def _base_runner(setup: SearchSetup):
     """The base model's runner on the setup's runtime and threads, built once per setup and
     process (ONNX export and int8 calibration cost) and kept in `setup.runners`."""
     key = (setup.config.runtime, setup.config.threads)
-    if key not in setup.runners:  # the uncompressed reference: every layer float, on the same runtime
+    if (
+        key not in setup.runners
+    ):  # the uncompressed reference: every layer float, on the same runtime
         float_bits = {name: 32 for name in setup.space.quant_layers}
         setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
     return setup.runners[key]
@@ -158,33 +204,56 @@ def measure_base(setup: SearchSetup) -> dict:
     m = setup.base.meta.get("metrics", {})
     with setup.lock.quiet():
         load = machine_load()
-        timing = measure_fps({"base": _base_runner(setup)}, example,
-                             repeats=max(setup.config.fps_repeats, 21))["base"]
+        timing = measure_fps(
+            {"base": _base_runner(setup)}, example, repeats=max(setup.config.fps_repeats, 21)
+        )["base"]
     # user metrics first: they never replace prunetune's own (see records.reserved_name)
-    return {**m.get("user_metrics", {}), **load,
-            "accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
-            "macs": macs, "flops": 2 * macs, "bitops": macs * 32 * 32, "params": count_params(model),
-            "size_bytes": size_bytes(model, {}), "fps": timing.fps, "latency_ms": timing.median_ms,
-            "fps_spread": timing.spread, "speedup": 1.0, "runtime": setup.config.runtime,
-            "threads": setup.config.threads, "device": setup.device}
+    return {
+        **m.get("user_metrics", {}),
+        **load,
+        "accuracy": m.get("val_accuracy"),
+        "test_accuracy": m.get("test_accuracy"),
+        "macs": macs,
+        "flops": 2 * macs,
+        "bitops": macs * 32 * 32,
+        "params": count_params(model),
+        "size_bytes": size_bytes(model, {}),
+        "fps": timing.fps,
+        "latency_ms": timing.median_ms,
+        "fps_spread": timing.spread,
+        "speedup": 1.0,
+        "runtime": setup.config.runtime,
+        "threads": setup.config.threads,
+        "device": setup.device,
+    }
 
 
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
     """MACs x weight bits x activation bits (activations 8-bit where the weights are quantized)."""
     counted = sum(per_layer_macs.values())
-    ops = sum(m * bits.get(n, 32) * (8 if bits.get(n, 32) <= 8 else 32) for n, m in per_layer_macs.items())
+    ops = sum(
+        m * bits.get(n, 32) * (8 if bits.get(n, 32) <= 8 else 32) for n, m in per_layer_macs.items()
+    )
     return int(ops + (total_macs - counted) * 32 * 32)
 
 
-def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int | None = None) -> TrialRecord:
+def run_trial(
+    setup: SearchSetup, params: dict, number: int, *, replay_of: int | None = None
+) -> TrialRecord:
     """Run trial `number` end to end (its weights: trial-NUMBER.pt). A trial re-running trial
     `replay_of` uses that trial's seed. Never raises for a trial's own failure: the record says
     `failed` (with the reason and the full traceback) or `rejected` (a constraint broken before
     any training)."""
     cfg = setup.config
     seed = trial_seed(cfg.seed, number if replay_of is None else replay_of)
-    rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed, replay_of=replay_of,
-                      device=setup.device)
+    rec = TrialRecord(
+        number=number,
+        state=COMPLETE,
+        params=dict(params),
+        seed=seed,
+        replay_of=replay_of,
+        device=setup.device,
+    )
     t0 = time.perf_counter()
     try:
         config, model = _compressed(setup, params, seed, rec)
@@ -234,7 +303,9 @@ def run_trial(setup: SearchSetup, params: dict, number: int, *, replay_of: int |
     return rec
 
 
-def _compressed(setup: SearchSetup, params: dict, seed: int, rec: TrialRecord) -> tuple[CompressionConfig, nn.Module]:
+def _compressed(
+    setup: SearchSetup, params: dict, seed: int, rec: TrialRecord
+) -> tuple[CompressionConfig, nn.Module]:
     """Decode `params`, compress the base model and record the config and the compressed model's
     costs on `rec` (macs, flops, bitops, params, size_bytes), all as compute (the busy lock: never
     during another trial's timing); `rec` becomes REJECTED when the FLOPs break --max-flops."""
@@ -242,7 +313,9 @@ def _compressed(setup: SearchSetup, params: dict, seed: int, rec: TrialRecord) -
     with setup.lock.busy():
         config = setup.space.decode(params)  # a sweep's decode may scan or rank (strategies.py)
         rec.config = config.as_dict()
-        model = compress(setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed)
+        model = compress(
+            setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed
+        )
         _record_costs(setup, model, config, rec)
     if cfg.max_flops is not None and rec.metrics["flops"] > cfg.max_flops:
         rec.state = REJECTED
@@ -250,21 +323,28 @@ def _compressed(setup: SearchSetup, params: dict, seed: int, rec: TrialRecord) -
     return config, model
 
 
-def _record_costs(setup: SearchSetup, model: nn.Module, config: CompressionConfig,
-                  rec: TrialRecord) -> None:
+def _record_costs(
+    setup: SearchSetup, model: nn.Module, config: CompressionConfig, rec: TrialRecord
+) -> None:
     """The model's costs on `rec` (macs, flops, bitops, params, size_bytes): counted right after
     compression (constraints are checked before any training) and again after fine-tuning, so a
     trial is judged on the model it really produced."""
     macs, per_layer = count_macs(model, setup.example_input(), per_module=True)
-    rec.metrics.update(macs=macs, flops=2 * macs, bitops=_bitops(per_layer, config.bits, macs),
-                       params=count_params(model), size_bytes=compressed_size_bytes(model, config))
+    rec.metrics.update(
+        macs=macs,
+        flops=2 * macs,
+        bitops=_bitops(per_layer, config.bits, macs),
+        params=count_params(model),
+        size_bytes=compressed_size_bytes(model, config),
+    )
 
 
 def architecture(model: nn.Module) -> tuple:
     """What a compressed-model file rebuilds: every module's name, type and settings (its
     extra_repr: strides, paddings, ...), every parameter's and buffer's name and shape."""
-    modules = tuple((name, f"{type(m).__name__}({m.extra_repr()})")
-                    for name, m in model.named_modules())
+    modules = tuple(
+        (name, f"{type(m).__name__}({m.extra_repr()})") for name, m in model.named_modules()
+    )
     tensors = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
     return modules, tensors
 
@@ -280,12 +360,15 @@ def check_architecture(before: tuple, model: nn.Module) -> None:
         diff = sorted(set(old) ^ set(new))
         if diff:
             name = diff[0][0] or "(the model itself)"
-            raise UserFunctionError(f"train_fn changed the model's architecture ({kind} {name!r}: "
-                                    f"{dict(old).get(diff[0][0])} -> {dict(new).get(diff[0][0])}); "
-                                    "it must fine-tune the weights in place, keeping every layer "
-                                    "and shape")
-    raise UserFunctionError("train_fn changed the order of the model's layers; it must fine-tune "
-                            "the weights in place")
+            raise UserFunctionError(
+                f"train_fn changed the model's architecture ({kind} {name!r}: "
+                f"{dict(old).get(diff[0][0])} -> {dict(new).get(diff[0][0])}); "
+                "it must fine-tune the weights in place, keeping every layer "
+                "and shape"
+            )
+    raise UserFunctionError(
+        "train_fn changed the order of the model's layers; it must fine-tune the weights in place"
+    )
 
 
 def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
@@ -304,7 +387,9 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
             return rec
         with setup.lock.busy():
             rec.metrics.update(setup.workload.screen(model, seed, setup.device))
-            missing_objectives([o for o in cfg.objectives if o != "fps"], rec.metrics)  # fps: screened as macs
+            missing_objectives(
+                [o for o in cfg.objectives if o != "fps"], rec.metrics
+            )  # fps: screened as macs
     except Exception as exc:  # a config's own failure must not end the search
         rec.state, rec.reason = FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:
@@ -318,8 +403,9 @@ def missing_objectives(objectives: list[str], metrics: dict) -> None:
     missing = [o for o in objectives if get_objective(o).key not in metrics]
     if missing:
         keys = ", ".join(repr(get_objective(o).key) for o in missing)
-        raise UserFunctionError(f"eval_fn returned no {keys} "
-                                f"(named as objective); it returned {sorted(metrics)}")
+        raise UserFunctionError(
+            f"eval_fn returned no {keys} (named as objective); it returned {sorted(metrics)}"
+        )
 
 
 def base_reference(setup: SearchSetup) -> dict:
@@ -327,16 +413,26 @@ def base_reference(setup: SearchSetup) -> dict:
     is the caller's object: its files say so ("in_memory") and load only with that model."""
     example = setup.example_input()
     if setup.in_memory:
-        return {"model": setup.config.model, "in_memory": True, "dataset": setup.workload.label,
-                "input_shape": list(example.shape[1:]), "num_classes": setup.base.meta["num_classes"],
-                "base_checkpoint": None}
-    return {"model": setup.config.model, "dataset": setup.bundle.name,
-            "input_shape": list(setup.bundle.input_shape), "num_classes": setup.bundle.num_classes,
-            "base_checkpoint": str(setup.base.path) if setup.base.path else None}
+        return {
+            "model": setup.config.model,
+            "in_memory": True,
+            "dataset": setup.workload.label,
+            "input_shape": list(example.shape[1:]),
+            "num_classes": setup.base.meta["num_classes"],
+            "base_checkpoint": None,
+        }
+    return {
+        "model": setup.config.model,
+        "dataset": setup.bundle.name,
+        "input_shape": list(setup.bundle.input_shape),
+        "num_classes": setup.bundle.num_classes,
+        "base_checkpoint": str(setup.base.path) if setup.base.path else None,
+    }
 
 
-def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int,
-                   context: dict) -> dict:
+def _measure_speed(
+    setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int, context: dict
+) -> dict:
     """FPS of the trial's model and the base's, side by side (the speed metrics); the machine's
     load at that time goes to `context`."""
     cfg = setup.config
@@ -347,5 +443,9 @@ def _measure_speed(setup: SearchSetup, model: nn.Module, config: CompressionConf
     with setup.lock.quiet():
         context.update(machine_load())
         t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
-    return {"fps": t["trial"].fps, "latency_ms": t["trial"].median_ms, "fps_spread": t["trial"].spread,
-            "speedup": t["trial"].fps / t["base"].fps}
+    return {
+        "fps": t["trial"].fps,
+        "latency_ms": t["trial"].median_ms,
+        "fps_spread": t["trial"].spread,
+        "speedup": t["trial"].fps / t["base"].fps,
+    }

@@ -5,6 +5,7 @@ A *point* is one trial's metrics, a mapping from metric key to number (see paret
 a metric key with a direction. Wherever objectives are taken, a standard objective's name (`"size"`)
 may stand for it (`resolve`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -72,12 +73,14 @@ def user_objective(metric: str, direction: str) -> str:
     """The objective name of a user metric (see get_objective): a standard objective's own name
     when `metric` is one and `direction` is its direction; ConfigError for a wrong direction."""
     if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"objective {metric!r}: direction must be 'maximize' or 'minimize', "
-                          f"not {direction!r}")
+        raise ConfigError(
+            f"objective {metric!r}: direction must be 'maximize' or 'minimize', not {direction!r}"
+        )
     if metric in OBJECTIVES:
         if OBJECTIVES[metric].direction != direction:
-            raise ConfigError(f"objective {metric!r} is always {OBJECTIVES[metric].direction}d, "
-                              f"not {direction}d")
+            raise ConfigError(
+                f"objective {metric!r} is always {OBJECTIVES[metric].direction}d, not {direction}d"
+            )
         return metric
     if not metric or ":" in metric:
         raise ConfigError(f"a user metric's name must be non-empty and without ':', got {metric!r}")

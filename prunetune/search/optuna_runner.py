@@ -11,6 +11,7 @@ Ctrl-C marks the running trial interrupted (it is re-run on resume) and re-raise
 finished is lost. `drive()`, the
 start / signal / finish logic around the loop, is shared with the Ray runner.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,15 @@ from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
 from prunetune.search.results import SearchResult, summarize
 from prunetune.search.screening import Screener
-from prunetune.search.study import (budget_lock, count_finished, open_study, others_running_here,
-                                    recover_unfinished, requeue_unfinished, worker_id)
+from prunetune.search.study import (
+    budget_lock,
+    count_finished,
+    open_study,
+    others_running_here,
+    recover_unfinished,
+    requeue_unfinished,
+    worker_id,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -65,7 +73,9 @@ def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:
     return [float(record.metrics[get_objective(o).key]) for o in objectives]
 
 
-def tell(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig) -> None:
+def tell(
+    study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig
+) -> None:
     """Store the record on the trial and finish it in the state the record says."""
     for k, v in record.user_attrs().items():
         trial.set_user_attr(k, v)
@@ -99,8 +109,14 @@ def make_proposer(setup: SearchSetup, study: optuna.Study) -> Proposer | None:
     return Screener(setup, study) if setup.config.screening else None
 
 
-def next_trial(study: optuna.Study, setup: SearchSetup, deadline: Deadline, screen: Proposer | None, *,
-               sample: bool = False) -> tuple[optuna.trial.Trial, dict | None] | None:
+def next_trial(
+    study: optuna.Study,
+    setup: SearchSetup,
+    deadline: Deadline,
+    screen: Proposer | None,
+    *,
+    sample: bool = False,
+) -> tuple[optuna.trial.Trial, dict | None] | None:
     """The next trial of a search, asked and tagged with this worker under the study's budget lock
     (count + ask atomically: parallel searches never overshoot), with its params when `sample`
     (sampled under the lock too); None when no trial should start: the deadline passed, a
@@ -143,8 +159,14 @@ def mark_interrupted(study: optuna.Study, trial: optuna.trial.Trial) -> None:
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def finish_trial(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig,
-                 listeners: list[SearchListener], log: Callable[[str], None]) -> None:
+def finish_trial(
+    study: optuna.Study,
+    trial: optuna.trial.Trial,
+    record: TrialRecord,
+    cfg: SearchConfig,
+    listeners: list[SearchListener],
+    log: Callable[[str], None],
+) -> None:
     """Store the record on its trial (`tell`), log a failure, notify the listeners."""
     tell(study, trial, record, cfg)
     if record.state == FAILED:
@@ -153,8 +175,14 @@ def finish_trial(study: optuna.Study, trial: optuna.trial.Trial, record: TrialRe
         listener.on_trial_end(record, study)
 
 
-def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
-               progress=None, setup: SearchSetup | None = None) -> SearchResult:
+def run_search(
+    cfg: SearchConfig,
+    *,
+    listeners: list[SearchListener] = (),
+    log=lambda m: None,
+    progress=None,
+    setup: SearchSetup | None = None,
+) -> SearchResult:
     """Run (or resume) the search described by cfg until cfg.trials trials have finished. Raises
     RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
     `setup`: one already prepared (the Python API's, around the caller's model and loop); else
@@ -183,8 +211,12 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
                 return
             trial = asked[0]
             try:
-                record = run_trial(setup, setup.space.suggest(trial), trial.number,
-                                   replay_of=trial.user_attrs.get("replay_of"))
+                record = run_trial(
+                    setup,
+                    setup.space.suggest(trial),
+                    trial.number,
+                    replay_of=trial.user_attrs.get("replay_of"),
+                )
             except KeyboardInterrupt:
                 mark_interrupted(study, trial)
                 raise
@@ -194,14 +226,23 @@ def run_search(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=l
     return drive(cfg, setup, study, listeners, loop, log=log)
 
 
-def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners: list[SearchListener],
-          run_trials: Callable[[], None], cleanup: Callable[[], None] = lambda: None, *,
-          log: Callable[[str], None] = lambda m: None) -> SearchResult:
+def drive(
+    cfg: SearchConfig,
+    setup: SearchSetup,
+    study: optuna.Study,
+    listeners: list[SearchListener],
+    run_trials: Callable[[], None],
+    cleanup: Callable[[], None] = lambda: None,
+    *,
+    log: Callable[[str], None] = lambda m: None,
+) -> SearchResult:
     """The part of a search both backends share: notify the listeners, run the trials with Ctrl-C
     and SIGTERM raising KeyboardInterrupt (see prunetune.interrupts), then `cleanup()` and,
     whatever happened, the end of the search (see `end_search`). Errors and Ctrl-C propagate
     afterwards."""
-    if setup.workload.num_classes and "num_classes" not in study.user_attrs:  # chance level of the report
+    if (
+        setup.workload.num_classes and "num_classes" not in study.user_attrs
+    ):  # chance level of the report
         study.set_user_attr("num_classes", setup.workload.num_classes)
     for listener in listeners:
         listener.on_search_start(setup, study)
@@ -219,17 +260,29 @@ def drive(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners:
     return result
 
 
-def end_search(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners: list[SearchListener],
-               outcome: str, *, log: Callable[[str], None] = lambda m: None) -> SearchResult:
+def end_search(
+    cfg: SearchConfig,
+    setup: SearchSetup,
+    study: optuna.Study,
+    listeners: list[SearchListener],
+    outcome: str,
+    *,
+    log: Callable[[str], None] = lambda m: None,
+) -> SearchResult:
     """The result (finalized when the budget was reached, else summarized as it stands) handed to
     the listeners with the outcome. When finalizing is interrupted or fails, the listeners get the
     summarized result with outcome "interrupted" / "failed" and the exception propagates; the
     finished trials stay in the study either way."""
     if outcome == "finished":
-        log("search: no more trials to run; scoring the front on the test split and updating MLflow")
+        log(
+            "search: no more trials to run; scoring the front on the test split and updating MLflow"
+        )
     try:
-        result = finalize(study, setup, keep_all_weights=cfg.keep_all_weights) if outcome == "finished" \
+        result = (
+            finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
+            if outcome == "finished"
             else summarize(study)
+        )
     except BaseException as exc:
         outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         with interrupts.deferred():
@@ -242,7 +295,9 @@ def end_search(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, liste
     return result
 
 
-def finalize(study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False) -> SearchResult:
+def finalize(
+    study: optuna.Study, setup: SearchSetup, *, keep_all_weights: bool = False
+) -> SearchResult:
     """Score front members on the test split (once each; on the CPU, where exported models run and
     their verification re-scores them; a workload without test data scores none; a user's test_fn
     that fails leaves that member unscored, the reason in the study's "test_errors"), drop

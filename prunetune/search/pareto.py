@@ -22,6 +22,7 @@ the base model's benefit (accuracy, speed) it keeps. Points not strictly better 
 in every objective contribute nothing. ``normalise_by=None`` means the points are already relative
 to the base model (base value 1.0 for every objective).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,14 @@ import numpy as np
 from prunetune.errors import ConfigError
 from prunetune.search.objectives import OBJECTIVES, Objective, Point, resolve
 
-__all__ = ["UNIT_HV_NOTE", "hypervolume", "hypervolume_history", "knee_point", "non_dominated",
-           "unit_hypervolume_history"]
+__all__ = [
+    "UNIT_HV_NOTE",
+    "hypervolume",
+    "hypervolume_history",
+    "knee_point",
+    "non_dominated",
+    "unit_hypervolume_history",
+]
 
 
 def _number(point: Point, key: str, where: str) -> float:
@@ -220,8 +227,10 @@ def hypervolume_history(
     return history
 
 
-UNIT_HV_NOTE = ("the share of the unit box dominated by the front: error 0..1 x each cost 0..1 of the base's, "
-                "FPS as latency 1/speedup; reference point: error 1 at the base's costs; 1 = perfect and free")
+UNIT_HV_NOTE = (
+    "the share of the unit box dominated by the front: error 0..1 x each cost 0..1 of the base's, "
+    "FPS as latency 1/speedup; reference point: error 1 at the base's costs; 1 = perfect and free"
+)
 
 
 def _unit_point(point: Point, objectives: list[Objective], base: Point) -> dict[str, float]:
@@ -236,21 +245,30 @@ def _unit_point(point: Point, objectives: list[Objective], base: Point) -> dict[
         if o.key == "accuracy":
             out[o.key] = 1.0 - v
         elif o.key not in OBJECTIVES:  # a user metric: 1 - value / base (maximize), value / base
-            b = _number(base, o.key, "base")  # (minimize); shifted by the base where it is not positive
+            b = _number(
+                base, o.key, "base"
+            )  # (minimize); shifted by the base where it is not positive
             if o.direction == "maximize":
                 out[o.key] = 1.0 - (v / b if b > 0 else v - b)
             else:
                 out[o.key] = v / b if b > 0 else 1.0 + (v - b)
         elif o.key == "fps":
             speedup = point.get("speedup")
-            out[o.key] = 1.0 / speedup if speedup else _number(base, "fps", "base") / v if v > 0 else math.inf
+            out[o.key] = (
+                1.0 / speedup
+                if speedup
+                else _number(base, "fps", "base") / v
+                if v > 0
+                else math.inf
+            )
         else:
             out[o.key] = v / _number(base, o.key, "base")
     return out
 
 
-def unit_hypervolume_history(points_in_trial_order: Sequence[Point], objectives: Sequence[Objective | str],
-                             base: Point) -> list[float]:
+def unit_hypervolume_history(
+    points_in_trial_order: Sequence[Point], objectives: Sequence[Objective | str], base: Point
+) -> list[float]:
     """Hypervolume history on a stated [0, 1] scale (UNIT_HV_NOTE): every objective mapped by
     `_unit_point` to a minimised value that is 1 at the reference (error 1, the base's costs and
     latency), so only points cheaper and faster than the base contribute and a perfect model at zero

@@ -8,6 +8,7 @@ The front is non-dominated over all the study's objectives, so in one panel (a 2
 some front members lie below others: every front member is drawn as a marker, and the line joins
 only the members that are also non-dominated in that panel's two metrics (no zig-zag).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,8 +63,10 @@ def _shown(metrics: dict, key: str, base: dict) -> dict:
 
 
 def _title(result: SearchResult) -> str:
-    return (f"prunetune study {result.study_name}: {len(result.front)} front members "
-            f"(non-dominated in {', '.join(result.objectives)})")
+    return (
+        f"prunetune study {result.study_name}: {len(result.front)} front members "
+        f"(non-dominated in {', '.join(result.objectives)})"
+    )
 
 
 def _figure(result: SearchResult):
@@ -79,20 +82,40 @@ def _figure(result: SearchResult):
         trials, members, envelope = _panel(result, key)
         ax.scatter(trials.x, trials.y, s=14, c="#9aa5b1", label="other trials")
         ax.plot(envelope.x, envelope.y, "-", c="#d62728", lw=1.2, label="front in this plane")
-        ax.scatter(members.x, members.y, s=28, c="#d62728", zorder=3, label="Pareto front (trial number)")
+        ax.scatter(
+            members.x, members.y, s=28, c="#d62728", zorder=3, label="Pareto front (trial number)"
+        )
         for x, y, text in zip(members.x, members.y, members.labels):
-            ax.annotate(text.removeprefix("trial "), (x, y), xytext=(4, 4), textcoords="offset points",
-                        fontsize=8, color="#8b1a1a", zorder=5)
+            ax.annotate(
+                text.removeprefix("trial "),
+                (x, y),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=8,
+                color="#8b1a1a",
+                zorder=5,
+            )
         if result.knee is not None and key in result.record(result.knee).metrics:
             k = result.record(result.knee)
             m = _shown(k.metrics, key, result.base_metrics)
-            ax.scatter([m[key]], [100 * m["accuracy"]], s=130, facecolors="none",
-                       edgecolors="k", zorder=4, label=f"knee (trial {k.number})")
+            ax.scatter(
+                [m[key]],
+                [100 * m["accuracy"]],
+                s=130,
+                facecolors="none",
+                edgecolors="k",
+                zorder=4,
+                label=f"knee (trial {k.number})",
+            )
         b = result.base_metrics
         if b.get(key) and b.get("accuracy") is not None:
-            ax.scatter([b[key]], [100 * b["accuracy"]], marker="*", s=180, c="#1f77b4", label="base model")
+            ax.scatter(
+                [b[key]], [100 * b["accuracy"]], marker="*", s=180, c="#1f77b4", label="base model"
+            )
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
+        ax.xaxis.set_minor_formatter(
+            matplotlib.ticker.NullFormatter()
+        )  # minor labels overlap on short ranges
         ax.set_xlabel(label)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
@@ -129,12 +152,14 @@ def pareto_html(result: SearchResult, path: Path) -> Path:
         fig.savefig(buf, format="svg")
     plt.close(fig)
     svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):].replace('width="792pt"', 'width="100%"', 1)
+    svg = svg[svg.index("<svg") :].replace('width="792pt"', 'width="100%"', 1)
     cols = ["trial", "accuracy", "test_accuracy", "macs", "fps", "speedup", "size_bytes", "config"]
     rows = table_rows(result)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(row, c))}</td>" for c in cols) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row, c))}</td>" for c in cols) + "</tr>"
+        for row in rows
+    )
     path.write_text(f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(_title(result))}</title>
 <style>body{{font-family:sans-serif;margin:8px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}svg{{max-width:1100px;height:auto}}</style>

@@ -7,6 +7,7 @@ check the arguments -> a SearchConfig from them (`search_config`) -> `prepare_us
 measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
 tracker -> a `SearchRun` (front, knee, reloaded models, export, a pandas table).
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,11 +31,33 @@ from prunetune.search.results import SearchResult
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
 
 # SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
-NOT_OPTIONS = ("model", "dataset", "data_root", "checkpoint", "base_epochs", "base_lr",
-               "base_batch_size", "base_seed", "epochs", "subset",
-               "lr", "batch_size", "distill", "device", "objectives", "trials", "study", "storage", "tracking_uri",
-               "backend", "train_threads")
-DATA_FREE_RUNTIMES = ("torch", "onnxruntime")  # int8 runtimes calibrate on data prunetune does not have here
+NOT_OPTIONS = (
+    "model",
+    "dataset",
+    "data_root",
+    "checkpoint",
+    "base_epochs",
+    "base_lr",
+    "base_batch_size",
+    "base_seed",
+    "epochs",
+    "subset",
+    "lr",
+    "batch_size",
+    "distill",
+    "device",
+    "objectives",
+    "trials",
+    "study",
+    "storage",
+    "tracking_uri",
+    "backend",
+    "train_threads",
+)
+DATA_FREE_RUNTIMES = (
+    "torch",
+    "onnxruntime",
+)  # int8 runtimes calibrate on data prunetune does not have here
 
 
 def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
@@ -42,12 +65,16 @@ def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     `params`) as they are, a mapping {metric: "maximize" | "minimize"} as built-in names or
     `metric:direction` for the caller's own metrics (see get_objective)."""
     if isinstance(objectives, str):
-        raise ConfigError("objectives must be a sequence of names or a mapping {metric: direction}, not one string")
+        raise ConfigError(
+            "objectives must be a sequence of names or a mapping {metric: direction}, not one string"
+        )
     if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
-        raise ConfigError("objectives must be ordered (a list, a tuple or a dict), not a set: "
-                          "their order is "
-                          "the study's, and a set's order changes from run to run (resume would "
-                          "be refused)")
+        raise ConfigError(
+            "objectives must be ordered (a list, a tuple or a dict), not a set: "
+            "their order is "
+            "the study's, and a set's order changes from run to run (resume would "
+            "be refused)"
+        )
     if isinstance(objectives, Mapping):
         return [user_objective(str(m), str(d)) for m, d in objectives.items()]
     names = [str(o) for o in objectives]
@@ -56,53 +83,92 @@ def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     return names
 
 
-def search_config(label: str, *, objectives, trials: int, study_name: str | None, storage: str | None,
-                  tracking_uri: str | None, backend: str, options: dict) -> SearchConfig:
+def search_config(
+    label: str,
+    *,
+    objectives,
+    trials: int,
+    study_name: str | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    backend: str,
+    options: dict,
+) -> SearchConfig:
     """The validated SearchConfig of a Python API search (ConfigError naming a bad option)."""
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     bad = sorted(set(options) & set(NOT_OPTIONS)) + sorted(set(options) - fields)
     if bad:
-        raise ConfigError(f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
-                          f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}")
+        raise ConfigError(
+            f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
+            f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}"
+        )
     from prunetune.paths import absolute_sqlite
     from prunetune.search.tracking import requested_uri
 
-    cfg = SearchConfig(model=label, dataset="user", objectives=objective_names(objectives), trials=trials,
-                       study=study_name, storage=absolute_sqlite(storage or SearchConfig().storage_url),
-                       tracking_uri=absolute_sqlite(requested_uri(tracking_uri)), backend=backend, device="cpu", **options)
+    cfg = SearchConfig(
+        model=label,
+        dataset="user",
+        objectives=objective_names(objectives),
+        trials=trials,
+        study=study_name,
+        storage=absolute_sqlite(storage or SearchConfig().storage_url),
+        tracking_uri=absolute_sqlite(requested_uri(tracking_uri)),
+        backend=backend,
+        device="cpu",
+        **options,
+    )
     if cfg.screen:
-        raise ConfigError("screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
-                          "prunetune's own data: not available around your loop (screen=0)")
+        raise ConfigError(
+            "screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
+            "prunetune's own data: not available around your loop (screen=0)"
+        )
     if cfg.strategy == "sensitivity":
-        raise ConfigError("strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
-                          "or global around your own loop")
+        raise ConfigError(
+            "strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
+            "or global around your own loop"
+        )
     if "taylor" in cfg.importance:
-        raise ConfigError("importance 'taylor' needs labelled batches prunetune does not have here: use l1, l2 "
-                          "or another data-free criterion")
+        raise ConfigError(
+            "importance 'taylor' needs labelled batches prunetune does not have here: use l1, l2 "
+            "or another data-free criterion"
+        )
     if cfg.runtime not in DATA_FREE_RUNTIMES:
-        raise ConfigError(f"runtime {cfg.runtime!r} calibrates int8 on data prunetune does not have here: "
-                          f"use {' or '.join(DATA_FREE_RUNTIMES)}")
+        raise ConfigError(
+            f"runtime {cfg.runtime!r} calibrates int8 on data prunetune does not have here: "
+            f"use {' or '.join(DATA_FREE_RUNTIMES)}"
+        )
     return cfg
 
 
-def _checked_input(model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, torch.Tensor, int]:
+def _checked_input(
+    model: nn.Module, example_input: torch.Tensor
+) -> tuple[nn.Module, torch.Tensor, int]:
     """(a copy of `model` on the CPU in eval mode: the search's base, one-sample input (1, C, H, W),
     output width) after one forward pass of the copy; ConfigError otherwise."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_example(example_input)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        raise ConfigError("the model's weights are on the meta device (no data): pass a model "
-                          "with real "
-                          "weights (e.g. model.to_empty(device='cpu') and load them)")
-    x = (example_input if example_input.ndim == 4 else example_input.unsqueeze(0))[:1].detach().cpu().float()
+        raise ConfigError(
+            "the model's weights are on the meta device (no data): pass a model "
+            "with real "
+            "weights (e.g. model.to_empty(device='cpu') and load them)"
+        )
+    x = (
+        (example_input if example_input.ndim == 4 else example_input.unsqueeze(0))[:1]
+        .detach()
+        .cpu()
+        .float()
+    )
     base = copy.deepcopy(model).cpu().eval()
     try:
         with torch.no_grad():
             out = base(x)
     except Exception as exc:  # noqa: BLE001 - the caller's model on the caller's input
-        raise ConfigError(f"the model does not accept example_input {tuple(x.shape)}: {type(exc).__name__}: "
-                          f"{str(exc)[:200]}") from None
+        raise ConfigError(
+            f"the model does not accept example_input {tuple(x.shape)}: {type(exc).__name__}: "
+            f"{str(exc)[:200]}"
+        ) from None
     check_single_output(out, "the model")
     return base, x, int(out.shape[-1]) if out.ndim >= 1 else 0
 
@@ -111,19 +177,30 @@ def _check_example(example_input: object) -> None:
     """ConfigError, one line, unless `example_input` is a real tensor (C, H, W) or a batch
     (N, C, H, W) with at least one sample and no empty dimension (not on the meta device)."""
     if not isinstance(example_input, torch.Tensor) or example_input.ndim not in (3, 4):
-        raise ConfigError("example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the "
-                          "model accepts")
+        raise ConfigError(
+            "example_input must be a tensor (C, H, W) or a batch (N, C, H, W) the model accepts"
+        )
     if example_input.is_meta:
-        raise ConfigError("example_input is on the meta device (a shape without data): pass a real "
-                          "tensor, e.g. torch.zeros(1, C, H, W)")
+        raise ConfigError(
+            "example_input is on the meta device (a shape without data): pass a real "
+            "tensor, e.g. torch.zeros(1, C, H, W)"
+        )
     if 0 in example_input.shape:
-        raise ConfigError(f"example_input has an empty dimension {tuple(example_input.shape)}: "
-                          f"pass at "
-                          "least one sample, e.g. a batch of shape (1, C, H, W)")
+        raise ConfigError(
+            f"example_input has an empty dimension {tuple(example_input.shape)}: "
+            f"pass at "
+            "least one sample, e.g. a batch of shape (1, C, H, W)"
+        )
 
 
-def prepare_user_search(cfg: SearchConfig, base_model: nn.Module, example: torch.Tensor, workload: UserWorkload,
-                        weights_dir: Path, classes: int) -> SearchSetup:
+def prepare_user_search(
+    cfg: SearchConfig,
+    base_model: nn.Module,
+    example: torch.Tensor,
+    workload: UserWorkload,
+    weights_dir: Path,
+    classes: int,
+) -> SearchSetup:
     """The SearchSetup of a Python API search: `base_model` (the search's own copy of the caller's
     model) as the base, scored once with eval_fn (and test_fn when given), the space from its
     inventory, the base's FPS on the CPU."""
@@ -134,18 +211,35 @@ def prepare_user_search(cfg: SearchConfig, base_model: nn.Module, example: torch
         test = workload.test_accuracy(copy.deepcopy(base_model))
     except UserFunctionError as exc:  # on the base: the caller's input, refused before any write
         raise ConfigError(f"the base model: {exc}") from None
-    meta = {"metrics": {"val_accuracy": scored["accuracy"], "test_accuracy": test,
-                        "user_metrics": {k: v for k, v in scored.items() if k != "accuracy"}},
-            "num_classes": classes}
+    meta = {
+        "metrics": {
+            "val_accuracy": scored["accuracy"],
+            "test_accuracy": test,
+            "user_metrics": {k: v for k, v in scored.items() if k != "accuracy"},
+        },
+        "num_classes": classes,
+    }
     base = BaseModel(model=base_model, meta=meta, path=None)
     inv = inventory(base_model, example)
     space = strategies.make_space(cfg, build_space(cfg, inv), base_model, example, None)
     dims = space.summary()
     if not dims["ratio_dims"] and not dims["bits_dims"]:
-        raise ConfigError(f"nothing to search in {type(base_model).__name__}: no prunable channel group and one bit-width "
-                          f"(left unpruned: {', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})")
-    setup = SearchSetup(config=cfg, bundle=None, base=base, space=space, base_metrics={}, weights_dir=weights_dir,
-                        skipped_layers=list(inv.skipped), workload=workload, device="cpu", example=example)
+        raise ConfigError(
+            f"nothing to search in {type(base_model).__name__}: no prunable channel group and one bit-width "
+            f"(left unpruned: {', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})"
+        )
+    setup = SearchSetup(
+        config=cfg,
+        bundle=None,
+        base=base,
+        space=space,
+        base_metrics={},
+        weights_dir=weights_dir,
+        skipped_layers=list(inv.skipped),
+        workload=workload,
+        device="cpu",
+        example=example,
+    )
     setup.base_metrics = measure_base(setup)
     try:
         missing_objectives(cfg.objectives, setup.base_metrics)
@@ -163,9 +257,11 @@ def _check_picklable(workload: UserWorkload) -> None:
         try:
             cloudpickle.dumps(fn)
         except Exception as exc:  # noqa: BLE001 - whatever the pickler refuses
-            raise ConfigError(f"with backend='ray', {name} must be picklable (cloudpickle: {type(exc).__name__}: "
-                              f"{str(exc)[:200]}); define it at module level, without locks, open files or "
-                              "sessions in its closure") from None
+            raise ConfigError(
+                f"with backend='ray', {name} must be picklable (cloudpickle: {type(exc).__name__}: "
+                f"{str(exc)[:200]}); define it at module level, without locks, open files or "
+                "sessions in its closure"
+            ) from None
 
 
 @dataclass
@@ -204,11 +300,21 @@ class SearchRun:
         from prunetune.runtimes import materialize
 
         rec = self._record(record)
-        return materialize(self.setup.load_trial(trial_weights(rec, self.study_name, self.tracking_uri)))
+        return materialize(
+            self.setup.load_trial(trial_weights(rec, self.study_name, self.tracking_uri))
+        )
 
-    def export(self, record: TrialRecord | int, out_dir: str | Path, fmt: str = "onnx", *,
-               register: bool = True, fps_repeats: int = 21, retrain: int = 0,
-               log: Callable[[str], None] = lambda m: None):
+    def export(
+        self,
+        record: TrialRecord | int,
+        out_dir: str | Path,
+        fmt: str = "onnx",
+        *,
+        register: bool = True,
+        fps_repeats: int = 21,
+        retrain: int = 0,
+        log: Callable[[str], None] = lambda m: None,
+    ):
         """Export, verify and document a trial as `prunetune export` does (onnx | pt2 | state-dict;
         card.json + card.md; MLflow run + registered version when `register`); returns the Card.
         Verified on `example_input`'s batch plus 63 seeded random inputs of its shape. `retrain`:
@@ -216,8 +322,16 @@ class SearchRun:
         eval_fn's accuracy before and after)."""
         from prunetune.search.user_export import export_user_trial
 
-        return export_user_trial(self, self._record(record), out_dir, fmt=fmt, register=register,
-                                 fps_repeats=fps_repeats, retrain=retrain, log=log)
+        return export_user_trial(
+            self,
+            self._record(record),
+            out_dir,
+            fmt=fmt,
+            register=register,
+            fps_repeats=fps_repeats,
+            retrain=retrain,
+            log=log,
+        )
 
     def trials_dataframe(self):
         """Every trial as a pandas DataFrame (params, metrics, state; front members flagged)."""
@@ -229,12 +343,22 @@ class SearchRun:
         return self.result.record(record if isinstance(record, int) else record.number)
 
 
-def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable[[nn.Module], object],
-               eval_fn: Callable[[nn.Module], dict], *, objectives: Sequence[str] | Mapping[str, str] = ("accuracy", "flops"),
-               trials: int = 30, study_name: str | None = None, storage: str | None = None,
-               tracking_uri: str | None = None, backend: str = "optuna",
-               test_fn: Callable[[nn.Module], dict] | None = None, log: Callable[[str], None] = lambda m: None,
-               **options) -> SearchRun:
+def run_search(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    train_fn: Callable[[nn.Module], object],
+    eval_fn: Callable[[nn.Module], dict],
+    *,
+    objectives: Sequence[str] | Mapping[str, str] = ("accuracy", "flops"),
+    trials: int = 30,
+    study_name: str | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    backend: str = "optuna",
+    test_fn: Callable[[nn.Module], dict] | None = None,
+    log: Callable[[str], None] = lambda m: None,
+    **options,
+) -> SearchRun:
     """Search per-layer pruning ratios (and bit-widths) of the caller's trained `model`.
 
     Each trial compresses a copy, calls `train_fn(model)` (fine-tune in place, any device; the model
@@ -256,8 +380,16 @@ def run_search(model: nn.Module, example_input: torch.Tensor, train_fn: Callable
     for name, fn in (("train_fn", train_fn), ("eval_fn", eval_fn), ("test_fn", test_fn)):
         if fn is not None and not callable(fn):
             raise ConfigError(f"{name} must be callable, got {type(fn).__name__}")
-    cfg = search_config(type(model).__name__, objectives=objectives, trials=trials, study_name=study_name,
-                        storage=storage, tracking_uri=tracking_uri, backend=backend, options=options)
+    cfg = search_config(
+        type(model).__name__,
+        objectives=objectives,
+        trials=trials,
+        study_name=study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        backend=backend,
+        options=options,
+    )
     workload = UserWorkload(train_fn, eval_fn, test_fn, num_classes=classes or None)
     if backend == "ray":
         _check_picklable(workload)
@@ -290,8 +422,10 @@ class SameBaseCheck:
         if stored is None:
             study.set_user_attr("base_weights", self.fingerprint)
         elif stored != self.fingerprint:
-            raise ConfigError(f"study {study.study_name!r} was searched from other weights of "
-                              f"{setup.config.model}; pass another study_name (or the same model to resume it)")
+            raise ConfigError(
+                f"study {study.study_name!r} was searched from other weights of "
+                f"{setup.config.model}; pass another study_name (or the same model to resume it)"
+            )
 
     def on_trial_end(self, record, study) -> None:
         pass

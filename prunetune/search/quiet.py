@@ -11,6 +11,7 @@ user's trials on the machine, whatever study or store they belong to. Other user
 not held back (their lock files live in their own folders: a shared, world-writable lock file
 would let any user block or break everyone's searches).
 """
+
 from __future__ import annotations
 
 import contextlib

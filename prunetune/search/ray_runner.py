@@ -31,6 +31,7 @@ WEIGHTS_SHIP_LIMIT are not shipped: the trial keeps its metrics, its record says
 weights, and export refuses it. Limits: every node needs prunetune installed (same version). Early stopping (ASHA) is deliberately absent: Tune reports stopped trials to Optuna as
 complete with early values, which would pollute the Pareto front.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,28 +50,48 @@ from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.objectives import get_objective
-from prunetune.search.optuna_runner import (Deadline, SearchListener, drive, finish_trial, make_proposer, mark_interrupted,
-                                            next_trial,
-                                            weights_dir)
+from prunetune.search.optuna_runner import (
+    Deadline,
+    SearchListener,
+    drive,
+    finish_trial,
+    make_proposer,
+    mark_interrupted,
+    next_trial,
+    weights_dir,
+)
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.study import count_finished, open_study, recover_unfinished, worker_id
 
-NUMBER_KEY = "_prunetune_trial"  # the Optuna trial number of a Ray trial (names its record and weights)
+NUMBER_KEY = (
+    "_prunetune_trial"  # the Optuna trial number of a Ray trial (names its record and weights)
+)
 REPLAY_KEY = "_prunetune_replay_of"  # the trial it re-runs (whose seed it uses), or None
 RECORD_KEY = "prunetune_record"  # the TrialRecord as JSON (Tune flattens nested dicts in results)
 CONNECT_TIMEOUT_S = 5.0
 WEIGHTS_SHIP_LIMIT = 512 * 2**20  # bytes of one trial's weights file sent back to the driver
 # Ray's console output off the user's screen; Ctrl-C reaches us (Tune would swallow it); no
 # Tune loggers or per-trial working directories. setdefault: the user's own settings win.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1",
-           "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+}
 # ... and so Tune's result analysis finds no result.json files: its warning about that is noise here
 SILENCED_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 
-def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), log=lambda m: None,
-                   progress=None, setup: SearchSetup | None = None) -> SearchResult:
+def run_search_ray(
+    cfg: SearchConfig,
+    *,
+    listeners: list[SearchListener] = (),
+    log=lambda m: None,
+    progress=None,
+    setup: SearchSetup | None = None,
+) -> SearchResult:
     """Run (or resume) the search with Ray Tune until cfg.trials trials have finished, at most
     cfg.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
     no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
@@ -85,7 +106,9 @@ def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), l
     owns_ray = not ray.is_initialized()
     try:
         if cfg.address and owns_ray:
-            _init_ray(cfg)  # a wrong address fails before the base model is trained or anything written
+            _init_ray(
+                cfg
+            )  # a wrong address fails before the base model is trained or anything written
         setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
         for layer, why in setup.skipped_layers:
             log(f"left unpruned: {layer} ({why})")
@@ -105,8 +128,15 @@ def run_search_ray(cfg: SearchConfig, *, listeners: list[SearchListener] = (), l
             ray.shutdown()
 
 
-def _run(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, remaining: int, listeners, log,
-         progress) -> SearchResult:
+def _run(
+    cfg: SearchConfig,
+    setup: SearchSetup,
+    study: optuna.Study,
+    remaining: int,
+    listeners,
+    log,
+    progress,
+) -> SearchResult:
     searcher = None
 
     def run_trials() -> None:
@@ -130,13 +160,17 @@ def _check_reachable(address: str) -> None:
     """A clear error for an address nobody listens on (ray.init would retry for minutes)."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise PrunetuneError(f"--address must be auto or HOST:PORT of a Ray head node, got {address!r}")
+        raise PrunetuneError(
+            f"--address must be auto or HOST:PORT of a Ray head node, got {address!r}"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        raise PrunetuneError(f"no Ray cluster at {address} ({why}); start one with `ray start --head`, "
-                             f"or give the head node's HOST:PORT") from None
+        raise PrunetuneError(
+            f"no Ray cluster at {address} ({why}); start one with `ray start --head`, "
+            f"or give the head node's HOST:PORT"
+        ) from None
 
 
 def _init_ray(cfg: SearchConfig) -> None:
@@ -156,8 +190,10 @@ def _init_ray(cfg: SearchConfig) -> None:
             else:  # "local": never attach to a cluster that happens to run on this machine
                 ray.init(address="local", include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise PrunetuneError(f"cannot {'join' if cfg.address else 'start'} Ray "
-                             f"({cfg.address or 'local'}): {str(exc).splitlines()[0][:200]}") from None
+        raise PrunetuneError(
+            f"cannot {'join' if cfg.address else 'start'} Ray "
+            f"({cfg.address or 'local'}): {str(exc).splitlines()[0][:200]}"
+        ) from None
 
 
 def _trainable_class():
@@ -172,8 +208,9 @@ def _trainable_class():
 
             # weights go to this node's temp folder first, then to the driver (see ship_weights)
             local = Path(tempfile.mkdtemp(prefix=f"prunetune-{setup.config.study_name}-"))
-            self._prunetune = dataclasses.replace(setup, weights_dir=local,
-                                                  device=str(trial_device(setup.config)))
+            self._prunetune = dataclasses.replace(
+                setup, weights_dir=local, device=str(trial_device(setup.config))
+            )
             self._sink = sink
 
         def cleanup(self) -> None:
@@ -191,8 +228,12 @@ def _trainable_class():
             number, replay_of = int(params.pop(NUMBER_KEY)), params.pop(REPLAY_KEY, None)
             record = run_trial(self._prunetune, params, number, replay_of=replay_of)
             ship_weights(record, self._sink)
-            out: dict = {RECORD_KEY: json.dumps(record.as_dict()), "done": True,
-                         "node_id": ray.get_runtime_context().get_node_id(), "ray_worker": worker_id()}
+            out: dict = {
+                RECORD_KEY: json.dumps(record.as_dict()),
+                "done": True,
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "ray_worker": worker_id(),
+            }
             # Tune insists the searcher's metrics are in every result; the searcher uses the record
             for o in self._prunetune.config.objectives:
                 key = get_objective(o).key
@@ -215,8 +256,10 @@ def ship_weights(record: TrialRecord, sink, limit: int = WEIGHTS_SHIP_LIMIT) -> 
         size = local.stat().st_size
         if size > limit:
             record.weights = None
-            record.reason = (f"weights not kept: {size / 2**20:.0f} MiB is above the {limit / 2**20:.0f} MiB "
-                             f"a Ray trial ships to the driver")
+            record.reason = (
+                f"weights not kept: {size / 2**20:.0f} MiB is above the {limit / 2**20:.0f} MiB "
+                f"a Ray trial ships to the driver"
+            )
             return
         record.weights = ray.get(sink.put.remote(local.name, local.read_bytes()))
     finally:
@@ -243,8 +286,9 @@ def _weights_sink(directory: Path):
             return str(path)
 
     here = ray.get_runtime_context().get_node_id()
-    return WeightsSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
-                               ).remote(str(directory))
+    return WeightsSink.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+    ).remote(str(directory))
 
 
 def trial_device(cfg: SearchConfig):
@@ -266,8 +310,15 @@ class RayTrials:
     trials and keeps the RepeatedFailureError in `stop_error` (raised once Tune has finished the
     trials in flight). `interrupt_unfinished` marks the trials still in flight interrupted."""
 
-    def __init__(self, cfg: SearchConfig, setup: SearchSetup, study: optuna.Study,
-                 listeners: list[SearchListener], log: Callable[[str], None], progress) -> None:
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        setup: SearchSetup,
+        study: optuna.Study,
+        listeners: list[SearchListener],
+        log: Callable[[str], None],
+        progress,
+    ) -> None:
         self.cfg, self.setup, self.study = cfg, setup, study
         self.listeners, self.log, self.progress = listeners, log, progress
         self.deadline = Deadline(cfg.timeout)  # starts with the searcher: this run's window
@@ -320,13 +371,21 @@ def _record_of(trial: optuna.trial.Trial, result: dict | None, error: bool) -> T
         trial.set_user_attr("ray_node", result.get("node_id"))
         trial.set_user_attr("ray_worker", result.get("ray_worker"))
     else:
-        why = "the Ray trial failed (its actor died or raised; see the Ray logs)" if error else "no result"
-        record = TrialRecord(number=trial.number, state=FAILED, params=dict(trial.params), reason=why)
+        why = (
+            "the Ray trial failed (its actor died or raised; see the Ray logs)"
+            if error
+            else "no result"
+        )
+        record = TrialRecord(
+            number=trial.number, state=FAILED, params=dict(trial.params), reason=why
+        )
     record.number = trial.number
     return record
 
 
-def _make_searcher(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners, log, progress):
+def _make_searcher(
+    cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners, log, progress
+):
     """A plain Tune Searcher on the study: it hands every call to a RayTrials (its `.trials`), so
     the Optuna study, with the sampler `open_study` gave it, is the only search state."""
     from ray.tune.search import Searcher
@@ -343,7 +402,9 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, l
             config = self.trials.suggest(trial_id)
             return Searcher.FINISHED if config is None else config
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
             self.trials.complete(trial_id, result, error)
 
         def save(self, checkpoint_path: str) -> None:
@@ -354,13 +415,18 @@ def _make_searcher(cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, l
 
     objectives = [get_objective(o) for o in cfg.objectives]
     modes = ["max" if o.direction == "maximize" else "min" for o in objectives]
-    return StudySearcher(RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes)
+    return StudySearcher(
+        RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes
+    )
 
 
 def _trials_fitting(node: dict, cfg: SearchConfig) -> int:
     """How many trials one node's resources hold at once."""
-    counts = [int(node.get(key, 0.0) // need) for key, need in (("CPU", cfg.cpus_per_trial),
-                                                               ("GPU", cfg.gpus_per_trial)) if need > 0]
+    counts = [
+        int(node.get(key, 0.0) // need)
+        for key, need in (("CPU", cfg.cpus_per_trial), ("GPU", cfg.gpus_per_trial))
+        if need > 0
+    ]
     return min(counts) if counts else cfg.workers
 
 
@@ -372,12 +438,16 @@ def _check_resources(cfg: SearchConfig, remaining: int, log) -> None:
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     fit = sum(_trials_fitting(n, cfg) for n in nodes)
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    log(f"ray: {remaining} trial(s), at most {cfg.workers} at once, {resources} each; cluster: "
+    log(
+        f"ray: {remaining} trial(s), at most {cfg.workers} at once, {resources} each; cluster: "
         f"{len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
-        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.workers else ""))
+        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.workers else "")
+    )
     if fit == 0:
-        msg = (f"no node of the Ray cluster has {cfg.cpus_per_trial:g} CPU(s) and {cfg.gpus_per_trial:g} "
-               f"GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)")
+        msg = (
+            f"no node of the Ray cluster has {cfg.cpus_per_trial:g} CPU(s) and {cfg.gpus_per_trial:g} "
+            f"GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
+        )
         if not cfg.address:
             raise PrunetuneError(msg)
         log(f"warning: {msg}; trials wait until the cluster grows")
@@ -390,16 +460,25 @@ def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> Non
 
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     sink = _weights_sink(setup.weights_dir)
-    trainable = tune.with_resources(tune.with_parameters(_trainable_class(), setup=setup, sink=sink), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable_class(), setup=setup, sink=sink), resources
+    )
     storage_path = (Path("mlruns") / "prunetune" / cfg.study_name / "ray").resolve()  # trial logs
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.workers),
-                                    num_samples=remaining, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(storage_path),
-                                  name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                                  verbose=0, log_to_file=True,
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.workers),
+            num_samples=remaining,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(storage_path),
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            verbose=0,
+            log_to_file=True,
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+        ),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tuner.fit()

@@ -3,26 +3,63 @@
 Optuna's storage is the source of truth: a record is rebuilt from a FrozenTrial's values and user
 attributes (`record_from_trial`), so nothing about a trial lives only in memory.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 from prunetune.errors import PrunetuneError
 
-COMPLETE, FAILED, REJECTED, RUNNING, INTERRUPTED = "complete", "failed", "rejected", "running", "interrupted"
+COMPLETE, FAILED, REJECTED, RUNNING, INTERRUPTED = (
+    "complete",
+    "failed",
+    "rejected",
+    "running",
+    "interrupted",
+)
 # the metrics a trial records, in table order: "accuracy" (validation, from the workload), then
 # what prunetune measures itself (test accuracy of front members, costs, speed)
-METRIC_KEYS = ("accuracy", "test_accuracy", "macs", "flops", "bitops", "params", "size_bytes", "fps",
-               "latency_ms", "fps_spread", "speedup")
+METRIC_KEYS = (
+    "accuracy",
+    "test_accuracy",
+    "macs",
+    "flops",
+    "bitops",
+    "params",
+    "size_bytes",
+    "fps",
+    "latency_ms",
+    "fps_spread",
+    "speedup",
+)
 MEASURED_KEYS = METRIC_KEYS[1:]
 # names prunetune's own record uses besides the metrics: the run context stored with the base
 # metrics, the timings, MLflow's per-trial and parent metrics, the data frame's fixed columns
 CONTEXT_KEYS = ("runtime", "threads", "device")
 TIMING_KEYS = ("compress_s", "finetune_s", "recalibrate_s", "measure_s", "total_s")
-RESERVED_NAMES = frozenset((*MEASURED_KEYS, *CONTEXT_KEYS, *TIMING_KEYS, "fps_measured",
-                            "finetune_loss", "budget", "tracking_s", "trial_s", "tracking_share",
-                            "number", "trial", "state", "front", "knee", "reason", "config",
-                            "params", "seed", "weights"))
+RESERVED_NAMES = frozenset(
+    (
+        *MEASURED_KEYS,
+        *CONTEXT_KEYS,
+        *TIMING_KEYS,
+        "fps_measured",
+        "finetune_loss",
+        "budget",
+        "tracking_s",
+        "trial_s",
+        "tracking_share",
+        "number",
+        "trial",
+        "state",
+        "front",
+        "knee",
+        "reason",
+        "config",
+        "params",
+        "seed",
+        "weights",
+    )
+)
 RESERVED_PREFIXES = ("time_", "base_", "params_", "metric_", "screen")
 
 
@@ -31,6 +68,8 @@ def reserved_name(name: str) -> bool:
     (a measured metric, the run context, a timing, an MLflow metric, a trials_dataframe column):
     user metrics must be named otherwise."""
     return name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES)
+
+
 TRACEBACK_CHARS = 20_000  # a failed trial's stored traceback: its last this many characters
 FAILURE_STREAK = 5  # this many identical failures in a row stop a search
 
@@ -88,7 +127,9 @@ def record_from_trial(frozen) -> TrialRecord:
         stored["state"] = REJECTED
     stored.setdefault("state", COMPLETE if state == "COMPLETE" else state.lower())
     stored["traceback"] = frozen.user_attrs.get("traceback", "")
-    if stored.get("replay_of") is None:  # set on the trial when re-queued, before (or without) a record
+    if (
+        stored.get("replay_of") is None
+    ):  # set on the trial when re-queued, before (or without) a record
         stored["replay_of"] = frozen.user_attrs.get("replay_of")
     params = {k: v for k, v in frozen.params.items()}
     return TrialRecord(number=frozen.number, params=params, **stored)
@@ -113,5 +154,7 @@ class FailureStreak:
         self.count = self.count + 1 if record.reason == self.reason else 1
         self.reason = record.reason
         if self.count >= self.limit:
-            raise RepeatedFailureError(f"{self.count} trials in a row failed with {self.reason}; fix the "
-                                       f"cause and re-run (finished trials are kept)")
+            raise RepeatedFailureError(
+                f"{self.count} trials in a row failed with {self.reason}; fix the "
+                f"cause and re-run (finished trials are kept)"
+            )

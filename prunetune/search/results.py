@@ -4,6 +4,7 @@ front members' test accuracy, and the rows of the Pareto table. Compute only; re
 Everything here reads the study's storage, so `prunetune pareto` works on a finished, an
 interrupted or a still-running search, from any process.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,18 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_DROP = 0.01  # the default pick: the cheapest front member within 1 point of the base
 TIMING_ORDER = ("compress_s", "finetune_s", "measure_s", "total_s")
-TABLE_COLUMNS = ("trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
-                 "size_bytes", "bitops")
+TABLE_COLUMNS = (
+    "trial",
+    "accuracy",
+    "test_accuracy",
+    "macs",
+    "flops",
+    "fps",
+    "speedup",
+    "params",
+    "size_bytes",
+    "bitops",
+)
 
 
 @dataclass
@@ -77,8 +88,9 @@ def summarize(study: optuna.Study) -> SearchResult:
     objectives = list(attrs.get("objectives", []))
     base = dict(attrs.get("base_metrics", {}))
     constraints = dict(attrs.get("constraints", {}))
-    records = sorted((record_from_trial(t) for t in study.get_trials(deepcopy=False)),
-                     key=lambda r: r.number)
+    records = sorted(
+        (record_from_trial(t) for t in study.get_trials(deepcopy=False)), key=lambda r: r.number
+    )
     candidates = [r for r in records if feasible(r, constraints)]
     points = [r.metrics for r in candidates]
     front_idx = pareto.non_dominated(points, objectives)
@@ -93,10 +105,19 @@ def summarize(study: optuna.Study) -> SearchResult:
         if r.number in tests:
             r.metrics["test_accuracy"] = tests[r.number]
     config = dict(attrs.get("config", {}))
-    result = SearchResult(study_name=study.study_name, objectives=objectives, base_metrics=base,
-                          records=records, front=front, knee=knee, hypervolume=history,
-                          test_accuracy=tests, config=config, constraints=constraints,
-                          num_classes=attrs.get("num_classes"))
+    result = SearchResult(
+        study_name=study.study_name,
+        objectives=objectives,
+        base_metrics=base,
+        records=records,
+        front=front,
+        knee=knee,
+        hypervolume=history,
+        test_accuracy=tests,
+        config=config,
+        constraints=constraints,
+        num_classes=attrs.get("num_classes"),
+    )
     result.pick = default_pick(result)
     return result
 
@@ -113,10 +134,16 @@ def default_pick(result: SearchResult) -> int | None:
     base = result.base_metrics.get("accuracy")
     if base is None or not result.front:
         return result.knee
-    within = [r for r in result.front_records() if r.metrics.get("accuracy", 0.0) >= base - max_drop(result) - 1e-12]
+    within = [
+        r
+        for r in result.front_records()
+        if r.metrics.get("accuracy", 0.0) >= base - max_drop(result) - 1e-12
+    ]
     if not within:
         return result.knee
-    return min(within, key=lambda r: (r.metrics.get("macs", float("inf")), -r.metrics["accuracy"])).number
+    return min(
+        within, key=lambda r: (r.metrics.get("macs", float("inf")), -r.metrics["accuracy"])
+    ).number
 
 
 def near_chance_pick(result: SearchResult) -> str | None:
@@ -131,9 +158,11 @@ def near_chance_pick(result: SearchResult) -> str | None:
     chance = 1.0 / num_classes
     if base is None or accuracy is None or accuracy >= chance + 0.25 * (base - chance):
         return None
-    return (f"warning: the default pick, trial {result.pick}, scores {accuracy:.1%} on validation, near chance "
-            f"({chance:.0%}) against the base's {base:.1%}: no front member was within --max-drop of the base, and "
-            "the brief fine-tune is too short to rank these configs (try more --epochs or --subset, or --distill)")
+    return (
+        f"warning: the default pick, trial {result.pick}, scores {accuracy:.1%} on validation, near chance "
+        f"({chance:.0%}) against the base's {base:.1%}: no front member was within --max-drop of the base, and "
+        "the brief fine-tune is too short to rank these configs (try more --epochs or --subset, or --distill)"
+    )
 
 
 def selected(result: SearchResult, select: str | None = None) -> TrialRecord | None:
@@ -170,25 +199,36 @@ def front_rows(result: SearchResult) -> list[dict]:
     base_fps = result.base_metrics.get("fps")
     extra = user_metric_keys(result)
     for r in result.front_records():
-        row = {"trial": r.number, **{k: r.metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"}}
+        row = {
+            "trial": r.number,
+            **{k: r.metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"},
+        }
         row["fps_measured"] = r.metrics.get("fps")
         row["fps"] = scaled_fps(r.metrics, base_fps)
         row["knee"] = r.number == result.knee
         row["pick"] = r.number == result.pick
         row["load_1m"] = r.context.get("load_1m")
         row["under_load"] = measured_under_load(result, r.context)
-        row["config"] = {"ratios": r.config.get("ratios", {}), "bits": r.config.get("bits", {}),
-                         "importance": r.config.get("importance")}
+        row["config"] = {
+            "ratios": r.config.get("ratios", {}),
+            "bits": r.config.get("bits", {}),
+            "importance": r.config.get("importance"),
+        }
         rows.append(row)
     return sorted(rows, key=lambda x: (-(x["accuracy"] or 0.0), x["trial"]))
 
 
 def table_rows(result: SearchResult) -> list[dict]:
     """The Pareto table: the base model first, then the front (config summarised as text)."""
-    base = {"trial": "base", **{k: result.base_metrics.get(k) for k in TABLE_COLUMNS if k != "trial"},
-            "knee": False, "pick": False, "config": "uncompressed",
-            "load_1m": result.base_metrics.get("load_1m"),
-            "under_load": measured_under_load(result, result.base_metrics)}
+    base = {
+        "trial": "base",
+        **{k: result.base_metrics.get(k) for k in TABLE_COLUMNS if k != "trial"},
+        "knee": False,
+        "pick": False,
+        "config": "uncompressed",
+        "load_1m": result.base_metrics.get("load_1m"),
+        "under_load": measured_under_load(result, result.base_metrics),
+    }
     rows = [base]
     for row in front_rows(result):
         rows.append({**row, "config": config_text(row["config"])})
@@ -231,8 +271,21 @@ def write_front(result: SearchResult, directory: Path) -> dict[str, Path]:
 def csv_text(result: SearchResult) -> str:
     rows = table_rows(result)
     buf = io.StringIO()
-    cols = ["trial", "accuracy", *user_metric_keys(result), "test_accuracy", "macs", "flops", "fps", "speedup",
-            "params", "size_bytes", "bitops", "knee", "config"]
+    cols = [
+        "trial",
+        "accuracy",
+        *user_metric_keys(result),
+        "test_accuracy",
+        "macs",
+        "flops",
+        "fps",
+        "speedup",
+        "params",
+        "size_bytes",
+        "bitops",
+        "knee",
+        "config",
+    ]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
@@ -253,15 +306,40 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
     metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_KEYS)
     timings = _ordered({k for r in result.records for k in r.timings}, TIMING_ORDER)
     params = sorted({k for r in result.records for k in r.params})
-    fixed = {"number", "state", "front", "knee", "reason", *timings, *(f"params_{k}" for k in params)}
+    fixed = {
+        "number",
+        "state",
+        "front",
+        "knee",
+        "reason",
+        *timings,
+        *(f"params_{k}" for k in params),
+    }
     named = {m: f"metric_{m}" if m in fixed else m for m in metrics}
     front = set(result.front)
-    rows = [{"number": r.number, "state": r.state, **{f"params_{k}": r.params.get(k) for k in params},
-             **{named[m]: r.metrics.get(m) for m in metrics}, **{t: r.timings.get(t) for t in timings},
-             "front": r.number in front, "knee": r.number == result.knee, "reason": r.reason}
-            for r in result.records]
-    columns = ["number", "state", *(f"params_{k}" for k in params), *named.values(), *timings,
-               "front", "knee", "reason"]
+    rows = [
+        {
+            "number": r.number,
+            "state": r.state,
+            **{f"params_{k}": r.params.get(k) for k in params},
+            **{named[m]: r.metrics.get(m) for m in metrics},
+            **{t: r.timings.get(t) for t in timings},
+            "front": r.number in front,
+            "knee": r.number == result.knee,
+            "reason": r.reason,
+        }
+        for r in result.records
+    ]
+    columns = [
+        "number",
+        "state",
+        *(f"params_{k}" for k in params),
+        *named.values(),
+        *timings,
+        "front",
+        "knee",
+        "reason",
+    ]
     return pandas.DataFrame.from_records(rows, columns=columns)
 
 

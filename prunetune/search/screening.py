@@ -15,6 +15,7 @@ Only full trials live in the full study, so only they can reach the front, the `
 hypervolume and export. The screening study holds every screened config (resume continues it);
 `screen_stats` summarises it for MLflow (`configs_screened`, `screen_s` on the parent run).
 """
+
 from __future__ import annotations
 
 import optuna
@@ -56,12 +57,18 @@ def open_screen_study(setup: SearchSetup, study: optuna.Study) -> optuna.Study:
     cfg = setup.config
     objectives = screen_objectives(cfg.objectives)
     name = screen_study_name(study.study_name)
-    screen = load(storage_of(study, required=True), name, sampler=make_sampler(cfg, setup.space),
-                  directions=[get_objective(o).direction for o in objectives])
+    screen = load(
+        storage_of(study, required=True),
+        name,
+        sampler=make_sampler(cfg, setup.space),
+        directions=[get_objective(o).direction for o in objectives],
+    )
     owner = screen.user_attrs.get("screen_of")
     if owner is None and screen.get_trials(deepcopy=False):
-        raise ConfigError(f"study {name!r} exists and is not the screening study of {study.study_name!r}; "
-                          f"use another --study name, or search without --screen")
+        raise ConfigError(
+            f"study {name!r} exists and is not the screening study of {study.study_name!r}; "
+            f"use another --study name, or search without --screen"
+        )
     if owner is None:
         screen.set_user_attr("screen_of", study.study_name)
         screen.set_user_attr("objectives", objectives)
@@ -91,7 +98,11 @@ class Screener:
         cfg = self.setup.config
         with budget_lock(self.study):  # never a trial left waiting past the budget, nor two at once
             finished, running = count_finished(self.study)
-            best = self.best_unpromoted() if finished + running < cfg.trials and not self._waiting() else None
+            best = (
+                self.best_unpromoted()
+                if finished + running < cfg.trials and not self._waiting()
+                else None
+            )
             if best is not None:
                 enqueue(self.study, best.params, screened_from=best.number)
         return True
@@ -110,9 +121,17 @@ class Screener:
         except KeyboardInterrupt:
             self.screen.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        trial.set_user_attr("record", {"state": record.state, "metrics": record.metrics,
-                                       "config": record.config, "reason": record.reason,
-                                       "timings": record.timings, "seed": record.seed})
+        trial.set_user_attr(
+            "record",
+            {
+                "state": record.state,
+                "metrics": record.metrics,
+                "config": record.config,
+                "reason": record.reason,
+                "timings": record.timings,
+                "seed": record.seed,
+            },
+        )
         if record.state == COMPLETE:
             values = [float(record.metrics[get_objective(o).key]) for o in self.objectives]
             self.screen.tell(trial, values)
@@ -124,15 +143,23 @@ class Screener:
     def best_unpromoted(self) -> optuna.trial.FrozenTrial | None:
         """The screened config to promote: lowest Pareto rank among those neither promoted (a full
         trial says `screened_from` it) nor with the params of a full trial; within that rank the largest exclusive hypervolume contribution."""
-        done = [t for t in self.screen.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        done = [
+            t
+            for t in self.screen.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE
+        ]
         full = self.study.get_trials(deepcopy=False)
         taken = [params_of(t) for t in full]
         promoted = {t.user_attrs["screened_from"] for t in full if "screened_from" in t.user_attrs}
         points = [t.user_attrs["record"]["metrics"] for t in done]
         left = list(range(len(done)))
         while left:
-            rank = [left[i] for i in pareto.non_dominated([points[j] for j in left], self.objectives)]
-            fresh = [i for i in rank if done[i].number not in promoted and done[i].params not in taken]
+            rank = [
+                left[i] for i in pareto.non_dominated([points[j] for j in left], self.objectives)
+            ]
+            fresh = [
+                i for i in rank if done[i].number not in promoted and done[i].params not in taken
+            ]
             if fresh:
                 return done[max(fresh, key=lambda i: self._contribution(i, rank, points))]
             left = [i for i in left if i not in rank]
@@ -143,8 +170,12 @@ class Screener:
         the base lacks a metric)."""
         base = self.setup.base_metrics
         try:
-            whole = pareto.hypervolume([points[j] for j in rank], self.objectives, normalise_by=base)
-            rest = pareto.hypervolume([points[j] for j in rank if j != i], self.objectives, normalise_by=base)
+            whole = pareto.hypervolume(
+                [points[j] for j in rank], self.objectives, normalise_by=base
+            )
+            rest = pareto.hypervolume(
+                [points[j] for j in rank if j != i], self.objectives, normalise_by=base
+            )
         except ConfigError:
             return 0.0
         return whole - rest
@@ -158,6 +189,15 @@ def screen_stats(study: optuna.Study) -> dict[str, float] | None:
     if storage is None or not study_exists(storage, name):  # a study prunetune did not open
         return None
     trials = [t for t in load(storage, name).get_trials(deepcopy=False) if t.state.is_finished()]
-    promoted = {t.user_attrs["screened_from"] for t in study.get_trials(deepcopy=False) if "screened_from" in t.user_attrs}
-    return {"configs_screened": len(trials), "configs_promoted": len(promoted),
-            "screen_s": sum(t.user_attrs.get("record", {}).get("timings", {}).get("total_s", 0.0) for t in trials)}
+    promoted = {
+        t.user_attrs["screened_from"]
+        for t in study.get_trials(deepcopy=False)
+        if "screened_from" in t.user_attrs
+    }
+    return {
+        "configs_screened": len(trials),
+        "configs_promoted": len(promoted),
+        "screen_s": sum(
+            t.user_attrs.get("record", {}).get("timings", {}).get("total_s", 0.0) for t in trials
+        ),
+    }

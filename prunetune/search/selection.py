@@ -1,5 +1,6 @@
 """Selection rules: `max fps where accuracy >= 0.97` picks one point (a trial's metrics) of
 several. `parse_rule` reads the text into a `Rule`, `select` applies it. Pure functions."""
+
 from __future__ import annotations
 
 import math
@@ -171,9 +172,7 @@ def select(points: Sequence[Point], rule: Rule | str) -> int:
         if not math.isnan(value) and (best is None or value > best_value):
             best, best_value = i, value
     if best is None:
-        passing = ", ".join(
-            f"{c}: {sum(c.holds(p) for p in points)} pass" for c in rule.conditions
-        )
+        passing = ", ".join(f"{c}: {sum(c.holds(p) for p in points)} pass" for c in rule.conditions)
         raise ConfigError(
             f"no point satisfies rule {str(rule)!r} ({len(points)} points"
             + (f"; {passing})" if passing else f" without a number for {rule.metric!r})")

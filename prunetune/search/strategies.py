@@ -15,6 +15,7 @@ runs).
   is larger for groups whose accuracy drops less when pruned alone (`prunetune.sensitivity`),
   normalised so that the MACs-weighted mean of the weights is 1.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,7 +79,9 @@ def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor,
     return SweepSpace(cfg.strategy, space, grid, allocate)
 
 
-def global_ratios(model: nn.Module, example: torch.Tensor, space: SearchSpace, target: float) -> dict[str, float]:
+def global_ratios(
+    model: nn.Module, example: torch.Tensor, space: SearchSpace, target: float
+) -> dict[str, float]:
     """Per-group ratios torch-pruning's global ranking gives at pruning ratio `target`: its
     MetaPruner with global_pruning=True on a copy of `model`, the layers prunetune leaves alone
     ignored, each group capped at the space's largest ratio."""
@@ -90,14 +93,24 @@ def global_ratios(model: nn.Module, example: torch.Tensor, space: SearchSpace, t
     analysis = analyse(work, example)
     modules = dict(work.named_modules())
     prunable = {g.name for g in analysis.prunable if g.name in space.groups}
-    ignored = [m for n, m in modules.items() if isinstance(m, nn.Conv2d | nn.Linear)
-               and not any(n in g.out_layers for g in analysis.prunable if g.name in prunable)]
+    ignored = [
+        m
+        for n, m in modules.items()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+        and not any(n in g.out_layers for g in analysis.prunable if g.name in prunable)
+    ]
     before = {g.name: g.channels for g in analysis.prunable if g.name in prunable}
     p = 1 if space.importance[0] == "l1" else 2
     cap = max((space.groups[n].high for n in prunable), default=0.0)
-    pruner = tp.pruner.MetaPruner(work, example, importance=tp.importance.GroupMagnitudeImportance(p=p),
-                                  pruning_ratio=target, global_pruning=True, max_pruning_ratio=cap,
-                                  ignored_layers=ignored)
+    pruner = tp.pruner.MetaPruner(
+        work,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=p),
+        pruning_ratio=target,
+        global_pruning=True,
+        max_pruning_ratio=cap,
+        ignored_layers=ignored,
+    )
     pruner.step()
     out = {}
     for name, channels in before.items():
@@ -116,10 +129,17 @@ def sensitivity_weights(model: nn.Module, bundle, space: SearchSpace) -> dict[st
 
     groups = [n for n, g in space.groups.items() if g.high > 0.0]
     val = Subset(bundle.val, range(min(SENSITIVITY_VAL_IMAGES, len(bundle.val))))
-    rows = sensitivity.scan(model, _Bundle(bundle, val), groups, list(SENSITIVITY_RATIOS),
-                            importance=space.importance[0])
-    drop = {g: sum(max(r["drop"], 0.0) for r in rows if r["group"] == g) / len(SENSITIVITY_RATIOS)
-            for g in groups}
+    rows = sensitivity.scan(
+        model,
+        _Bundle(bundle, val),
+        groups,
+        list(SENSITIVITY_RATIOS),
+        importance=space.importance[0],
+    )
+    drop = {
+        g: sum(max(r["drop"], 0.0) for r in rows if r["group"] == g) / len(SENSITIVITY_RATIOS)
+        for g in groups
+    }
     raw = {g: 1.0 / (drop[g] + 0.01) for g in groups}
     shares = {g: max(space.groups[g].macs_share, 1e-6) for g in groups}
     mean = sum(raw[g] * shares[g] for g in groups) / sum(shares.values())

@@ -1,5 +1,6 @@
 """Opening a study: storage, sampler, the one-space-per-study rule, warm start, and recovery of
 trials that an interrupted run left unfinished."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,11 @@ from prunetune.search.study_store import load, storage_of, study_exists
 from prunetune.spaces import SearchSpace
 from prunetune.stores import check_kind, check_scheme, check_writable_file, sqlite_path
 
-TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+TERMINAL = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
 def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
@@ -33,12 +38,17 @@ def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         prepare_sqlite(url, "study storage", create=True)  # the folder of a new SQLite storage
     with _file_lock(url, "", "storage"):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                              if url.startswith("sqlite") else None)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}}
+                if url.startswith("sqlite")
+                else None,
+            )
         except Exception as exc:
             why = scrub(str(exc).splitlines()[0][:200] if str(exc) else "", url)
-            raise PrunetuneError(f"cannot open study storage {mask_url(url)!r}: "
-                                 f"{type(exc).__name__}: {why}") from None
+            raise PrunetuneError(
+                f"cannot open study storage {mask_url(url)!r}: {type(exc).__name__}: {why}"
+            ) from None
 
 
 def check_storage(url: str, *, create: bool = True) -> str:
@@ -57,14 +67,18 @@ def check_storage(url: str, *, create: bool = True) -> str:
         url = absolute_sqlite(url)
         path = sqlite_path(url)
         if path is not None and not path.is_file():
-            raise PrunetuneError(f"no study storage at {str(path)!r}: run `prunetune search` "
-                                 f"first, "
-                                 "or pass --storage")
+            raise PrunetuneError(
+                f"no study storage at {str(path)!r}: run `prunetune search` "
+                f"first, "
+                "or pass --storage"
+            )
         if path is not None:
             check_sqlite_file(path, "study storage")
     if not check_kind(url, "optuna") and not create:
-        raise PrunetuneError(f"study storage {mask_url(url)!r} holds no study yet: run `prunetune "
-                             "search` first, or pass --storage")
+        raise PrunetuneError(
+            f"study storage {mask_url(url)!r} holds no study yet: run `prunetune "
+            "search` first, or pass --storage"
+        )
     return url
 
 
@@ -116,15 +130,24 @@ def budget_lock(study: optuna.Study):
 def load_existing(cfg_storage: str, name: str) -> optuna.Study:
     """An existing study, or a clear error listing the studies in that storage."""
     storage = make_storage(cfg_storage, create=False)  # read-only commands never create a store
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
     if name not in names:
-        raise PrunetuneError(f"no study {name!r} in {mask_url(cfg_storage)}; studies there: "
-                             f"{', '.join(names) if names else 'none'}")
+        raise PrunetuneError(
+            f"no study {name!r} in {mask_url(cfg_storage)}; studies there: "
+            f"{', '.join(names) if names else 'none'}"
+        )
     return load(storage, name)
 
 
-def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict, *,
-               log: Callable[[str], None] = lambda m: None) -> optuna.Study:
+def open_study(
+    cfg: SearchConfig,
+    space: SearchSpace,
+    base_metrics: dict,
+    *,
+    log: Callable[[str], None] = lambda m: None,
+) -> optuna.Study:
     """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
     and one set of objectives: reusing its name with others is refused. A resume with another
     recipe is recorded (see record_recipe) and logged in one line."""
@@ -132,8 +155,12 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict, *,
     storage = make_storage(cfg.storage_url)
     with _file_lock(storage.url, cfg.study_name, "create"):
         exists = study_exists(storage, cfg.study_name)
-        study = load(storage, cfg.study_name, sampler=make_sampler(cfg, space),
-                     directions=[o.direction for o in objectives])
+        study = load(
+            storage,
+            cfg.study_name,
+            sampler=make_sampler(cfg, space),
+            directions=[o.direction for o in objectives],
+        )
         if exists:
             _check_same(study, cfg, space)
             note = record_recipe(study, cfg)
@@ -146,7 +173,9 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict, *,
             study.set_user_attr("space", space.to_dict())
             study.set_user_attr("config", mask_config(cfg.as_dict()))  # no password stored
             study.set_user_attr("base_metrics", base_metrics)
-            study.set_user_attr("constraints", {"min_accuracy": cfg.min_accuracy, "max_flops": cfg.max_flops})
+            study.set_user_attr(
+                "constraints", {"min_accuracy": cfg.min_accuracy, "max_flops": cfg.max_flops}
+            )
             study.set_user_attr("model", cfg.model)
             study.set_user_attr("dataset", cfg.dataset)
             for params in space.warm_start():
@@ -157,29 +186,39 @@ def open_study(cfg: SearchConfig, space: SearchSpace, base_metrics: dict, *,
 def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> None:
     attrs = study.user_attrs
     if attrs.get("screen_of"):
-        raise ConfigError(f"study {cfg.study_name!r} is the screening study of {attrs['screen_of']!r}; "
-                          f"use another --study name")
+        raise ConfigError(
+            f"study {cfg.study_name!r} is the screening study of {attrs['screen_of']!r}; "
+            f"use another --study name"
+        )
     if attrs.get("space_fingerprint") != space.fingerprint():
-        raise ConfigError(f"study {cfg.study_name!r} was created with a different search space "
-                          f"(model {attrs.get('model')!r}, dataset {attrs.get('dataset')!r}); "
-                          f"use another --study name, or the original space to resume it")
+        raise ConfigError(
+            f"study {cfg.study_name!r} was created with a different search space "
+            f"(model {attrs.get('model')!r}, dataset {attrs.get('dataset')!r}); "
+            f"use another --study name, or the original space to resume it"
+        )
     if attrs.get("strategy", "search") != cfg.strategy:
-        raise ConfigError(f"study {cfg.study_name!r} was created with --strategy "
-                          f"{attrs.get('strategy', 'search')}, not {cfg.strategy}; use another --study name")
+        raise ConfigError(
+            f"study {cfg.study_name!r} was created with --strategy "
+            f"{attrs.get('strategy', 'search')}, not {cfg.strategy}; use another --study name"
+        )
     if attrs.get("objectives") != list(cfg.objectives):
-        raise ConfigError(f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
-                          f"{list(cfg.objectives)}; use another --study name")
+        raise ConfigError(
+            f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
+            f"{list(cfg.objectives)}; use another --study name"
+        )
 
 
 ENQUEUED = "enqueued_params"
 
 
-def enqueue(study: optuna.Study, params: dict, *, skip_if_exists: bool = False, **user_attrs
-            ) -> None:
+def enqueue(
+    study: optuna.Study, params: dict, *, skip_if_exists: bool = False, **user_attrs
+) -> None:
     """Enqueue a trial of `params` with `user_attrs`; the params are also kept as its user attr
     `enqueued_params` (see `params_of`: Optuna keeps a waiting trial's params private)."""
-    study.enqueue_trial(params, user_attrs={**user_attrs, ENQUEUED: params},
-                        skip_if_exists=skip_if_exists)
+    study.enqueue_trial(
+        params, user_attrs={**user_attrs, ENQUEUED: params}, skip_if_exists=skip_if_exists
+    )
 
 
 def params_of(trial: optuna.trial.FrozenTrial) -> dict:
@@ -190,9 +229,24 @@ def params_of(trial: optuna.trial.FrozenTrial) -> dict:
 # what a trial's numbers depend on: a resume must keep them (the budget, timeout, sampler,
 # screening, backend, workers, where stores and data live, the device, --select and
 # --keep-all-weights may change: they decide which trials run, not what a trial measures)
-RECIPE_KEYS = ("model", "dataset", "checkpoint", "base_epochs", "base_seed", "seed", "subset",
-               "epochs", "lr", "batch_size", "distill", "runtime", "threads", "fps_repeats",
-               "min_accuracy", "max_flops")
+RECIPE_KEYS = (
+    "model",
+    "dataset",
+    "checkpoint",
+    "base_epochs",
+    "base_seed",
+    "seed",
+    "subset",
+    "epochs",
+    "lr",
+    "batch_size",
+    "distill",
+    "runtime",
+    "threads",
+    "fps_repeats",
+    "min_accuracy",
+    "max_flops",
+)
 
 
 def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
@@ -209,9 +263,11 @@ def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
     study.set_user_attr("config_history", [*history, {"from_trial": first, "changed": changed}])
     study.set_user_attr("config", now)
     shown = ", ".join(f"{k} {old!r:.40} -> {new!r:.40}" for k, (old, new) in changed.items())
-    return (f"warning: resuming study {cfg.study_name!r} with another recipe ({shown}): trials "
-            f"from "
-            f"number {first} on use it; recorded in the study's config_history")
+    return (
+        f"warning: resuming study {cfg.study_name!r} with another recipe ({shown}): trials "
+        f"from "
+        f"number {first} on use it; recorded in the study's config_history"
+    )
 
 
 def worker_id() -> str:

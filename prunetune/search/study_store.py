@@ -1,14 +1,16 @@
 """Which storage a study lives in. Optuna keeps a study's storage private, so the storage object
 prunetune created is remembered beside each study it opens (weakly: it goes with the study).
 Optuna only, no torch: the report layer and its tests use it."""
+
 from __future__ import annotations
 
 import weakref
 
 import optuna
 
-_STORAGES: weakref.WeakKeyDictionary[optuna.Study, optuna.storages.BaseStorage] = \
+_STORAGES: weakref.WeakKeyDictionary[optuna.Study, optuna.storages.BaseStorage] = (
     weakref.WeakKeyDictionary()
+)
 
 
 def bind(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -19,15 +21,18 @@ def bind(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.St
     return study
 
 
-def storage_of(study: optuna.Study, *, required: bool = False
-               ) -> optuna.storages.BaseStorage | None:
+def storage_of(
+    study: optuna.Study, *, required: bool = False
+) -> optuna.storages.BaseStorage | None:
     """The storage object `study` was opened with (`bind`); None for a study prunetune did not
     open (an in-memory study a caller made: no URL, no screening study), or with `required` a
     ValueError."""
     storage = _STORAGES.get(study)
     if storage is None and required:
-        raise ValueError(f"study {study.study_name!r} was not opened by prunetune "
-                         "(open it with study_store.load, or bind it to its storage)")
+        raise ValueError(
+            f"study {study.study_name!r} was not opened by prunetune "
+            "(open it with study_store.load, or bind it to its storage)"
+        )
     return storage
 
 

@@ -29,6 +29,7 @@ writes here, and the UI's reads never block a search's writes). `MlflowTracker.s
 the search spends in tracking, logged on the parent run as `tracking_s` beside the trials' own time
 `trial_s` and their ratio `tracking_share`; bench/tracking_overhead.py measures it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,13 +66,17 @@ def tracking_uri(uri: str | None) -> str:
     """The tracking URI to use: `uri`, else $MLFLOW_TRACKING_URI, else DEFAULT_URI. A SQLite URI is
     made absolute and its folder created; PrunetuneError if the folder cannot be created or written."""
     uri = requested_uri(uri)
-    if uri.startswith("sqlite:///"):  # made absolute: MLflow caches stores by URI, Ray workers chdir
+    if uri.startswith(
+        "sqlite:///"
+    ):  # made absolute: MLflow caches stores by URI, Ray workers chdir
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
         folder = Path(uri.removeprefix("sqlite:///")).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PrunetuneError(f"cannot create tracking folder {str(folder)!r}: {exc.strerror}") from None
+            raise PrunetuneError(
+                f"cannot create tracking folder {str(folder)!r}: {exc.strerror}"
+            ) from None
         if not os.access(folder, os.W_OK):
             raise PrunetuneError(f"tracking folder {str(folder)!r} is not writable")
     return uri
@@ -97,14 +102,19 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         if not db.is_file():
-            raise PrunetuneError(f"no MLflow store at {str(db)!r}: run `prunetune search` first, "
-                                 "or pass --tracking-uri")
+            raise PrunetuneError(
+                f"no MLflow store at {str(db)!r}: run `prunetune search` first, "
+                "or pass --tracking-uri"
+            )
         check_kind(f"sqlite:///{db}", "mlflow")  # the server would migrate any database into one
         argv += ["--artifacts-destination", str(db.parent / "artifacts")]
     argv += ["--host", host, "--port", str(port), "--workers", "1"]
     # the store URI (a password, maybe) goes by environment: argv is readable by every user (ps)
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
-           "MLFLOW_BACKEND_STORE_URI": tracking_uri(uri)}
+    env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": tracking_uri(uri),
+    }
     return argv, env
 
 
@@ -178,9 +188,11 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
         return  # it answered
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise PrunetuneError(f"MLflow tracking server {mask_url(uri)} is not reachable "
-                             f"({scrub(str(reason), uri)}); start it or "
-                             "pass another --tracking-uri") from None
+        raise PrunetuneError(
+            f"MLflow tracking server {mask_url(uri)} is not reachable "
+            f"({scrub(str(reason), uri)}); start it or "
+            "pass another --tracking-uri"
+        ) from None
 
 
 def _health_request(uri: str):
@@ -210,14 +222,18 @@ def _is_store(db: Path) -> bool:
     try:
         con = sqlite3.connect(db, timeout=30)  # an existing file: opening it writes nothing
         try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
         finally:
             con.close()
     except sqlite3.Error as exc:
         raise PrunetuneError(f"MLflow store {str(db)!r} cannot be read: {exc}") from None
     if "alembic_version" not in tables or any(t.startswith("_alembic_tmp_") for t in tables):
-        raise PrunetuneError(f"MLflow store {str(db)!r} is incomplete (its creation was cut short): "
-                             "move it away and re-run to create a new one")
+        raise PrunetuneError(
+            f"MLflow store {str(db)!r} is incomplete (its creation was cut short): "
+            "move it away and re-run to create a new one"
+        )
     return True
 
 
@@ -281,8 +297,11 @@ def mark_dead_parents(client, experiment_id: str) -> list[str]:
     left as they are."""
     from prunetune.search.study import dead_local
 
-    runs = client.search_runs([experiment_id], "tags.`prunetune.role` = 'search' and "
-                              "attributes.status = 'RUNNING'", max_results=1000)
+    runs = client.search_runs(
+        [experiment_id],
+        "tags.`prunetune.role` = 'search' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
     dead = [r.info.run_id for r in runs if dead_local(r.data.tags.get("prunetune.worker"))]
     for run_id in dead:
         client.set_tag(run_id, "outcome", "died")
@@ -299,8 +318,10 @@ def experiment_url(base: str, experiment_id: str, run_id: str | None = None) -> 
     if run_id:
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     front = quote("tags.pareto = 'true'")
-    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-            f"&searchFilter={front}&orderByKey=metrics.%60accuracy%60&orderByAsc=false")
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&searchFilter={front}&orderByKey=metrics.%60accuracy%60&orderByAsc=false"
+    )
 
 
 def experiment_links(uri: str | None, base: str) -> list[str]:
@@ -310,7 +331,8 @@ def experiment_links(uri: str | None, base: str) -> list[str]:
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     exps = MlflowClient(tracking_uri=tracking_uri(uri)).search_experiments(
-        filter_string="tags.`prunetune.study` != ''")
+        filter_string="tags.`prunetune.study` != ''"
+    )
     return [f"{e.name}: {experiment_url(base, e.experiment_id)}" for e in exps]
 
 
@@ -354,7 +376,9 @@ class MlflowTracker:
     are set by on_search_start. `register=False`: the search registers nothing (`search --export`
     leaves that to the export, so one trial gets one version)."""
 
-    def __init__(self, uri: str | None = None, *, select: str | None = None, register: bool = True) -> None:
+    def __init__(
+        self, uri: str | None = None, *, select: str | None = None, register: bool = True
+    ) -> None:
         self._uri_arg = uri
         self.registers = register
         self._client = None
@@ -397,22 +421,40 @@ class MlflowTracker:
             reopened = self._reopen_parent(study.user_attrs.get(PARENT_ATTR))
             if reopened is None:
                 run = self.client.create_run(
-                    self.experiment_id, run_name=f"search {cfg.study_name}",
-                    tags={"prunetune.role": "search", "study": cfg.study_name, "model": cfg.model,
-                          "dataset": cfg.dataset, "backend": cfg.backend, "sampler": cfg.sampler,
-                          "prunetune.worker": worker_id(), **run_tags})
+                    self.experiment_id,
+                    run_name=f"search {cfg.study_name}",
+                    tags={
+                        "prunetune.role": "search",
+                        "study": cfg.study_name,
+                        "model": cfg.model,
+                        "dataset": cfg.dataset,
+                        "backend": cfg.backend,
+                        "sampler": cfg.sampler,
+                        "prunetune.worker": worker_id(),
+                        **run_tags,
+                    },
+                )
                 self.parent_run_id = run.info.run_id
                 study.set_user_attr(PARENT_ATTR, self.parent_run_id)
                 known: dict[str, str] = {}
             else:
                 self.parent_run_id, known = reopened
-                self._log_batch(self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags})
-            params = (_flat_params("", mask_config(cfg.as_dict()))
-                      | _flat_params("space.", setup.space.summary()))
+                self._log_batch(
+                    self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags}
+                )
+            params = _flat_params("", mask_config(cfg.as_dict())) | _flat_params(
+                "space.", setup.space.summary()
+            )
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
-            base = {f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)}
-            self._log_batch(self.parent_run_id, params=params, metrics=_metrics(base | {"budget": cfg.trials}),
-                            tags={"budget": str(cfg.trials)})
+            base = {
+                f"base_{k}": v for k, v in setup.base_metrics.items() if isinstance(v, int | float)
+            }
+            self._log_batch(
+                self.parent_run_id,
+                params=params,
+                metrics=_metrics(base | {"budget": cfg.trials}),
+                tags={"budget": str(cfg.trials)},
+            )
             if reopened is None:
                 self.client.log_dict(self.parent_run_id, setup.space.to_dict(), "search_space.json")
         finally:
@@ -487,18 +529,27 @@ class MlflowTracker:
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri.removeprefix("sqlite:///")).parent.resolve() / "artifacts" / name).as_uri()
+            location = (
+                Path(self.uri.removeprefix("sqlite:///")).parent.resolve() / "artifacts" / name
+            ).as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location,
-                                                 tags={"prunetune.study": name, **EXPERIMENT_KIND})
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={"prunetune.study": name, **EXPERIMENT_KIND}
+            )
         except Exception:  # created meanwhile by a parallel search
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
 
-    def _log_batch(self, run_id: str, *, params: dict[str, str] | None = None, metrics: list | None = None,
-                   tags: dict[str, str] | None = None) -> None:
+    def _log_batch(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        metrics: list | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         """Params, metrics (mlflow Metric objects) and tags of one run in as few commits as MLflow's
         batch limits allow (100 params, 100 tags, 1000 items in all per call)."""
         from mlflow.entities import Param, RunTag
@@ -517,44 +568,66 @@ class MlflowTracker:
         """A nested child run (under the current parent) for one finished trial: three commits.
         `times`: the trial's (start, end) in ms since the epoch; default: ending now, lasting the
         record's total_s."""
-        tags = {"mlflow.parentRunId": self.parent_run_id, "trial": str(record.number),
-                "state": record.state, "pareto": "false", "prunetune.role": "trial"}
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            "trial": str(record.number),
+            "state": record.state,
+            "pareto": "false",
+            "prunetune.role": "trial",
+        }
         if record.reason:
             tags["reason"] = record.reason[:5000]
         if times is None:
             end = int(time.time() * 1000)
             times = (end - int(1000 * record.timings.get("total_s", 0.0)), end)
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {record.number}", tags=tags,
-                                     start_time=times[0])
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial {record.number}", tags=tags, start_time=times[0]
+        )
         rid = run.info.run_id
         params = {f"ratio.{k}": f"{v:.4g}" for k, v in record.config.get("ratios", {}).items()}
         params |= {f"bits.{k}": str(v) for k, v in record.config.get("bits", {}).items()}
         params |= {"importance": str(record.config.get("importance")), "seed": str(record.seed)}
         params |= {k: str(v) for k, v in record.context.items() if isinstance(v, str)}
-        values = {k: v for k, v in record.metrics.items()  # a Python API search's own metrics too
-                  if k in METRIC_KEYS or (isinstance(v, int | float) and not isinstance(v, bool))}
+        values = {
+            k: v
+            for k, v in record.metrics.items()  # a Python API search's own metrics too
+            if k in METRIC_KEYS or (isinstance(v, int | float) and not isinstance(v, bool))
+        }
         values |= {f"time_{k}": v for k, v in record.timings.items()}
-        values |= {k: v for k, v in record.context.items()  # threads chosen, load at measurement
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        values |= {
+            k: v
+            for k, v in record.context.items()  # threads chosen, load at measurement
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         curve = [("finetune_loss", v, i + 1) for i, v in enumerate(record.curve)]
         self._log_batch(rid, params=params, metrics=_metrics(values) + _metrics_steps(curve))
-        self.client.set_terminated(rid, status="FAILED" if record.state == FAILED else "FINISHED",
-                                   end_time=times[1])
+        self.client.set_terminated(
+            rid, status="FAILED" if record.state == FAILED else "FINISHED", end_time=times[1]
+        )
         return rid
 
     def _children(self) -> list:
         """All trial runs of the experiment, from every invocation."""
         runs, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], "tags.`prunetune.role` = 'trial'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id],
+                "tags.`prunetune.role` = 'trial'",
+                max_results=1000,
+                page_token=token,
+            )
             runs.extend(page)
             token = page.token
             if not token:
                 return runs
 
-    def refresh_front(self, result: SearchResult, *, finished: bool = True,
-                      times: dict[int, tuple[int, int]] | None = None) -> None:
+    def refresh_front(
+        self,
+        result: SearchResult,
+        *,
+        finished: bool = True,
+        times: dict[int, tuple[int, int]] | None = None,
+    ) -> None:
         """Bring the experiment up to date with `result` (the study's current state): a child run for
         every finished trial that has none, the `pareto` tag of every child run (all invocations),
         test accuracy on front children; on the parent run pareto_front.csv/.json/.png/.html, the
@@ -581,8 +654,13 @@ class MlflowTracker:
         for run in children:  # a trial logged twice: only its latest run counts as on the front
             n = int(run.data.tags.get("trial", -1))
             flag = "true" if n in front and run is latest[n] else "false"
-            test = ({"test_accuracy": result.test_accuracy[n]} if run is latest[n] and n in result.test_accuracy
-                    and "test_accuracy" not in run.data.metrics else {})
+            test = (
+                {"test_accuracy": result.test_accuracy[n]}
+                if run is latest[n]
+                and n in result.test_accuracy
+                and "test_accuracy" not in run.data.metrics
+                else {}
+            )
             if run.data.tags.get("pareto") != flag or test:
                 self._log_batch(run.info.run_id, metrics=_metrics(test), tags={"pareto": flag})
         pid = self.parent_run_id
@@ -594,17 +672,24 @@ class MlflowTracker:
                 plots.pareto_html(result, d / "pareto_front.html")
             self.client.log_artifacts(pid, str(d))
         if result.front:
-            self.client.log_table(pid, data=front_table(result), artifact_file="pareto_front_table.json")
+            self.client.log_table(
+                pid, data=front_table(result), artifact_file="pareto_front_table.json"
+            )
         for r in result.front_records():
             if r.weights and Path(r.weights).is_file():
                 self.client.log_artifact(pid, r.weights, artifact_path="front_models")
         chosen = self._chosen(result)
-        tags = {"pareto_trials": ",".join(str(n) for n in result.front),
-                "mlflow.note.content": front_note(result, pid)}
+        tags = {
+            "pareto_trials": ",".join(str(n) for n in result.front),
+            "mlflow.note.content": front_note(result, pid),
+        }
         if chosen is not None:
             tags["selected_trial"] = str(chosen.number)
         hv = [("hypervolume", v, i + 1) for i, v in enumerate(result.hypervolume)]
-        counts = {"front_size": len(result.front), "trials_complete": result.counts().get(COMPLETE, 0)}
+        counts = {
+            "front_size": len(result.front),
+            "trials_complete": result.counts().get(COMPLETE, 0),
+        }
         self._log_batch(pid, metrics=_metrics_steps(hv) + _metrics(counts), tags=tags)
         if finished and self.registers and chosen is not None:
             self._register_selection(result.study_name, chosen)
@@ -612,17 +697,26 @@ class MlflowTracker:
     def _register_selection(self, study: str, chosen: TrialRecord) -> None:
         """Log the selected trial's weights under selected/trial-NNNNN/ of the parent run and
         register that folder, unless a version of that trial exists already."""
-        if not (chosen.weights and Path(chosen.weights).is_file()) or self.version_of(study, chosen.number):
+        if not (chosen.weights and Path(chosen.weights).is_file()) or self.version_of(
+            study, chosen.number
+        ):
             return
         pid = self.parent_run_id
         # a folder, not the bare file: `models:/NAME/VERSION` resolves to a directory
         artifact = f"selected/trial-{chosen.number:05d}"
         self.client.log_artifact(pid, chosen.weights, artifact_path=artifact)
-        self.client.log_dict(pid, {"study": study, "trial": chosen.number,
-                                   "file": Path(chosen.weights).name, "metrics": chosen.metrics,
-                                   "config": chosen.config,
-                                   "load": "prunetune.compress.load_compressed_file(file)"},
-                             f"{artifact}/model.json")
+        self.client.log_dict(
+            pid,
+            {
+                "study": study,
+                "trial": chosen.number,
+                "file": Path(chosen.weights).name,
+                "metrics": chosen.metrics,
+                "config": chosen.config,
+                "load": "prunetune.compress.load_compressed_file(file)",
+            },
+            f"{artifact}/model.json",
+        )
         version = self.register(study, chosen, artifact=artifact)
         self.client.set_model_version_tag(registered_name(study), version, "format", "prunetune")
 
@@ -630,8 +724,12 @@ class MlflowTracker:
         """The oldest model version of `registered_name(study)` that holds trial `trial` and has
         the given tags (e.g. format="onnx"), or None."""
         versions = self.client.search_model_versions(f"name = '{registered_name(study)}'")
-        hits = [v for v in versions if v.tags.get("trial") == str(trial)
-                and all(v.tags.get(k) == val for k, val in tags.items())]
+        hits = [
+            v
+            for v in versions
+            if v.tags.get("trial") == str(trial)
+            and all(v.tags.get(k) == val for k, val in tags.items())
+        ]
         return min(hits, key=lambda v: int(v.version)).version if hits else None
 
     def _chosen(self, result: SearchResult) -> TrialRecord | None:
@@ -644,8 +742,15 @@ class MlflowTracker:
         except PrunetuneError:  # a rule no front member meets selects nothing (the search warns)
             return None
 
-    def register(self, study: str, record: TrialRecord, *, artifact: str, run_id: str | None = None,
-                 description: str = "") -> str:
+    def register(
+        self,
+        study: str,
+        record: TrialRecord,
+        *,
+        artifact: str,
+        run_id: str | None = None,
+        description: str = "",
+    ) -> str:
         """Register a version of `registered_name(study)` whose source is the artifact folder
         `artifact` of run `run_id` (default: this search's parent run), with the trial number and
         metrics as tags; returns the version."""
@@ -654,12 +759,20 @@ class MlflowTracker:
         try:
             self.client.get_registered_model(name)
         except Exception:
-            self.client.create_registered_model(name, description=f"prunetune winners of study {study}")
+            self.client.create_registered_model(
+                name, description=f"prunetune winners of study {study}"
+            )
         src = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact}"
-        tags = {"trial": str(record.number)} | {k: f"{v:.6g}" for k, v in record.metrics.items()
-                                                 if isinstance(v, int | float)}
-        mv = self.client.create_model_version(name, src, run_id=run_id, tags=tags,
-                                              description=description or f"trial {record.number} of {study}")
+        tags = {"trial": str(record.number)} | {
+            k: f"{v:.6g}" for k, v in record.metrics.items() if isinstance(v, int | float)
+        }
+        mv = self.client.create_model_version(
+            name,
+            src,
+            run_id=run_id,
+            tags=tags,
+            description=description or f"trial {record.number} of {study}",
+        )
         return mv.version
 
 
@@ -671,7 +784,9 @@ def fetch_front_weights(uri: str | None, study: str, filename: str, directory: P
     from mlflow.tracking import MlflowClient
 
     uri = requested_uri(uri)
-    if uri.startswith("sqlite:///"):  # no store here: nothing to fetch, and none (no folder) is created
+    if uri.startswith(
+        "sqlite:///"
+    ):  # no store here: nothing to fetch, and none (no folder) is created
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         if not db.is_file():
             return None
@@ -680,13 +795,21 @@ def fetch_front_weights(uri: str | None, study: str, filename: str, directory: P
     exp = client.get_experiment_by_name(study)
     if exp is None:
         return None
-    runs = client.search_runs([exp.experiment_id], "tags.`prunetune.role` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=50)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        "tags.`prunetune.role` = 'search'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
     for run in runs:
         names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "front_models")}
         if filename in names:
             directory.mkdir(parents=True, exist_ok=True)
-            return Path(client.download_artifacts(run.info.run_id, f"front_models/{filename}", str(directory)))
+            return Path(
+                client.download_artifacts(
+                    run.info.run_id, f"front_models/{filename}", str(directory)
+                )
+            )
     return None
 
 
@@ -698,7 +821,10 @@ def _trial_times(study) -> dict[int, tuple[int, int]]:
     out = {}
     for t in study.get_trials(deepcopy=False):
         if t.datetime_start is not None and t.datetime_complete is not None:
-            out[t.number] = (int(t.datetime_start.timestamp() * 1000), int(t.datetime_complete.timestamp() * 1000))
+            out[t.number] = (
+                int(t.datetime_start.timestamp() * 1000),
+                int(t.datetime_complete.timestamp() * 1000),
+            )
     return out
 
 
@@ -708,7 +834,18 @@ def front_table(result: SearchResult) -> dict[str, list]:
     from prunetune.search.results import table_rows
 
     rows = table_rows(result)
-    cols = ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "size_bytes", "knee", "config"]
+    cols = [
+        "trial",
+        "accuracy",
+        "test_accuracy",
+        "macs",
+        "flops",
+        "fps",
+        "speedup",
+        "size_bytes",
+        "knee",
+        "config",
+    ]
     return {c: [r.get(c) if c != "trial" else str(r.get(c)) for r in rows] for c in cols}
 
 
@@ -722,12 +859,20 @@ def front_note(result: SearchResult, run_id: str) -> str:
     rows = table_rows(result)
     for row in rows:
         row["trial"] = f"{row['trial']}*" if row.get("knee") else str(row["trial"])
-    lines = [f"**Pareto front: {len(result.front)} trials** (* = knee, the default export; "
-             "filter the runs with `tags.pareto = 'true'`)", "",
-             f"![Pareto front](get-artifact?path=pareto_front.png&run_uuid={run_id})", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [
+        f"**Pareto front: {len(result.front)} trials** (* = knee, the default export; "
+        "filter the runs with `tags.pareto = 'true'`)",
+        "",
+        f"![Pareto front](get-artifact?path=pareto_front.png&run_uuid={run_id})",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for row in rows:
-        cells = [row[c] if isinstance(row.get(c), str) else render.FORMATS.get(c, str)(row.get(c)) for c in cols]
+        cells = [
+            row[c] if isinstance(row.get(c), str) else render.FORMATS.get(c, str)(row.get(c))
+            for c in cols
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", render.FPS_NOTE]
     if result.hypervolume:

@@ -2,6 +2,7 @@
 runtime, verification, timing next to the base, card, MLflow run + registered version) with the
 inputs an in-memory model has -- the caller's example input instead of a data set's test images,
 its test_fn (if any) for the PyTorch model's test accuracy, no int8 (no calibration data)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,20 @@ from typing import Callable
 import torch
 
 from prunetune.compress import load_compressed_file
-from prunetune.export import (VERIFY_IMAGES, Card, ExportInputs, check_export_flags, check_output,
-                              choose_trial, load_compressed, log_export, output_folder,
-                              trial_weights, write_card, write_verified)
+from prunetune.export import (
+    VERIFY_IMAGES,
+    Card,
+    ExportInputs,
+    check_export_flags,
+    check_output,
+    choose_trial,
+    load_compressed,
+    log_export,
+    output_folder,
+    trial_weights,
+    write_card,
+    write_verified,
+)
 from prunetune.search.records import TrialRecord
 
 VERIFY_SEED = 0
@@ -25,8 +37,17 @@ def verify_inputs(example: torch.Tensor, n: int = VERIFY_IMAGES // 4) -> torch.T
     return torch.cat([example, noise])
 
 
-def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = "onnx", register: bool = True,
-                      fps_repeats: int = 21, retrain: int = 0, log: Callable[[str], None] = lambda m: None) -> Card:
+def export_user_trial(
+    run,
+    rec: TrialRecord,
+    out_dir: str | Path,
+    *,
+    fmt: str = "onnx",
+    register: bool = True,
+    fps_repeats: int = 21,
+    retrain: int = 0,
+    log: Callable[[str], None] = lambda m: None,
+) -> Card:
     """Export trial `rec` of SearchRun `run` to `out_dir` as `fmt`, verified (see the module
     docstring); the Card. With `retrain` > 0, the caller's train_fn runs that many more times on
     the reloaded model first (a recovery fine-tune; the card gives eval_fn's accuracy before and
@@ -36,17 +57,37 @@ def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = 
     rec = choose_trial(run.result, trial=rec.number)
     setup = run.setup
     base = setup.base.model
-    model, header = load_compressed_file(trial_weights(rec, run.study_name, run.tracking_uri), base_model=base)
+    model, header = load_compressed_file(
+        trial_weights(rec, run.study_name, run.tracking_uri), base_model=base
+    )
     retrained = _recovery_fine_tune(setup.workload, model, rec, retrain, log) if retrain else None
-    inputs = ExportInputs(base=base, example=setup.example, verify=verify_inputs(setup.example), test_set=None,
-                          torch_test=setup.workload.test_accuracy, calibration=None,
-                          load=lambda path: load_compressed(path, base_model=base),
-                          base_metrics=setup.base.meta["metrics"], base_checkpoint=None,
-                          threads=setup.config.threads,
-                          verify_label="inputs (example_input, then seeded random inputs of its shape)")
-    card = write_verified(model, header, rec, inputs, output_folder(out_dir), fmt=fmt, int8=False,
-                          fps_repeats=fps_repeats, study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
-                          searched=(setup.config.runtime, run.result), retrain=retrained, log=log)
+    inputs = ExportInputs(
+        base=base,
+        example=setup.example,
+        verify=verify_inputs(setup.example),
+        test_set=None,
+        torch_test=setup.workload.test_accuracy,
+        calibration=None,
+        load=lambda path: load_compressed(path, base_model=base),
+        base_metrics=setup.base.meta["metrics"],
+        base_checkpoint=None,
+        threads=setup.config.threads,
+        verify_label="inputs (example_input, then seeded random inputs of its shape)",
+    )
+    card = write_verified(
+        model,
+        header,
+        rec,
+        inputs,
+        output_folder(out_dir),
+        fmt=fmt,
+        int8=False,
+        fps_repeats=fps_repeats,
+        study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
+        searched=(setup.config.runtime, run.result),
+        retrain=retrained,
+        log=log,
+    )
     if register:
         log_export(card, rec, run.tracking_uri, log)
     else:
@@ -54,8 +95,9 @@ def export_user_trial(run, rec: TrialRecord, out_dir: str | Path, *, fmt: str = 
     return card
 
 
-def _recovery_fine_tune(workload, model: torch.nn.Module, rec: TrialRecord, times: int,
-                        log: Callable[[str], None]) -> dict:
+def _recovery_fine_tune(
+    workload, model: torch.nn.Module, rec: TrialRecord, times: int, log: Callable[[str], None]
+) -> dict:
     """The user's train_fn `times` more times on `model` (in place), seeded by the trial; what it
     did, for the card (eval_fn's accuracy before and after)."""
     import time
@@ -65,5 +107,12 @@ def _recovery_fine_tune(workload, model: torch.nn.Module, rec: TrialRecord, time
     start = time.perf_counter()
     for i in range(times):
         workload.finetune(model, rec.seed + i, "cpu")
-    return {"epochs": times, "lr": None, "loss": [], "seconds": time.perf_counter() - start, "device": "cpu",
-            "val_accuracy_before": before, "val_accuracy": workload.evaluate(model, "cpu")["accuracy"]}
+    return {
+        "epochs": times,
+        "lr": None,
+        "loss": [],
+        "seconds": time.perf_counter() - start,
+        "device": "cpu",
+        "val_accuracy_before": before,
+        "val_accuracy": workload.evaluate(model, "cpu")["accuracy"],
+    }

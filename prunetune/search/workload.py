@@ -10,6 +10,7 @@ Two kinds, one contract (`Workload`):
 Every method leaves the model on the CPU in eval mode (the runners, FPS and saved weights expect
 it there). Seeds are the trial's (see objective.trial_seed).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,9 @@ from prunetune.errors import PrunetuneError
 from prunetune.models import Recipe, evaluate, recalibrate_bn, train
 from prunetune.search.records import reserved_name
 
-RECALIBRATION_IMAGES = 1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
+RECALIBRATION_IMAGES = (
+    1000  # batch-norm statistics after fine-tuning (models without batch norms skip it)
+)
 SCREEN_IMAGES = 300  # screening: batch-norm statistics re-estimated on this many training images
 SCREEN_VAL_IMAGES = 500  # ... and accuracy on (at most) this many validation images
 IMPORTANCE_PER_CLASS = 8  # images per class for data-driven importance criteria (taylor)
@@ -62,16 +65,20 @@ class Workload(Protocol):
         """Input batches for int8 calibration (None: int8 runtimes unavailable)."""
 
 
-def recalibration_sampler(bundle: DataBundle, seed: int, images: int = RECALIBRATION_IMAGES) -> BalancedSubsetSampler:
+def recalibration_sampler(
+    bundle: DataBundle, seed: int, images: int = RECALIBRATION_IMAGES
+) -> BalancedSubsetSampler:
     """The class-balanced training images (about `images` of them) on which the batch-norm
     statistics of the model fine-tuned with `seed` are re-estimated: a draw of its own."""
-    return BalancedSubsetSampler(bundle.train_targets, per_class=max(1, images // bundle.num_classes), seed=seed + 1)
+    return BalancedSubsetSampler(
+        bundle.train_targets, per_class=max(1, images // bundle.num_classes), seed=seed + 1
+    )
 
 
 def calibration_batches(bundle: DataBundle, seed: int) -> list[torch.Tensor]:
     """CALIBRATION_BATCHES seeded batches of 16 training images (int8 calibration)."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(bundle.train), generator=g)[:CALIBRATION_BATCHES * 16]
+    idx = torch.randperm(len(bundle.train), generator=g)[: CALIBRATION_BATCHES * 16]
     xs = torch.stack([bundle.train[int(i)][0] for i in idx])
     return list(xs.split(16))
 
@@ -107,17 +114,33 @@ class DatasetWorkload:
             return []
         per_class = max(1, self.subset // self.bundle.num_classes)
         sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
-        recipe = Recipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, distill_alpha=self.distill)
-        hist = train(model, self.bundle.train, recipe, seed=seed, sampler=sampler, device=device,
-                     teacher=self.teacher if self.distill > 0 else None,
-                     train_threads=self.train_threads)
+        recipe = Recipe(
+            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, distill_alpha=self.distill
+        )
+        hist = train(
+            model,
+            self.bundle.train,
+            recipe,
+            seed=seed,
+            sampler=sampler,
+            device=device,
+            teacher=self.teacher if self.distill > 0 else None,
+            train_threads=self.train_threads,
+        )
         return hist.loss
 
     def recalibrate(self, model: nn.Module, seed: int, device: str) -> bool:
         sampler = recalibration_sampler(self.bundle, seed, min(self.subset, RECALIBRATION_IMAGES))
         with threads.decided(self.train_threads):
-            return bool(recalibrate_bn(model, self.bundle.train, sampler=sampler,
-                                       batch_size=self.batch_size, device=device))
+            return bool(
+                recalibrate_bn(
+                    model,
+                    self.bundle.train,
+                    sampler=sampler,
+                    batch_size=self.batch_size,
+                    device=device,
+                )
+            )
 
     def evaluate(self, model: nn.Module, device: str) -> dict[str, float]:
         with threads.decided(self.train_threads):
@@ -130,20 +153,30 @@ class DatasetWorkload:
             images = self.proxy_steps * self.batch_size
             per_class = max(1, images // self.bundle.num_classes)
             proxy = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
-            train(model, self.bundle.train, Recipe(epochs=1, lr=self.lr, batch_size=self.batch_size),
-                  seed=seed, sampler=proxy, device=device, train_threads=self.train_threads)
+            train(
+                model,
+                self.bundle.train,
+                Recipe(epochs=1, lr=self.lr, batch_size=self.batch_size),
+                seed=seed,
+                sampler=proxy,
+                device=device,
+                train_threads=self.train_threads,
+            )
         val = Subset(self.bundle.val, range(min(SCREEN_VAL_IMAGES, len(self.bundle.val))))
         sampler = recalibration_sampler(self.bundle, seed, SCREEN_IMAGES)
         with threads.decided(self.train_threads):
-            recalibrate_bn(model, self.bundle.train, sampler=sampler, batch_size=self.batch_size,
-                           device=device)
+            recalibrate_bn(
+                model, self.bundle.train, sampler=sampler, batch_size=self.batch_size, device=device
+            )
             return {"accuracy": evaluate(model, val, device=device)["accuracy"]}
 
     def test_accuracy(self, model: nn.Module) -> float | None:
         return evaluate(model, self.bundle.test, device="cpu")["accuracy"]
 
     def importance_data(self, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=IMPORTANCE_PER_CLASS, seed=seed)
+        sampler = BalancedSubsetSampler(
+            self.bundle.train_targets, per_class=IMPORTANCE_PER_CLASS, seed=seed
+        )
         idx = list(sampler)
         xs = torch.stack([self.bundle.train[i][0] for i in idx])
         ys = torch.stack([torch.as_tensor(self.bundle.train[i][1]) for i in idx])
@@ -177,8 +210,10 @@ class UserWorkload:
             torch.manual_seed(seed)
             returned = _call("train_fn", self.train_fn, model)
         if isinstance(returned, nn.Module) and returned is not model:
-            raise UserFunctionError("train_fn returned another module: it must fine-tune the model it is given in "
-                                    "place (return None)")
+            raise UserFunctionError(
+                "train_fn returned another module: it must fine-tune the model it is given in "
+                "place (return None)"
+            )
         model.cpu().eval()
         return []
 
@@ -192,7 +227,9 @@ class UserWorkload:
         return metrics_of("eval_fn", self.eval_fn, model)
 
     def test_accuracy(self, model: nn.Module) -> float | None:
-        return None if self.test_fn is None else metrics_of("test_fn", self.test_fn, model)["accuracy"]
+        return (
+            None if self.test_fn is None else metrics_of("test_fn", self.test_fn, model)["accuracy"]
+        )
 
     def importance_data(self, seed: int) -> None:  # noqa: ARG002
         return None
@@ -212,7 +249,9 @@ def _call(name: str, fn: Callable, model: nn.Module):
         raise UserFunctionError(f"{name} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
-METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what MLflow takes as a metric name, ':' and '/' aside
+METRIC_NAME = re.compile(
+    r"[A-Za-z0-9_.-]{1,100}"
+)  # what MLflow takes as a metric name, ':' and '/' aside
 
 
 def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
@@ -223,18 +262,24 @@ def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
     out = _call(name, fn, model)
     model.cpu().eval()
     if not isinstance(out, dict) or "accuracy" not in out:
-        raise UserFunctionError(f"{name} must return a dict with an 'accuracy' entry, got {out!r:.200}")
+        raise UserFunctionError(
+            f"{name} must return a dict with an 'accuracy' entry, got {out!r:.200}"
+        )
     clash = sorted(str(k) for k in out if isinstance(k, str) and reserved_name(k))
     if clash:
-        raise UserFunctionError(f"{name} returned {', '.join(map(repr, clash))}: a name "
-                                f"prunetune's own "
-                                "record uses (measured metrics, threads, runtime, device, "
-                                "timings, time_*, "
-                                "base_*, state, ...); name your metric otherwise")
+        raise UserFunctionError(
+            f"{name} returned {', '.join(map(repr, clash))}: a name "
+            f"prunetune's own "
+            "record uses (measured metrics, threads, runtime, device, "
+            "timings, time_*, "
+            "base_*, state, ...); name your metric otherwise"
+        )
     bad = sorted(repr(k) for k in out if not isinstance(k, str) or not METRIC_NAME.fullmatch(k))
     if bad:
-        raise UserFunctionError(f"{name}'s metric names must be 1-100 letters, digits, '_', '.' or '-', got "
-                                f"{', '.join(bad)}")
+        raise UserFunctionError(
+            f"{name}'s metric names must be 1-100 letters, digits, '_', '.' or '-', got "
+            f"{', '.join(bad)}"
+        )
     metrics = {}
     for key, value in out.items():
         try:
@@ -242,10 +287,14 @@ def metrics_of(name: str, fn: Callable, model: nn.Module) -> dict[str, float]:
         except OverflowError:  # an int beyond any float (10**400): not a measurement
             raise UserFunctionError(f"{name}'s metric {key!r} is too large for a float") from None
         except (TypeError, ValueError):
-            raise UserFunctionError(f"{name}'s metric {key!r} is not a number: {value!r:.80}") from None
+            raise UserFunctionError(
+                f"{name}'s metric {key!r} is not a number: {value!r:.80}"
+            ) from None
         if not math.isfinite(number):
             raise UserFunctionError(f"{name}'s metric {key!r} is not finite: {number}")
         metrics[str(key)] = number
     if not 0.0 <= metrics["accuracy"] <= 1.0:
-        raise UserFunctionError(f"{name}'s accuracy must be a fraction in [0, 1], got {metrics['accuracy']}")
+        raise UserFunctionError(
+            f"{name}'s accuracy must be a fraction in [0, 1], got {metrics['accuracy']}"
+        )
     return metrics

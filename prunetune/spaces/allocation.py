@@ -11,6 +11,7 @@ its MACs are those of the uniform config at `level`, and a target is met by most
 of by the few that happen to draw every group deep. Ratios are clamped to each group's range.
 Bits and importance dimensions are the wrapped space's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,12 +43,18 @@ class AllocationSpace(OverSearchSpace):
 
     def _weights(self) -> dict[str, float]:
         """Each ratio dimension's weight: the MACs share of its groups (at least a tiny one)."""
-        return {dim: max(sum(self.inner.groups[m].macs_share for m in members), 1e-6)
-                for dim, members in self.inner.ratio_dims().items()}
+        return {
+            dim: max(sum(self.inner.groups[m].macs_share for m in members), 1e-6)
+            for dim, members in self.inner.ratio_dims().items()
+        }
 
     def suggest(self, trial) -> dict:
         low, high = self.level_range()
-        params: dict = {LEVEL: trial.suggest_float(LEVEL, low, high, step=self.inner.ratio_step) if high > low else low}
+        params: dict = {
+            LEVEL: trial.suggest_float(LEVEL, low, high, step=self.inner.ratio_step)
+            if high > low
+            else low
+        }
         for dim in self.inner.ratio_dims():
             params[ALLOC + dim] = trial.suggest_float(ALLOC + dim, -1.0, 1.0, step=ALLOC_STEP)
         return params | self.inner.suggest_choices(trial)
@@ -56,7 +63,11 @@ class AllocationSpace(OverSearchSpace):
         """The per-dimension ratios of a params dict (clamped to each dimension's range)."""
         weights = self._weights()
         allocs = {dim: float(params.get(ALLOC + dim, 0.0)) for dim in weights}
-        centre = sum(allocs[d] * w for d, w in weights.items()) / sum(weights.values()) if weights else 0.0
+        centre = (
+            sum(allocs[d] * w for d, w in weights.items()) / sum(weights.values())
+            if weights
+            else 0.0
+        )
         level = float(params[LEVEL])
         out = {}
         for dim, members in self.inner.ratio_dims().items():
@@ -90,12 +101,17 @@ class AllocationSpace(OverSearchSpace):
         return self.inner.exhausted(study)
 
     def summary(self) -> dict:
-        return {**self.inner.summary(), "parametrization": "allocation", "ratio_dims": 1 + len(self.inner.ratio_dims())}
+        return {
+            **self.inner.summary(),
+            "parametrization": "allocation",
+            "ratio_dims": 1 + len(self.inner.ratio_dims()),
+        }
 
     def to_dict(self) -> dict:
         return self.inner.to_dict()
 
     def fingerprint(self) -> str:
         """Another space than the wrapped one (a study keeps one parametrization)."""
-        return hashlib.sha256(f"allocation:{SPREAD}:{ALLOC_STEP}:{self.inner.fingerprint()}".encode()).hexdigest()[:16]
-
+        return hashlib.sha256(
+            f"allocation:{SPREAD}:{ALLOC_STEP}:{self.inner.fingerprint()}".encode()
+        ).hexdigest()[:16]

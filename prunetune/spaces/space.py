@@ -9,6 +9,7 @@ Parameter names: `ratio:<dim>` (a dim is a group, a block of groups, or `all`), 
 (a dim is a layer, a block of layers, or `all`) and `importance` when more than one criterion is
 searched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,32 +65,58 @@ class SearchSpace:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_inventory(cls, inv, *, granularity: str = "layer", ratio_min: float = 0.0,
-                       ratio_max: float = 0.95, ratio_step: float = 0.05, round_to: int = 1,
-                       bits: list[int] | tuple[int, ...] = (32, 8, 6, 4),
-                       importance: list[str] | tuple[str, ...] = ("l2",), model: str = "") -> SearchSpace:
-        groups = {g.name: GroupSpec(g.channels, round(g.macs_share, 6), ratio_min, ratio_max)
-                  for g in inv.groups}
-        return cls(groups=groups, quant_layers=[q.name for q in inv.quant_layers],
-                   granularity=granularity, ratio_step=ratio_step, round_to=round_to,
-                   bits=list(bits), importance=list(importance), model=model)
+    def from_inventory(
+        cls,
+        inv,
+        *,
+        granularity: str = "layer",
+        ratio_min: float = 0.0,
+        ratio_max: float = 0.95,
+        ratio_step: float = 0.05,
+        round_to: int = 1,
+        bits: list[int] | tuple[int, ...] = (32, 8, 6, 4),
+        importance: list[str] | tuple[str, ...] = ("l2",),
+        model: str = "",
+    ) -> SearchSpace:
+        groups = {
+            g.name: GroupSpec(g.channels, round(g.macs_share, 6), ratio_min, ratio_max)
+            for g in inv.groups
+        }
+        return cls(
+            groups=groups,
+            quant_layers=[q.name for q in inv.quant_layers],
+            granularity=granularity,
+            ratio_step=ratio_step,
+            round_to=round_to,
+            bits=list(bits),
+            importance=list(importance),
+            model=model,
+        )
 
     def validate(self) -> None:
         if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"space granularity must be one of {', '.join(GRANULARITIES)}, "
-                              f"got {self.granularity!r}")
+            raise ConfigError(
+                f"space granularity must be one of {', '.join(GRANULARITIES)}, "
+                f"got {self.granularity!r}"
+            )
         if not 0.0 < self.ratio_step < 1.0:
             raise ConfigError(f"space ratio step must be in (0, 1), got {self.ratio_step}")
         for name, g in self.groups.items():
             if not 0.0 <= g.low <= g.high < 1.0:
-                raise ConfigError(f"space ratio range of group {name!r} must satisfy "
-                                  f"0 <= min <= max < 1, got [{g.low}, {g.high}]")
+                raise ConfigError(
+                    f"space ratio range of group {name!r} must satisfy "
+                    f"0 <= min <= max < 1, got [{g.low}, {g.high}]"
+                )
         bad = [b for b in self.bits if b not in ALLOWED_BITS]
         if bad or not self.bits:
-            raise ConfigError(f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}")
+            raise ConfigError(
+                f"bit-widths {bad or '[]'} not allowed; choose from {list(ALLOWED_BITS)}"
+            )
         for imp in self.importance:
             if imp not in IMPORTANCES:
-                raise ConfigError(f"unknown importance {imp!r}; known: {', '.join(IMPORTANCES.names())}")
+                raise ConfigError(
+                    f"unknown importance {imp!r}; known: {', '.join(IMPORTANCES.names())}"
+                )
         if not self.importance:
             raise ConfigError("space needs at least one importance criterion")
         if self.round_to < 1:
@@ -125,8 +152,11 @@ class SearchSpace:
         params: dict = {}
         for dim, members in self.ratio_dims().items():
             low, high = self._ratio_range(members)
-            params[f"ratio:{dim}"] = (trial.suggest_float(f"ratio:{dim}", low, high, step=self.ratio_step)
-                                      if high > low else low)
+            params[f"ratio:{dim}"] = (
+                trial.suggest_float(f"ratio:{dim}", low, high, step=self.ratio_step)
+                if high > low
+                else low
+            )
         return params | self.suggest_choices(trial)
 
     def suggest_choices(self, trial) -> dict:
@@ -159,7 +189,9 @@ class SearchSpace:
             for m in members:
                 bits[m] = int(params[f"bits:{dim}"])
         importance = params.get("importance", self.importance[0])
-        return CompressionConfig(ratios=ratios, bits=bits, importance=importance, round_to=self.round_to)
+        return CompressionConfig(
+            ratios=ratios, bits=bits, importance=importance, round_to=self.round_to
+        )
 
     def warm_start(self) -> list[dict]:
         """Sensible first trials: uniform ratios 0.5 and 0.75 in float, and 0.5 at 8 bits
@@ -170,7 +202,9 @@ class SearchSpace:
             p: dict = {}
             for dim, members in self.ratio_dims().items():
                 low, high = self._ratio_range(members)
-                p[f"ratio:{dim}"] = min(max(round(ratio / self.ratio_step) * self.ratio_step, low), high)
+                p[f"ratio:{dim}"] = min(
+                    max(round(ratio / self.ratio_step) * self.ratio_step, low), high
+                )
             for dim in self.bits_dims():
                 p[f"bits:{dim}"] = bits if bits in self.bits else self.bits[0]
             if len(self.importance) > 1:
@@ -180,21 +214,31 @@ class SearchSpace:
         return seeds
 
     def summary(self) -> dict:
-        return {"granularity": self.granularity, "ratio_dims": len(self.ratio_dims()),
-                "bits_dims": len(self.bits_dims()), "groups": len(self.groups),
-                "quant_layers": len(self.quant_layers), "bits": self.bits,
-                "importance": self.importance, "ratio_step": self.ratio_step, "round_to": self.round_to}
+        return {
+            "granularity": self.granularity,
+            "ratio_dims": len(self.ratio_dims()),
+            "bits_dims": len(self.bits_dims()),
+            "groups": len(self.groups),
+            "quant_layers": len(self.quant_layers),
+            "bits": self.bits,
+            "importance": self.importance,
+            "ratio_step": self.ratio_step,
+            "round_to": self.round_to,
+        }
 
     # -- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict:
         lows = {g.low for g in self.groups.values()} or {0.0}
         highs = {g.high for g in self.groups.values()} or {0.95}
         return {
-            "model": self.model, "granularity": self.granularity,
+            "model": self.model,
+            "granularity": self.granularity,
             "ratio": {"min": min(lows), "max": max(highs), "step": self.ratio_step},
             "round_to": self.round_to,
-            "groups": {n: {"channels": g.channels, "macs_share": g.macs_share, "ratio": [g.low, g.high]}
-                       for n, g in self.groups.items()},
+            "groups": {
+                n: {"channels": g.channels, "macs_share": g.macs_share, "ratio": [g.low, g.high]}
+                for n, g in self.groups.items()
+            },
             "bits": {"choices": list(self.bits), "layers": list(self.quant_layers)},
             "importance": list(self.importance),
         }
@@ -204,17 +248,20 @@ class SearchSpace:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        header = ("# prunetune search space: edit ranges, then `prunetune search --space FILE`.\n"
-                  "# groups.<name>.ratio = [min, max] fraction of channels removed (max < 1);\n"
-                  "# bits.choices from {2..8, 32} (32 = float); granularity: layer | block | global.\n")
+        header = (
+            "# prunetune search space: edit ranges, then `prunetune search --space FILE`.\n"
+            "# groups.<name>.ratio = [min, max] fraction of channels removed (max < 1);\n"
+            "# bits.choices from {2..8, 32} (32 = float); granularity: layer | block | global.\n"
+        )
         return header + yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "space") -> SearchSpace:
         unknown = _names(k for k in data if k not in SPACE_KEYS)
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; "
-                              f"allowed: {', '.join(sorted(SPACE_KEYS))}")
+            raise ConfigError(
+                f"{source}: unknown key(s) {unknown}; allowed: {', '.join(sorted(SPACE_KEYS))}"
+            )
         try:
             ratio = data.get("ratio", {}) or {}
             _only(ratio, {"min", "max", "step"}, f"{source}: ratio")
@@ -222,27 +269,40 @@ class SearchSpace:
             for name, g in (data.get("groups") or {}).items():
                 _only(g, {"channels", "macs_share", "ratio"}, f"{source}: groups.{_names([name])}")
                 lo, hi = g.get("ratio", [ratio.get("min", 0.0), ratio.get("max", 0.95)])
-                groups[str(name)] = GroupSpec(int(g.get("channels", 0)), float(g.get("macs_share", 0.0)),
-                                              _num(lo, f"groups.{_names([name])}.ratio"),
-                                              _num(hi, f"groups.{_names([name])}.ratio"))
+                groups[str(name)] = GroupSpec(
+                    int(g.get("channels", 0)),
+                    float(g.get("macs_share", 0.0)),
+                    _num(lo, f"groups.{_names([name])}.ratio"),
+                    _num(hi, f"groups.{_names([name])}.ratio"),
+                )
             bits = data.get("bits", {}) or {}
             _only(bits, {"choices", "layers"}, f"{source}: bits")
             choices = bits.get("choices", [32, 8, 6, 4])
-            if not isinstance(choices, list) or not all(isinstance(b, int) and not isinstance(b, bool)
-                                                        for b in choices):
-                raise ConfigError(f"{source}: bits.choices must be a list of integers, got {choices!r}")
+            if not isinstance(choices, list) or not all(
+                isinstance(b, int) and not isinstance(b, bool) for b in choices
+            ):
+                raise ConfigError(
+                    f"{source}: bits.choices must be a list of integers, got {choices!r}"
+                )
             importance = data.get("importance", ["l2"])
             importance = [importance] if isinstance(importance, str) else list(importance)
-            return cls(groups=groups, quant_layers=[str(x) for x in bits.get("layers", [])],
-                       granularity=str(data.get("granularity", "layer")),
-                       ratio_step=_num(ratio.get("step", 0.05), "ratio.step"),
-                       round_to=int(data.get("round_to", 1)), bits=choices, importance=importance,
-                       model=str(data.get("model", "")))
+            return cls(
+                groups=groups,
+                quant_layers=[str(x) for x in bits.get("layers", [])],
+                granularity=str(data.get("granularity", "layer")),
+                ratio_step=_num(ratio.get("step", 0.05), "ratio.step"),
+                round_to=int(data.get("round_to", 1)),
+                bits=choices,
+                importance=importance,
+                model=str(data.get("model", "")),
+            )
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, ConfigError):
                 raise
-            raise ConfigError(f"{source}: malformed space ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+            raise ConfigError(
+                f"{source}: malformed space ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
@@ -254,8 +314,10 @@ class SearchSpace:
         known_layers = {q.name for q in inv.quant_layers}
         bad = _names(set(self.groups) - known_groups)
         if bad:
-            raise ConfigError(f"space names unknown group(s) {bad}; "
-                              f"the model's groups: {', '.join(sorted(known_groups))}")
+            raise ConfigError(
+                f"space names unknown group(s) {bad}; "
+                f"the model's groups: {', '.join(sorted(known_groups))}"
+            )
         bad = _names(set(self.quant_layers) - known_layers)
         if bad:
             raise ConfigError(f"space names unknown layer(s) {bad}")
@@ -266,7 +328,9 @@ def _only(mapping, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where} must be a mapping")
     unknown = _names(k for k in mapping if k not in allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def _names(names) -> str:

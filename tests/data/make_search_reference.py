@@ -19,6 +19,7 @@ temporary folder with its own mlruns/ and PRUNETUNE_HOME (so the base model is t
 seed, never read from a cache), on one CPU thread: OMP_NUM_THREADS=1 makes torch's intra-op
 parallelism (and so the order of floating-point sums) the same on every machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,22 +36,62 @@ STUDY = "reference"
 # Frozen here rather than taken from tests/helpers.FAST: a change of the suite's fast args must
 # not silently change what the reference means. `--strategy search`: the reference was made with
 # the per-group TPE search, the default until `targets` became it (issue 22).
-ARGS = ["search", "--model", "tiny_cnn", "--dataset", "digits", "--base-epochs", "2", "--epochs", "1",
-        "--subset", "200", "--fps-repeats", "3", "--threads", "1", "--device", "cpu",
-        "--objectives", "accuracy,flops", "--sampler", "tpe", "--seed", "7", "--trials", "5",
-        "--strategy", "search", "--study", STUDY]
+ARGS = [
+    "search",
+    "--model",
+    "tiny_cnn",
+    "--dataset",
+    "digits",
+    "--base-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--subset",
+    "200",
+    "--fps-repeats",
+    "3",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--objectives",
+    "accuracy,flops",
+    "--sampler",
+    "tpe",
+    "--seed",
+    "7",
+    "--trials",
+    "5",
+    "--strategy",
+    "search",
+    "--study",
+    STUDY,
+]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_search(workdir: Path, *extra: str, timeout: float = 600) -> None:
     """`python -m prunetune ARGS EXTRA` of this checkout in `workdir` (its own mlruns/ and
     PRUNETUNE_HOME), one thread; raises RuntimeError with the CLI's stderr if it does not exit 0."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # this checkout's prunetune
-    env = {**os.environ, **ONE_THREAD, "PRUNETUNE_HOME": str(workdir / "home"), "RAY_AUTH_MODE": "disabled",
-           "PYTHONPATH": path}
+    path = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )  # this checkout's prunetune
+    env = {
+        **os.environ,
+        **ONE_THREAD,
+        "PRUNETUNE_HOME": str(workdir / "home"),
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONPATH": path,
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "prunetune", *ARGS, *extra], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunetune", *ARGS, *extra],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"prunetune search exited {proc.returncode}:\n{proc.stderr[-4000:]}")
 
@@ -72,12 +113,28 @@ def snapshot(workdir: Path) -> dict:
 
     storage = make_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
     result = summarize(optuna.load_study(study_name=STUDY, storage=storage))
-    trials = [{"number": r.number, "state": r.state, "params": r.params, "config": r.config,
-               "accuracy": r.metrics.get("accuracy"), "macs": r.metrics.get("macs"),
-               "flops": r.metrics.get("flops")} for r in result.records]
+    trials = [
+        {
+            "number": r.number,
+            "state": r.state,
+            "params": r.params,
+            "config": r.config,
+            "accuracy": r.metrics.get("accuracy"),
+            "macs": r.metrics.get("macs"),
+            "flops": r.metrics.get("flops"),
+        }
+        for r in result.records
+    ]
     base = {k: result.base_metrics.get(k) for k in ("accuracy", "macs", "flops")}
-    return {"args": ARGS, "environment": environment(), "base": base, "trials": trials, "front": sorted(result.front),
-            "knee": result.knee, "test_accuracy": {str(k): v for k, v in sorted(result.test_accuracy.items())}}
+    return {
+        "args": ARGS,
+        "environment": environment(),
+        "base": base,
+        "trials": trials,
+        "front": sorted(result.front),
+        "knee": result.knee,
+        "test_accuracy": {str(k): v for k, v in sorted(result.test_accuracy.items())},
+    }
 
 
 def make_reference() -> dict:
@@ -89,7 +146,9 @@ def make_reference() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REFERENCE, help=f"where to write (default {REFERENCE})")
+    parser.add_argument(
+        "--out", type=Path, default=REFERENCE, help=f"where to write (default {REFERENCE})"
+    )
     out = parser.parse_args(argv).out
     out.write_text(json.dumps(make_reference(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {out}")

@@ -1,5 +1,6 @@
 """TrialRecord <-> Optuna trial: what the runners store (`user_attrs`) and what every reader
 rebuilds (`record_from_trial`), for every state a trial can be in; the failure streak."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,18 @@ import json
 import optuna
 import pytest
 
-from prunetune.search.records import (COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING, TRACEBACK_CHARS,
-                                      FailureStreak, RepeatedFailureError, TrialRecord, record_from_trial)
+from prunetune.search.records import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    REJECTED,
+    RUNNING,
+    TRACEBACK_CHARS,
+    FailureStreak,
+    RepeatedFailureError,
+    TrialRecord,
+    record_from_trial,
+)
 from tests.search.studies import add, new_study, params, record
 
 
@@ -51,7 +62,11 @@ def test_a_running_trial_is_a_running_record_with_its_params():
 
 def test_a_trial_stopped_by_ctrl_c_is_interrupted_with_the_reason():
     back = record_from_trial(add(new_study(), record(0, INTERRUPTED)))
-    assert (back.state, back.reason, back.params) == (INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)", params())
+    assert (back.state, back.reason, back.params) == (
+        INTERRUPTED,
+        "interrupted (Ctrl-C or SIGTERM)",
+        params(),
+    )
 
 
 def test_a_failed_trial_without_a_record_or_reason_reads_failed():
@@ -80,7 +95,9 @@ def test_a_replay_still_running_names_the_trial_it_replays():
     assert record_from_trial(interrupted).replay_of == 3
     assert record_from_trial(add(study, record(2, RUNNING))).replay_of is None
     # a replay whose runner wrote a record without it (Ray: its actor died, no result came back)
-    assert record_from_trial(add(study, record(3, FAILED), user_attrs={"replay_of": 3})).replay_of == 3
+    assert (
+        record_from_trial(add(study, record(3, FAILED), user_attrs={"replay_of": 3})).replay_of == 3
+    )
 
 
 def test_an_enqueued_trial_reads_as_waiting():
@@ -104,7 +121,16 @@ def test_the_same_failure_five_times_in_a_row_stops_the_search():
 
 def test_another_reason_or_any_other_outcome_restarts_the_count():
     streak = FailureStreak(limit=3)
-    for rec in [_failed("a"), _failed("a"), _failed("b"), _failed("b"), record(0), _failed("b"),
-                _failed("b"), record(1, REJECTED), _failed("b")]:
+    for rec in [
+        _failed("a"),
+        _failed("a"),
+        _failed("b"),
+        _failed("b"),
+        record(0),
+        _failed("b"),
+        _failed("b"),
+        record(1, REJECTED),
+        _failed("b"),
+    ]:
         streak.observe(rec)
     assert (streak.reason, streak.count) == ("b", 1)

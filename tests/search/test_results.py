@@ -1,6 +1,7 @@
 """From a study to a result (prunetune.search.results) on in-memory Optuna studies: front, knee,
 constraints, test accuracy, the hypervolume history on the base's scale, the Pareto table's rows,
 CSV and JSON, and `trials_dataframe`. The module is pure report code: it imports no torch."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,15 @@ from pathlib import Path
 import pytest
 
 from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING
-from prunetune.search.results import (csv_text, feasible, front_rows, summarize, table_rows, trials_dataframe,
-                                      write_front)
+from prunetune.search.results import (
+    csv_text,
+    feasible,
+    front_rows,
+    summarize,
+    table_rows,
+    trials_dataframe,
+    write_front,
+)
 from tests.search.studies import BASE, add, new_study, params, record
 
 # (accuracy, flops) of the complete trials; trial 2 is dominated by trial 0. BASE: 0.9 at 1000 FLOPs.
@@ -26,8 +34,13 @@ POINTS = {0: (0.8, 500), 1: (0.6, 250), 2: (0.7, 600), 6: (0.85, 900)}
 OTHERS = {3: FAILED, 4: REJECTED, 5: RUNNING}
 
 
-def study_of(*, constraints: dict | None = None, base: dict | None = BASE, test_accuracy: dict | None = None,
-             extra: dict | None = None):
+def study_of(
+    *,
+    constraints: dict | None = None,
+    base: dict | None = BASE,
+    test_accuracy: dict | None = None,
+    extra: dict | None = None,
+):
     """Trials 0-6: POINTS complete (with a measured fps and speedup), OTHERS in their states."""
     study = new_study(constraints=constraints, base=base)
     for n in range(7):
@@ -54,12 +67,15 @@ def test_the_front_is_the_non_dominated_complete_trials_and_the_knee_is_balanced
     assert result.objectives == ["accuracy", "flops"] and result.base_metrics == BASE
 
 
-@pytest.mark.parametrize("constraints, front", [
-    ({"min_accuracy": 0.75}, [0, 6]),
-    ({"max_flops": 550}, [0, 1]),
-    ({"min_accuracy": 0.75, "max_flops": 550}, [0]),
-    ({"min_accuracy": 0.95}, []),
-])
+@pytest.mark.parametrize(
+    "constraints, front",
+    [
+        ({"min_accuracy": 0.75}, [0, 6]),
+        ({"max_flops": 550}, [0, 1]),
+        ({"min_accuracy": 0.75, "max_flops": 550}, [0]),
+        ({"min_accuracy": 0.95}, []),
+    ],
+)
 def test_constraints_keep_infeasible_trials_off_the_front(constraints, front):
     result = summarize(study_of(constraints=constraints))
     assert result.front == front
@@ -77,7 +93,15 @@ def test_only_complete_trials_are_feasible():
 def test_test_accuracy_is_merged_into_the_scored_records():
     result = summarize(study_of(test_accuracy={"0": 0.79, "6": 0.84}))
     assert result.test_accuracy == {0: 0.79, 6: 0.84}
-    assert [r.metrics.get("test_accuracy") for r in result.records] == [0.79, None, None, None, None, None, 0.84]
+    assert [r.metrics.get("test_accuracy") for r in result.records] == [
+        0.79,
+        None,
+        None,
+        None,
+        None,
+        None,
+        0.84,
+    ]
 
 
 def test_the_hypervolume_history_is_on_the_base_models_scale():
@@ -87,7 +111,9 @@ def test_the_hypervolume_history_is_on_the_base_models_scale():
     assert summarize(study_of()).hypervolume == pytest.approx([0.4, 0.55, 0.55, 0.555])
     assert summarize(study_of(base=None)).hypervolume == []
     worse = {**BASE, "flops": 400}  # cheaper than every trial but trial 1 (error 0.4, 250/400)
-    assert summarize(study_of(base=worse)).hypervolume == pytest.approx([0.0, 0.6 * 0.375, 0.225, 0.225])
+    assert summarize(study_of(base=worse)).hypervolume == pytest.approx(
+        [0.0, 0.6 * 0.375, 0.225, 0.225]
+    )
 
 
 def test_a_study_without_complete_trials_has_an_empty_front():
@@ -103,9 +129,17 @@ def test_front_rows_rescale_fps_to_the_base_clock_best_accuracy_first():
     result = summarize(study_of())
     rows = front_rows(result)
     assert [r["trial"] for r in rows] == [6, 0, 1]
-    assert [(r["fps"], r["fps_measured"]) for r in rows] == [(700.0, 630.0), (100.0, 90.0), (200.0, 180.0)]
+    assert [(r["fps"], r["fps_measured"]) for r in rows] == [
+        (700.0, 630.0),
+        (100.0, 90.0),
+        (200.0, 180.0),
+    ]
     assert [r["knee"] for r in rows] == [False, True, False]
-    assert rows[0]["config"] == {"ratios": {"0": 0.5, "3": 0.5}, "bits": {"0": 8, "3": 8}, "importance": "l2"}
+    assert rows[0]["config"] == {
+        "ratios": {"0": 0.5, "3": 0.5},
+        "bits": {"0": 8, "3": 8},
+        "importance": "l2",
+    }
     assert rows[1]["accuracy"] == 0.8 and rows[1]["flops"] == 500 and rows[1]["macs"] == 250
 
 
@@ -116,10 +150,23 @@ def test_without_a_base_fps_a_row_keeps_its_own():
 
 def test_the_table_starts_with_the_base_model_and_summarises_configs():
     rows = table_rows(summarize(study_of()))
-    assert rows[0] == {"trial": "base", "accuracy": 0.9, "test_accuracy": None, "macs": 500, "flops": 1000,
-                       "fps": 100.0, "speedup": None, "params": 2000, "size_bytes": 8000, "bitops": None,
-                       "knee": False, "pick": False, "config": "uncompressed", "load_1m": None,
-                       "under_load": False}
+    assert rows[0] == {
+        "trial": "base",
+        "accuracy": 0.9,
+        "test_accuracy": None,
+        "macs": 500,
+        "flops": 1000,
+        "fps": 100.0,
+        "speedup": None,
+        "params": 2000,
+        "size_bytes": 8000,
+        "bitops": None,
+        "knee": False,
+        "pick": False,
+        "config": "uncompressed",
+        "load_1m": None,
+        "under_load": False,
+    }
     assert [r["trial"] for r in rows[1:]] == [6, 0, 1]
     assert rows[1]["config"] == "ratios[0.50 0.50] bits[8]"
 
@@ -127,10 +174,26 @@ def test_the_table_starts_with_the_base_model_and_summarises_configs():
 def test_csv_and_json_of_the_front(tmp_path):
     result = summarize(study_of(test_accuracy={"0": 0.79}))
     table = list(csv.DictReader(io.StringIO(csv_text(result))))
-    assert list(table[0]) == ["trial", "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup", "params",
-                              "size_bytes", "bitops", "knee", "config"]
-    assert [(r["trial"], r["knee"], r["test_accuracy"]) for r in table] == \
-        [("base", "False", ""), ("6", "False", ""), ("0", "True", "0.79"), ("1", "False", "")]
+    assert list(table[0]) == [
+        "trial",
+        "accuracy",
+        "test_accuracy",
+        "macs",
+        "flops",
+        "fps",
+        "speedup",
+        "params",
+        "size_bytes",
+        "bitops",
+        "knee",
+        "config",
+    ]
+    assert [(r["trial"], r["knee"], r["test_accuracy"]) for r in table] == [
+        ("base", "False", ""),
+        ("6", "False", ""),
+        ("0", "True", "0.79"),
+        ("1", "False", ""),
+    ]
     paths = write_front(result, tmp_path / "out")
     assert json.loads(paths["json"].read_text()) == front_rows(result)
     assert paths["csv"].read_bytes().decode() == csv_text(result)  # CRLF rows, as csv writes them
@@ -140,9 +203,24 @@ def test_trials_dataframe_has_one_row_per_trial_in_optunas_convention():
     df = trials_dataframe(summarize(study_of(test_accuracy={"0": 0.79})))
     assert list(df["number"]) == list(range(7))
     assert list(df["state"]) == [COMPLETE, COMPLETE, COMPLETE, FAILED, REJECTED, RUNNING, COMPLETE]
-    assert list(df.columns) == ["number", "state", *(f"params_{k}" for k in sorted(params())),
-                                "accuracy", "test_accuracy", "macs", "flops", "fps", "speedup",
-                                "compress_s", "finetune_s", "measure_s", "total_s", "front", "knee", "reason"]
+    assert list(df.columns) == [
+        "number",
+        "state",
+        *(f"params_{k}" for k in sorted(params())),
+        "accuracy",
+        "test_accuracy",
+        "macs",
+        "flops",
+        "fps",
+        "speedup",
+        "compress_s",
+        "finetune_s",
+        "measure_s",
+        "total_s",
+        "front",
+        "knee",
+        "reason",
+    ]
     assert list(df["params_ratio:0"]) == [0.5] * 7
     assert df["accuracy"].tolist()[:3] == [0.8, 0.6, 0.7] and df["accuracy"][6] == 0.85
     assert df["accuracy"][3:6].isna().all()  # failed, rejected, running: no metrics
@@ -155,7 +233,9 @@ def test_trials_dataframe_has_one_row_per_trial_in_optunas_convention():
 def test_trials_dataframe_has_a_column_for_each_metric_a_record_has():
     """User-defined metrics (an eval_fn's "map") are columns too; one named like a fixed column
     does not overwrite it."""
-    df = trials_dataframe(summarize(study_of(extra={"map": 0.5, "state": 3.0, "params_ratio:0": 7.0})))
+    df = trials_dataframe(
+        summarize(study_of(extra={"map": 0.5, "state": 3.0, "params_ratio:0": 7.0}))
+    )
     assert df["map"].tolist()[:3] == [0.5, 0.5, 0.5] and math.isnan(df["map"][3])
     assert df["metric_state"][0] == 3.0 and df["state"][0] == COMPLETE
     assert df["metric_params_ratio:0"][0] == 7.0 and df["params_ratio:0"][0] == 0.5
@@ -170,14 +250,17 @@ def test_trials_dataframe_of_an_empty_study_has_the_fixed_columns():
 def test_results_and_records_import_no_torch():
     """The report layer stays importable (and `prunetune pareto` fast) without torch; pandas only
     when a data frame is asked for."""
-    code = ("import sys; import prunetune.search.results as r, tests.search.studies as s;"
-            "assert 'pandas' not in sys.modules, 'pandas at import';"
-            "r.trials_dataframe(r.summarize(s.new_study()));"
-            "bad = [m for m in ('torch', 'torchvision', 'mlflow', 'ray') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys; import prunetune.search.results as r, tests.search.studies as s;"
+        "assert 'pandas' not in sys.modules, 'pandas at import';"
+        "r.trials_dataframe(r.summarize(s.new_study()));"
+        "bad = [m for m in ('torch', 'torchvision', 'mlflow', 'ray') if m in sys.modules]; assert not bad, bad"
+    )
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -189,7 +272,11 @@ def test_fps_measured_under_load_is_flagged_in_the_table():
     from prunetune.search.api import pareto_text
 
     study = new_study(base={**BASE, "threads": 1, "cpus": 2, "load_1m": 0.4, "runnable": 0})
-    loads = [{"load_1m": 3.2, "runnable": 2, "cpus": 2}, {"load_1m": 1.9, "runnable": 1, "cpus": 2}, {}]
+    loads = [
+        {"load_1m": 3.2, "runnable": 2, "cpus": 2},
+        {"load_1m": 1.9, "runnable": 1, "cpus": 2},
+        {},
+    ]
     for n, ((acc, flops), load) in enumerate(zip([(0.8, 500), (0.6, 250), (0.85, 900)], loads)):
         rec = record(n, accuracy=acc, flops=flops, fps=90.0, speedup=2.0)
         rec.context.update(load)
@@ -199,7 +286,10 @@ def test_fps_measured_under_load_is_flagged_in_the_table():
     assert flagged == {"base": False, 0: True, 1: False, 2: False}
     text = pareto_text(result)
     assert re.search(r"^\s*0\*?k?!", text, re.M), text  # * default pick, k knee, ! under load
-    assert "speedup, timed side by side with the base in the same window, is the figure to trust" in text
+    assert (
+        "speedup, timed side by side with the base in the same window, is the figure to trust"
+        in text
+    )
     assert "load at measurement: 3.2" in text
     quiet = new_study(base={**BASE, "threads": 1, "cpus": 2, "runnable": 0})
     add(quiet, record(0, accuracy=0.8, flops=500))

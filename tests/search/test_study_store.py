@@ -1,5 +1,6 @@
 """prunetune.search.study_store: the storage a study lives in, kept beside the study (Optuna keeps
 its own private). Optuna only: in-memory and SQLite storages, no torch."""
+
 from __future__ import annotations
 
 import gc
