@@ -447,7 +447,7 @@ def export_model(
     trial whose weights were not kept, --int8 on a trial with every layer float, or an fp32 file
     whose outputs do not match PyTorch (its card is written, nothing is registered).
     """
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.search.results import summarize
     from prunetune.search.study import load_existing
 
@@ -457,9 +457,9 @@ def export_model(
     rec = choose_trial(result, trial=trial, select=select)
     if not result.config:
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
-    cfg = SearchConfig(**result.config)
-    check_model_name(cfg.model, model)
-    tracking_uri = search_tracking_uri(tracking_uri, cfg.tracking_uri)
+    cfg = SearchSettings.from_stored(result.config)
+    check_model_name(cfg.task.model, model)
+    tracking_uri = search_tracking_uri(tracking_uri, cfg.stores.tracking_uri)
     rec.weights = str(trial_weights(rec, study_name, tracking_uri))
     compressed, header = load_compressed_file(rec.weights, model=model)
     check_int8(compressed, CompressionConfig.from_dict(header["config"]), rec, int8)
@@ -479,7 +479,7 @@ def export_model(
         int8=int8,
         fps_repeats=fps_repeats,
         study=(study_name, storage, selection),
-        searched=(cfg.runtime, result),
+        searched=(cfg.measurement.runtime, result),
         retrain=retrain,
         log=log,
     )
@@ -516,13 +516,13 @@ def _dataset_inputs(
     from prunetune.search.objective import base_recipe
     from prunetune.search.workload import calibration_batches
 
-    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    bundle = create_dataset(cfg.task.dataset, data_root=cfg.task.data_root)
     base = get_base_model(
-        cfg.model,
+        cfg.task.model,
         bundle,
-        recipe=base_recipe(cfg),
-        seed=cfg.base_seed,
-        checkpoint=cfg.checkpoint,
+        recipe=base_recipe(cfg.base),
+        seed=cfg.base.seed,
+        checkpoint=cfg.task.checkpoint,
         log=log,
     )
     verify = torch.stack([bundle.test[i][0] for i in range(min(VERIFY_IMAGES, len(bundle.test)))])
@@ -536,7 +536,7 @@ def _dataset_inputs(
         load=lambda path: load_compressed(path, model=model),
         base_metrics=base.meta.get("metrics", {}),
         base_checkpoint=str(base.path) if base.path else None,
-        threads=cfg.threads,
+        threads=cfg.measurement.threads,
     ), bundle
 
 
@@ -546,7 +546,9 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
     from prunetune.models import resolve_device
     from prunetune.search.workload import recalibration_sampler
 
-    device = resolve_device(cfg.device)  # the search's choice; the model stays on the CPU
+    device = resolve_device(
+        cfg.measurement.device
+    )  # the search's choice; the model stays on the CPU
     log(
         f"fine-tuning trial {rec.number} for {epochs} epoch(s) on the full training split ({device})"
     )
@@ -554,10 +556,10 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
         hist = train(
             model,
             bundle.train,
-            Recipe(epochs=epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size),
+            Recipe(epochs=epochs, lr=cfg.finetune.lr / 2, batch_size=cfg.finetune.batch_size),
             seed=rec.seed,
             device=device,
-            train_threads=cfg.train_threads,
+            train_threads=cfg.measurement.train_threads,
         )
     except DivergedError as exc:
         raise PrunetuneError(
@@ -569,7 +571,7 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
     )
     return {
         "epochs": epochs,
-        "lr": cfg.lr / 2,
+        "lr": cfg.finetune.lr / 2,
         "loss": hist.loss,
         "seconds": hist.seconds,
         "device": str(device),

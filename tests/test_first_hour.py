@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from prunetune.cli import main
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import PrunetuneError
 from prunetune.search.api import near_chance, resolve_study
 from prunetune.search.records import COMPLETE, TrialRecord
@@ -113,7 +113,7 @@ def test_default_study_is_the_only_one_or_the_search_default(tmp_path):
     url = _studies(tmp_path, "alpha")
     assert resolve_study(None, url) == "alpha"
     assert resolve_study("given", url) == "given"
-    _studies(tmp_path, SearchConfig().study_name)
+    _studies(tmp_path, SearchSettings().study_name)
     assert resolve_study(None, url) == "mnist_net-mnist5k"
 
 
@@ -148,7 +148,7 @@ class _Space:
 
 
 def _setup(trials: int) -> SimpleNamespace:
-    cfg = SearchConfig(model="tiny_cnn", dataset="digits", study="runs", trials=trials)
+    cfg = SearchSettings.from_flat(model="tiny_cnn", dataset="digits", study="runs", trials=trials)
     return SimpleNamespace(
         config=cfg, space=_Space(), base_metrics={"accuracy": 0.9, "flops": 100.0}
     )

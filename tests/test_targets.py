@@ -13,7 +13,7 @@ import torch
 
 from prunetune.cli import main
 from prunetune.compress import compress, inventory
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.measure import count_macs
 from prunetune.models.factory import create_model
 from prunetune.search.optuna_runner import run_search
@@ -110,9 +110,9 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
     """Two targets, 7 trials: uniform and global at both first, then searched candidates (the
     cheaper target first); every full trial has its proxy score; the per-target table, the
     proxy's Spearman and the vs-uniform metrics reach the MLflow parent run."""
-    cfg = SearchConfig(**TINY, study="tg", trials=7, targets=[0.4, 0.15])
+    cfg = SearchSettings.from_flat(**TINY, study="tg", trials=7, targets=[0.4, 0.15])
     result = run_search(cfg, listeners=[MlflowTracker()])
-    study = load_existing(cfg.storage_url, "tg")
+    study = load_existing(cfg.stores.storage_url, "tg")
     full = [t for t in study.trials if t.state.name == "COMPLETE"]
     kinds = [
         (t.user_attrs["target"], t.user_attrs["candidate"])
@@ -153,7 +153,7 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
 
 @pytest.mark.slow
 def test_the_default_search_is_targets_and_prints_the_table(isolated, capsys):
-    assert SearchConfig().strategy == "targets"
+    assert SearchSettings().plan.strategy == "targets"
     assert (
         main(
             search_args(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from prunetune import render
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.paths import study_dir
 from prunetune.redact import mask_url
 from prunetune.search import pareto
@@ -140,11 +140,11 @@ class BaseModelCheck:
 
 
 def run(
-    cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=(), setup=None
+    cfg: SearchSettings, *, log=lambda m: None, progress=None, listeners=(), setup=None
 ) -> SearchResult:
     """Run the search on the configured backend (`setup`: one already prepared, e.g. the Python
     API's around the caller's loop; else the runner prepares the CLI's)."""
-    if cfg.backend == "ray":
+    if cfg.runner.backend == "ray":
         from prunetune.search.ray_runner import run_search_ray
 
         return run_search_ray(
@@ -185,35 +185,35 @@ def pareto_text(result: SearchResult) -> str:
     return "\n".join(notes)
 
 
-def check_names(cfg: SearchConfig) -> None:
+def check_names(cfg: SearchSettings) -> None:
     """Fail fast, before anything is written, on names that do not exist."""
     from prunetune.compress import IMPORTANCES
     from prunetune.data import DATASETS
     from prunetune.models.factory import validate_model_name
     from prunetune.runtimes import check_runtime
 
-    validate_model_name(cfg.model)
-    DATASETS.get(cfg.dataset)
-    for (
-        o
-    ) in cfg.objectives:  # metric:direction objectives are the Python API's (its eval_fn's metrics)
+    validate_model_name(cfg.task.model)
+    DATASETS.get(cfg.task.dataset)
+    for o in (
+        cfg.selection.objectives
+    ):  # metric:direction objectives are the Python API's (its eval_fn's metrics)
         if o not in OBJECTIVES:
             from prunetune.errors import UnknownNameError
 
             raise UnknownNameError("objective", o, list(OBJECTIVES))
-    for imp in cfg.importance:
+    for imp in cfg.space_spec.importance:
         IMPORTANCES.get(imp)
-    check_runtime(cfg.runtime)
-    if cfg.select:
-        check_rule_metrics(parse_rule(cfg.select))
+    check_runtime(cfg.measurement.runtime)
+    if cfg.selection.select:
+        check_rule_metrics(parse_rule(cfg.selection.select))
     from prunetune.paths import check_home, prepare_sqlite
     from prunetune.search.tracking import requested_uri
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
-    check_storage(cfg.storage_url)  # a supported, writable Optuna storage (or a new one)
+    check_storage(cfg.stores.storage_url)  # a supported, writable Optuna storage (or a new one)
     check_home()  # caches and locks: a file or an unwritable folder fails now, not after training
-    prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking", create=False)
+    prepare_sqlite(requested_uri(cfg.stores.tracking_uri), "tracking", create=False)
 
 
 def threads_warning(threads: int) -> str | None:
@@ -262,7 +262,7 @@ def selection_warning(result: SearchResult, select: str | None) -> str | None:
 
 
 def search_and_report(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     *,
     log=print,
     out=print,
@@ -274,27 +274,31 @@ def search_and_report(
     from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
 
     check_names(cfg)
-    for warning in filter(None, [threads_warning(cfg.threads)]):
+    for warning in filter(None, [threads_warning(cfg.measurement.threads)]):
         log(warning)
-    check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
+    check_store(
+        cfg.stores.tracking_uri
+    )  # an unreachable or broken store fails here, before any write
     if export_dir:  # an --export folder that cannot take the export fails now, not after the search
         from prunetune.export import check_output
 
         check_output(export_dir)
-    bar = ProgressBar(cfg.timeout)
+    bar = ProgressBar(cfg.budget.timeout)
     # with --export the export registers the selected trial (one version per trial, not two)
-    tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
+    tracker = MlflowTracker(
+        cfg.stores.tracking_uri, select=cfg.selection.select, register=not export_dir
+    )
     try:
         result = run(cfg, log=log, progress=bar, listeners=[BaseModelCheck(log), tracker])
     finally:
         bar.close()
-    out(pareto_report(cfg.study_name, storage=cfg.storage_url))
+    out(pareto_report(cfg.study_name, storage=cfg.stores.storage_url))
     paths = write_front(result, study_dir(cfg.study_name))
     out(
         f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
         f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})"
     )
-    for warning in (selection_warning(result, cfg.select), near_chance_pick(result)):
+    for warning in (selection_warning(result, cfg.selection.select), near_chance_pick(result)):
         if warning:
             log(warning)
     if export_dir:
@@ -302,10 +306,10 @@ def search_and_report(
 
         card = export_model(
             cfg.study_name,
-            storage=cfg.storage_url,
+            storage=cfg.stores.storage_url,
             out_dir=export_dir,
-            select=cfg.select,
-            tracking_uri=cfg.tracking_uri,
+            select=cfg.selection.select,
+            tracking_uri=cfg.stores.tracking_uri,
             retrain_epochs=retrain_epochs,
             log=log,
         )
@@ -332,7 +336,7 @@ def resolve_study(name: str | None, storage: str) -> str:
     names = sorted(
         s.study_name for s in summaries if "screen_of" not in s.user_attrs
     )  # a search's screening study is not one to read
-    default = SearchConfig().study_name
+    default = SearchSettings().study_name
     if len(names) == 1:
         return names[0]
     if default in names:

@@ -33,7 +33,7 @@ from prunetune.compress import (
     save_compressed,
     size_bytes,
 )
-from prunetune.config import SearchConfig
+from prunetune.config import BaseRecipe, SearchSettings, SpaceSpec
 from prunetune.data import DataBundle, create_dataset
 from prunetune.measure import count_macs, count_params, machine_load
 from prunetune.models import BaseModel, Recipe, get_base_model, resolve_device
@@ -55,7 +55,7 @@ class SearchSetup:
     `workload`: what trials do with data (see prunetune.search.workload); `bundle` is the CLI's data
     set (None for a search of the Python API, whose `example` is the user's one-sample input)."""
 
-    config: SearchConfig
+    config: SearchSettings
     bundle: DataBundle | None
     base: BaseModel
     space: SearchSpace
@@ -89,7 +89,7 @@ class SearchSetup:
         """A trial's saved model, rebuilt from this search's base model."""
         if self.in_memory:
             return load_compressed_file(path, base_model=self.base.model)[0]
-        return load_compressed_file(path, model=self.config.model)[0]
+        return load_compressed_file(path, model=self.config.task.model)[0]
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -97,64 +97,72 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
 
 
-def base_recipe(cfg: SearchConfig) -> Recipe:
-    """How the base model is trained when no checkpoint is given: `base_epochs`, `base_lr`,
-    `base_batch_size` (seed `base_seed`). The one definition: `prunetune train`, `search` and
-    `sensitivity` all build their base through it, so the same flags find the same cached base."""
-    return Recipe(epochs=cfg.base_epochs, lr=cfg.base_lr, batch_size=cfg.base_batch_size)
+def base_recipe(base: BaseRecipe) -> Recipe:
+    """How the base model is trained when no checkpoint is given (the training part of the
+    BaseRecipe; its seed is the other). The one definition: `prunetune train`, `search`,
+    `sensitivity` and `export` all build their base through it, so the same recipe finds the same
+    cached base."""
+    return Recipe(epochs=base.epochs, lr=base.lr, batch_size=base.batch_size)
 
 
-def build_space(cfg: SearchConfig, inv) -> SearchSpace:
-    """The space from `--space FILE` (checked against the model) or derived from the inventory."""
-    if cfg.space:
-        space = SearchSpace.from_yaml(cfg.space)
+def build_space(spec: SpaceSpec, model_name: str, inv) -> SearchSpace:
+    """The space from `spec.space` (a YAML file, checked against the model) or derived from the
+    inventory with the spec's ranges."""
+    if spec.space:
+        space = SearchSpace.from_yaml(spec.space)
         space.check_fits(inv)
-        space.model = space.model or cfg.model
+        space.model = space.model or model_name
         return space
     return SearchSpace.from_inventory(
         inv,
-        granularity=cfg.granularity,
-        ratio_min=cfg.ratio_min,
-        ratio_max=cfg.ratio_max,
-        ratio_step=cfg.ratio_step,
-        round_to=cfg.round_to,
-        bits=cfg.bits,
-        importance=cfg.importance,
-        model=cfg.model,
+        granularity=spec.granularity,
+        ratio_min=spec.ratio_min,
+        ratio_max=spec.ratio_max,
+        ratio_step=spec.ratio_step,
+        round_to=spec.round_to,
+        bits=spec.bits,
+        importance=spec.importance,
+        model=model_name,
     )
 
 
-def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
+def prepare_search(cfg: SearchSettings, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
     """Load data and the base model (training and caching it if needed), derive the space,
-    measure the base model. The device (`cfg.device`; with Ray the driver's own, as trials get
+    measure the base model. The device (`cfg.measurement.device`; with Ray the driver's own, as trials get
     theirs from --gpus-per-trial) is decided once, first: a CUDA device that is not there is a
     ConfigError before anything is loaded. Raises PrunetuneError subclasses for user mistakes."""
     # under Ray the driver may have no GPU of its own: "auto" unless the user said cpu
-    device = resolve_device(cfg.device if cfg.backend != "ray" or cfg.device == "cpu" else "auto")
-    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    device = resolve_device(
+        cfg.measurement.device
+        if cfg.runner.backend != "ray" or cfg.measurement.device == "cpu"
+        else "auto"
+    )
+    bundle = create_dataset(cfg.task.dataset, data_root=cfg.task.data_root)
     base = get_base_model(
-        cfg.model,
+        cfg.task.model,
         bundle,
-        recipe=base_recipe(cfg),
-        seed=cfg.base_seed,
-        checkpoint=cfg.checkpoint,
+        recipe=base_recipe(cfg.base),
+        seed=cfg.base.seed,
+        checkpoint=cfg.task.checkpoint,
         log=log,
         device=device,
-        train_threads=cfg.train_threads,
+        train_threads=cfg.measurement.train_threads,
     )
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
-    space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
+    space = strategies.make_space(
+        cfg, build_space(cfg.space_spec, cfg.task.model, inv), base.model, example, bundle
+    )
     workload = DatasetWorkload(
         bundle,
-        epochs=cfg.epochs,
-        subset=cfg.subset,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        distill=cfg.distill,
+        epochs=cfg.finetune.epochs,
+        subset=cfg.finetune.subset,
+        lr=cfg.finetune.lr,
+        batch_size=cfg.finetune.batch_size,
+        distill=cfg.finetune.distill,
         teacher=base.model,
         proxy_steps=cfg.proxy_fine_tune_steps,
-        train_threads=cfg.train_threads,
+        train_threads=cfg.measurement.train_threads,
     )
     setup = SearchSetup(
         config=cfg,
@@ -173,12 +181,16 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
 
 def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
     cfg = setup.config
-    calib = setup.workload.calibration_batches(seed) if cfg.runtime.endswith("int8") else None
+    calib = (
+        setup.workload.calibration_batches(seed)
+        if cfg.measurement.runtime.endswith("int8")
+        else None
+    )
     return make_runner(
         model,
-        cfg.runtime,
+        cfg.measurement.runtime,
         setup.example_input(),
-        threads=cfg.threads,
+        threads=cfg.measurement.threads,
         calibration_batches=calib,
         layer_bits=bits,
     )
@@ -187,12 +199,12 @@ def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
 def _base_runner(setup: SearchSetup):
     """The base model's runner on the setup's runtime and threads, built once per setup and
     process (ONNX export and int8 calibration cost) and kept in `setup.runners`."""
-    key = (setup.config.runtime, setup.config.threads)
+    key = (setup.config.measurement.runtime, setup.config.measurement.threads)
     if (
         key not in setup.runners
     ):  # the uncompressed reference: every layer float, on the same runtime
         float_bits = {name: 32 for name in setup.space.quant_layers}
-        setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
+        setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.plan.seed)
     return setup.runners[key]
 
 
@@ -205,7 +217,9 @@ def measure_base(setup: SearchSetup) -> dict:
     with setup.lock.quiet():
         load = machine_load()
         timing = measure_fps(
-            {"base": _base_runner(setup)}, example, repeats=max(setup.config.fps_repeats, 21)
+            {"base": _base_runner(setup)},
+            example,
+            repeats=max(setup.config.measurement.fps_repeats, 21),
         )["base"]
     # user metrics first: they never replace prunetune's own (see records.reserved_name)
     return {
@@ -222,8 +236,8 @@ def measure_base(setup: SearchSetup) -> dict:
         "latency_ms": timing.median_ms,
         "fps_spread": timing.spread,
         "speedup": 1.0,
-        "runtime": setup.config.runtime,
-        "threads": setup.config.threads,
+        "runtime": setup.config.measurement.runtime,
+        "threads": setup.config.measurement.threads,
         "device": setup.device,
     }
 
@@ -245,7 +259,7 @@ def run_trial(
     `failed` (with the reason and the full traceback) or `rejected` (a constraint broken before
     any training)."""
     cfg = setup.config
-    seed = trial_seed(cfg.seed, number if replay_of is None else replay_of)
+    seed = trial_seed(cfg.plan.seed, number if replay_of is None else replay_of)
     rec = TrialRecord(
         number=number,
         state=COMPLETE,
@@ -276,7 +290,7 @@ def run_trial(
         with setup.lock.busy():
             rec.metrics.update(setup.workload.evaluate(model, setup.device))
         rec.metrics.update(_measure_speed(setup, model, config, seed, rec.context))
-        missing_objectives(setup.config.objectives, rec.metrics)
+        missing_objectives(setup.config.selection.objectives, rec.metrics)
         rec.timings["measure_s"] = time.perf_counter() - t2
         path = setup.weights_dir / f"trial-{number:05d}.pt"
         save_compressed(path, model, config, base_reference(setup))
@@ -317,9 +331,9 @@ def _compressed(
             setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed
         )
         _record_costs(setup, model, config, rec)
-    if cfg.max_flops is not None and rec.metrics["flops"] > cfg.max_flops:
+    if cfg.selection.max_flops is not None and rec.metrics["flops"] > cfg.selection.max_flops:
         rec.state = REJECTED
-        rec.reason = f"flops {rec.metrics['flops']:,} > max_flops {cfg.max_flops:,.0f}"
+        rec.reason = f"flops {rec.metrics['flops']:,} > max_flops {cfg.selection.max_flops:,.0f}"
     return config, model
 
 
@@ -378,7 +392,7 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     Never raises for the config's own failure (the record says `failed` or `rejected`, as
     run_trial's)."""
     cfg = setup.config
-    seed = trial_seed(cfg.seed, number)
+    seed = trial_seed(cfg.plan.seed, number)
     rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
     t0 = time.perf_counter()
     try:
@@ -388,7 +402,7 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         with setup.lock.busy():
             rec.metrics.update(setup.workload.screen(model, seed, setup.device))
             missing_objectives(
-                [o for o in cfg.objectives if o != "fps"], rec.metrics
+                [o for o in cfg.selection.objectives if o != "fps"], rec.metrics
             )  # fps: screened as macs
     except Exception as exc:  # a config's own failure must not end the search
         rec.state, rec.reason = FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -414,7 +428,7 @@ def base_reference(setup: SearchSetup) -> dict:
     example = setup.example_input()
     if setup.in_memory:
         return {
-            "model": setup.config.model,
+            "model": setup.config.task.model,
             "in_memory": True,
             "dataset": setup.workload.label,
             "input_shape": list(example.shape[1:]),
@@ -422,7 +436,7 @@ def base_reference(setup: SearchSetup) -> dict:
             "base_checkpoint": None,
         }
     return {
-        "model": setup.config.model,
+        "model": setup.config.task.model,
         "dataset": setup.bundle.name,
         "input_shape": list(setup.bundle.input_shape),
         "num_classes": setup.bundle.num_classes,
@@ -442,7 +456,9 @@ def _measure_speed(
         base = _base_runner(setup)
     with setup.lock.quiet():
         context.update(machine_load())
-        t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
+        t = measure_fps(
+            {"trial": candidate, "base": base}, example, repeats=cfg.measurement.fps_repeats
+        )
     return {
         "fps": t["trial"].fps,
         "latency_ms": t["trial"].median_ms,

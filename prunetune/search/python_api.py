@@ -3,7 +3,7 @@
 The same runners, study storage, resume, MLflow tracking, Pareto front, constraints and Ray backend
 as `prunetune search`; only the workload differs: the CLI's data set and recipe there
 (`DatasetWorkload`), the caller's `train_fn` / `eval_fn` here (`UserWorkload`). Call order:
-check the arguments -> a SearchConfig from them (`search_config`) -> `prepare_user_search` (the base
+check the arguments -> a SearchSettings from them (`search_config`) -> `prepare_user_search` (the base
 measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
 tracker -> a `SearchRun` (front, knee, reloaded models, export, a pandas table).
 """
@@ -11,7 +11,6 @@ tracker -> a `SearchRun` (front, knee, reloaded models, export, a pandas table).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunetune.config import SearchConfig
+from prunetune.config import AUTO_THREADS, FLAT, PARTS, SearchSettings, Task
+from prunetune.config.parts import DEFAULT_STORAGE
 from prunetune.errors import ConfigError
 from prunetune.models import BaseModel
 from prunetune.models.factory import check_single_output
@@ -30,29 +30,15 @@ from prunetune.search.records import TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
 
-# SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
-NOT_OPTIONS = (
-    "model",
-    "dataset",
-    "data_root",
-    "checkpoint",
-    "base_epochs",
-    "base_lr",
-    "base_batch_size",
-    "base_seed",
-    "epochs",
-    "subset",
-    "lr",
-    "batch_size",
-    "distill",
-    "device",
-    "objectives",
-    "trials",
-    "study",
-    "storage",
-    "tracking_uri",
-    "backend",
-    "train_threads",
+# the parts of the settings run_search composes: not the Task, BaseRecipe or FinetuneRecipe (the
+# caller's model, data and loop replace them)
+API_PARTS = ("stores", "budget", "plan", "selection", "space_spec", "measurement", "runner")
+# keys of those parts run_search sets itself: from its own arguments, or fixed (`device`: trials
+# run on the CPU, train_fn moves the model where it likes; train_fn picks its threads)
+ARGUMENT_KEYS = ("objectives", "trials", "study", "storage", "tracking_uri", "backend")
+FIXED = {"device": "cpu", "train_threads": AUTO_THREADS}
+OPTIONS = tuple(
+    k for k, (part, _) in FLAT.items() if part in API_PARTS and k not in (*ARGUMENT_KEYS, *FIXED)
 )
 DATA_FREE_RUNTIMES = (
     "torch",
@@ -93,48 +79,52 @@ def search_config(
     tracking_uri: str | None,
     backend: str,
     options: dict,
-) -> SearchConfig:
-    """The validated SearchConfig of a Python API search (ConfigError naming a bad option)."""
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    bad = sorted(set(options) & set(NOT_OPTIONS)) + sorted(set(options) - fields)
+) -> SearchSettings:
+    """The validated settings of a Python API search: the parts it takes (API_PARTS) composed
+    from its arguments and `options` (flat keys, OPTIONS), the Task naming the caller's model
+    `label` and its data "user". ConfigError (one line) naming a bad option."""
+    bad = sorted(str(k) for k in set(options) - set(OPTIONS))
     if bad:
         raise ConfigError(
             f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
-            f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}"
+            f"and eval_fn's; options are {', '.join(sorted(OPTIONS))}"
         )
     from prunetune.paths import absolute_sqlite
     from prunetune.search.tracking import requested_uri
 
-    cfg = SearchConfig(
-        model=label,
-        dataset="user",
-        objectives=objective_names(objectives),
-        trials=trials,
-        study=study_name,
-        storage=absolute_sqlite(storage or SearchConfig().storage_url),
-        tracking_uri=absolute_sqlite(requested_uri(tracking_uri)),
-        backend=backend,
-        device="cpu",
+    values = {
         **options,
-    )
-    if cfg.screen:
+        **FIXED,
+        "objectives": objective_names(objectives),
+        "trials": trials,
+        "study": study_name,
+        "storage": absolute_sqlite(storage or DEFAULT_STORAGE),
+        "tracking_uri": absolute_sqlite(requested_uri(tracking_uri)),
+        "backend": backend,
+    }
+    parts = {
+        part: PARTS[part](**{FLAT[k][1]: v for k, v in values.items() if FLAT[k][0] == part})
+        for part in API_PARTS
+    }
+    cfg = SearchSettings(task=Task(model=label, dataset="user"), **parts)
+    if cfg.plan.screen:
         raise ConfigError(
             "screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
             "prunetune's own data: not available around your loop (screen=0)"
         )
-    if cfg.strategy == "sensitivity":
+    if cfg.plan.strategy == "sensitivity":
         raise ConfigError(
             "strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
             "or global around your own loop"
         )
-    if "taylor" in cfg.importance:
+    if "taylor" in cfg.space_spec.importance:
         raise ConfigError(
             "importance 'taylor' needs labelled batches prunetune does not have here: use l1, l2 "
             "or another data-free criterion"
         )
-    if cfg.runtime not in DATA_FREE_RUNTIMES:
+    if cfg.measurement.runtime not in DATA_FREE_RUNTIMES:
         raise ConfigError(
-            f"runtime {cfg.runtime!r} calibrates int8 on data prunetune does not have here: "
+            f"runtime {cfg.measurement.runtime!r} calibrates int8 on data prunetune does not have here: "
             f"use {' or '.join(DATA_FREE_RUNTIMES)}"
         )
     return cfg
@@ -194,7 +184,7 @@ def _check_example(example_input: object) -> None:
 
 
 def prepare_user_search(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     base_model: nn.Module,
     example: torch.Tensor,
     workload: UserWorkload,
@@ -221,7 +211,9 @@ def prepare_user_search(
     }
     base = BaseModel(model=base_model, meta=meta, path=None)
     inv = inventory(base_model, example)
-    space = strategies.make_space(cfg, build_space(cfg, inv), base_model, example, None)
+    space = strategies.make_space(
+        cfg, build_space(cfg.space_spec, cfg.task.model, inv), base_model, example, None
+    )
     dims = space.summary()
     if not dims["ratio_dims"] and not dims["bits_dims"]:
         raise ConfigError(
@@ -242,7 +234,7 @@ def prepare_user_search(
     )
     setup.base_metrics = measure_base(setup)
     try:
-        missing_objectives(cfg.objectives, setup.base_metrics)
+        missing_objectives(cfg.selection.objectives, setup.base_metrics)
     except UserFunctionError as exc:
         raise ConfigError(f"the base model: {exc}") from None
     return setup
@@ -275,7 +267,7 @@ class SearchRun:
 
     @property
     def tracking_uri(self) -> str:
-        return self.setup.config.tracking_uri
+        return self.setup.config.stores.tracking_uri
 
     @property
     def study_name(self) -> str:
@@ -424,7 +416,7 @@ class SameBaseCheck:
         elif stored != self.fingerprint:
             raise ConfigError(
                 f"study {study.study_name!r} was searched from other weights of "
-                f"{setup.config.model}; pass another study_name (or the same model to resume it)"
+                f"{setup.config.task.model}; pass another study_name (or the same model to resume it)"
             )
 
     def on_trial_end(self, record, study) -> None:
@@ -434,7 +426,7 @@ class SameBaseCheck:
         pass
 
 
-def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
+def _run(cfg: SearchSettings, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
     """The CLI's runner dispatch (search.api.run) with the same MLflow tracking and --select
     registration; the store is checked before anything is written."""
     from prunetune.search.api import run, selection_warning, threads_warning
@@ -442,14 +434,17 @@ def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> S
     from prunetune.search.study import check_storage
     from prunetune.search.tracking import MlflowTracker, check_store
 
-    check_storage(cfg.storage_url)
-    check_store(cfg.tracking_uri)
+    check_storage(cfg.stores.storage_url)
+    check_store(cfg.stores.tracking_uri)
     check_home()  # its lock files
-    for warning in filter(None, [threads_warning(cfg.threads)]):
+    for warning in filter(None, [threads_warning(cfg.measurement.threads)]):
         log(warning)
-    listeners = [SameBaseCheck(setup), MlflowTracker(cfg.tracking_uri, select=cfg.select)]
+    listeners = [
+        SameBaseCheck(setup),
+        MlflowTracker(cfg.stores.tracking_uri, select=cfg.selection.select),
+    ]
     result = run(cfg, log=log, listeners=listeners, setup=setup)
-    warning = selection_warning(result, cfg.select)
+    warning = selection_warning(result, cfg.selection.select)
     if warning:
         log(warning)
     return result

@@ -46,7 +46,7 @@ from typing import Callable
 
 import optuna
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import PrunetuneError
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.objectives import get_objective
@@ -85,15 +85,15 @@ SILENCED_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 
 def run_search_ray(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     *,
     listeners: list[SearchListener] = (),
     log=lambda m: None,
     progress=None,
     setup: SearchSetup | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search with Ray Tune until cfg.trials trials have finished, at most
-    cfg.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
+    """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at most
+    cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
     no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
     one this function started (or joined) is shut down (disconnected) before it returns. `setup`:
     one already prepared (the Python API's; its weights folder must be absolute), else prepared here."""
@@ -105,7 +105,7 @@ def run_search_ray(
 
     owns_ray = not ray.is_initialized()
     try:
-        if cfg.address and owns_ray:
+        if cfg.runner.address and owns_ray:
             _init_ray(
                 cfg
             )  # a wrong address fails before the base model is trained or anything written
@@ -117,7 +117,7 @@ def run_search_ray(
         if replayed:
             log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
         finished, running = count_finished(study)
-        remaining = cfg.trials - finished - running
+        remaining = cfg.budget.trials - finished - running
         if remaining > 0:
             if not ray.is_initialized():
                 _init_ray(cfg)
@@ -129,7 +129,7 @@ def run_search_ray(
 
 
 def _run(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     setup: SearchSetup,
     study: optuna.Study,
     remaining: int,
@@ -142,7 +142,7 @@ def _run(
     def run_trials() -> None:
         nonlocal searcher
         if progress:
-            progress(count_finished(study)[0], cfg.trials, study)
+            progress(count_finished(study)[0], cfg.budget.trials, study)
         if remaining > 0:
             searcher = _make_searcher(cfg, setup, study, listeners, log, progress)
             _fit(cfg, setup, searcher, remaining)
@@ -173,26 +173,26 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _init_ray(cfg: SearchConfig) -> None:
-    """Join the cluster at cfg.address (`auto`: RAY_ADDRESS, or the one `ray start` made on this
+def _init_ray(cfg: SearchSettings) -> None:
+    """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on this
     machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
     (as Ray counts them: container CPU limits respected)."""
     import ray
 
-    if cfg.address and cfg.address != "auto":
-        _check_reachable(cfg.address)
+    if cfg.runner.address and cfg.runner.address != "auto":
+        _check_reachable(cfg.runner.address)
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if cfg.address:
-                ray.init(address=cfg.address, **kwargs)
+            if cfg.runner.address:
+                ray.init(address=cfg.runner.address, **kwargs)
             else:  # "local": never attach to a cluster that happens to run on this machine
                 ray.init(address="local", include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise PrunetuneError(
-            f"cannot {'join' if cfg.address else 'start'} Ray "
-            f"({cfg.address or 'local'}): {str(exc).splitlines()[0][:200]}"
+            f"cannot {'join' if cfg.runner.address else 'start'} Ray "
+            f"({cfg.runner.address or 'local'}): {str(exc).splitlines()[0][:200]}"
         ) from None
 
 
@@ -235,7 +235,7 @@ def _trainable_class():
                 "ray_worker": worker_id(),
             }
             # Tune insists the searcher's metrics are in every result; the searcher uses the record
-            for o in self._prunetune.config.objectives:
+            for o in self._prunetune.config.selection.objectives:
                 key = get_objective(o).key
                 out[key] = record.metrics.get(key)
             return out
@@ -291,12 +291,12 @@ def _weights_sink(directory: Path):
     ).remote(str(directory))
 
 
-def trial_device(cfg: SearchConfig):
+def trial_device(cfg: SearchSettings):
     """A Ray trial's device: the GPU Ray gave its actor (CUDA_VISIBLE_DEVICES) when
-    --gpus-per-trial > 0, else the CPU (cfg.device agrees: SearchConfig checks it)."""
+    --gpus-per-trial > 0, else the CPU (cfg.measurement.device agrees: SearchSettings checks it)."""
     from prunetune.models import resolve_device
 
-    return resolve_device("cuda" if cfg.gpus_per_trial > 0 else "cpu")
+    return resolve_device("cuda" if cfg.runner.gpus_per_trial > 0 else "cpu")
 
 
 class RayTrials:
@@ -312,7 +312,7 @@ class RayTrials:
 
     def __init__(
         self,
-        cfg: SearchConfig,
+        cfg: SearchSettings,
         setup: SearchSetup,
         study: optuna.Study,
         listeners: list[SearchListener],
@@ -321,7 +321,7 @@ class RayTrials:
     ) -> None:
         self.cfg, self.setup, self.study = cfg, setup, study
         self.listeners, self.log, self.progress = listeners, log, progress
-        self.deadline = Deadline(cfg.timeout)  # starts with the searcher: this run's window
+        self.deadline = Deadline(cfg.budget.timeout)  # starts with the searcher: this run's window
         self.screen = make_proposer(setup, study)  # runs here, in the driver
         self.asked: dict[str, optuna.trial.Trial] = {}
         self.completed: set[str] = set()
@@ -348,7 +348,7 @@ class RayTrials:
         finish_trial(self.study, trial, record, self.cfg, self.listeners, self.log)
         self.completed.add(trial_id)
         if self.progress:
-            self.progress(count_finished(self.study)[0], self.cfg.trials, self.study)
+            self.progress(count_finished(self.study)[0], self.cfg.budget.trials, self.study)
         try:
             self.streak.observe(record)
         except RepeatedFailureError as exc:
@@ -384,7 +384,7 @@ def _record_of(trial: optuna.trial.Trial, result: dict | None, error: bool) -> T
 
 
 def _make_searcher(
-    cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners, log, progress
+    cfg: SearchSettings, setup: SearchSetup, study: optuna.Study, listeners, log, progress
 ):
     """A plain Tune Searcher on the study: it hands every call to a RayTrials (its `.trials`), so
     the Optuna study, with the sampler `open_study` gave it, is the only search state."""
@@ -413,52 +413,52 @@ def _make_searcher(
         def restore(self, checkpoint_path: str) -> None:
             """Nothing to restore: a re-run resumes from the study (see recover_unfinished)."""
 
-    objectives = [get_objective(o) for o in cfg.objectives]
+    objectives = [get_objective(o) for o in cfg.selection.objectives]
     modes = ["max" if o.direction == "maximize" else "min" for o in objectives]
     return StudySearcher(
         RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes
     )
 
 
-def _trials_fitting(node: dict, cfg: SearchConfig) -> int:
+def _trials_fitting(node: dict, cfg: SearchSettings) -> int:
     """How many trials one node's resources hold at once."""
     counts = [
         int(node.get(key, 0.0) // need)
-        for key, need in (("CPU", cfg.cpus_per_trial), ("GPU", cfg.gpus_per_trial))
+        for key, need in (("CPU", cfg.runner.cpus_per_trial), ("GPU", cfg.runner.gpus_per_trial))
         if need > 0
     ]
-    return min(counts) if counts else cfg.workers
+    return min(counts) if counts else cfg.runner.workers
 
 
-def _check_resources(cfg: SearchConfig, remaining: int, log) -> None:
+def _check_resources(cfg: SearchSettings, remaining: int, log) -> None:
     """Log what will run where; refuse trials no node of a local Ray can hold (Tune would wait
     forever). A joined cluster may grow (autoscaler): there it is a warning."""
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     fit = sum(_trials_fitting(n, cfg) for n in nodes)
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
     log(
-        f"ray: {remaining} trial(s), at most {cfg.workers} at once, {resources} each; cluster: "
+        f"ray: {remaining} trial(s), at most {cfg.runner.workers} at once, {resources} each; cluster: "
         f"{len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
-        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.workers else "")
+        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.runner.workers else "")
     )
     if fit == 0:
         msg = (
-            f"no node of the Ray cluster has {cfg.cpus_per_trial:g} CPU(s) and {cfg.gpus_per_trial:g} "
+            f"no node of the Ray cluster has {cfg.runner.cpus_per_trial:g} CPU(s) and {cfg.runner.gpus_per_trial:g} "
             f"GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
         )
-        if not cfg.address:
+        if not cfg.runner.address:
             raise PrunetuneError(msg)
         log(f"warning: {msg}; trials wait until the cluster grows")
 
 
-def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> None:
-    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.workers at once."""
+def _fit(cfg: SearchSettings, setup: SearchSetup, searcher, remaining: int) -> None:
+    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.runner.workers at once."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
     sink = _weights_sink(setup.weights_dir)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), setup=setup, sink=sink), resources
@@ -467,7 +467,7 @@ def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> Non
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.workers),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.runner.workers),
             num_samples=remaining,
             reuse_actors=True,
         ),

@@ -417,7 +417,7 @@ class MlflowTracker:
             cfg = setup.config
             self.experiment_id = self._experiment(cfg.study_name)
             mark_dead_parents(self.client, self.experiment_id)
-            run_tags = {"strategy": cfg.strategy, "screening": str(cfg.screening).lower()}
+            run_tags = {"strategy": cfg.plan.strategy, "screening": str(cfg.plan.screening).lower()}
             reopened = self._reopen_parent(study.user_attrs.get(PARENT_ATTR))
             if reopened is None:
                 run = self.client.create_run(
@@ -426,10 +426,10 @@ class MlflowTracker:
                     tags={
                         "prunetune.role": "search",
                         "study": cfg.study_name,
-                        "model": cfg.model,
-                        "dataset": cfg.dataset,
-                        "backend": cfg.backend,
-                        "sampler": cfg.sampler,
+                        "model": cfg.task.model,
+                        "dataset": cfg.task.dataset,
+                        "backend": cfg.runner.backend,
+                        "sampler": cfg.plan.sampler,
                         "prunetune.worker": worker_id(),
                         **run_tags,
                     },
@@ -442,7 +442,7 @@ class MlflowTracker:
                 self._log_batch(
                     self.parent_run_id, tags={"prunetune.worker": worker_id(), **run_tags}
                 )
-            params = _flat_params("", mask_config(cfg.as_dict())) | _flat_params(
+            params = _flat_params("", mask_config(cfg.to_stored())) | _flat_params(
                 "space.", setup.space.summary()
             )
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
@@ -452,8 +452,8 @@ class MlflowTracker:
             self._log_batch(
                 self.parent_run_id,
                 params=params,
-                metrics=_metrics(base | {"budget": cfg.trials}),
-                tags={"budget": str(cfg.trials)},
+                metrics=_metrics(base | {"budget": cfg.budget.trials}),
+                tags={"budget": str(cfg.budget.trials)},
             )
             if reopened is None:
                 self.client.log_dict(self.parent_run_id, setup.space.to_dict(), "search_space.json")

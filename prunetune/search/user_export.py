@@ -71,7 +71,7 @@ def export_user_trial(
         load=lambda path: load_compressed(path, base_model=base),
         base_metrics=setup.base.meta["metrics"],
         base_checkpoint=None,
-        threads=setup.config.threads,
+        threads=setup.config.measurement.threads,
         verify_label="inputs (example_input, then seeded random inputs of its shape)",
     )
     card = write_verified(
@@ -83,8 +83,8 @@ def export_user_trial(
         fmt=fmt,
         int8=False,
         fps_repeats=fps_repeats,
-        study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
-        searched=(setup.config.runtime, run.result),
+        study=(run.study_name, setup.config.stores.storage_url, f"trial {rec.number}"),
+        searched=(setup.config.measurement.runtime, run.result),
         retrain=retrained,
         log=log,
     )
