@@ -126,9 +126,8 @@ def _write_scan(args, task, inv, rows: list[dict]) -> None:
         space = build_space(SpaceSpec(), task.model, inv)
         space = sensitivity.narrow(space, rows, max_drop=args.max_drop)
         Path(args.space_out).write_text(space.to_yaml())
-        log(
-            f"wrote {args.space_out} (ratio ranges narrowed to accuracy drops <= {args.max_drop:.0%})"
-        )
+        narrowed = f"ratio ranges narrowed to accuracy drops <= {args.max_drop:.0%}"
+        log(f"wrote {args.space_out} ({narrowed})")
 
 
 def sensitivity_flags(q: argparse.ArgumentParser) -> None:

@@ -21,7 +21,8 @@ def cmd_models(args) -> int:
         print(f"{name:14s} {doc}")
     print("torchvision:NAME  any torchvision classification model (untrained)")
     print(
-        "package.module:function  your own factory (called with in_channels, num_classes, input_size)"
+        "package.module:function  your own factory "
+        "(called with in_channels, num_classes, input_size)"
     )
     return 0
 

@@ -24,10 +24,13 @@ PART_TITLES = {
 LIST_TYPES = {"objectives": str, "bits": int, "importance": str, "targets": float}
 
 FLAG_HELP = {
-    "model": "model: a zoo name (see `prunetune models`), torchvision:NAME or package.module:function",
+    "model": "model: a zoo name (see `prunetune models`), torchvision:NAME or "
+    "package.module:function",
     "dataset": "dataset name (see `prunetune datasets`)",
-    "data_root": "folder with the dataset's files (torchvision layouts, or class folders for imagefolder)",
-    "checkpoint": "trained base model (prunetune checkpoint or a state_dict); default: train and cache one",
+    "data_root": "folder with the dataset's files (torchvision layouts, or class folders for "
+    "imagefolder)",
+    "checkpoint": "trained base model (prunetune checkpoint or a state_dict); default: train and "
+    "cache one",
     "base_epochs": "epochs to train the base model when no checkpoint is given",
     "base_lr": "learning rate (Adam) of that base training; prunetune train's --lr",
     "base_batch_size": "batch size of that base training; prunetune train's --batch-size",
@@ -46,17 +49,21 @@ FLAG_HELP = {
     "target swept) | sensitivity (ratios from a sensitivity scan, swept)",
     "targets": "targets: comma list of MACs targets as fractions of the base's, e.g. 0.5,0.1,0.02 "
     "(default: 0.5,0.2,0.1,0.05,... down to what the space allows)",
-    "candidates": "targets: allocations scored by the proxy per full trial (the best one is fine-tuned)",
-    "proxy_steps": "targets: fine-tune steps of the proxy that ranks candidates (0: batch norms only; "
+    "candidates": "targets: allocations scored by the proxy per full trial (the best one is "
+    "fine-tuned)",
+    "proxy_steps": "targets: fine-tune steps of the proxy that ranks candidates (0: batch norms "
+    "only; "
     "default: an eighth of the brief fine-tune's steps, at least 4)",
     "screen": "search: configs screened cheaply (pruned, batch norms re-estimated, no fine-tune) "
     "per full trial, the most promising (Pareto rank) promoted; 0: no screening (experimental)",
-    "parametrization": "search: ratios (one per group, independent) | allocation (one MACs-weighted level + "
+    "parametrization": "search: ratios (one per group, independent) | allocation (one "
+    "MACs-weighted level + "
     "per-group allocations around it, AMC-style: most configs land near the level's MACs)",
     "sampler": "tpe | nsga2 | nsga3 | random | gp",
     "objectives": "comma list of accuracy, flops, macs, fps, size, params",
     "min_accuracy": "constraint: validation accuracy (fraction) at least this",
-    "max_flops": "constraint: FLOPs at most this (checked before fine-tuning: rejected, not trained)",
+    "max_flops": "constraint: FLOPs at most this (checked before fine-tuning: rejected, not "
+    "trained)",
     "space": "search space YAML (from `prunetune space`); default: derived from the model",
     "granularity": "ratio per group (layer), per block, or one global ratio",
     "ratio_min": "smallest pruning ratio searched",
@@ -64,15 +71,19 @@ FLAG_HELP = {
     "ratio_step": "grid step of pruning ratios",
     "round_to": "round kept channels to a multiple of this",
     "bits": "comma list of bit-width choices per layer (2..8, 32 = float)",
-    "importance": "comma list of filter-importance criteria to search (l1, l2, taylor, bn_scale, random)",
-    "subset": "fine-tune on this many class-balanced training images per epoch (redrawn each epoch)",
+    "importance": "comma list of filter-importance criteria to search (l1, l2, taylor, bn_scale, "
+    "random)",
+    "subset": "fine-tune on this many class-balanced training images per epoch (redrawn each "
+    "epoch)",
     "epochs": "fine-tune epochs per trial",
     "lr": "fine-tune learning rate (Adam)",
     "batch_size": "fine-tune batch size",
     "distill": "weight of distillation from the base model (0 = off)",
-    "device": "where base and trials train and evaluate: auto (CUDA if torch sees it), cpu, cuda or cuda:N; "
+    "device": "where base and trials train and evaluate: auto (CUDA if torch sees it), cpu, cuda "
+    "or cuda:N; "
     "FPS is always measured on the CPU runtime",
-    "runtime": "runtime whose FPS is measured and optimised: torch | onnxruntime | onnxruntime-int8",
+    "runtime": "runtime whose FPS is measured and optimised: torch | onnxruntime | "
+    "onnxruntime-int8",
     "threads": "threads for FPS measurement (training's: --train-threads)",
     "train_threads": "intra-op threads for training (fine-tune, base model, batch-norm "
     "re-estimation, screening): auto (per training run, its first steps timed at "
@@ -84,9 +95,11 @@ FLAG_HELP = {
     "gpus_per_trial": "ray: GPUs reserved per trial",
     "address": "ray: cluster address (auto or HOST:PORT)",
     "keep_all_weights": "keep every trial's weights (default: only the Pareto front's)",
-    "select": 'the model to export/register, e.g. "max fps where accuracy>=0.97" (default: the fewest MACs '
+    "select": 'the model to export/register, e.g. "max fps where accuracy>=0.97" (default: the '
+    "fewest MACs "
     "within --max-drop of the base's validation accuracy, else the knee)",
-    "max_drop": "the default pick: the cheapest front member whose validation accuracy is at most this far "
+    "max_drop": "the default pick: the cheapest front member whose validation accuracy is at most "
+    "this far "
     "below the base's (a fraction: 0.01 = 1 point)",
 }
 

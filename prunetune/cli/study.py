@@ -15,7 +15,10 @@ from prunetune.cli.settings_flags import (
 from prunetune.config.parts import DEFAULT_STORAGE
 from prunetune.errors import PrunetuneError
 
-STUDY_HELP = "study name (default: the only study in the storage, else mnist_net-mnist5k, what `search` uses)"
+STUDY_HELP = (
+    "study name (default: the only study in the storage, else mnist_net-mnist5k, what `search` "
+    "uses)"
+)
 
 
 def cmd_search(args) -> int:

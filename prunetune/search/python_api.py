@@ -3,8 +3,8 @@
 The same runners, study storage, resume, MLflow tracking, Pareto front, constraints and Ray backend
 as `prunetune search`; only the workload differs: the CLI's data set and recipe there
 (`DatasetWorkload`), the caller's `train_fn` / `eval_fn` here (`UserWorkload`). Call order:
-check the arguments -> a SearchSettings from them (`search_config`) -> `prepare_user_search` (the base
-measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
+check the arguments -> a SearchSettings from them (`search_config`) -> `prepare_user_search` (the
+base measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
 tracker -> a `SearchRun` (front, knee, reloaded models, export, a pandas table).
 """
 
@@ -124,8 +124,8 @@ def search_config(
         )
     if cfg.measurement.runtime not in DATA_FREE_RUNTIMES:
         raise ConfigError(
-            f"runtime {cfg.measurement.runtime!r} calibrates int8 on data prunetune does not have here: "
-            f"use {' or '.join(DATA_FREE_RUNTIMES)}"
+            f"runtime {cfg.measurement.runtime!r} calibrates int8 on data prunetune does not have "
+            f"here: use {' or '.join(DATA_FREE_RUNTIMES)}"
         )
     return cfg
 
@@ -416,7 +416,8 @@ class SameBaseCheck:
         elif stored != self.fingerprint:
             raise ConfigError(
                 f"study {study.study_name!r} was searched from other weights of "
-                f"{setup.config.task.model}; pass another study_name (or the same model to resume it)"
+                f"{setup.config.task.model}; pass another study_name (or the same model to resume "
+                "it)"
             )
 
     def on_trial_end(self, record, study) -> None:

@@ -92,9 +92,9 @@ def run_search_ray(
     progress=None,
     setup: SearchSetup | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at most
-    cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
-    no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
+    """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at
+    most cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or
+    joined, or if no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
     one this function started (or joined) is shut down (disconnected) before it returns. `setup`:
     one already prepared (the Python API's; its weights folder must be absolute), else prepared here."""
     for key, value in RAY_ENV.items():
@@ -174,8 +174,8 @@ def _check_reachable(address: str) -> None:
 
 
 def _init_ray(cfg: SearchSettings) -> None:
-    """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on this
-    machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
+    """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on
+    this machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
     (as Ray counts them: container CPU limits respected)."""
     import ray
 
@@ -439,14 +439,14 @@ def _check_resources(cfg: SearchSettings, remaining: int, log) -> None:
     fit = sum(_trials_fitting(n, cfg) for n in nodes)
     resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
     log(
-        f"ray: {remaining} trial(s), at most {cfg.runner.workers} at once, {resources} each; cluster: "
-        f"{len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
+        f"ray: {remaining} trial(s), at most {cfg.runner.workers} at once, {resources} each; "
+        f"cluster: {len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
         + (f" (only {fit} trial(s) fit at once)" if fit < cfg.runner.workers else "")
     )
     if fit == 0:
         msg = (
-            f"no node of the Ray cluster has {cfg.runner.cpus_per_trial:g} CPU(s) and {cfg.runner.gpus_per_trial:g} "
-            f"GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
+            f"no node of the Ray cluster has {cfg.runner.cpus_per_trial:g} CPU(s) and "
+            f"{cfg.runner.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
         )
         if not cfg.runner.address:
             raise PrunetuneError(msg)
@@ -454,7 +454,8 @@ def _check_resources(cfg: SearchSettings, remaining: int, log) -> None:
 
 
 def _fit(cfg: SearchSettings, setup: SearchSetup, searcher, remaining: int) -> None:
-    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.runner.workers at once."""
+    """Tune runs `remaining` trials at most (the searcher stops at the budget),
+    cfg.runner.workers at once."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 

@@ -237,6 +237,8 @@ RECIPE_KEYS = (
     "dataset",
     "checkpoint",
     "base_epochs",
+    "base_lr",
+    "base_batch_size",
     "base_seed",
     "seed",
     "subset",

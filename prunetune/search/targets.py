@@ -212,7 +212,8 @@ class TargetPlanner:
         return []
 
     def _searched(self, target: float, deadline) -> tuple[dict, dict] | None:
-        """Score `cfg.plan.candidates` new candidates at `target`, then the best not yet promoted."""
+        """Score `cfg.plan.candidates` new candidates at `target`, then the best not yet
+        promoted."""
         study = self.candidate_study(target)
         for _ in range(self.setup.config.plan.candidates):
             if deadline.passed():
