@@ -152,7 +152,7 @@ def test_a_long_valid_list_is_checked_in_linear_time():
 
 # -- settings in parts: one place of checks, the stored config versioned -------------------------
 
-# the config a study stored before settings came in parts (SearchConfig.as_dict() of prunetune at
+# the config a study stored before settings came in parts (the flat config class's as_dict() of prunetune at
 # 655aff2, masked as stored): flat keys, no version
 OLD_STORED = {
     "model": "tiny_cnn", "dataset": "digits", "data_root": None, "checkpoint": None,
@@ -186,14 +186,14 @@ def test_stored_settings_are_versioned_and_round_trip_through_json():
         model="tiny_cnn", base_lr=0.02, targets=[0.5, 0.2], train_threads="3", max_flops=1e6
     )
     stored = json.loads(json.dumps(cfg.to_stored()))  # as a study's user attr keeps it
-    assert stored["version"] == CONFIG_VERSION and stored["base_lr"] == 0.02
+    assert stored["config_version"] == CONFIG_VERSION and stored["base_lr"] == 0.02
     assert SearchSettings.from_stored(stored) == cfg
     assert cfg.measurement.train_threads == 3  # a flag's "3" is kept as a number
 
 
 def test_a_config_stored_by_a_newer_prunetune_is_one_clear_line():
     with pytest.raises(ConfigError, match=r"of version 3; this prunetune reads versions 1 to 2"):
-        SearchSettings.from_stored({**OLD_STORED, "version": 3})
+        SearchSettings.from_stored({**OLD_STORED, "config_version": 3})
 
 
 def test_every_flat_key_maps_onto_one_part_field():

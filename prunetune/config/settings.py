@@ -3,9 +3,9 @@ keys users write (YAML `--config`, CLI flags, the stored config of a study) map 
 
 Precedence: defaults < YAML file (`--config`) < flags given on the command line. Unknown keys and
 values of the wrong type are a ConfigError naming the key. The resolved settings are stored with
-the study (and logged to MLflow) as a flat mapping with a `version` (CONFIG_VERSION) so that a
+the study (and logged to MLflow) as a flat mapping with a `config_version` (CONFIG_VERSION) so that a
 search can be re-run and resumed exactly; a study stored before versions (version 1: the same
-flat keys, no `version`) still loads.
+flat keys, no `config_version`) still loads.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from prunetune.config.yaml_io import read_yaml_mapping
 from prunetune.errors import ConfigError
 from prunetune.names import default_study_name
 
-CONFIG_VERSION = 2  # 1: the flat SearchConfig of prunetune before parts (no `version` key)
-VERSION_KEY = "version"
+CONFIG_VERSION = 2  # 1: the flat SearchConfig of prunetune before parts (no `config_version` key)
+VERSION_KEY = "config_version"  # also an MLflow param of the search run: named for what it is
 
 
 @dataclass(frozen=True)
