@@ -152,8 +152,8 @@ def test_a_long_valid_list_is_checked_in_linear_time():
 
 # -- settings in parts: one place of checks, the stored config versioned -------------------------
 
-# the config a study stored before settings came in parts (the flat config class's as_dict() of prunetune at
-# 655aff2, masked as stored): flat keys, no version
+# the config a study stored before settings came in parts (the flat config class's as_dict() of
+# prunetune at 655aff2, masked as stored): flat keys, no version
 OLD_STORED = {
     "model": "tiny_cnn", "dataset": "digits", "data_root": None, "checkpoint": None,
     "base_epochs": 5, "base_lr": 0.01, "base_batch_size": 64, "base_seed": 3, "seed": 0,

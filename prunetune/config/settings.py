@@ -2,10 +2,10 @@
 keys users write (YAML `--config`, CLI flags, the stored config of a study) map onto the parts.
 
 Precedence: defaults < YAML file (`--config`) < flags given on the command line. Unknown keys and
-values of the wrong type are a ConfigError naming the key. The resolved settings are stored with
-the study (and logged to MLflow) as a flat mapping with a `config_version` (CONFIG_VERSION) so that a
-search can be re-run and resumed exactly; a study stored before versions (version 1: the same
-flat keys, no `config_version`) still loads.
+values of the wrong type are a ConfigError naming the key. The resolved settings are stored with the
+study (and logged to MLflow) as a flat mapping with a `config_version` (CONFIG_VERSION) so that a
+search can be re-run and resumed exactly; a study stored before versions (version 1: the same flat
+keys, no `config_version`) still loads.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
-listeners.on_trial_end} until `cfg.budget.trials` trials have finished, `cfg.budget.timeout`
-seconds have passed (the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in a row
-failed the same way (RepeatedFailureError); with screening, each ask is preceded by
+listeners.on_trial_end} until `cfg.budget.trials` trials have finished, `cfg.budget.timeout` seconds
+have passed (the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in
+a row failed the same way (RepeatedFailureError); with screening, each ask is preceded by
 `Screener.refill` (cheap configs screened, the most promising enqueued) -> end_search: finalize
 (test accuracy of the front, weights of dominated trials dropped), listeners.on_search_end.
 Ctrl-C marks the running trial interrupted (it is re-run on resume) and re-raises; nothing

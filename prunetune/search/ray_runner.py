@@ -94,9 +94,10 @@ def run_search_ray(
 ) -> SearchResult:
     """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at
     most cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or
-    joined, or if no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
-    one this function started (or joined) is shut down (disconnected) before it returns. `setup`:
-    one already prepared (the Python API's; its weights folder must be absolute), else prepared here."""
+    joined, or if no node of a local Ray can hold one trial. A Ray the caller started is used and
+    left running; one this function started (or joined) is shut down (disconnected) before it
+    returns. `setup`: one already prepared (the Python API's; its weights folder must be absolute),
+    else prepared here."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -175,8 +176,8 @@ def _check_reachable(address: str) -> None:
 
 def _init_ray(cfg: SearchSettings) -> None:
     """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on
-    this machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
-    (as Ray counts them: container CPU limits respected)."""
+    this machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's
+    CPUs (as Ray counts them: container CPU limits respected)."""
     import ray
 
     if cfg.runner.address and cfg.runner.address != "auto":
@@ -446,7 +447,8 @@ def _check_resources(cfg: SearchSettings, remaining: int, log) -> None:
     if fit == 0:
         msg = (
             f"no node of the Ray cluster has {cfg.runner.cpus_per_trial:g} CPU(s) and "
-            f"{cfg.runner.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
+            f"{cfg.runner.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, "
+            f"--gpus-per-trial)"
         )
         if not cfg.runner.address:
             raise PrunetuneError(msg)

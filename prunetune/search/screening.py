@@ -1,8 +1,8 @@
 """Multi-fidelity screening for `--strategy search --screen N` (experimental, off by default).
 
-Before each full trial the runner calls `Screener.refill`: when the full study has no trial
-waiting, `cfg.plan.screen` configs are proposed by a *screening study* (`<study>.screen`, same
-storage, same sampler kind and seed) and scored with the cheap fidelity (`objective.screen_trial`: prune,
+Before each full trial the runner calls `Screener.refill`: when the full study has no trial waiting,
+`cfg.plan.screen` configs are proposed by a *screening study* (`<study>.screen`, same storage, same
+sampler kind and seed) and scored with the cheap fidelity (`objective.screen_trial`: prune,
 batch-norm statistics re-estimated, part of the validation split, no fine-tuning, no FPS). The
 most promising screened config not yet promoted -- lowest Pareto rank by non-dominated sorting
 over the screening objectives, ties broken by its exclusive hypervolume contribution in that rank
@@ -86,9 +86,10 @@ class Screener:
 
     def refill(self, deadline) -> bool:
         """Make sure the full study has a trial waiting: if none is, screen `cfg.plan.screen`
-        configs and enqueue the best one not run yet. False when `deadline` (an object with `passed()`) passed
-        while screening (nothing enqueued: the search should stop); True otherwise (also when no
-        screened config qualifies: the full study's sampler then proposes the trial)."""
+        configs and enqueue the best one not run yet. False when `deadline` (an object with
+        `passed()`) passed while screening (nothing enqueued: the search should stop); True
+        otherwise (also when no screened config qualifies: the full study's sampler then proposes
+        the trial)."""
         if self._waiting():
             return True
         for _ in range(self.setup.config.plan.screen):
