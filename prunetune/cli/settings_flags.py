@@ -148,10 +148,12 @@ def _add_setting_flag(group, part: str, names: list[str], shown, default) -> Non
     hint = PARTS[part].__annotations__[FLAT[key][1]]
     flags = ["--" + n.replace("_", "-") for n in names]
     common = {"dest": key, "default": default, "help": with_default(FLAG_HELP[key], shown)}
+    if hint == "bool":
+        group.add_argument(*flags, action="store_true", **common)
+        return
+    common["metavar"] = names[0].upper()  # train's --lr LR, not --lr BASE_LR
     if key in LIST_TYPES:
         group.add_argument(*flags, type=csv_list(LIST_TYPES[key]), **common)
-    elif hint == "bool":
-        group.add_argument(*flags, action="store_true", **common)
     else:
         # a field of several types (train_threads: int | str) is a string its check parses
         types = [t for t in hint.split(" | ") if t != "None"]

@@ -194,9 +194,8 @@ def check_names(cfg: SearchSettings) -> None:
 
     validate_model_name(cfg.task.model)
     DATASETS.get(cfg.task.dataset)
-    for o in (
-        cfg.selection.objectives
-    ):  # metric:direction objectives are the Python API's (its eval_fn's metrics)
+    # metric:direction objectives are the Python API's (its eval_fn's metrics)
+    for o in cfg.selection.objectives:
         if o not in OBJECTIVES:
             from prunetune.errors import UnknownNameError
 
