@@ -43,6 +43,7 @@ def test_yaml_then_flags_precedence(tmp_path):
     "text, message",
     [
         ("trails: 3\n", "unknown config key(s) trails"),
+        ("cls: 3\n", "unknown config key(s) cls"),  # not the classmethod's own argument
         ("trials: three\n", "trials must be of type int"),
         ("trials: 0\n", "trials must be >= 1"),
         ("trials: -2\n", "trials must be >= 1"),

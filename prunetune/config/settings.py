@@ -69,7 +69,7 @@ class SearchSettings:
         return self.finetune.proxy_steps(self.plan)
 
     @classmethod
-    def from_flat(cls, **values: object) -> SearchSettings:
+    def from_flat(cls, /, **values: object) -> SearchSettings:
         """The settings of flat keys (`trials=9, base_lr=0.01, ...`), defaults for the others;
         ConfigError (one line) for an unknown key or a bad value."""
         unknown = sorted(str(k) for k in values if k not in FLAT)
