@@ -11,7 +11,7 @@ from prunetune.config.settings import FLAT, PARTS, SearchSettings, part_defaults
 # part -> the title of its argument group in `prunetune search --help`
 PART_TITLES = {
     "task": "model and data",
-    "base": "base model (trained and cached when no --checkpoint is given; train's flags)",
+    "base": "base model recipe (without --checkpoint: trained once, cached under this recipe)",
     "stores": "study and stores",
     "budget": "budget",
     "plan": "strategy",
