@@ -23,6 +23,7 @@ from prunetune.search.api import near_chance, resolve_study
 from prunetune.search.records import COMPLETE, TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.tracking import PARENT_ATTR, MlflowTracker, registered_name
+from prunetune.search.tracking.registry import version_of
 from tests.helpers import FAST, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -244,7 +245,7 @@ def test_search_with_export_leaves_registration_to_the_export(isolated):
     tracker.on_search_start(_setup(1), study)
     tracker.on_search_end(_result(isolated, 1), study, outcome="finished")
     assert tracker.client.search_model_versions(f"name = '{registered_name('runs')}'") == []
-    assert tracker.version_of("runs", 0) is None
+    assert version_of(tracker.client, "runs", 0) is None
 
 
 def test_resolve_study_error_is_a_user_error(tmp_path):

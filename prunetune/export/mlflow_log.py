@@ -129,10 +129,11 @@ def _log_figures(client, run_id: str, d: CardData) -> None:
 def _register_export(tracker, d: CardData, rec: TrialRecord, run_id: str) -> str:
     """A new version of the study's registered model from the export run's `export/` folder,
     tagged with the format, file, runtime and measured figures; returns the version."""
-    from prunetune.search.tracking import registered_name
+    from prunetune.search.tracking.registry import register, registered_name
 
     name = registered_name(d.study)
-    version = tracker.register(
+    version = register(
+        tracker.client,
         d.study,
         rec,
         artifact=ARTIFACT_PATH,
@@ -157,11 +158,11 @@ def _register_export(tracker, d: CardData, rec: TrialRecord, run_id: str) -> str
 def _registration(tracker, d: CardData, rec: TrialRecord, run, uri: str, log) -> dict:
     """The model version of this export: a new one, or the one the same trial, format and runtime
     already have (no duplicate); its provenance record."""
-    from prunetune.search.tracking import registered_name
+    from prunetune.search.tracking.registry import registered_name, version_of
 
     name, run_id = registered_name(d.study), run.info.run_id
     runtime = d.runtime.compressed
-    version = tracker.version_of(d.study, rec.number, format=d.format, runtime=runtime)
+    version = version_of(tracker.client, d.study, rec.number, format=d.format, runtime=runtime)
     reused = version is not None
     if reused:
         log(
