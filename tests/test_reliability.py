@@ -321,7 +321,8 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
     `replay_of` naming the trial it re-runs and that trial's seed."""
     from prunetune.config import SearchConfig
     from prunetune.search.objective import prepare_search, trial_seed
-    from prunetune.search.optuna_runner import run_search, weights_dir
+    from prunetune.paths import weights_dir
+    from prunetune.search.optuna_runner import run_search
     from prunetune.search.study import open_study
 
     cfg = SearchConfig(
@@ -337,7 +338,7 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
         keep_all_weights=True,
         seed=3,
     )
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     lost = open_study(cfg, setup.space, setup.base_metrics).ask()  # trial 0: its process is killed
     setup.space.suggest(lost)  # ... after it drew its params, before it was tagged or told
     run_search(cfg)
@@ -351,7 +352,7 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
         Path(rec["weights"]).name == f"trial-{replay.number:05d}.pt"
         and Path(rec["weights"]).is_file()
     )
-    assert not (weights_dir(cfg) / f"trial-{lost.number:05d}.pt").exists()
+    assert not (weights_dir(cfg.study_name) / f"trial-{lost.number:05d}.pt").exists()
 
 
 @pytest.mark.slow

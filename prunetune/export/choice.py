@@ -42,11 +42,9 @@ def trial_weights(rec: TrialRecord, study: str, uri: str | None) -> Path:
     if rec.weights:
         from prunetune.search.tracking import fetch_front_weights
 
-        from prunetune.paths import inside, study_dir
+        from prunetune.paths import weights_dir
 
-        fetched = fetch_front_weights(
-            uri, study, Path(rec.weights).name, inside(study_dir(study), "weights")
-        )
+        fetched = fetch_front_weights(uri, study, Path(rec.weights).name, weights_dir(study))
         if fetched is not None:
             return fetched
     raise PrunetuneError(
