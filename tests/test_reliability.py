@@ -300,16 +300,17 @@ def test_two_setups_never_share_a_base_runner(isolated):
     import dataclasses
 
     from prunetune.config import SearchConfig
-    from prunetune.search.objective import _base_runner, prepare_search
+    from prunetune.search.objective import prepare_search
+    from prunetune.search.speed import base_runner
 
     cfg = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, fps_repeats=3, bits=[32])
     first = prepare_search(cfg, weights_dir=isolated / "w")
-    runner = _base_runner(first)
-    assert _base_runner(first) is runner and runner.runtime == "torch"
+    runner = base_runner(first)
+    assert base_runner(first) is runner and runner.runtime == "torch"
     onnx = dataclasses.replace(first, config=dataclasses.replace(cfg, runtime="onnxruntime"))
     assert onnx.base.model is first.base.model
-    assert _base_runner(onnx).runtime == "onnxruntime"
-    assert _base_runner(dataclasses.replace(first)) is not runner
+    assert base_runner(onnx).runtime == "onnxruntime"
+    assert base_runner(dataclasses.replace(first)) is not runner
     import pickle
 
     assert pickle.loads(pickle.dumps(first)).runners == {}  # Ray ships setups without runners
