@@ -231,7 +231,7 @@ def test_the_allowlist_names_only_functions_still_too_long():
 def test_the_ray_searcher_is_a_plain_searcher_on_the_study():
     """Issue 16: the Ray side subclasses `ray.tune.search.Searcher` and delegates to the study;
     it neither subclasses OptunaSearch nor reads or writes Tune searchers' private state."""
-    tree = TREES["prunetune.search.ray_runner"]
+    tree = TREES["prunetune.search.ray_searcher"]
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
