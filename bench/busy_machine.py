@@ -155,7 +155,7 @@ def part1(root: Path, home: Path, args, partial: dict) -> list[dict]:
     runs = []
     for rep in range(args.repeats):
         order = BEHAVIOURS if rep % 2 == 0 else BEHAVIOURS[::-1]
-        for situation in SITUATIONS:
+        for situation in ("alone",) if args.alone_only else SITUATIONS:
             for behaviour in order:
                 env = search_env(home, srcs[behaviour])
                 work = root / f"{situation}-{behaviour}-{rep}"
@@ -481,6 +481,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per cell (part 2)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--alone-only",
+        action="store_true",
+        help="only the runs alone, no step times: the quiet check (first trial, old vs new "
+        "alone), for a window when the machine is quiet; writes busy_machine_quiet.md/.json",
+    )
     ap.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
         "--report-from",
@@ -507,11 +513,63 @@ def main() -> int:
         "command": _common.command("busy_machine.py", sys.argv[1:]),
         "trials": args.trials,
         "repeats": args.repeats,
-        "steps": part2(args.steps),
+        "steps": [] if args.alone_only else part2(args.steps),
     }
     rep["runs"] = part1(root, root / "home", args, {**rep, "facts": facts})
     rep["facts"] = _common.finish_facts(facts)
+    if args.alone_only:
+        _common.write(
+            "busy_machine_quiet", quiet_markdown(rep), rep, out=root if args.quick else None
+        )
+        return 0
     return report(rep, root if args.quick else None)
+
+
+def quiet_markdown(rep: dict) -> str:
+    """The alone-only runs: per behaviour the median wall and first-trial seconds (range), and the
+    two quiet items of issue 23 (new not slower than old alone; first trial <= 10 s)."""
+    of = {b: [r for r in rep["runs"] if r["behaviour"] == b] for b in BEHAVIOURS}
+    med = {b: {k: _median(rs, k) for k in ("wall_s", "first_trial_s")} for b, rs in of.items()}
+    span = lambda rs, k: f"{min(r[k] for r in rs):.1f}-{max(r[k] for r in rs):.1f}"  # noqa: E731
+    rows = [
+        [
+            b,
+            f"{med[b]['wall_s']:.1f} ({span(rs, 'wall_s')})",
+            f"{med[b]['first_trial_s']:.1f} ({span(rs, 'first_trial_s')})",
+            json.dumps(rs[0]["train_threads"]) if rs[0]["train_threads"] else "-",
+        ]
+        for b, rs in of.items()
+    ]
+    ratio = med["new"]["wall_s"] / med["old"]["wall_s"]
+    return "\n".join(
+        [
+            "# Busy machine, the quiet check: the main job alone (issue 23)",
+            "",
+            f"Command: `{rep['command']}`",
+            "",
+            _common.machine_line(rep["facts"], "see busy_machine.md's protocol"),
+            "",
+            f"`prunetune search --trials {rep['trials']}` (mnist_net, base cached), each run in a "
+            f"fresh folder, {rep['repeats']} repeats interleaved; behaviours as in busy_machine.md.",
+            "",
+            *_common.table(
+                [
+                    "behaviour",
+                    "wall s, median (range)",
+                    "first trial s, median (range)",
+                    "train threads (first repeat)",
+                ],
+                rows,
+            ),
+            "",
+            f"- Same work, alone: new {med['new']['wall_s']:.1f} s vs old {med['old']['wall_s']:.1f} s "
+            f"({ratio:.2f}x); not worse: {'**met**' if ratio <= 1.0 else '**NOT met**'}.",
+            f"- First trial after {med['new']['first_trial_s']:.1f} s (new), "
+            f"{med['default']['first_trial_s']:.1f} s (default); target <= 10 s: "
+            f"{'**met**' if med['new']['first_trial_s'] <= 10 else '**NOT met**'}.",
+            "",
+        ]
+    )
 
 
 def report(rep: dict, out: Path | None) -> int:

@@ -268,7 +268,7 @@ def test_the_base_model_cache_key_comes_from_the_task_and_base_recipe_only():
 
 
 def test_the_python_api_composes_the_parts_it_takes():
-    from prunetune.search.python_api import search_config
+    from prunetune.search.api_settings import search_config
 
     cfg = search_config(
         "Net",

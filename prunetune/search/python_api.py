@@ -18,116 +18,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunetune.config import AUTO_THREADS, FLAT, PARTS, SearchSettings, Task
-from prunetune.config.parts import DEFAULT_STORAGE
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError
 from prunetune.models import BaseModel
 from prunetune.models.factory import check_single_output
 from prunetune.search import strategies
 from prunetune.search.objective import SearchSetup, build_space, measure_base, missing_objectives
-from prunetune.search.objectives import get_objective, user_objective
+from prunetune.search.api_settings import search_config
 from prunetune.search.records import TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
-
-# the parts of the settings run_search composes: not the Task, BaseRecipe or FinetuneRecipe (the
-# caller's model, data and loop replace them)
-API_PARTS = ("stores", "budget", "plan", "selection", "space_spec", "measurement", "runner")
-# keys of those parts run_search sets itself: from its own arguments, or fixed (`device`: trials
-# run on the CPU, train_fn moves the model where it likes; train_fn picks its threads)
-ARGUMENT_KEYS = ("objectives", "trials", "study", "storage", "tracking_uri", "backend")
-FIXED = {"device": "cpu", "train_threads": AUTO_THREADS}
-OPTIONS = tuple(
-    k for k, (part, _) in FLAT.items() if part in API_PARTS and k not in (*ARGUMENT_KEYS, *FIXED)
-)
-DATA_FREE_RUNTIMES = (
-    "torch",
-    "onnxruntime",
-)  # int8 runtimes calibrate on data prunetune does not have here
-
-
-def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
-    """Objective names for the config: built-in names (`accuracy`, `flops`, `macs`, `fps`, `size`,
-    `params`) as they are, a mapping {metric: "maximize" | "minimize"} as built-in names or
-    `metric:direction` for the caller's own metrics (see get_objective)."""
-    if isinstance(objectives, str):
-        raise ConfigError(
-            "objectives must be a sequence of names or a mapping {metric: direction}, not one string"
-        )
-    if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
-        raise ConfigError(
-            "objectives must be ordered (a list, a tuple or a dict), not a set: "
-            "their order is "
-            "the study's, and a set's order changes from run to run (resume would "
-            "be refused)"
-        )
-    if isinstance(objectives, Mapping):
-        return [user_objective(str(m), str(d)) for m, d in objectives.items()]
-    names = [str(o) for o in objectives]
-    for name in names:
-        get_objective(name)
-    return names
-
-
-def search_config(
-    label: str,
-    *,
-    objectives,
-    trials: int,
-    study_name: str | None,
-    storage: str | None,
-    tracking_uri: str | None,
-    backend: str,
-    options: dict,
-) -> SearchSettings:
-    """The validated settings of a Python API search: the parts it takes (API_PARTS) composed
-    from its arguments and `options` (flat keys, OPTIONS), the Task naming the caller's model
-    `label` and its data "user". ConfigError (one line) naming a bad option."""
-    bad = sorted(str(k) for k in set(options) - set(OPTIONS))
-    if bad:
-        raise ConfigError(
-            f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
-            f"and eval_fn's; options are {', '.join(sorted(OPTIONS))}"
-        )
-    from prunetune.paths import absolute_sqlite
-    from prunetune.search.tracking import requested_uri
-
-    values = {
-        **options,
-        **FIXED,
-        "objectives": objective_names(objectives),
-        "trials": trials,
-        "study": study_name,
-        "storage": absolute_sqlite(storage or DEFAULT_STORAGE),
-        "tracking_uri": absolute_sqlite(requested_uri(tracking_uri)),
-        "backend": backend,
-    }
-    parts = {
-        part: PARTS[part](**{FLAT[k][1]: v for k, v in values.items() if FLAT[k][0] == part})
-        for part in API_PARTS
-    }
-    cfg = SearchSettings(task=Task(model=label, dataset="user"), **parts)
-    if cfg.plan.screen:
-        raise ConfigError(
-            "screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
-            "prunetune's own data: not available around your loop (screen=0)"
-        )
-    if cfg.plan.strategy == "sensitivity":
-        raise ConfigError(
-            "strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
-            "or global around your own loop"
-        )
-    if "taylor" in cfg.space_spec.importance:
-        raise ConfigError(
-            "importance 'taylor' needs labelled batches prunetune does not have here: use l1, l2 "
-            "or another data-free criterion"
-        )
-    if cfg.measurement.runtime not in DATA_FREE_RUNTIMES:
-        raise ConfigError(
-            f"runtime {cfg.measurement.runtime!r} calibrates int8 on data prunetune does not have "
-            f"here: use {' or '.join(DATA_FREE_RUNTIMES)}"
-        )
-    return cfg
 
 
 def _checked_input(
@@ -366,7 +266,7 @@ def run_search(
     eval_fn without "accuracy" or a named objective's metric, fails that trial with the reason
     (five alike in a row stop the search). Raises ConfigError (one line) for bad arguments; with
     backend="ray" the functions must be picklable."""
-    from prunetune.paths import inside, study_dir
+    from prunetune.paths import weights_dir
 
     base_model, example, classes = _checked_input(model, example_input)
     for name, fn in (("train_fn", train_fn), ("eval_fn", eval_fn), ("test_fn", test_fn)):
@@ -385,7 +285,7 @@ def run_search(
     workload = UserWorkload(train_fn, eval_fn, test_fn, num_classes=classes or None)
     if backend == "ray":
         _check_picklable(workload)
-    weights = inside(study_dir(cfg.study_name), "weights").resolve()
+    weights = weights_dir(cfg.study_name).resolve()
     setup = prepare_user_search(cfg, base_model, example, workload, weights, classes)
     return SearchRun(_run(cfg, setup, log), setup)
 
