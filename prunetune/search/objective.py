@@ -78,8 +78,8 @@ def build_space(spec: SpaceSpec, model_name: str, inv) -> SearchSpace:
 
 
 def prepare_search(cfg: SearchSettings, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
-    """Load data and the base model (training and caching it if needed), derive the space,
-    measure the base model. The device (`cfg.measurement.device`; with Ray the driver's own, as trials get
+    """Load data and the base model (training and caching it if needed), derive the space, measure
+    the base model. The device (`cfg.measurement.device`; with Ray the driver's own, as trials get
     theirs from --gpus-per-trial) is decided once, first: a CUDA device that is not there is a
     ConfigError before anything is loaded. Raises PrunetuneError subclasses for user mistakes."""
     # under Ray the driver may have no GPU of its own: "auto" unless the user said cpu

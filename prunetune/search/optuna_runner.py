@@ -2,9 +2,9 @@
 
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
-listeners.on_trial_end} until `cfg.budget.trials` trials have finished, `cfg.budget.timeout` seconds have passed
-(the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in a row
-failed the same way (RepeatedFailureError); with screening, each ask is preceded by
+listeners.on_trial_end} until `cfg.budget.trials` trials have finished, `cfg.budget.timeout` seconds
+have passed (the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in
+a row failed the same way (RepeatedFailureError); with screening, each ask is preceded by
 `Screener.refill` (cheap configs screened, the most promising enqueued) -> end_search: finalize
 (test accuracy of the front, weights of dominated trials dropped), listeners.on_search_end.
 Ctrl-C marks the running trial interrupted (it is re-run on resume) and re-raises; nothing
@@ -182,8 +182,8 @@ def run_search(
     progress=None,
     setup: SearchSetup | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search described by cfg until cfg.budget.trials trials have finished. Raises
-    RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
+    """Run (or resume) the search described by cfg until cfg.budget.trials trials have finished.
+    Raises RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
     `setup`: one already prepared (the Python API's, around the caller's model and loop); else
     `prepare_search(cfg)` (the CLI's data set and recipe)."""
     setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg.study_name), log=log)

@@ -42,9 +42,9 @@ def _check_reachable(address: str) -> None:
 
 
 def init_ray(cfg: SearchSettings) -> None:
-    """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on this
-    machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
-    (as Ray counts them: container CPU limits respected)."""
+    """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on
+    this machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's
+    CPUs (as Ray counts them: container CPU limits respected)."""
     import ray
 
     if cfg.runner.address and cfg.runner.address != "auto":
@@ -83,14 +83,15 @@ def check_resources(cfg: SearchSettings, remaining: int, log) -> None:
     fit = sum(_trials_fitting(n, cfg) for n in nodes)
     resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
     log(
-        f"ray: {remaining} trial(s), at most {cfg.runner.workers} at once, {resources} each; cluster: "
-        f"{len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
+        f"ray: {remaining} trial(s), at most {cfg.runner.workers} at once, {resources} each; "
+        f"cluster: {len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
         + (f" (only {fit} trial(s) fit at once)" if fit < cfg.runner.workers else "")
     )
     if fit == 0:
         msg = (
             f"no node of the Ray cluster has {cfg.runner.cpus_per_trial:g} CPU(s) and "
-            f"{cfg.runner.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
+            f"{cfg.runner.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, "
+            f"--gpus-per-trial)"
         )
         if not cfg.runner.address:
             raise PrunetuneError(msg)

@@ -65,12 +65,12 @@ def run_search_ray(
     progress=None,
     setup: SearchSetup | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at most
-    cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
-    no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
-    one this function started (or joined) is shut down (disconnected) before it returns. `setup`:
-    one already prepared (the Python API's; its weights folder must be absolute), else prepared
-    here."""
+    """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at
+    most cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or
+    joined, or if no node of a local Ray can hold one trial. A Ray the caller started is used and
+    left running; one this function started (or joined) is shut down (disconnected) before it
+    returns. `setup`: one already prepared (the Python API's; its weights folder must be absolute),
+    else prepared here."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -131,8 +131,8 @@ def _run(
 
 
 def _fit(cfg: SearchSettings, setup: SearchSetup, searcher, remaining: int) -> None:
-    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.runner.workers at
-    once."""
+    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.runner.workers
+    at once."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
