@@ -309,7 +309,12 @@ def test_two_setups_never_share_a_base_runner(isolated):
     first = prepare_search(cfg, weights_dir=isolated / "w")
     runner = base_runner(first)
     assert base_runner(first) is runner and runner.runtime == "torch"
-    onnx = dataclasses.replace(first, config=cfg.with_flat(runtime="onnxruntime"))
+    onnx = dataclasses.replace(
+        first,
+        config=dataclasses.replace(
+            cfg, measurement=dataclasses.replace(cfg.measurement, runtime="onnxruntime")
+        ),
+    )
     assert onnx.base.model is first.base.model
     assert base_runner(onnx).runtime == "onnxruntime"
     assert base_runner(dataclasses.replace(first)) is not runner

@@ -159,7 +159,7 @@ def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
     then drops its copy and plans the next step: each (target, baseline) is one full trial.
     Before the fix both enqueued it (two processes ran every baseline twice)."""
     cfg = SearchSettings.from_flat(**TINY, study="two", trials=6, targets=[0.4, 0.15])
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     study = open_study(cfg, setup.space, setup.base_metrics)
     first, second = TargetPlanner(setup, study), TargetPlanner(setup, study)
     score, raced = first._baseline, []
