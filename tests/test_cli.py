@@ -4,7 +4,6 @@ stderr with exit code 2, no traceback, and nothing half-written."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
@@ -628,21 +627,3 @@ def test_base_training_prints_one_progress_line_per_epoch(isolated, monkeypatch,
     assert main(["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "2"]) == 0
     err = capsys.readouterr().err
     assert "base epoch 1/2: loss" in err and "base epoch 2/2: loss" in err, err
-
-
-def test_search_help_lists_the_flags_in_one_group_per_settings_part(capsys):
-    """`search --help` shows each part of the settings as an argument group holding exactly the
-    flags of that part's flat keys."""
-    from prunetune.cli.settings_flags import PART_TITLES
-    from prunetune.config import FLAT
-
-    with pytest.raises(SystemExit):
-        main(["search", "--help"])
-    out = capsys.readouterr().out
-    starts = [out.index(f"\n{title}:\n") for title in PART_TITLES.values()]
-    assert starts == sorted(starts)  # the groups in the order of the parts
-    ends = [*starts[1:], out.index("\nafter the search:\n")]
-    section = {part: out[a:b] for part, a, b in zip(PART_TITLES, starts, ends)}
-    for key, (part, _) in FLAT.items():
-        flag = re.compile(r"^  --" + key.replace("_", "-") + r"\b", re.MULTILINE)  # not in a help
-        assert [p for p, text in section.items() if flag.search(text)] == [part], key
