@@ -17,7 +17,8 @@ from prunetune.config import SearchConfig
 from prunetune.measure import count_macs
 from prunetune.models.factory import create_model
 from prunetune.search.objective import prepare_search
-from prunetune.search.optuna_runner import Deadline, run_search, weights_dir
+from prunetune.paths import weights_dir
+from prunetune.search.optuna_runner import Deadline, run_search
 from prunetune.search.study import load_existing, open_study
 from prunetune.search.targets import TargetPlanner
 from prunetune.search.target_report import target_rows, targets_text
@@ -159,7 +160,7 @@ def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
     then drops its copy and plans the next step: each (target, baseline) is one full trial.
     Before the fix both enqueued it (two processes ran every baseline twice)."""
     cfg = SearchConfig(**TINY, study="two", trials=6, targets=[0.4, 0.15])
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     study = open_study(cfg, setup.space, setup.base_metrics)
     first, second = TargetPlanner(setup, study), TargetPlanner(setup, study)
     score, raced = first._baseline, []
