@@ -269,7 +269,8 @@ def run_tasks(tasks: list[Task], workdir: Path, workers: int, log=print) -> list
                 res = fut.result()
             except Exception as exc:  # noqa: BLE001 - one broken task must not lose the others
                 log(
-                    f"[{time.strftime('%H:%M:%S')}] FAILED {futures[fut].name}: {type(exc).__name__}: {exc}"
+                    f"[{time.strftime('%H:%M:%S')}] FAILED {futures[fut].name}: "
+                    f"{type(exc).__name__}: {exc}"
                 )
                 continue
             log(

@@ -65,8 +65,8 @@ def main() -> None:
         "",
         *_common.table(["command", "CPU s (mean ± sd, min..max)", "CPU s min", "wall s"], rows),
         "",
-        "Budget: < 0.5 s of CPU for `--help` and argument errors (they import neither torch, optuna "
-        "nor mlflow). Wall time depends on the machine's load; CPU time much less.",
+        "Budget: < 0.5 s of CPU for `--help` and argument errors (they import neither torch, "
+        "optuna nor mlflow). Wall time depends on the machine's load; CPU time much less.",
         "",
         _common.machine_line(facts, "one process at a time"),
     ]

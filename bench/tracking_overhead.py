@@ -185,7 +185,8 @@ def run_workload(model: str, dataset: str, args: argparse.Namespace) -> dict[str
                 )
                 if proc.returncode != 0:
                     sys.exit(
-                        f"{model}:{dataset} repeat {i + 1} ({scenario}) failed:\n{proc.stderr[-4000:]}"
+                        f"{model}:{dataset} repeat {i + 1} ({scenario}) "
+                        f"failed:\n{proc.stderr[-4000:]}"
                     )
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 runs[scenario].append(r)
@@ -343,7 +344,8 @@ def _workload_markdown(name: str, w: dict, budget: float) -> list[str]:
         )
         + " |",
         "",
-        f"Below {100 * budget:.0f} % of trial time in every repeat: **{'yes' if w['pass'] else 'NO'}**.",
+        f"Below {100 * budget:.0f} % of trial time in every repeat: "
+        f"**{'yes' if w['pass'] else 'NO'}**.",
         "",
         "Where the tracking time goes (medians, s):",
         "",
@@ -394,8 +396,9 @@ def _workload_markdown(name: str, w: dict, budget: float) -> list[str]:
     lines += [
         "",
         f"Projection: a later search pays a fixed {later['fixed_s']:.2f} s (start + end) and "
-        f"{1000 * later['per_trial_s']:.0f} ms per trial, its trials take {later['trial_s'] / trials:.1f} s "
-        "each (medians above, same machine state); overhead for other trial counts:",
+        f"{1000 * later['per_trial_s']:.0f} ms per trial, its trials take "
+        f"{later['trial_s'] / trials:.1f} s each (medians above, same machine state); overhead for "
+        "other trial counts:",
         "",
         "| trials | " + " | ".join(str(n) for n in proj) + " |",
         "|---|" + "---:|" * len(proj),
@@ -411,16 +414,19 @@ def markdown(rep: dict) -> str:
         "",
         f"Command: `{rep['command']}`",
         "",
-        f"Machine: {rep['machine']}; Python {rep['versions']['python']}, torch {rep['versions']['torch']}, "
-        f"MLflow {rep['versions']['mlflow']}; {rep['date_utc']} UTC; load average (1, 5, 15 min) at start "
+        f"Machine: {rep['machine']}; Python {rep['versions']['python']}, torch "
+        f"{rep['versions']['torch']}, MLflow {rep['versions']['mlflow']}; {rep['date_utc']} UTC; "
+        "load average (1, 5, 15 min) at start "
         f"{', '.join(map(str, rep['load_average']['start']))}, at end "
-        f"{', '.join(map(str, rep['load_average']['end']))}. The machine is shared with other jobs. Under load, "
-        "trials (torch training on both cores) stretch far more than the tracker's mostly single-threaded imports "
-        "and SQLite writes, so a loaded machine flatters the ratio: on an idle machine the tracker's wall "
-        "time is close to its CPU time (row below), to be set against idle trial times.",
+        f"{', '.join(map(str, rep['load_average']['end']))}. The machine is shared with other "
+        "jobs. Under load, trials (torch training on both cores) stretch far more than the "
+        "tracker's mostly single-threaded imports and SQLite writes, so a loaded machine flatters "
+        "the ratio: on an idle machine the tracker's wall time is close to its CPU time (row "
+        "below), to be set against idle trial times.",
         "",
-        f"Each workload: {rep['search']['trials']} trials with default settings and a cached base model; "
-        f"{rep['search']['repeats']} repeat(s) of two searches, each in a fresh process, in one fresh folder: "
+        f"Each workload: {rep['search']['trials']} trials with default settings and a cached base "
+        f"model; {rep['search']['repeats']} repeat(s) of two searches, each in a fresh process, in "
+        "one fresh folder: "
         + "; ".join(f"**{n}** = {d}" for n, d in rep["scenarios"].items())
         + ". Medians, every repeat in brackets.",
         "",
