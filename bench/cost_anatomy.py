@@ -3,9 +3,9 @@
     python bench/cost_anatomy.py [--quick] [--trials 6] [--fps-reps 8]
 
 Part 1: a default search (`prunetune search` defaults: mnist_net on mnist5k, objectives accuracy,
-FLOPs and FPS, bits {32, 8, 6, 4}, 3 fine-tune epochs on 2,000 images (the default when the committed
-results were made; now 2,500), FPS with 11 samples, torch
-runtime, training on torch's default threads) run through `run_search` with an MLflow tracker
+FLOPs and FPS, bits {32, 8, 6, 4}, 3 fine-tune epochs on 2,000 images (the default when the
+committed results were made; now 2,500), FPS with 11 samples, torch runtime, training on torch's
+default threads) run through `run_search` with an MLflow tracker
 (SQLite store in the scratch directory). Per trial: the record's timings (compress_s: prune +
 fake-quant + MAC count; finetune_s; measure_s: validation accuracy + runner build + interleaved FPS
 timing against the base; total_s also holds saving the weights), the tracker's time in

@@ -1,6 +1,7 @@
 """Prunability over the registries: which torchvision and timm architectures prunetune prunes.
 
-    python bench/prunability.py [--quick] [--all] [--jobs 2] [--models timm:resnet10t,torchvision:convnext_tiny]
+    python bench/prunability.py [--quick] [--all] [--jobs 2]
+                                [--models timm:resnet10t,torchvision:convnext_tiny]
 
 Runs `check` of tests/test_prunability.py (untrained model, small input, one torch thread; prune
 every group at 0.3 and at random ratios in [0, 0.7); forward, output shape, fewer MACs, exact

@@ -4,11 +4,11 @@
                                       [--workloads mnist_net:mnist5k,tiny_cnn:digits]
 
 For each workload (MODEL:DATASET), each repeat runs two real searches of --trials trials (the
-default search's 30 unless told; default search settings otherwise: TPE, accuracy/FLOPs/FPS, 3 fine-tune epochs on 2,500 images, 11 FPS samples), each in a
-fresh process, in one fresh scratch folder: the first creates the SQLite tracking store (what a
-user's first search pays), the second is another study in the same folder (what every later search
-or resume pays). The base model comes from the checkpoint cache ($PRUNETUNE_HOME; trained once if
-missing). Measured per search:
+default search's 30 unless told; default search settings otherwise: TPE, accuracy/FLOPs/FPS, 3
+fine-tune epochs on 2,500 images, 11 FPS samples), each in a fresh process, in one fresh scratch
+folder: the first creates the SQLite tracking store (what a user's first search pays), the second is
+another study in the same folder (what every later search or resume pays). The base model comes from
+the checkpoint cache ($PRUNETUNE_HOME; trained once if missing). Measured per search:
 
 - `MlflowTracker.seconds`: all time inside the tracker (search start: import MLflow, open or
   create the store, experiment, parent run, params; one child run per trial; the end-of-search
@@ -24,7 +24,8 @@ Overhead = tracker seconds / sum of trial times; the issue's budget is 5 %. Medi
 tiny_cnn on digits is the stress case: its trials are a few times shorter than mnist_net's, the
 tracker's cost is not.
 Since the tracker's cost is a fixed part per search plus a part per trial, the report also
-projects the overhead for other trial counts (same trial length, same machine state). Writes tracking_overhead.md/.json.
+projects the overhead for other trial counts (same trial length, same machine state). Writes
+tracking_overhead.md/.json.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def main() -> None:
 
 
 def _medians(runs: list[dict]) -> dict:
-    """Medians over the repeats of one scenario; `fixed_s` is the tracker time not spent per trial."""
+    """Medians over the repeats of one scenario; `fixed_s` is the tracker time not spent per
+    trial."""
 
     def med(key) -> float:
         return statistics.median(key(r) for r in runs)
