@@ -113,7 +113,10 @@ def finish_facts(facts: dict) -> dict:
 
 def machine_line(facts: dict, threads: str) -> str:
     v = facts["versions"]
-    load = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+
+    def load(xs):
+        return ", ".join(f"{x:.2f}" for x in xs)
+
     return (
         f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, "
         f"{', '.join(facts['isa'])}), "

@@ -96,8 +96,13 @@ def markdown(rep: dict) -> str:
     )
     for model, ratio, budget in keys:
         rs = [r for r in rows if (r["model"], r["ratio"], r["budget"]) == (model, ratio, budget)]
-        med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
-        span = lambda key: f"{min(r[key] for r in rs):.3f}..{max(r[key] for r in rs):.3f}"  # noqa: E731
+
+        def med(key):
+            return statistics.median(r[key] for r in rs)
+
+        def span(key):
+            return f"{min(r[key] for r in rs):.3f}..{max(r[key] for r in rs):.3f}"
+
         table.append(
             [
                 model,

@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     # (a) and (c), side by side
-    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
+    def log(m):
+        print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)
+
     t_start = time.time()
     proc = get_context("spawn").Process(
         target=search_process,
@@ -486,7 +488,10 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
         "",
     ]
     verdicts, concl = [], []
-    mean = lambda xs: statistics.fmean(xs)  # noqa: E731
+
+    def mean(xs):
+        return statistics.fmean(xs)
+
     for s in stops:
         h = next(r for r in rows if r["kind"] == "hand" and r["shape"][:2] == s)
         p = next((r for r in rows if r.get("matched_to") == s), None)

@@ -132,11 +132,12 @@ def model_section(model: str, groups: Grouped, s: Settings) -> tuple[list[str], 
             "failed": sum(r2["state"] != "complete" for r in rs for r2 in r["records"]),
             "seeds": [r["seed"] for r in rs],
         }
-        fmt = lambda xs: (
-            _common.ms([x for x in xs if x is not None])
-            if any(x is not None for x in xs)
-            else "none"
-        )  # noqa: E731
+
+        def fmt(xs):
+            if any(x is not None for x in xs):
+                return _common.ms([x for x in xs if x is not None])
+            return "none"
+
         rows.append(
             [
                 smp,
@@ -294,7 +295,10 @@ def render(data: dict, name: str, out, regenerated: bool = False) -> None:
     settings = {k: Settings(**v) for k, v in data["settings"].items()}
     groups = Grouped.of(results)
     if "seeds" not in data:  # recorded before these keys existed: read them off the results
-        seeds_of = lambda m, smp: [r["seed"] for r in groups.by.get((m, smp), [])]  # noqa: E731
+
+        def seeds_of(m, smp):
+            return [r["seed"] for r in groups.by.get((m, smp), [])]
+
         data["seeds"] = {
             "main": seeds_of("mnist_net", "tpe"),
             "nsga2": seeds_of("mnist_net", "nsga2"),

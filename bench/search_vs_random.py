@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, seed in enumerate(seeds):
         t, r = runs["tpe"][i], runs["random"][i]
-        b = lambda x: f"{x:.3f}" if x is not None else "none"  # noqa: E731
+
+        def b(x):
+            return f"{x:.3f}" if x is not None else "none"
+
         rows.append(
             [
                 seed,
