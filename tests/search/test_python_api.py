@@ -19,7 +19,7 @@ from prunetune.errors import CheckpointError, ConfigError
 from prunetune.search.study import load_existing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class TwoOutputs(nn.Module):
