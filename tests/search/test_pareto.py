@@ -11,7 +11,13 @@ import pytest
 
 from prunetune.errors import ConfigError, UnknownNameError
 from prunetune.search.objectives import Objective
-from prunetune.search.pareto import hypervolume, hypervolume_history, knee_point, non_dominated
+from prunetune.search.pareto import (
+    hypervolume,
+    hypervolume_history,
+    knee_point,
+    non_dominated,
+    unit_hypervolume_history,
+)
 
 # Minimised unitless objectives "a", "b", "c", "d" for geometric tests: with normalise_by=None the
 # default reference is 1.0 in each, so points in [0, 1)^d make unit-box hand computations easy.
@@ -250,6 +256,19 @@ def test_hypervolume_history_matches_prefix_hypervolumes_in_four_objectives() ->
     assert history == pytest.approx(expected, rel=1e-12)
     assert all(a <= b for a, b in itertools.pairwise(history))
     assert history[-1] > history[0]
+
+
+def test_a_user_metric_whose_base_is_zero_is_shifted_not_divided() -> None:
+    """A user metric whose base value is not positive is measured as a difference from the base
+    (it used to be divided by the base: NaN and infinities in the history)."""
+    base = {"accuracy": 0.9, "loss_gap": 0.0, "gain": 0.0}
+    points = [
+        {"accuracy": 0.85, "loss_gap": -0.1, "gain": 0.3},  # unit: 0.15, 0.9, 0.7
+        {"accuracy": 0.80, "loss_gap": 0.2, "gain": 0.5},  # loss_gap 1.2: beyond the reference
+    ]
+    objectives = ["accuracy", "loss_gap:minimize", "gain:maximize"]
+    history = unit_hypervolume_history(points, objectives, base)
+    assert history == pytest.approx([0.85 * 0.1 * 0.3, 0.85 * 0.1 * 0.3])
 
 
 # --- knee_point --------------------------------------------------------------------------------
