@@ -6,6 +6,7 @@ attributes (`record_from_trial`), so nothing about a trial lives only in memory.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 from prunetune.errors import PrunetuneError
@@ -115,8 +116,9 @@ class TrialRecord:
 
 
 def record_from_trial(frozen) -> TrialRecord:
-    """Rebuild a TrialRecord from an optuna FrozenTrial."""
-    stored = dict(frozen.user_attrs.get("record", {}))
+    """Rebuild a TrialRecord from an optuna FrozenTrial: a copy (changing the record never changes
+    the trial, which may be the storage's cached one)."""
+    stored = copy.deepcopy(frozen.user_attrs.get("record", {}))
     state = frozen.state.name
     if state == "RUNNING":
         stored["state"] = RUNNING
