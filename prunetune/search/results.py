@@ -41,7 +41,9 @@ TABLE_COLUMNS = (
 
 @dataclass
 class SearchResult:
-    """A study's state: all records, the front (trial numbers, selection on validation accuracy)."""
+    """A study's state: all records, the front (trial numbers, selection on validation accuracy).
+    `records` are as stored; the front members' test accuracy lives once, in `test_accuracy` (by
+    trial number): `metrics_of` gives a trial's metrics with it, as every report shows them."""
 
     study_name: str
     objectives: list[str]
@@ -64,6 +66,12 @@ class SearchResult:
 
     def front_records(self) -> list[TrialRecord]:
         return [self.record(n) for n in self.front]
+
+    def metrics_of(self, record: TrialRecord) -> dict:
+        """A trial's metrics as reported (tables, JSON, the data frame, selection rules): a copy of
+        its record's metrics with its test accuracy where it was scored on the test split."""
+        test = self.test_accuracy.get(record.number)
+        return {**record.metrics, **({"test_accuracy": test} if test is not None else {})}
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -101,9 +109,6 @@ def summarize(study: optuna.Study) -> SearchResult:
         knee = front[k]
     history = pareto.unit_hypervolume_history(points, objectives, base) if base and points else []
     tests = {int(k): float(v) for k, v in attrs.get("test_accuracy", {}).items()}
-    for r in records:
-        if r.number in tests:
-            r.metrics["test_accuracy"] = tests[r.number]
     config = dict(attrs.get("config", {}))
     result = SearchResult(
         study_name=study.study_name,
@@ -173,7 +178,8 @@ def selected(result: SearchResult, select: str | None = None) -> TrialRecord | N
         return None
     if select:
         front = result.front_records()
-        return front[selection.select([r.metrics for r in front], selection.parse_rule(select))]
+        points = [result.metrics_of(r) for r in front]
+        return front[selection.select(points, selection.parse_rule(select))]
     return result.record(result.pick if result.pick is not None else result.knee)
 
 
@@ -199,9 +205,10 @@ def front_rows(result: SearchResult) -> list[dict]:
     base_fps = result.base_metrics.get("fps")
     extra = user_metric_keys(result)
     for r in result.front_records():
+        metrics = result.metrics_of(r)
         row = {
             "trial": r.number,
-            **{k: r.metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"},
+            **{k: metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"},
         }
         row["fps_measured"] = r.metrics.get("fps")
         row["fps"] = scaled_fps(r.metrics, base_fps)
@@ -303,7 +310,8 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
     A metric named like one of the fixed columns gets the prefix `metric_`."""
     import pandas
 
-    metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_KEYS)
+    reported = {r.number: result.metrics_of(r) for r in result.records}
+    metrics = _ordered({k for m in reported.values() for k in m}, METRIC_KEYS)
     timings = _ordered({k for r in result.records for k in r.timings}, TIMING_ORDER)
     params = sorted({k for r in result.records for k in r.params})
     fixed = {
@@ -322,7 +330,7 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
             "number": r.number,
             "state": r.state,
             **{f"params_{k}": r.params.get(k) for k in params},
-            **{named[m]: r.metrics.get(m) for m in metrics},
+            **{named[m]: reported[r.number].get(m) for m in metrics},
             **{t: r.timings.get(t) for t in timings},
             "front": r.number in front,
             "knee": r.number == result.knee,
