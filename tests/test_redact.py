@@ -1,5 +1,5 @@
 """Masking secrets in store URLs (prunetune.redact): the config mapping stored with a study, the
-masked-URL check, secrets learnt at start-up. (Messages, MLflow and cards: tests/test_secrets.py.)"""
+masked-URL check, secrets learnt at start-up. (Messages, MLflow, cards: tests/test_secrets.py.)"""
 
 from __future__ import annotations
 

@@ -493,12 +493,13 @@ def test_a_train_fn_that_changes_the_architecture_fails_its_trial_alone(trained)
     assert last.state == "failed" and "stride" in last.reason, last.reason
 
 
-@pytest.mark.parametrize("name", ["threads", "speedup"])  # run context, a measured metric
+@pytest.mark.parametrize("name", ["threads", "cpus", "speedup"])  # run context, measured
 def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path, capsys, name):
     """eval_fn metrics named threads / runtime / device used to overwrite the study's base context
-    (`pareto` printed "7.0 thread(s), runtime 1.0"), time_total_s was replaced by the real timing in
-    MLflow, `state` was lost in trials_dataframe(): each is refused by name, on the base, before
-    anything is written (every reserved name: tests/search/test_workload.py)."""
+    (`pareto` printed "7.0 thread(s), runtime 1.0"), one named cpus was overwritten by the
+    machine's CPU count on the base (silently dropped), time_total_s was replaced by the real
+    timing in MLflow, `state` was lost in trials_dataframe(): each is refused by name, on the base,
+    before anything is written (every reserved name: tests/search/test_workload.py)."""
     with pytest.raises(
         prunetune.errors.PrunetuneError, match=f"returned '{name}': a name prunetune's own"
     ):

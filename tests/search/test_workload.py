@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from prunetune.measure import machine_load
+from prunetune.search.records import reserved_name
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
+from prunetune.threads import Decision
 
 RESERVED = [
     "threads",
@@ -30,6 +33,12 @@ RESERVED = [
     "speedup",
     "flops",
     "test_accuracy",
+    "cpus",
+    "load_1m",
+    "runnable",
+    "train_threads",
+    "train_threads_policy",
+    "train_step_ms_2t",
 ]
 
 
@@ -54,6 +63,15 @@ def test_a_name_prunetunes_own_record_uses_is_refused(name):
     metric of that name would overwrite or hide prunetune's own value."""
     with pytest.raises(UserFunctionError, match=f"returned '{name}': a name prunetune's own"):
         metrics_of("eval_fn", _returning({"accuracy": 0.5, name: 7.0}), _net())
+
+
+def test_every_context_name_prunetune_records_is_refused():
+    """The load read when FPS is measured and the fine-tune's thread decision sit beside the
+    metrics (the base's, a trial's context): a user metric named like one would be overwritten
+    by the machine's value (a metric "cpus" was, silently, on the base) or hide it."""
+    decision = Decision(threads=2, policy="auto", step_ms={1: 5.0, 2: 3.0})
+    for name in (*machine_load(reads=1), *decision.as_context()):
+        assert reserved_name(name), name
 
 
 @pytest.mark.parametrize(
