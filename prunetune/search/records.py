@@ -77,6 +77,11 @@ RESERVED_NAMES = frozenset(
 RESERVED_PREFIXES = ("time_", "base_", "params_", "metric_", "screen", *CONTEXT_PREFIXES)
 
 
+def is_context(name: str) -> bool:
+    """Whether `name` is part of a run's context (CONTEXT_KEYS, CONTEXT_PREFIXES), not a metric."""
+    return name in CONTEXT_KEYS or name.startswith(CONTEXT_PREFIXES)
+
+
 def reserved_name(name: str) -> bool:
     """Whether a user metric named `name` would overwrite or hide part of prunetune's own record
     (a measured metric, the run context, a timing, an MLflow metric, a trials_dataframe column):

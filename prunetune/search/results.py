@@ -18,7 +18,13 @@ import optuna
 
 from prunetune.search import pareto, selection
 from prunetune.search.objectives import OBJECTIVES, get_objective
-from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_from_trial
+from prunetune.search.records import (
+    COMPLETE,
+    METRIC_KEYS,
+    TrialRecord,
+    is_context,
+    record_from_trial,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -43,7 +49,10 @@ TABLE_COLUMNS = (
 class SearchResult:
     """A study's state: all records, the front (trial numbers, selection on validation accuracy).
     `records` are as stored; the front members' test accuracy lives once, in `test_accuracy` (by
-    trial number): `metrics_of` gives a trial's metrics with it, as every report shows them."""
+    trial number): `metrics_of` gives a trial's metrics with it, as every report shows them. The
+    base model's reference is kept apart from the conditions it was measured under:
+    `base_metrics` (measured, and a Python API search's user metrics), `base_context` (runtime,
+    threads, device, the machine's load: records.CONTEXT_KEYS)."""
 
     study_name: str
     objectives: list[str]
@@ -57,6 +66,7 @@ class SearchResult:
     constraints: dict = field(default_factory=dict)
     pick: int | None = None
     num_classes: int | None = None
+    base_context: dict = field(default_factory=dict)
 
     def record(self, number: int) -> TrialRecord:
         for r in self.records:
@@ -90,11 +100,19 @@ def feasible(r: TrialRecord, constraints: dict) -> bool:
     return not (flops is not None and r.metrics.get("flops", 0) > flops)
 
 
+def base_reference(attrs: dict) -> tuple[dict, dict]:
+    """(metrics, context) of the base model from a study's user attrs: its "base_metrics" hold
+    both, the run context (records.is_context) beside the measured and user metrics."""
+    stored = dict(attrs.get("base_metrics", {}))
+    metrics = {k: v for k, v in stored.items() if not is_context(k)}
+    return metrics, {k: v for k, v in stored.items() if is_context(k)}
+
+
 def summarize(study: optuna.Study) -> SearchResult:
     """Records, front, knee and hypervolume history of a study created by prunetune."""
     attrs = study.user_attrs
     objectives = list(attrs.get("objectives", []))
-    base = dict(attrs.get("base_metrics", {}))
+    base, base_context = base_reference(attrs)
     constraints = dict(attrs.get("constraints", {}))
     records = sorted(
         (record_from_trial(t) for t in study.get_trials(deepcopy=False)), key=lambda r: r.number
@@ -122,6 +140,7 @@ def summarize(study: optuna.Study) -> SearchResult:
         config=config,
         constraints=constraints,
         num_classes=attrs.get("num_classes"),
+        base_context=base_context,
     )
     result.pick = default_pick(result)
     return result
@@ -233,8 +252,8 @@ def table_rows(result: SearchResult) -> list[dict]:
         "knee": False,
         "pick": False,
         "config": "uncompressed",
-        "load_1m": result.base_metrics.get("load_1m"),
-        "under_load": measured_under_load(result, result.base_metrics),
+        "load_1m": result.base_context.get("load_1m"),
+        "under_load": measured_under_load(result, result.base_context),
     }
     rows = [base]
     for row in front_rows(result):
@@ -244,7 +263,7 @@ def table_rows(result: SearchResult) -> list[dict]:
 
 def measured_under_load(result: SearchResult, load: dict) -> bool:
     """Whether the FPS measurement whose measure.machine_load() reading `load` holds (a record's
-    context, the base metrics) ran on a busy machine: the tasks runnable besides it plus its own
+    context, the base's) ran on a busy machine: the tasks runnable besides it plus its own
     threads (the study's FPS threads) were more than the CPUs; without a runnable count (not
     Linux), the 1-minute load average above the CPUs. False without a reading (older studies).
     The 1-minute average alone would also count this user's own training of the last minute,
@@ -252,7 +271,7 @@ def measured_under_load(result: SearchResult, load: dict) -> bool:
     if "cpus" not in load:
         return False
     if load.get("runnable") is not None:
-        return load["runnable"] + int(result.base_metrics.get("threads") or 1) > load["cpus"]
+        return load["runnable"] + int(result.base_context.get("threads") or 1) > load["cpus"]
     return load.get("load_1m", 0.0) > load["cpus"]
 
 

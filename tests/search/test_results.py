@@ -273,3 +273,20 @@ def test_fps_measured_under_load_is_flagged_in_the_table():
     quiet = new_study(base={**BASE, "threads": 1, "cpus": 2, "runnable": 0})
     add(quiet, record(0, accuracy=0.8, flops=500))
     assert "figure to trust" not in pareto_text(summarize(quiet))
+
+
+def test_the_base_models_metrics_and_run_context_are_apart():
+    """The study stores the base model's reference as one mapping ("base_metrics": metrics, a
+    Python API search's user metrics and the run context, as written by every prunetune so far);
+    the result keeps the context apart, so no report reads a thread count as a metric or one of
+    the base's metrics as its context."""
+    from prunetune.search.api import pareto_text
+
+    context = {"runtime": "torch", "threads": 2, "device": "cpu", "load_1m": 0.4, "cpus": 2}
+    study = new_study(base={**BASE, "confidence": 0.7, **context, "train_step_ms_1t": 9.5})
+    add(study, record(0, accuracy=0.8, flops=500))
+    result = summarize(study)
+    assert result.base_metrics == {**BASE, "confidence": 0.7}
+    assert result.base_context == {**context, "train_step_ms_1t": 9.5}
+    assert table_rows(result)[0]["load_1m"] == 0.4
+    assert "FPS: batch 1, 2 thread(s), runtime torch, median" in pareto_text(result)
