@@ -97,23 +97,25 @@ def trained():
     return model
 
 
+# the search of the `searched` fixture, but its model and trials
+OWN = dict(
+    example_input=VAL[0][:1],
+    train_fn=finetune,
+    eval_fn=evaluate,
+    objectives=("accuracy", "flops"),
+    study_name="own",
+    bits=[32],
+    fps_repeats=3,
+    seed=0,
+)
+
+
 @pytest.fixture(scope="module")
 def searched(trained, tmp_path_factory):
     """One 4-trial search of OwnNet (its folder, the SearchRun)."""
     folder = tmp_path_factory.mktemp("api")
     with contextlib.chdir(folder):
-        run = prunetune.run_search(
-            trained,
-            example_input=VAL[0][:1],
-            train_fn=finetune,
-            eval_fn=evaluate,
-            objectives=("accuracy", "flops"),
-            trials=4,
-            study_name="own",
-            bits=[32],
-            fps_repeats=3,
-            seed=0,
-        )
+        run = prunetune.run_search(trained, trials=4, **OWN)
     return folder, run
 
 
@@ -361,18 +363,7 @@ def test_resuming_a_study_from_other_weights_is_refused(searched, trained):
     with torch.no_grad():
         other.head.bias += 0.01
     with contextlib.chdir(folder), pytest.raises(ConfigError, match="from other weights of OwnNet"):
-        prunetune.run_search(
-            other,
-            example_input=VAL[0][:1],
-            train_fn=finetune,
-            eval_fn=evaluate,
-            objectives=("accuracy", "flops"),
-            trials=5,
-            study_name="own",
-            bits=[32],
-            fps_repeats=3,
-            seed=0,
-        )
+        prunetune.run_search(other, trials=5, **OWN)
     with contextlib.chdir(folder):
         assert len(load_existing("sqlite:///mlruns/optuna.db", "own").trials) == 4
 
