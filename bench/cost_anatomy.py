@@ -217,9 +217,9 @@ def screen_costs(cfg, recs) -> list[dict]:
     """Part 3: the cheap fidelity of screening (prune, batch norms re-estimated, part of the
     validation split; `objective.screen_trial`) on the same configs as the timed trials."""
     from prunetune.search.objective import prepare_search, screen_trial
-    from prunetune.search.optuna_runner import weights_dir
+    from prunetune.paths import weights_dir
 
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     out = []
     for r in recs:
         s = screen_trial(setup, r.params, r.number)

@@ -57,9 +57,9 @@ PROFILE_ROWS = {
     "front CSV/JSON": ("write_front", "api.py"),
     "log_artifacts (front files + plots)": ("log_artifacts", "client.py"),
     "log_artifact (front_models/ + selected/ weights)": ("log_artifact", "client.py"),
-    "child runs listed": ("_children", "tracking.py"),
+    "child runs listed": ("_children", "tracker.py"),
     "tags and metrics (log_batch: pareto tags, hypervolume, ...)": ("log_batch", "client.py"),
-    "registry (search versions + create version)": ("register", "tracking.py"),
+    "registry (search versions + create version)": ("register", "registry.py"),
 }
 
 

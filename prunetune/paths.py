@@ -70,6 +70,14 @@ def study_dir(study_name: str) -> Path:
     return inside(STORE / "prunetune", check_study_name(study_name))
 
 
+def weights_dir(study_name: str) -> Path:
+    """Where a study's trial weights live: mlruns/prunetune/<study>/weights (next to the MLflow
+    store), absolute so the records stay valid from any working directory (a Ray worker's too);
+    PrunetuneError if it would lead out of mlruns/prunetune (see `inside`). The one place that
+    says where trial weights go."""
+    return inside(study_dir(study_name), "weights")
+
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

@@ -29,10 +29,10 @@ from prunetune.export import (
     CARD_MD,
     WEIGHTS_FILE,
     Card,
-    _foreign_artifacts,
-    choose_trial,
     export_model,
 )
+from prunetune.export.choice import choose_trial
+from prunetune.export.mlflow_log import foreign_artifacts
 from prunetune.models import evaluate
 from prunetune.runtimes import materialize
 from prunetune.search.results import summarize
@@ -151,10 +151,10 @@ def _test_images(n: int = 128) -> torch.Tensor:
 
 def _run_file(card: Card, x: torch.Tensor) -> torch.Tensor:
     """The exported file run by its own runtime, independently of prunetune's runners."""
-    if card.data["format"] == "onnx":
+    if card.data.format == "onnx":
         session = ort.InferenceSession(str(card.model_path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-    if card.data["format"] == "pt2":
+    if card.data.format == "pt2":
         with torch.no_grad():
             return torch.export.load(card.model_path).module()(x)
     with torch.no_grad():
@@ -173,10 +173,10 @@ def test_round_trip(key, exports, in_study):
     with torch.no_grad():
         ref = module(x)
         # load_compressed(DIR) is the trial's stored model, not a retrained or re-pruned one
-        stored, _ = load_compressed_file(in_study.result().record(card.data["trial"]).weights)
+        stored, _ = load_compressed_file(in_study.result().record(card.data.trial).weights)
         assert torch.equal(materialize(stored)(x), ref)
     got = _run_file(card, x)
-    if card.data["int8"]:
+    if card.data.int8:
         assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
     else:
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
@@ -185,7 +185,7 @@ def test_round_trip(key, exports, in_study):
 @pytest.mark.parametrize("key", CASES)
 def test_card_fields(key, exports, in_study):
     card = exports[key]
-    d = card.data
+    d = card.data.to_json()  # the on-disk format
     assert json.loads((card.directory / CARD_JSON).read_text()) == json.loads(
         json.dumps(d, default=str)
     )
@@ -259,25 +259,25 @@ def test_card_fields(key, exports, in_study):
 
 def test_int8_runs_int8_kernels(exports):
     fp32, int8 = exports["onnx"], exports["onnx-int8"]
-    assert {"QLinearConv", "QGemm"} <= set(int8.data["runtime"]["kernels"])
+    assert {"QLinearConv", "QGemm"} <= set(int8.data.runtime.kernels)
     assert "QLinearConv" in (int8.directory / CARD_MD).read_text()
-    assert fp32.data["runtime"]["kernels"] == [] and fp32.data["runtime"]["op_types"]
+    assert fp32.data.runtime.kernels == [] and fp32.data.runtime.op_types
     ops = {n.op_type for n in onnx.load(str(int8.model_path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert int8.data["base"]["runtime"] == "onnxruntime"  # next to the float base model
+    assert int8.data.base.runtime == "onnxruntime"  # next to the float base model
 
 
 def test_registered_version_points_to_the_export(exports, study, tmp_path):
     client = MlflowClient(study.tracking)
     sources = set()
     for card in exports.values():
-        ml = card.data["provenance"]["mlflow"]
+        ml = card.data.provenance.mlflow
         mv = client.get_model_version(ml["registered_model"], str(ml["version"]))
         assert mv.run_id == ml["export_run_id"] and mv.source == ml["source"]
-        assert mv.source.endswith("/export") and mv.tags["file"] == card.data["file"]
+        assert mv.source.endswith("/export") and mv.tags["file"] == card.data.file
         assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == ml["search_run_id"]
         folder = Path(unquote(urlparse(mv.source).path))
-        assert (folder / card.data["file"]).read_bytes() == card.model_path.read_bytes()
+        assert (folder / card.data.file).read_bytes() == card.model_path.read_bytes()
         assert (
             json.loads((folder / CARD_JSON).read_text())["provenance"]["mlflow"]["version"]
             == ml["version"]
@@ -286,14 +286,14 @@ def test_registered_version_points_to_the_export(exports, study, tmp_path):
     assert len(sources) == len(exports)  # one export never overwrites another's artifacts
     # what a user downloads from the registry is the exported model
     got = Path(client.download_artifacts(ml["export_run_id"], "export", str(tmp_path)))
-    assert (got / card.data["file"]).read_bytes() == card.model_path.read_bytes()
+    assert (got / card.data.file).read_bytes() == card.model_path.read_bytes()
 
 
 def test_a_copied_study_folder_does_not_log_into_the_original():
     db = "sqlite:////copy/mlruns/mlflow.db"
-    assert _foreign_artifacts(db, "file:///copy/mlruns/artifacts/x") is None
-    assert _foreign_artifacts(db, "file:///orig/mlruns/artifacts/x") == "/orig/mlruns/artifacts/x"
-    assert _foreign_artifacts(db, "s3://bucket/artifacts/x") is None
+    assert foreign_artifacts(db, "file:///copy/mlruns/artifacts/x") is None
+    assert foreign_artifacts(db, "file:///orig/mlruns/artifacts/x") == "/orig/mlruns/artifacts/x"
+    assert foreign_artifacts(db, "s3://bucket/artifacts/x") is None
 
 
 # --------------------------------------------------------------------------- CLI, trial choice
@@ -320,7 +320,7 @@ def test_cli_export_of_a_float_trial_reproduces_its_accuracy(in_study, tmp_path,
 def test_retrain_epochs_show_the_new_figures(in_study, tmp_path):
     knee = in_study.result().knee
     card = in_study.export(tmp_path / "rt", fmt="state-dict", retrain_epochs=1, register=False)
-    d = card.data
+    d = card.data.to_json()
     assert d["retrain"]["epochs"] == 1 and len(d["retrain"]["loss"]) == 1
     assert d["compressed"]["val_accuracy"] == d["retrain"]["val_accuracy"]
     assert d["verification"]["accuracy_delta"] is None and d["provenance"]["mlflow"] is None
@@ -480,7 +480,7 @@ def test_export_fetches_a_front_members_weights_from_mlflow_when_the_file_is_gon
     shutil.move(weights, aside)
     try:
         card = in_study.export(tmp_path / "o", trial=rec.number, fmt="state-dict", register=False)
-        assert card.data["trial"] == rec.number
+        assert card.data.trial == rec.number
         assert weights.is_file()  # fetched back where the search kept it
     finally:
         if not weights.is_file():

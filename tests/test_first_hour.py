@@ -23,6 +23,7 @@ from prunetune.search.api import near_chance, resolve_study
 from prunetune.search.records import COMPLETE, TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.tracking import PARENT_ATTR, MlflowTracker, registered_name
+from prunetune.search.tracking.registry import version_of
 from tests.helpers import FAST, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -244,7 +245,7 @@ def test_search_with_export_leaves_registration_to_the_export(isolated):
     tracker.on_search_start(_setup(1), study)
     tracker.on_search_end(_result(isolated, 1), study, outcome="finished")
     assert tracker.client.search_model_versions(f"name = '{registered_name('runs')}'") == []
-    assert tracker.version_of("runs", 0) is None
+    assert version_of(tracker.client, "runs", 0) is None
 
 
 def test_resolve_study_error_is_a_user_error(tmp_path):
@@ -254,21 +255,25 @@ def test_resolve_study_error_is_a_user_error(tmp_path):
 
 # -- numbers explained where printed ----------------------------------------------------------------
 def test_int8_verification_is_reported_as_top1_agreement_not_a_float_diff():
-    from prunetune.export import verification_text
+    from dataclasses import replace
 
-    v = {
-        "images": 256,
-        "max_abs_diff": 3.19,
-        "output_range": 40.0,
-        "top1_agreement": 0.992,
-        "outputs_match": True,
-        "tolerance": None,
-    }
+    from prunetune.export import verification_text
+    from prunetune.export.card import Verification
+
+    v = Verification(
+        images=256,
+        inputs="test images",
+        max_abs_diff=3.19,
+        tolerance=None,
+        output_range=40.0,
+        top1_agreement=0.992,
+        outputs_match=True,
+    )
     text = verification_text(v, int8=True)
     assert "top-1 agreement with the float model 99.20%" in text and "needs >= 95%" in text
     assert "8.0% of the logits' range" in text and "(match)" not in text
     fp = verification_text(
-        {**v, "max_abs_diff": 4e-6, "tolerance": 4e-3, "top1_agreement": 1.0}, int8=False
+        replace(v, max_abs_diff=4e-6, tolerance=4e-3, top1_agreement=1.0), int8=False
     )
     assert fp.startswith("float check pass") and "within 4.0e-03" in fp
 

@@ -48,6 +48,6 @@ def test_python_api_export_with_a_recovery_fine_tune(searched, tmp_path):  # noq
     folder, run = searched
     with contextlib.chdir(folder):
         card = run.export(run.front[-1], tmp_path / "out", fmt="onnx", register=False, retrain=2)
-    r = card.data["retrain"]
+    r = card.data.retrain
     assert r["epochs"] == 2 and r["val_accuracy_before"] == run.front[-1].metrics["accuracy"]
-    assert 0.0 <= r["val_accuracy"] <= 1.0 and card.data["verification"]["outputs_match"]
+    assert 0.0 <= r["val_accuracy"] <= 1.0 and card.data.verification.outputs_match

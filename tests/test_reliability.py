@@ -300,16 +300,17 @@ def test_two_setups_never_share_a_base_runner(isolated):
     import dataclasses
 
     from prunetune.config import SearchConfig
-    from prunetune.search.objective import _base_runner, prepare_search
+    from prunetune.search.objective import prepare_search
+    from prunetune.search.speed import base_runner
 
     cfg = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, fps_repeats=3, bits=[32])
     first = prepare_search(cfg, weights_dir=isolated / "w")
-    runner = _base_runner(first)
-    assert _base_runner(first) is runner and runner.runtime == "torch"
+    runner = base_runner(first)
+    assert base_runner(first) is runner and runner.runtime == "torch"
     onnx = dataclasses.replace(first, config=dataclasses.replace(cfg, runtime="onnxruntime"))
     assert onnx.base.model is first.base.model
-    assert _base_runner(onnx).runtime == "onnxruntime"
-    assert _base_runner(dataclasses.replace(first)) is not runner
+    assert base_runner(onnx).runtime == "onnxruntime"
+    assert base_runner(dataclasses.replace(first)) is not runner
     import pickle
 
     assert pickle.loads(pickle.dumps(first)).runners == {}  # Ray ships setups without runners
@@ -321,7 +322,8 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
     `replay_of` naming the trial it re-runs and that trial's seed."""
     from prunetune.config import SearchConfig
     from prunetune.search.objective import prepare_search, trial_seed
-    from prunetune.search.optuna_runner import run_search, weights_dir
+    from prunetune.paths import weights_dir
+    from prunetune.search.optuna_runner import run_search
     from prunetune.search.study import open_study
 
     cfg = SearchConfig(
@@ -337,7 +339,7 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
         keep_all_weights=True,
         seed=3,
     )
-    setup = prepare_search(cfg, weights_dir=weights_dir(cfg))
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     lost = open_study(cfg, setup.space, setup.base_metrics).ask()  # trial 0: its process is killed
     setup.space.suggest(lost)  # ... after it drew its params, before it was tagged or told
     run_search(cfg)
@@ -351,7 +353,7 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
         Path(rec["weights"]).name == f"trial-{replay.number:05d}.pt"
         and Path(rec["weights"]).is_file()
     )
-    assert not (weights_dir(cfg) / f"trial-{lost.number:05d}.pt").exists()
+    assert not (weights_dir(cfg.study_name) / f"trial-{lost.number:05d}.pt").exists()
 
 
 @pytest.mark.slow

@@ -106,6 +106,19 @@ def prune(
         g.name: kept_channels(g.channels, targets.get(g.name, 0.0), round_to, g.divisor)
         for g in analysis.prunable
     }
+    plan = _plan(work, analysis, counts, criterion, data)
+    expected = _output_shapes(work, example_input)
+    pruned, failed = _execute(model, work, analysis, plan, counts, example_input, expected)
+    pruned.train(model.training)
+    pruned.prunetune_report = _report(analysis, counts, failed, importance, round_to)
+    return pruned
+
+
+def _plan(
+    work: nn.Module, analysis: Analysis, counts: dict[str, int], criterion, data: Iterable | None
+) -> dict:
+    """{group name: channels to remove} of the groups that lose channels, ranked by `criterion`
+    (gradients accumulated on `work` first when it needs them, and cleared after)."""
     todo = [g for g in analysis.prunable if counts[g.name] < g.channels]
     if todo and criterion.needs_gradients:
         accumulate_gradients(work, data)
@@ -117,23 +130,27 @@ def prune(
     }
     for p in work.parameters():
         p.grad = None
-    expected = _output_shapes(work, example_input)
-    pruned, failed = _execute(model, work, analysis, plan, counts, example_input, expected)
+    return plan
+
+
+def _report(
+    analysis: Analysis,
+    counts: dict[str, int],
+    failed: dict[str, str],
+    importance: str,
+    round_to: int,
+) -> PruneReport:
+    """What a prune did: channels before and after per group (a group torch-pruning failed on
+    keeps all), and the layers left unpruned with the reason."""
     out_layers = {g.name: g.out_layers for g in analysis.groups}
     skipped = list(analysis.skipped) + [
         (layer, reason) for name, reason in failed.items() for layer in out_layers[name]
     ]
-    pruned.train(model.training)
-    pruned.prunetune_report = PruneReport(
-        {
-            g.name: (g.channels, g.channels if g.name in failed else counts[g.name])
-            for g in analysis.prunable
-        },
-        tuple(skipped),
-        importance,
-        round_to,
-    )
-    return pruned
+    kept = {
+        g.name: (g.channels, g.channels if g.name in failed else counts[g.name])
+        for g in analysis.prunable
+    }
+    return PruneReport(kept, tuple(skipped), importance, round_to)
 
 
 def resolve_ratios(ratios: float | Mapping[str, float], analysis: Analysis) -> dict[str, float]:

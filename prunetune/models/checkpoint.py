@@ -135,50 +135,39 @@ def cache_key(model_name: str, dataset: str, seed: int, recipe: Recipe) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def get_base_model(
+def _from_checkpoint(
+    checkpoint: str | Path, model_name: str, bundle: DataBundle, device: torch.device | str
+) -> BaseModel:
+    """The base model of a given checkpoint file; its metrics measured now when the file has none.
+    CheckpointError for a checkpoint of another model."""
+    meta, sd = read_checkpoint(checkpoint)
+    model = load_into(build_for(model_name, bundle), sd, str(checkpoint))
+    if meta.get("model") not in (None, model_name):
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, not {model_name!r}"
+        )
+    if not {"val_accuracy", "test_accuracy"} <= set(meta.get("metrics", {})):
+        meta = {
+            **meta,
+            "model": model_name,
+            "dataset": bundle.name,
+            "metrics": _metrics(model, bundle, device),
+        }
+    return BaseModel(model, meta, Path(checkpoint))
+
+
+def _train_base(
+    path: Path,
     model_name: str,
     bundle: DataBundle,
-    *,
     recipe: Recipe,
-    seed: int = 0,
-    checkpoint: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    log=lambda msg: None,
-    device: torch.device | str = "cpu",
-    train_threads: int | str | None = None,
+    seed: int,
+    *,
+    log,
+    device: torch.device | str,
+    train_threads: int | str | None,
 ) -> BaseModel:
-    """The base model to compress: from `checkpoint` when given, else from the cache, else trained
-    now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`. Training and those
-    evaluations run on `device`; the model returned is always on the CPU. `train_threads`: see
-    training.train (not part of the cache key; the decision is in `meta["train_threads"]`)."""
-    if checkpoint is not None:
-        meta, sd = read_checkpoint(checkpoint)
-        model = load_into(build_for(model_name, bundle), sd, str(checkpoint))
-        if meta.get("model") not in (None, model_name):
-            raise CheckpointError(
-                f"checkpoint {str(checkpoint)!r} is of model {meta['model']!r}, not {model_name!r}"
-            )
-        if not {"val_accuracy", "test_accuracy"} <= set(meta.get("metrics", {})):
-            meta = {
-                **meta,
-                "model": model_name,
-                "dataset": bundle.name,
-                "metrics": _metrics(model, bundle, device),
-            }
-        return BaseModel(model, meta, Path(checkpoint))
-    cache = Path(cache_dir) if cache_dir else check_home() / "checkpoints"
-    path = (
-        cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-"
-        f"{cache_key(model_name, bundle.name, seed, recipe)}.pt"
-    )
-    if path.is_file():
-        try:
-            meta, sd = read_checkpoint(path)
-            return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
-        except CheckpointError as exc:
-            log(f"ignoring broken cached checkpoint ({exc}); retraining")
-    check_writable_folder(cache, "base model cache")  # before training, not after
-    probe_writable(cache, "base model cache")
+    """Train the base model from seeded initial weights and cache it at `path`."""
     with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
         torch.manual_seed(seed)  # the initial weights too: torch seeds itself at random at start-up
         model = build_for(model_name, bundle)
@@ -213,6 +202,49 @@ def get_base_model(
     }
     save_checkpoint(path, model, meta)
     return BaseModel(model, meta, path)
+
+
+def get_base_model(
+    model_name: str,
+    bundle: DataBundle,
+    *,
+    recipe: Recipe,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    log=lambda msg: None,
+    device: torch.device | str = "cpu",
+    train_threads: int | str | None = None,
+) -> BaseModel:
+    """The base model to compress: from `checkpoint` when given, else from the cache, else trained
+    now (and cached). Metrics (val and test accuracy) are in `meta["metrics"]`. Training and those
+    evaluations run on `device`; the model returned is always on the CPU. `train_threads`: see
+    training.train (not part of the cache key; the decision is in `meta["train_threads"]`)."""
+    if checkpoint is not None:
+        return _from_checkpoint(checkpoint, model_name, bundle, device)
+    cache = Path(cache_dir) if cache_dir else check_home() / "checkpoints"
+    path = (
+        cache / f"{model_name.replace(':', '_').replace('/', '_')}-{bundle.name}-"
+        f"{cache_key(model_name, bundle.name, seed, recipe)}.pt"
+    )
+    if path.is_file():
+        try:
+            meta, sd = read_checkpoint(path)
+            return BaseModel(load_into(build_for(model_name, bundle), sd, str(path)), meta, path)
+        except CheckpointError as exc:
+            log(f"ignoring broken cached checkpoint ({exc}); retraining")
+    check_writable_folder(cache, "base model cache")  # before training, not after
+    probe_writable(cache, "base model cache")
+    return _train_base(
+        path,
+        model_name,
+        bundle,
+        recipe,
+        seed,
+        log=log,
+        device=device,
+        train_threads=train_threads,
+    )
 
 
 def _metrics(model: nn.Module, bundle: DataBundle, device: torch.device | str) -> dict:

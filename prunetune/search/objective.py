@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from prunetune import threads
@@ -29,67 +27,20 @@ from prunetune.compress import (
     compress,
     compressed_size_bytes,
     inventory,
-    load_compressed_file,
     save_compressed,
-    size_bytes,
 )
 from prunetune.config import SearchConfig
-from prunetune.data import DataBundle, create_dataset
-from prunetune.measure import count_macs, count_params, machine_load
-from prunetune.models import BaseModel, Recipe, get_base_model, resolve_device
+from prunetune.data import create_dataset
+from prunetune.measure import count_macs, count_params
+from prunetune.models import Recipe, get_base_model, resolve_device
 from prunetune.models.training import DivergedError
-from prunetune.runtimes import make_runner, measure_fps
 from prunetune.search import strategies
-from prunetune.search.objectives import get_objective
-from prunetune.search.quiet import QuietLock
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, TrialRecord
-from prunetune.search.workload import DatasetWorkload, UserFunctionError, Workload
+from prunetune.search.setup import SearchSetup
+from prunetune.search.speed import measure_base, measure_speed
+from prunetune.search.trial_checks import architecture, check_architecture, missing_objectives
+from prunetune.search.workload import DatasetWorkload, UserFunctionError
 from prunetune.spaces import SearchSpace
-
-
-@dataclass
-class SearchSetup:
-    """What every trial of one search shares. Picklable (Ray ships it to workers once); `runners`,
-    the base model's runners keyed by (runtime, threads), is left out of the pickle (ONNX Runtime
-    sessions do not travel) and built again where needed. `device`: where trials train.
-    `workload`: what trials do with data (see prunetune.search.workload); `bundle` is the CLI's data
-    set (None for a search of the Python API, whose `example` is the user's one-sample input)."""
-
-    config: SearchConfig
-    bundle: DataBundle | None
-    base: BaseModel
-    space: SearchSpace
-    base_metrics: dict
-    weights_dir: Path
-    skipped_layers: list
-    workload: Workload
-    device: str = "cpu"
-    example: torch.Tensor | None = None
-    runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "runners"}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, runners={})
-
-    @property
-    def lock(self) -> QuietLock:
-        return QuietLock()
-
-    @property
-    def in_memory(self) -> bool:
-        """The base model is the caller's object (Python API), not a registry name."""
-        return self.bundle is None
-
-    def example_input(self) -> torch.Tensor:
-        return self.bundle.example_input(1) if self.bundle is not None else self.example
-
-    def load_trial(self, path: str | Path) -> nn.Module:
-        """A trial's saved model, rebuilt from this search's base model."""
-        if self.in_memory:
-            return load_compressed_file(path, base_model=self.base.model)[0]
-        return load_compressed_file(path, model=self.config.model)[0]
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -171,63 +122,6 @@ def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) 
     return setup
 
 
-def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
-    cfg = setup.config
-    calib = setup.workload.calibration_batches(seed) if cfg.runtime.endswith("int8") else None
-    return make_runner(
-        model,
-        cfg.runtime,
-        setup.example_input(),
-        threads=cfg.threads,
-        calibration_batches=calib,
-        layer_bits=bits,
-    )
-
-
-def _base_runner(setup: SearchSetup):
-    """The base model's runner on the setup's runtime and threads, built once per setup and
-    process (ONNX export and int8 calibration cost) and kept in `setup.runners`."""
-    key = (setup.config.runtime, setup.config.threads)
-    if (
-        key not in setup.runners
-    ):  # the uncompressed reference: every layer float, on the same runtime
-        float_bits = {name: 32 for name in setup.space.quant_layers}
-        setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
-    return setup.runners[key]
-
-
-def measure_base(setup: SearchSetup) -> dict:
-    """The base model's reference numbers (accuracy from its checkpoint metadata; a Python API
-    search's base also carries the other metrics its eval_fn returned, as "user_metrics")."""
-    model, example = setup.base.model, setup.example_input()
-    macs = count_macs(model, example)
-    m = setup.base.meta.get("metrics", {})
-    with setup.lock.quiet():
-        load = machine_load()
-        timing = measure_fps(
-            {"base": _base_runner(setup)}, example, repeats=max(setup.config.fps_repeats, 21)
-        )["base"]
-    # user metrics first: they never replace prunetune's own (see records.reserved_name)
-    return {
-        **m.get("user_metrics", {}),
-        **load,
-        "accuracy": m.get("val_accuracy"),
-        "test_accuracy": m.get("test_accuracy"),
-        "macs": macs,
-        "flops": 2 * macs,
-        "bitops": macs * 32 * 32,
-        "params": count_params(model),
-        "size_bytes": size_bytes(model, {}),
-        "fps": timing.fps,
-        "latency_ms": timing.median_ms,
-        "fps_spread": timing.spread,
-        "speedup": 1.0,
-        "runtime": setup.config.runtime,
-        "threads": setup.config.threads,
-        "device": setup.device,
-    }
-
-
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
     """MACs x weight bits x activation bits (activations 8-bit where the weights are quantized)."""
     counted = sum(per_layer_macs.values())
@@ -235,6 +129,53 @@ def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: in
         m * bits.get(n, 32) * (8 if bits.get(n, 32) <= 8 else 32) for n, m in per_layer_macs.items()
     )
     return int(ops + (total_macs - counted) * 32 * 32)
+
+
+def _fail(rec: TrialRecord, exc: BaseException) -> None:
+    """Mark `rec` failed by `exc` (a trial's own failure), with the reason and, but for a diverged
+    fine-tune, the full traceback."""
+    if isinstance(exc, DivergedError):
+        rec.state, rec.reason = FAILED, f"diverged: {exc}"
+        return
+    if isinstance(exc, UserFunctionError):
+        reason = str(exc)
+    elif isinstance(exc, SystemExit):  # sys.exit in a user's model: the trial fails, not the search
+        reason = f"SystemExit: sys.exit({exc.code!r:.100}) was called inside the trial"
+    elif isinstance(exc, MemoryError):
+        reason = "MemoryError: the trial ran out of memory"
+    else:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = (
+            f"{type(exc).__name__}: {str(exc)[:300]} "
+            f"(at {Path(where.filename).name}:{where.lineno})"
+        )
+    rec.state, rec.reason = FAILED, reason
+    rec.traceback = "".join(traceback.format_exception(exc))
+
+
+def _train_and_measure(
+    setup: SearchSetup, model: nn.Module, config: CompressionConfig, rec: TrialRecord
+) -> None:
+    """Fine-tune the compressed `model`, re-estimate its batch norms, evaluate it and measure its
+    speed, onto `rec` (metrics, context, timings)."""
+    seed, t1 = rec.seed, time.perf_counter()
+    shape = architecture(model)
+    with setup.lock.busy(), threads.watch() as chosen:
+        rec.curve = setup.workload.finetune(model, seed, setup.device)
+        check_architecture(shape, model)  # the saved file must rebuild this very model
+        _record_costs(setup, model, config, rec)  # the model train_fn left, counted again
+    rec.context.update(chosen[-1].as_context() if chosen else {})
+    rec.timings["finetune_s"] = time.perf_counter() - t1
+    t_bn = time.perf_counter()
+    with setup.lock.busy():
+        if setup.workload.recalibrate(model, seed, setup.device):
+            rec.timings["recalibrate_s"] = time.perf_counter() - t_bn
+    t2 = time.perf_counter()
+    with setup.lock.busy():
+        rec.metrics.update(setup.workload.evaluate(model, setup.device))
+    rec.metrics.update(measure_speed(setup, model, config, seed, rec.context))
+    missing_objectives(setup.config.objectives, rec.metrics)
+    rec.timings["measure_s"] = time.perf_counter() - t2
 
 
 def run_trial(
@@ -260,44 +201,12 @@ def run_trial(
         rec.timings["compress_s"] = time.perf_counter() - t0
         if rec.state == REJECTED:
             return rec
-        t1 = time.perf_counter()
-        shape = architecture(model)
-        with setup.lock.busy(), threads.watch() as chosen:
-            rec.curve = setup.workload.finetune(model, seed, setup.device)
-            check_architecture(shape, model)  # the saved file must rebuild this very model
-            _record_costs(setup, model, config, rec)  # the model train_fn left, counted again
-        rec.context.update(chosen[-1].as_context() if chosen else {})
-        rec.timings["finetune_s"] = time.perf_counter() - t1
-        t_bn = time.perf_counter()
-        with setup.lock.busy():
-            if setup.workload.recalibrate(model, seed, setup.device):
-                rec.timings["recalibrate_s"] = time.perf_counter() - t_bn
-        t2 = time.perf_counter()
-        with setup.lock.busy():
-            rec.metrics.update(setup.workload.evaluate(model, setup.device))
-        rec.metrics.update(_measure_speed(setup, model, config, seed, rec.context))
-        missing_objectives(setup.config.objectives, rec.metrics)
-        rec.timings["measure_s"] = time.perf_counter() - t2
+        _train_and_measure(setup, model, config, rec)
         path = setup.weights_dir / f"trial-{number:05d}.pt"
         save_compressed(path, model, config, base_reference(setup))
         rec.weights = str(path)
-    except DivergedError as exc:
-        rec.state, rec.reason = FAILED, f"diverged: {exc}"
-    except UserFunctionError as exc:
-        rec.state, rec.reason = FAILED, str(exc)
-        rec.traceback = "".join(traceback.format_exception(exc))
-    except SystemExit as exc:  # sys.exit in a user's model: the trial fails, the search goes on
-        rec.state = FAILED
-        rec.reason = f"SystemExit: sys.exit({exc.code!r:.100}) was called inside the trial"
-        rec.traceback = "".join(traceback.format_exception(exc))
-    except MemoryError as exc:
-        rec.state, rec.reason = FAILED, "MemoryError: the trial ran out of memory"
-        rec.traceback = "".join(traceback.format_exception(exc))
-    except Exception as exc:  # a trial's own failure must not end the search
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        rec.state = FAILED
-        rec.reason = f"{type(exc).__name__}: {str(exc)[:300]} (at {Path(where.filename).name}:{where.lineno})"
-        rec.traceback = "".join(traceback.format_exception(exc))
+    except (Exception, SystemExit) as exc:  # a trial's own failure must not end the search
+        _fail(rec, exc)
     finally:
         rec.timings["total_s"] = time.perf_counter() - t0
     return rec
@@ -339,38 +248,6 @@ def _record_costs(
     )
 
 
-def architecture(model: nn.Module) -> tuple:
-    """What a compressed-model file rebuilds: every module's name, type and settings (its
-    extra_repr: strides, paddings, ...), every parameter's and buffer's name and shape."""
-    modules = tuple(
-        (name, f"{type(m).__name__}({m.extra_repr()})") for name, m in model.named_modules()
-    )
-    tensors = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
-    return modules, tensors
-
-
-def check_architecture(before: tuple, model: nn.Module) -> None:
-    """UserFunctionError, naming the first difference, when fine-tuning (a user's train_fn)
-    changed the model's architecture: its weights file could not be rebuilt as the model that
-    was measured, so the trial fails (alone) instead of the reload at the end of the search."""
-    after = architecture(model)
-    if after == before:
-        return
-    for kind, old, new in (("module", before[0], after[0]), ("tensor", before[1], after[1])):
-        diff = sorted(set(old) ^ set(new))
-        if diff:
-            name = diff[0][0] or "(the model itself)"
-            raise UserFunctionError(
-                f"train_fn changed the model's architecture ({kind} {name!r}: "
-                f"{dict(old).get(diff[0][0])} -> {dict(new).get(diff[0][0])}); "
-                "it must fine-tune the weights in place, keeping every layer "
-                "and shape"
-            )
-    raise UserFunctionError(
-        "train_fn changed the order of the model's layers; it must fine-tune the weights in place"
-    )
-
-
 def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     """The cheap fidelity of multi-fidelity screening: compress and score without fine-tuning
     (`Workload.screen`: the CLI's re-estimates the batch-norm statistics on SCREEN_IMAGES training
@@ -397,17 +274,6 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     return rec
 
 
-def missing_objectives(objectives: list[str], metrics: dict) -> None:
-    """UserFunctionError when `metrics` lacks an objective's metric (a user metric eval_fn did not
-    return): the trial fails with that reason instead of the search stopping at `tell`."""
-    missing = [o for o in objectives if get_objective(o).key not in metrics]
-    if missing:
-        keys = ", ".join(repr(get_objective(o).key) for o in missing)
-        raise UserFunctionError(
-            f"eval_fn returned no {keys} (named as objective); it returned {sorted(metrics)}"
-        )
-
-
 def base_reference(setup: SearchSetup) -> dict:
     """What a compressed-model file needs to rebuild its architecture. A Python API search's base
     is the caller's object: its files say so ("in_memory") and load only with that model."""
@@ -427,25 +293,4 @@ def base_reference(setup: SearchSetup) -> dict:
         "input_shape": list(setup.bundle.input_shape),
         "num_classes": setup.bundle.num_classes,
         "base_checkpoint": str(setup.base.path) if setup.base.path else None,
-    }
-
-
-def _measure_speed(
-    setup: SearchSetup, model: nn.Module, config: CompressionConfig, seed: int, context: dict
-) -> dict:
-    """FPS of the trial's model and the base's, side by side (the speed metrics); the machine's
-    load at that time goes to `context`."""
-    cfg = setup.config
-    example = setup.example_input()
-    with setup.lock.busy():  # building runners (ONNX export, int8 calibration) is compute too
-        candidate = _runner(setup, model, config.bits, seed)
-        base = _base_runner(setup)
-    with setup.lock.quiet():
-        context.update(machine_load())
-        t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
-    return {
-        "fps": t["trial"].fps,
-        "latency_ms": t["trial"].median_ms,
-        "fps_spread": t["trial"].spread,
-        "speedup": t["trial"].fps / t["base"].fps,
     }

@@ -23,7 +23,7 @@ import optuna
 from prunetune import interrupts
 from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
-from prunetune.paths import inside, study_dir
+from prunetune.paths import weights_dir
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.objectives import get_objective
 from prunetune.search.records import COMPLETE, FAILED, REJECTED, FailureStreak, TrialRecord
@@ -60,13 +60,6 @@ class Deadline:
 
     def passed(self) -> bool:
         return self.end is not None and time.monotonic() >= self.end
-
-
-def weights_dir(cfg: SearchConfig) -> Path:
-    """Where trial weights live: mlruns/prunetune/<study>/weights (next to the MLflow store), as an
-    absolute path so the records stay valid from any working directory; PrunetuneError if it would
-    lead out of mlruns/prunetune (see prunetune.paths.inside)."""
-    return inside(study_dir(cfg.study_name), "weights")
 
 
 def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:
@@ -187,7 +180,7 @@ def run_search(
     RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
     `setup`: one already prepared (the Python API's, around the caller's model and loop); else
     `prepare_search(cfg)` (the CLI's data set and recipe)."""
-    setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg), log=log)
+    setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg.study_name), log=log)
     study = open_study(cfg, setup.space, setup.base_metrics, log=log)
     for layer, why in setup.skipped_layers:
         if "model output" not in why:  # the classifier's outputs are never pruned: no news

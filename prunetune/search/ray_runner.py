@@ -48,6 +48,7 @@ import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import PrunetuneError
+from prunetune.paths import weights_dir
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
 from prunetune.search.objectives import get_objective
 from prunetune.search.optuna_runner import (
@@ -58,7 +59,6 @@ from prunetune.search.optuna_runner import (
     make_proposer,
     mark_interrupted,
     next_trial,
-    weights_dir,
 )
 from prunetune.search.records import FAILED, FailureStreak, RepeatedFailureError, TrialRecord
 from prunetune.search.results import SearchResult
@@ -109,7 +109,7 @@ def run_search_ray(
             _init_ray(
                 cfg
             )  # a wrong address fails before the base model is trained or anything written
-        setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg).resolve(), log=log)
+        setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg.study_name), log=log)
         for layer, why in setup.skipped_layers:
             log(f"left unpruned: {layer} ({why})")
         study = open_study(cfg, setup.space, setup.base_metrics, log=log)

@@ -11,20 +11,18 @@ from typing import Callable
 import torch
 
 from prunetune.compress import load_compressed_file
-from prunetune.export import (
-    VERIFY_IMAGES,
-    Card,
-    ExportInputs,
+from prunetune.export.assemble import Origin
+from prunetune.export.choice import choose_trial, trial_weights
+from prunetune.export.files import (
     check_export_flags,
     check_output,
-    choose_trial,
     load_compressed,
-    log_export,
     output_folder,
-    trial_weights,
-    write_card,
-    write_verified,
 )
+from prunetune.export.inputs import VERIFY_IMAGES, ExportInputs
+from prunetune.export.mlflow_log import log_export
+from prunetune.export.report import Card, write_card
+from prunetune.export.verified import write_verified
 from prunetune.search.records import TrialRecord
 
 VERIFY_SEED = 0
@@ -83,15 +81,19 @@ def export_user_trial(
         fmt=fmt,
         int8=False,
         fps_repeats=fps_repeats,
-        study=(run.study_name, setup.config.storage_url, f"trial {rec.number}"),
-        searched=(setup.config.runtime, run.result),
+        origin=Origin(
+            run.study_name,
+            setup.config.storage_url,
+            f"trial {rec.number}",
+            runtime=setup.config.runtime,
+            result=run.result,
+        ),
         retrain=retrained,
         log=log,
     )
     if register:
-        log_export(card, rec, run.tracking_uri, log)
-    else:
-        write_card(card)
+        return log_export(card, rec, run.tracking_uri, log)
+    write_card(card)
     return card
 
 

@@ -144,10 +144,9 @@ def test_export_of_a_user_model_is_verified(searched, tmp_path):
     folder, run = searched
     with contextlib.chdir(folder):
         card = run.export(run.knee, tmp_path / "out", fmt="onnx")
-    assert card.model_path.is_file() and card.data["verification"]["outputs_match"]
-    assert (tmp_path / "out" / "card.md").is_file() and card.data["compressed"]["macs"] < card.data[
-        "base"
-    ]["macs"]
+    assert card.model_path.is_file() and card.data.verification.outputs_match
+    assert (tmp_path / "out" / "card.md").is_file()
+    assert card.data.compressed.macs < card.data.base.macs
     exported = prunetune.load_compressed(tmp_path / "out", base_model=run.setup.base.model)
     assert (
         evaluate(exported)["accuracy"] == run.knee.metrics["accuracy"]
