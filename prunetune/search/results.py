@@ -100,7 +100,7 @@ def feasible(r: TrialRecord, constraints: dict) -> bool:
     return not (flops is not None and r.metrics.get("flops", 0) > flops)
 
 
-def base_reference(attrs: dict) -> tuple[dict, dict]:
+def base_metrics_and_context(attrs: dict) -> tuple[dict, dict]:
     """(metrics, context) of the base model from a study's user attrs: its "base_metrics" hold
     both, the run context (records.is_context) beside the measured and user metrics."""
     stored = dict(attrs.get("base_metrics", {}))
@@ -112,7 +112,7 @@ def summarize(study: optuna.Study) -> SearchResult:
     """Records, front, knee and hypervolume history of a study created by prunetune."""
     attrs = study.user_attrs
     objectives = list(attrs.get("objectives", []))
-    base, base_context = base_reference(attrs)
+    base, base_context = base_metrics_and_context(attrs)
     constraints = dict(attrs.get("constraints", {}))
     records = sorted(
         (record_from_trial(t) for t in study.get_trials(deepcopy=False)), key=lambda r: r.number
