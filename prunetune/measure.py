@@ -134,8 +134,12 @@ class Timing:
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Temporarily run torch with `n` intra-op threads."""
+    """Temporarily run torch with `n` intra-op threads (nothing set when it runs with `n` already:
+    a runner calls this per batch)."""
     old = torch.get_num_threads()
+    if old == n:
+        yield
+        return
     torch.set_num_threads(n)
     try:
         yield

@@ -1,4 +1,5 @@
-"""Local store locations (SQLite URLs, folders): made absolute, checked before anything is written."""
+"""Local store locations (SQLite URLs, folders): made absolute, checked before anything is
+written. Taking SQLite URLs apart is `prunetune.stores`' job (`sqlite_path`, `absolute_sqlite`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prunetune.errors import PrunetuneError
-
-SQLITE = "sqlite:///"
-
-
-def absolute_sqlite(url: str) -> str:
-    """`sqlite:///rel/x.db` -> `sqlite:////abs/rel/x.db` (MLflow caches stores by URL and Ray
-    workers run in other folders); other URLs unchanged."""
-    if url.startswith(SQLITE):
-        return SQLITE + str(Path(url.removeprefix(SQLITE)).resolve())
-    return url
+from prunetune.stores import absolute_sqlite, sqlite_path
 
 
 def check_writable_folder(folder: Path, what: str) -> None:
@@ -40,11 +32,12 @@ def prepare_sqlite(url: str, what: str, *, create: bool) -> str:
     """The absolute URL; for SQLite, check (`probe_writable` too) and with `create` make the
     database's folder, and check that an existing database file is one (`check_sqlite_file`)."""
     url = absolute_sqlite(url)
-    if url.startswith(SQLITE):
-        folder = Path(url.removeprefix(SQLITE)).parent
+    path = sqlite_path(url)
+    if path is not None:
+        folder = path.parent
         check_writable_folder(folder, what)
         probe_writable(folder, what)
-        check_sqlite_file(Path(url.removeprefix(SQLITE)), what)
+        check_sqlite_file(path, what)
         if create:
             folder.mkdir(parents=True, exist_ok=True)
     return url

@@ -56,8 +56,29 @@ def scheme(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a `sqlite:///PATH` URL (None for another scheme)."""
-    return Path(url.split("://", 1)[1][1:].split("?", 1)[0]) if scheme(url) == "sqlite" else None
+    """The database file of a `sqlite:///PATH` URL, as written (a relative path stays relative;
+    no query); None for another scheme or an in-memory database. With `sqlite_url` and
+    `absolute_sqlite`, the one place that takes a SQLite URL apart or puts one together."""
+    if scheme(url) != "sqlite":
+        return None
+    path = url.split("://", 1)[1][1:].split("?", 1)[0]
+    return Path(path) if path not in ("", ":memory:") else None
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The `sqlite:///PATH` URL of the database file `path` (`sqlite:////abs/x.db` when it is
+    absolute)."""
+    return f"sqlite:///{path}"
+
+
+def absolute_sqlite(url: str) -> str:
+    """`sqlite:///rel/x.db` -> `sqlite:////abs/rel/x.db` (MLflow caches stores by URL and Ray
+    workers run in other folders), driver and query kept; other URLs unchanged."""
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    query = url.partition("?")[2]
+    return f"{url.split('://', 1)[0]}:///{path.resolve()}" + (f"?{query}" if query else "")
 
 
 def check_scheme(url: str, kind: str) -> None:

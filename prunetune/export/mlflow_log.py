@@ -19,6 +19,7 @@ from prunetune.export.files import CARD_JSON, CARD_MD, WEIGHTS_FILE
 from prunetune.export.report import Card, write_card
 from prunetune.redact import is_masked, mask_url
 from prunetune.search.records import TrialRecord
+from prunetune.stores import absolute_sqlite, sqlite_path
 
 ARTIFACT_PATH = "export"  # folder of the export run's artifacts; the model version's source
 
@@ -49,15 +50,11 @@ def foreign_artifacts(uri: str, artifact_location: str) -> str | None:
     """The artifact folder of a SQLite-tracked experiment when it lies outside the database's
     folder (prunetune creates it inside): a copied study folder would still write into the
     original. None when it is inside, or not a local store."""
-    location = urlparse(artifact_location)
-    if not uri.startswith("sqlite:///") or location.scheme not in ("", "file"):
+    location, db = urlparse(artifact_location), sqlite_path(uri)
+    if db is None or location.scheme not in ("", "file"):
         return None
     folder = Path(unquote(location.path)).resolve()
-    return (
-        None
-        if folder.is_relative_to(Path(uri.removeprefix("sqlite:///")).resolve().parent)
-        else str(folder)
-    )
+    return None if folder.is_relative_to(db.resolve().parent) else str(folder)
 
 
 def _where_to_log(study: str, resolved: str, shown: str):
@@ -65,10 +62,8 @@ def _where_to_log(study: str, resolved: str, shown: str):
     (nothing created), or (why not, None, None)."""
     from prunetune.search.tracking import MlflowTracker
 
-    if (
-        resolved.startswith("sqlite:///")
-        and not Path(resolved.removeprefix("sqlite:///")).is_file()
-    ):
+    db = sqlite_path(resolved)
+    if db is not None and not db.is_file():
         return f"no MLflow store at {shown}", None, None
     tracker = MlflowTracker(resolved)
     exp = tracker.client.get_experiment_by_name(study)
@@ -207,7 +202,6 @@ def log_export(card: Card, rec: TrialRecord, uri: str | None, log: Callable[[str
     """Log the export as an MLflow run nested under the study's latest search run, register its
     `export/` folder as a version of `prunetune-STUDY`, and write the cards. Returns the card with
     its MLflow provenance."""
-    from prunetune.paths import absolute_sqlite
     from prunetune.search.tracking import requested_uri
 
     resolved = absolute_sqlite(requested_uri(uri))  # nothing created here (see _where_to_log)

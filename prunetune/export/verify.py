@@ -4,7 +4,6 @@ score the test accuracy through it."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,12 +25,7 @@ class ModuleRunner(Runner):
         self.module, self.runtime, self.threads = module, runtime, threads
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        threads = (
-            contextlib.nullcontext()
-            if torch.get_num_threads() == self.threads
-            else torch_threads(self.threads)
-        )
-        with threads, torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             return self.module(x.cpu())
 
 

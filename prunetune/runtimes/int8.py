@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from prunetune.runtimes.onnx_graph import INPUT_NAME, load_onnx, onnx_nodes_of
+from prunetune.runtimes.onnx_graph import INPUT_NAME, bytes_or_file, load_onnx, onnx_nodes_of
 
 
 def _inline_identity_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -125,8 +125,4 @@ def quantize_onnx_int8(
                 nodes_to_exclude=nodes_to_exclude,
             )
         data = out.read_bytes()
-    if path is None:
-        return data
-    path = Path(path)
-    path.write_bytes(data)
-    return path
+    return bytes_or_file(data, path)

@@ -42,7 +42,11 @@ def to_onnx(
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
-    data = buffer.getvalue()
+    return bytes_or_file(buffer.getvalue(), path)
+
+
+def bytes_or_file(data: bytes, path: str | Path | None) -> bytes | Path:
+    """`data` itself when `path` is None, else `path` after writing `data` there."""
     if path is None:
         return data
     path = Path(path)

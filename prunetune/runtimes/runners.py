@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -82,12 +81,7 @@ class TorchRunner(Runner):
         self.device = first.device if first is not None else torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        threads = (
-            contextlib.nullcontext()
-            if torch.get_num_threads() == self.threads
-            else torch_threads(self.threads)
-        )
-        with threads, torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             return self.model(x.to(self.device)).cpu()
 
 

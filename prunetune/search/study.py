@@ -12,13 +12,19 @@ import optuna
 
 from prunetune.config import SearchConfig
 from prunetune.errors import ConfigError, PrunetuneError
-from prunetune.paths import absolute_sqlite, check_sqlite_file, file_lock, prepare_sqlite
+from prunetune.paths import check_sqlite_file, file_lock, prepare_sqlite
 from prunetune.redact import mask_config, mask_url, scrub
 from prunetune.search.db_lock import advisory_lock, is_postgres
 from prunetune.search.objectives import get_objective
 from prunetune.search.study_store import load, storage_of, study_exists
 from prunetune.spaces import SearchSpace
-from prunetune.stores import check_kind, check_scheme, check_writable_file, sqlite_path
+from prunetune.stores import (
+    absolute_sqlite,
+    check_kind,
+    check_scheme,
+    check_writable_file,
+    sqlite_path,
+)
 
 TERMINAL = (
     optuna.trial.TrialState.COMPLETE,

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from prunetune.errors import PrunetuneError
 from prunetune.search.tracking.store import requested_uri, tracking_uri
-from prunetune.stores import check_kind, check_scheme
+from prunetune.stores import check_kind, check_scheme, sqlite_path, sqlite_url
 
 
 def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dict[str, str]]:
@@ -31,14 +30,15 @@ def ui_command(uri: str | None, *, host: str, port: int) -> tuple[list[str], dic
     uri = requested_uri(uri)
     check_scheme(uri, "mlflow")
     argv = [sys.executable, "-m", "mlflow", "server"]
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///")).resolve()
+    db = sqlite_path(uri)
+    if db is not None:
+        db = db.resolve()
         if not db.is_file():
             raise PrunetuneError(
                 f"no MLflow store at {str(db)!r}: run `prunetune search` first, "
                 "or pass --tracking-uri"
             )
-        check_kind(f"sqlite:///{db}", "mlflow")  # the server would migrate any database into one
+        check_kind(sqlite_url(db), "mlflow")  # the server would migrate any database into one
         argv += ["--artifacts-destination", str(db.parent / "artifacts")]
     argv += ["--host", host, "--port", str(port), "--workers", "1"]
     # the store URI (a password, maybe) goes by environment: argv is readable by every user (ps)

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from prunetune.errors import PrunetuneError
 from prunetune.redact import mask_url, scrub
-from prunetune.stores import check_kind, check_scheme, scheme
+from prunetune.stores import (
+    absolute_sqlite,
+    check_kind,
+    check_scheme,
+    scheme,
+    sqlite_path,
+    sqlite_url,
+)
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 
@@ -30,11 +37,10 @@ def tracking_uri(uri: str | None) -> str:
     made absolute and its folder created; PrunetuneError if the folder cannot be created or
     written."""
     uri = requested_uri(uri)
-    if uri.startswith(
-        "sqlite:///"
-    ):  # made absolute: MLflow caches stores by URI, Ray workers chdir
-        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-        folder = Path(uri.removeprefix("sqlite:///")).parent
+    db = sqlite_path(uri)
+    if db is not None:  # made absolute: MLflow caches stores by URI, Ray workers chdir
+        uri = absolute_sqlite(uri)
+        folder = db.resolve().parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -72,16 +78,17 @@ def check_store(uri: str | None) -> None:
     anything, writing nothing: an http(s) server must answer within REACH_TIMEOUT_S; an existing
     SQLite store must be a complete MLflow database, and its folder writable. PrunetuneError, one
     line, otherwise."""
-    from prunetune.paths import absolute_sqlite, prepare_sqlite
+    from prunetune.paths import prepare_sqlite
 
     uri = absolute_sqlite(requested_uri(uri))
     check_scheme(uri, "mlflow")  # no file: store, no in-memory database
+    db = sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
-    elif uri.startswith("sqlite:///"):
+    elif db is not None:
         prepare_sqlite(uri, "tracking", create=False)  # a writable folder, a SQLite file if any
         check_kind(uri, "mlflow")  # not Optuna's database, nor another application's
-        _is_store(Path(uri.removeprefix("sqlite:///")))  # raises for a half-made one
+        _is_store(db)  # raises for a half-made one
     elif scheme(uri) != "databricks":
         check_kind(uri, "mlflow")  # a database server: reachable, and an MLflow database
 
@@ -92,10 +99,10 @@ def prepare_store(uri: str | None) -> str:
     process at a time. PrunetuneError, one line, otherwise (OSError ENOSPC for a full disk)."""
     check_store(uri)
     uri = tracking_uri(uri)
-    if uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is not None:
         from prunetune.paths import file_lock
 
-        db = Path(uri.removeprefix("sqlite:///"))
         if not _is_store(db):
             with file_lock(f"{hashlib.sha256(uri.encode()).hexdigest()[:24]}.mlflow-store"):
                 if not _is_store(db):
@@ -174,7 +181,7 @@ def _create_sqlite_store(db: Path) -> None:
     # MLflow announces at INFO that it creates a new store's tables: not news for the user
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
-    tmp_uri = f"sqlite:///{tmp}"
+    tmp_uri = sqlite_url(tmp)
     try:
         tmp.touch(exist_ok=False)  # an unwritable folder fails here, not in MLflow's retries
         # MLflow keeps an engine per URI for the process; without a pool (its documented setting)

@@ -18,6 +18,7 @@ from prunetune.search.tracking.batch import as_metrics, flat_params, log_batch, 
 from prunetune.search.tracking.markdown import front_note, front_table
 from prunetune.search.tracking.registry import register_selection
 from prunetune.search.tracking.store import prepare_store, tracking_uri
+from prunetune.stores import sqlite_path
 
 # the UI opens prunetune experiments in its "Model training" view (runs table), not the GenAI one
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -222,11 +223,8 @@ class MlflowTracker:
                 if exp.tags.get(k) != v:
                     self.client.set_experiment_tag(exp.experiment_id, k, v)
             return exp.experiment_id
-        location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (
-                Path(self.uri.removeprefix("sqlite:///")).parent.resolve() / "artifacts" / name
-            ).as_uri()
+        db = sqlite_path(self.uri)
+        location = None if db is None else (db.parent.resolve() / "artifacts" / name).as_uri()
         try:
             return self.client.create_experiment(
                 name, artifact_location=location, tags={"prunetune.study": name, **EXPERIMENT_KIND}

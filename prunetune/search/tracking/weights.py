@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunetune.search.tracking.store import requested_uri
+from prunetune.stores import absolute_sqlite, sqlite_path
 
 
 def fetch_front_weights(uri: str | None, study: str, filename: str, directory: Path) -> Path | None:
@@ -16,13 +17,11 @@ def fetch_front_weights(uri: str | None, study: str, filename: str, directory: P
     from mlflow.tracking import MlflowClient
 
     uri = requested_uri(uri)
-    if uri.startswith(
-        "sqlite:///"
-    ):  # no store here: nothing to fetch, and none (no folder) is created
-        db = Path(uri.removeprefix("sqlite:///")).resolve()
+    db = sqlite_path(uri)
+    if db is not None:  # no store here: nothing to fetch, and none (no folder) is created
         if not db.is_file():
             return None
-        uri = f"sqlite:///{db}"
+        uri = absolute_sqlite(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
