@@ -13,10 +13,10 @@ from torch import nn
 from prunetune.compress import CompressionConfig, compress
 from prunetune.export.assemble import Measured, Origin, card_data
 from prunetune.export.card import Verification
-from prunetune.export.inputs import ExportInputs
 from prunetune.measure import count_macs
 from prunetune.runtimes import make_runner, measure_fps
 from prunetune.search.results import summarize
+from tests.export.builders import export_inputs
 from tests.search.studies import add, new_study, record
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,17 +35,8 @@ def parts(tmp_path):
     study.set_user_attr("test_accuracy", {"0": 0.79})
     result = summarize(study)
     rec = result.record(0)
-    inputs = ExportInputs(
-        base=base,
-        example=X,
-        verify=X,
-        test_set=None,
-        torch_test=lambda m: None,
-        calibration=None,
-        load=lambda path: plain,
-        base_metrics={"test_accuracy": 0.9, "val_accuracy": 0.91},
-        base_checkpoint=None,
-        threads=1,
+    inputs = export_inputs(
+        base, X, load=lambda path: plain, base_metrics={"test_accuracy": 0.9, "val_accuracy": 0.91}
     )
     run, base_run = make_runner(plain, "torch", X), make_runner(base, "torch", X)
     timings = measure_fps({"compressed": run, "base": base_run}, X, repeats=3, sample_s=0.002)

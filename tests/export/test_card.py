@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.export.cards import card_data
+from tests.export.builders import card_data
 
 
 def test_speedup_and_size_ratio_come_from_the_exported_files():

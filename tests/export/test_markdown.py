@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from prunetune.export.markdown import card_markdown, pct, verification_text
-from tests.export.cards import card_data
+from tests.export.builders import card_data
 
 
 def test_a_float_export_is_judged_by_a_tolerance_an_int8_one_by_top1_agreement():

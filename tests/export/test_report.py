@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from prunetune.export.report import Card, write_card
-from tests.export.cards import card_data
+from tests.export.builders import card_data
 
 
 def test_the_card_is_written_as_json_and_markdown(tmp_path):

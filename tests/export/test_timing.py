@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from prunetune.compress import CompressionConfig, compress
-from prunetune.export.inputs import ExportInputs
 from prunetune.export.timing import time_next_to_base
 from prunetune.runtimes import make_runner
+from tests.export.builders import export_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 X = torch.zeros(1, 1, 8, 8)
@@ -21,18 +21,7 @@ def test_the_compressed_runner_is_timed_beside_the_base_file():
     torch.manual_seed(0)
     base = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 3)).eval()
     small = compress(base, CompressionConfig(ratios={"0": 0.5}), X).eval()
-    inputs = ExportInputs(
-        base=base,
-        example=X,
-        verify=X,
-        test_set=None,
-        torch_test=lambda m: None,
-        calibration=None,
-        load=lambda path: base,
-        base_metrics={},
-        base_checkpoint=None,
-        threads=1,
-    )
+    inputs = export_inputs(base, X)
     run = make_runner(small, "onnxruntime", X)
     base_run, size, timings = time_next_to_base(run, inputs, "onnx", {}, repeats=3)
     assert base_run.runtime == "onnxruntime" and base_run.threads == 1

@@ -11,10 +11,10 @@ import torch
 from prunetune.compress import CompressionConfig, compress
 from prunetune.export.assemble import Origin
 from prunetune.export.files import load_compressed
-from prunetune.export.inputs import ExportInputs
 from prunetune.export.verified import write_verified
 from prunetune.models import build_for
 from prunetune.search.results import summarize
+from tests.export.builders import export_inputs
 from tests.search.studies import add, new_study, record
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,17 +34,12 @@ def _export(tmp_path, recorded_test: float, log) -> tuple:
     add(study, record(0))
     study.set_user_attr("test_accuracy", {"0": recorded_test})
     result = summarize(study)
-    inputs = ExportInputs(
-        base=base,
-        example=X,
-        verify=xs,
+    inputs = export_inputs(
+        base,
+        xs,
         test_set=torch.utils.data.TensorDataset(xs, labels),
-        torch_test=lambda m: 1.0,
-        calibration=None,
-        load=lambda path: load_compressed(path),
-        base_metrics={},
-        base_checkpoint=None,
-        threads=1,
+        load=load_compressed,
+        torch_test=1.0,
     )
     header = {"config": config.as_dict(), "base": BASE_REF}
     out = tmp_path / "out"

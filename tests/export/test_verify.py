@@ -10,6 +10,7 @@ from torch import nn
 from prunetune.export.inputs import ExportInputs
 from prunetune.export.verify import ModuleRunner, file_runner, verify
 from prunetune.runtimes import make_runner
+from tests.export.builders import export_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,18 +22,7 @@ def _net() -> nn.Module:
 
 def _inputs(model: nn.Module, test_set=None) -> ExportInputs:
     xs = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    return ExportInputs(
-        base=model,
-        example=xs[:1],
-        verify=xs,
-        test_set=test_set,
-        torch_test=lambda m: None,
-        calibration=None,
-        load=lambda path: model,
-        base_metrics={},
-        base_checkpoint=None,
-        threads=1,
-    )
+    return export_inputs(model, xs, test_set=test_set)
 
 
 def test_a_file_with_the_models_outputs_passes_within_the_float_tolerance():

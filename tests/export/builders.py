@@ -1,8 +1,14 @@
-"""A report card with every figure set by hand, for the card's data, rendering and file tests."""
+"""What the export tests build by hand: a report card with every figure set (`card_data`), the
+inputs of an export of an in-memory model (`export_inputs`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
 
 from prunetune.export.card import (
     BaseFigures,
@@ -14,6 +20,7 @@ from prunetune.export.card import (
     Timing,
     Verification,
 )
+from prunetune.export.inputs import ExportInputs
 
 
 def card_data(**changes) -> CardData:
@@ -40,3 +47,28 @@ def card_data(**changes) -> CardData:
         ),
     )
     return replace(data, **changes)
+
+
+def export_inputs(
+    base: nn.Module,
+    verify: torch.Tensor,
+    *,
+    test_set=None,
+    load: Callable[[Path], nn.Module] | None = None,
+    base_metrics: dict | None = None,
+    torch_test: float | None = None,
+) -> ExportInputs:
+    """Float-only inputs (no int8 calibration) on one thread: `verify`'s first input is the
+    example; `load` reads a compressed.pt (default: the base itself)."""
+    return ExportInputs(
+        base=base,
+        example=verify[:1],
+        verify=verify,
+        test_set=test_set,
+        torch_test=lambda m: torch_test,
+        calibration=None,
+        load=load or (lambda path: base),
+        base_metrics=base_metrics or {},
+        base_checkpoint=None,
+        threads=1,
+    )
