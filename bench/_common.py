@@ -113,13 +113,18 @@ def finish_facts(facts: dict) -> dict:
 
 def machine_line(facts: dict, threads: str) -> str:
     v = facts["versions"]
-    load = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+
+    def load(xs):
+        return ", ".join(f"{x:.2f}" for x in xs)
+
     return (
-        f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, {', '.join(facts['isa'])}), "
+        f"Machine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs, "
+        f"{', '.join(facts['isa'])}), "
         + ", ".join(f"{k} {val}" for k, val in v.items())
         + f"; git {facts['git']}; {threads}; {facts['date']}; load average (1, 5, 15 min) at start "
-        f"{load(facts['load_average_start'])}, at end {load(facts['load_average_end'])} (the 2 cores "
-        f"are shared with other engineers' jobs); this bench took {facts['wall_s'] / 60:.1f} min wall."
+        f"{load(facts['load_average_start'])}, at end {load(facts['load_average_end'])} (the 2 "
+        f"cores are shared with other engineers' jobs); this bench took {facts['wall_s'] / 60:.1f} "
+        "min wall."
     )
 
 

@@ -140,7 +140,9 @@ def _wait_for(path: Path, timeout_s: float = 1800) -> None:
         time.sleep(2)
 
 
-def _record(r, channels: dict[str, int]) -> dict:
+def _record(r, channels: dict[str, int], test_accuracy: float | None = None) -> dict:
+    """A trial's summary; `test_accuracy`: the study's for a front member scored on the test split
+    (SearchResult.test_accuracy)."""
     from prunetune.compress import kept_channels
 
     ratios = r.config.get("ratios", {}) if r.config else {}
@@ -153,9 +155,8 @@ def _record(r, channels: dict[str, int]) -> dict:
         "kept": {g: kept_channels(c, ratios.get(g, 0.0)) for g, c in channels.items()}
         if ratios
         else {},
-        "metrics": {
-            k: r.metrics.get(k) for k in ("accuracy", "test_accuracy", "macs", "flops", "params")
-        },
+        "metrics": {k: r.metrics.get(k) for k in ("accuracy", "macs", "flops", "params")}
+        | {"test_accuracy": test_accuracy},
         "timings": dict(r.timings),
     }
 
@@ -216,7 +217,7 @@ def run_task(task: Task, workdir: str) -> dict:
             "base_metrics": result.base_metrics,
             "front": result.front,
             "records": [
-                _record(r, channels)
+                _record(r, channels, result.test_accuracy.get(r.number))
                 for r in result.records
                 if r.state in ("complete", "failed", "rejected")
             ],
@@ -271,7 +272,8 @@ def run_tasks(tasks: list[Task], workdir: Path, workers: int, log=print) -> list
                 res = fut.result()
             except Exception as exc:  # noqa: BLE001 - one broken task must not lose the others
                 log(
-                    f"[{time.strftime('%H:%M:%S')}] FAILED {futures[fut].name}: {type(exc).__name__}: {exc}"
+                    f"[{time.strftime('%H:%M:%S')}] FAILED {futures[fut].name}: "
+                    f"{type(exc).__name__}: {exc}"
                 )
                 continue
             log(

@@ -1,4 +1,5 @@
-"""Batch-norm recalibration after fine-tuning: validation accuracy of pruned models with and without.
+"""Batch-norm recalibration after fine-tuning: validation accuracy of pruned models with and
+without.
 
     python bench/bn_recalibration.py [--models resnet18,mobilenet_v2] [--seeds 2] [--base-epochs 2]
 
@@ -8,8 +9,8 @@ importance) and each fine-tune budget (1 epoch on 500 images: the scaled-down se
 bench; 3 epochs on 2,500: the search default), the pruned model is fine-tuned exactly as a trial
 does (Adam, lr 1e-3, cosine, class-balanced subset, trial seed) and scored on the validation split
 twice: as it comes out of fine-tuning, and after `recalibrate_bn` (batch-norm statistics
-re-estimated on min(subset, 1,000) class-balanced training images, what a trial now does). Both numbers come
-from the same fine-tuned weights. Writes bn_recalibration.md and bn_recalibration.json.
+re-estimated on min(subset, 1,000) class-balanced training images, what a trial now does). Both
+numbers come from the same fine-tuned weights. Writes bn_recalibration.md and bn_recalibration.json.
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ def markdown(rep: dict) -> str:
     )
     for model, ratio, budget in keys:
         rs = [r for r in rows if (r["model"], r["ratio"], r["budget"]) == (model, ratio, budget)]
-        med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
-        span = lambda key: f"{min(r[key] for r in rs):.3f}..{max(r[key] for r in rs):.3f}"  # noqa: E731
+
+        def med(key):
+            return statistics.median(r[key] for r in rs)
+
+        def span(key):
+            return f"{min(r[key] for r in rs):.3f}..{max(r[key] for r in rs):.3f}"
+
         table.append(
             [
                 model,
@@ -140,7 +146,7 @@ def markdown(rep: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="resnet18,mobilenet_v2")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--base-epochs", type=int, default=2)

@@ -23,7 +23,8 @@ each behaviour back to back (the order alternates).
 Per run: wall time from launch to exit, time from launch to the first trial's start, finished
 trials, the trials' median fine-tune and measure seconds (measure_s: validation accuracy, runner
 build and FPS timing, including the wait for the machine-wide quiet lock, which holds a trial's
-FPS timing until the other search's training steps out), the training thread counts chosen (new), and how
+FPS timing until the other search's training steps out), the training thread counts chosen (new),
+and how
 many trials' FPS was measured under load (new). Ratios: busy / alone and shared / alone of the
 same behaviour, from the medians over repeats.
 
@@ -70,7 +71,8 @@ STEP_MODELS = (("mnist_net", None), ("mnist_net", 0.75), ("resnet18", None), ("r
 
 # -- part 1: the main job --------------------------------------------------------------------
 def old_source(root: Path) -> Path:
-    """prunetune at OLD_REV, exported (git archive) under `root`; the folder to put on PYTHONPATH."""
+    """prunetune at OLD_REV, exported (git archive) under `root`; the folder to put on
+    PYTHONPATH."""
     dest = root / f"src-{OLD_REV}"
     if not (dest / "prunetune").is_dir():
         shutil.rmtree(dest, ignore_errors=True)
@@ -363,7 +365,8 @@ def verdicts(s: dict) -> list[str]:
                 old = s["old"][key]
                 lines.append(
                     f"- {key}: new {s['new'][key]:.2f}x (per repeat "
-                    f"{s['new'][key + ' per repeat']}), old {'-' if old is None else f'{old:.2f}x'}."
+                    f"{s['new'][key + ' per repeat']}), "
+                    f"old {'-' if old is None else f'{old:.2f}x'}."
                 )
         return lines + ["- (the bench was stopped before every situation ran: see the runs below)"]
 
@@ -394,11 +397,10 @@ def _verdicts(s: dict) -> list[str]:
 
 def markdown(rep: dict) -> str:
     s = rep["summary"]
-    cell = lambda c: (
-        "-"
-        if c is None  # noqa: E731
-        else f"{c['wall_s']:.1f} ({c['range'][0]:.0f}-{c['range'][1]:.0f})"
-    )
+
+    def cell(c: dict | None) -> str:
+        return "-" if c is None else f"{c['wall_s']:.1f} ({c['range'][0]:.0f}-{c['range'][1]:.0f})"
+
     ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
     table = [
         [
@@ -550,7 +552,8 @@ def quiet_markdown(rep: dict) -> str:
             _common.machine_line(rep["facts"], "see busy_machine.md's protocol"),
             "",
             f"`prunetune search --trials {rep['trials']}` (mnist_net, base cached), each run in a "
-            f"fresh folder, {rep['repeats']} repeats interleaved; behaviours as in busy_machine.md.",
+            f"fresh folder, {rep['repeats']} repeats interleaved; behaviours as in "
+            "busy_machine.md.",
             "",
             *_common.table(
                 [
@@ -562,7 +565,8 @@ def quiet_markdown(rep: dict) -> str:
                 rows,
             ),
             "",
-            f"- Same work, alone: new {med['new']['wall_s']:.1f} s vs old {med['old']['wall_s']:.1f} s "
+            f"- Same work, alone: new {med['new']['wall_s']:.1f} s vs old "
+            f"{med['old']['wall_s']:.1f} s "
             f"({ratio:.2f}x); not worse: {'**met**' if ratio <= 1.0 else '**NOT met**'}.",
             f"- First trial after {med['new']['first_trial_s']:.1f} s (new), "
             f"{med['default']['first_trial_s']:.1f} s (default); target <= 10 s: "

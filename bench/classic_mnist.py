@@ -167,7 +167,8 @@ def hand_schedule(base, bundle, example, *, images: int, stops: list[tuple[int, 
             )
             if step % 6 == 0:
                 log(
-                    f"hand step {step}: kept {shape(model)[:2]}, val {acc:.3f}, {time.perf_counter() - t0:.0f} s"
+                    f"hand step {step}: kept {shape(model)[:2]}, val {acc:.3f}, "
+                    f"{time.perf_counter() - t0:.0f} s"
                 )
         snapshots[target] = copy.deepcopy(model)
         current = target
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     # (a) and (c), side by side
-    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
+    def log(m):
+        print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)
+
     t_start = time.time()
     proc = get_context("spawn").Process(
         target=search_process,
@@ -416,13 +419,14 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
         "",
         "Budgets (scaled down from the write-up's 10 epochs of full MNIST after each removal): "
         f"hand schedule: {n_removals} removals, each followed by 1 epoch on {hand_img} fresh "
-        f"class-balanced images (lr 1e-3, cosine) and a validation pass, {data['hand_wall_s']:.0f} s "
-        f"wall; search: TPE seed 0, fine-tuning {args.search_epochs} epoch(s) on "
+        f"class-balanced images (lr 1e-3, cosine) and a validation pass, {data['hand_wall_s']:.0f} "
+        f"s wall; search: TPE seed 0, fine-tuning {args.search_epochs} epoch(s) on "
         f"{args.search_subset} images per trial, {in_budget} trials finished inside the same "
-        f"{data['hand_wall_s']:.0f} s ({statistics.fmean(search_walls) if search_walls else float('nan'):.1f} s "
-        f"per trial on average; {finished - in_budget} more finished after the deadline "
-        f"and are ignored); one-shot: {args.oneshot_epochs} epochs on {args.oneshot_images} "
-        f"images, {args.seeds} seed(s) (accuracy mean ± sd over seeds, model of seed 0 timed).",
+        f"{data['hand_wall_s']:.0f} s "
+        f"({statistics.fmean(search_walls) if search_walls else float('nan'):.1f} s per trial on "
+        f"average; {finished - in_budget} more finished after the deadline and are ignored); "
+        f"one-shot: {args.oneshot_epochs} epochs on {args.oneshot_images} images, {args.seeds} "
+        "seed(s) (accuracy mean ± sd over seeds, model of seed 0 timed).",
         "",
         "Library bug met on the way (reported, not worked around in the library): once conv2 "
         "has a single filter, prunetune's graph analysis marks conv1's group unprunable "
@@ -484,7 +488,10 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
         "",
     ]
     verdicts, concl = [], []
-    mean = lambda xs: statistics.fmean(xs)  # noqa: E731
+
+    def mean(xs):
+        return statistics.fmean(xs)
+
     for s in stops:
         h = next(r for r in rows if r["kind"] == "hand" and r["shape"][:2] == s)
         p = next((r for r in rows if r.get("matched_to") == s), None)
@@ -505,8 +512,8 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
                 }
             )
             lines.append(
-                f"- hand {s} ({h['macs']:,} MACs, test {100 * h['test'][0]:.1f} %): **FAIL** - none of "
-                f"the {len(search_recs)} search trials inside the budget had that few MACs."
+                f"- hand {s} ({h['macs']:,} MACs, test {100 * h['test'][0]:.1f} %): **FAIL** - "
+                f"none of the {len(search_recs)} search trials inside the budget had that few MACs."
             )
             continue
         d = 100 * (p["test"][0] - h["test"][0])
@@ -523,54 +530,55 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
             }
         )
         lines.append(
-            f"- hand {s}: {h['macs']:,} MACs, test {100 * h['test'][0]:.1f} %; search trial {p['trial']} "
-            f"(kept {p['shape']}): {p['macs']:,} MACs ({p['macs'] / h['macs']:.0%} of the hand model's), "
-            f"test {100 * p['test'][0]:.1f} % -> {d:+.1f} points: "
+            f"- hand {s}: {h['macs']:,} MACs, test {100 * h['test'][0]:.1f} %; search trial "
+            f"{p['trial']} (kept {p['shape']}): {p['macs']:,} MACs ({p['macs'] / h['macs']:.0%} of "
+            f"the hand model's), test {100 * p['test'][0]:.1f} % -> {d:+.1f} points: "
             + ("**pass**" if passed else "**FAIL**")
             + (" (within the ±0.9-point test-set noise: call it a tie)" if abs(d) <= 0.9 else "")
             + "."
         )
         if o is not None:
             concl.append(
-                f"- At {s}: one-shot L2 to the same shape with a proper final fine-tune ({args.oneshot_epochs} "
-                f"epochs on {args.oneshot_images} images) scores {100 * mean(o['test']):.1f} %, "
-                f"{100 * (mean(o['test']) - h['test'][0]):+.1f} points against the hand schedule, whose last "
-                f"(most damaging) removals got one epoch on {hand_img} images each: most of the hand "
-                f"schedule's gap is its small per-step fine-tune, not its greedy order. Against that one-shot "
-                f"model the search's pick scores {100 * (p['test'][0] - mean(o['test'])):+.1f} points"
+                f"- At {s}: one-shot L2 to the same shape with a proper final fine-tune "
+                f"({args.oneshot_epochs} epochs on {args.oneshot_images} images) scores "
+                f"{100 * mean(o['test']):.1f} %, {100 * (mean(o['test']) - h['test'][0]):+.1f} "
+                "points against the hand schedule, whose last (most damaging) removals got one "
+                f"epoch on {hand_img} images each: most of the hand schedule's gap is its small "
+                "per-step fine-tune, not its greedy order. Against that one-shot model the "
+                f"search's pick scores {100 * (p['test'][0] - mean(o['test'])):+.1f} points"
                 + (
                     " (within the noise of two 1,000-image test scores)"
                     if abs(p["test"][0] - mean(o["test"])) < 0.015
                     else ""
                 )
-                + f" with "
-                f"{1 - p['macs'] / o['macs']:.0%} fewer MACs, and runs {p['speedup'] / o['speedup']:.2f}x its "
-                f"FPS, because it also prunes fc1's hidden units ({p['shape'][2]} of 1,024 kept), which the "
-                "write-up's schedule never touches although fc1 holds most of the MACs of the (4, 2) and "
-                "(1, 1) shapes."
+                + f" with {1 - p['macs'] / o['macs']:.0%} fewer MACs, and runs "
+                f"{p['speedup'] / o['speedup']:.2f}x its FPS, because it also prunes fc1's hidden "
+                f"units ({p['shape'][2]} of 1,024 kept), which the write-up's schedule never "
+                "touches although fc1 holds most of the MACs of the (4, 2) and (1, 1) shapes."
             )
     lines += ["", "## Conclusions", "", *concl]
     uni = [r for r in rows if r["kind"] == "oneshot" and r["shape"][2] < 1024]
     if uni:
         best_u = max(uni, key=lambda r: mean(r["test"]))
         lines.append(
-            f"- Where the search does not win: one-shot uniform pruning of every group is a strong, "
-            f"cheap baseline here - {best_u['label'].removeprefix('(b) ')} reaches {100 * mean(best_u['test']):.1f} % "
-            f"at {best_u['macs']:,} MACs"
+            "- Where the search does not win: one-shot uniform pruning of every group is a "
+            f"strong, cheap baseline here - {best_u['label'].removeprefix('(b) ')} reaches "
+            f"{100 * mean(best_u['test']):.1f} % at {best_u['macs']:,} MACs"
             + (
                 ", more accurate than every search pick above"
                 if all(mean(best_u["test"]) > r["test"][0] for r in rows if r["kind"] == "search")
                 else ""
             )
             + (
-                f" (with more MACs than the hand (4, 2) model's {next(r['macs'] for r in rows if r['kind'] == 'hand'):,})"
+                " (with more MACs than the hand (4, 2) model's "
+                f"{next(r['macs'] for r in rows if r['kind'] == 'hand'):,})"
                 if best_u["macs"] > next(r["macs"] for r in rows if r["kind"] == "hand")
                 else ""
             )
             + f"; it was fine-tuned {args.oneshot_epochs} epochs on {args.oneshot_images} images "
-            f"against the search trials' {args.search_epochs} on {args.search_subset}. The search's front "
-            "members are briefly fine-tuned candidates: retraining the chosen one (as `prunetune export` "
-            "does) is part of the workflow and was not done here."
+            f"against the search trials' {args.search_epochs} on {args.search_subset}. The "
+            "search's front members are briefly fine-tuned candidates: retraining the chosen one "
+            "(as `prunetune export` does) is part of the workflow and was not done here."
         )
     sds = [
         100 * _common.stats(r["test"])["sd"]

@@ -3,11 +3,11 @@
 
     python bench/cli_startup.py [--repeats 5] [--out bench/results]
 
-Each command runs --repeats times in a fresh process (`python -m prunetune ...` from the
-repository, as the tests run it); CPU time from os.wait4's rusage, so other programs on a shared
-machine slow the wall clock but barely the CPU figure. The budget (issue 18) is 0.5 s of CPU for
---help and argument errors: they import neither torch nor optuna nor mlflow (tests/test_first_hour.py
-checks the imports, not the time). Writes cli_startup.md/.json.
+Each command runs --repeats times in a fresh process (`python -m prunetune ...` from the repository,
+as the tests run it); CPU time from os.wait4's rusage, so other programs on a shared machine slow
+the wall clock but barely the CPU figure. The budget (issue 18) is 0.5 s of CPU for --help and
+argument errors: they import neither torch nor optuna nor mlflow (tests/test_first_hour.py checks
+the imports, not the time). Writes cli_startup.md/.json.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def main() -> None:
         "",
         *_common.table(["command", "CPU s (mean ± sd, min..max)", "CPU s min", "wall s"], rows),
         "",
-        "Budget: < 0.5 s of CPU for `--help` and argument errors (they import neither torch, optuna "
-        "nor mlflow). Wall time depends on the machine's load; CPU time much less.",
+        "Budget: < 0.5 s of CPU for `--help` and argument errors (they import neither torch, "
+        "optuna nor mlflow). Wall time depends on the machine's load; CPU time much less.",
         "",
         _common.machine_line(facts, "one process at a time"),
     ]

@@ -189,7 +189,8 @@ def markdown(cmd: str, facts: dict, runs: list[dict]) -> str:
         )
     base = statistics.median(r["trials_per_hour"] for r in runs if r["config"] == "optuna")
     ratios = ", ".join(
-        f"{n} / optuna = {statistics.median(r['trials_per_hour'] for r in runs if r['config'] == n) / base:.2f}"
+        f"{n} / optuna = "
+        f"{statistics.median(r['trials_per_hour'] for r in runs if r['config'] == n) / base:.2f}"
         for n in CONFIGS[1:]
     )
     raw = [
@@ -205,25 +206,26 @@ def markdown(cmd: str, facts: dict, runs: list[dict]) -> str:
     ]
     return "\n".join(
         [
-            "# Trials per hour: embedded vs Ray (1 node, 2 simulated nodes), local stores vs servers",
+            "# Trials per hour: embedded vs Ray (1 node, 2 simulated nodes), local stores vs "
+            "servers",
             "",
             f"Command: `{cmd}`",
             "",
             _common.machine_line(facts, "one torch thread per trial"),
             "",
             f"Search: `prunetune search {' '.join(SETTINGS)}`, {runs[0]['trials']} trials per run. "
-            "Trials per hour over the trial phase, median (min-max) over repeats; tracking share = the "
-            "parent run's own `tracking_share` (MLflow time / trial time).",
+            "Trials per hour over the trial phase, median (min-max) over repeats; tracking share "
+            "= the parent run's own `tracking_share` (MLflow time / trial time).",
             "",
             *_common.table(["config", "trials / hour", "wall s", "tracking share"], rows),
             "",
             f"Ratios of median trials per hour: {ratios}.",
             "",
-            "What 2 cores can show: the two Ray nodes share the same two cores as the driver, MLflow server "
-            "and PostgreSQL, so no configuration can exceed about 2 trials in parallel and the servers take "
-            "CPU from the trials. The table measures the *overhead* of the cluster path (weights through "
-            "the object store, HTTP tracking, database round trips); the speed-up of real extra machines "
-            "is not measurable here.",
+            "What 2 cores can show: the two Ray nodes share the same two cores as the driver, "
+            "MLflow server and PostgreSQL, so no configuration can exceed about 2 trials in "
+            "parallel and the servers take CPU from the trials. The table measures the *overhead* "
+            "of the cluster path (weights through the object store, HTTP tracking, database round "
+            "trips); the speed-up of real extra machines is not measurable here.",
             "",
             "## Every run",
             "",

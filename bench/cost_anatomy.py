@@ -3,9 +3,9 @@
     python bench/cost_anatomy.py [--quick] [--trials 6] [--fps-reps 8]
 
 Part 1: a default search (`prunetune search` defaults: mnist_net on mnist5k, objectives accuracy,
-FLOPs and FPS, bits {32, 8, 6, 4}, 3 fine-tune epochs on 2,000 images (the default when the committed
-results were made; now 2,500), FPS with 11 samples, torch
-runtime, training on torch's default threads) run through `run_search` with an MLflow tracker
+FLOPs and FPS, bits {32, 8, 6, 4}, 3 fine-tune epochs on 2,000 images (the default when the
+committed results were made; now 2,500), FPS with 11 samples, torch runtime, training on torch's
+default threads) run through `run_search` with an MLflow tracker
 (SQLite store in the scratch directory). Per trial: the record's timings (compress_s: prune +
 fake-quant + MAC count; finetune_s; measure_s: validation accuracy + runner build + interleaved FPS
 timing against the base; total_s also holds saving the weights), the tracker's time in
@@ -244,8 +244,8 @@ def screen_lines(screen: list[dict] | None) -> list[str]:
         "",
         "## Part 3: the cheap fidelity (screening)",
         "",
-        f"The same {len(screen)} configs scored as a screened config (prune, batch-norm statistics on 300 "
-        f"training images, accuracy on up to 500 validation images; no fine-tune, no FPS): "
+        f"The same {len(screen)} configs scored as a screened config (prune, batch-norm statistics "
+        "on 300 training images, accuracy on up to 500 validation images; no fine-tune, no FPS): "
         f"**{s:.2f} s per screened config vs {t:.1f} s per full trial** ({t / s:.0f}x).",
         "",
     ]
@@ -299,9 +299,9 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
         + (", quick" if data.get("quick") else "")
         + ")",
         "",
-        "Seconds. compress = prune + fake-quant + MACs; measure = validation accuracy + runner + FPS "
-        "(2 models x 11 samples x 50 ms = 1.1 s of pure timing); tracking = MLflow child run; other = "
-        "iteration wall - trial total - tracking (Optuna ask/tell on SQLite, locks).",
+        "Seconds. compress = prune + fake-quant + MACs; measure = validation accuracy + runner + "
+        "FPS (2 models x 11 samples x 50 ms = 1.1 s of pure timing); tracking = MLflow child run; "
+        "other = iteration wall - trial total - tracking (Optuna ask/tell on SQLite, locks).",
         "",
     ]
     lines += _common.table(
@@ -320,20 +320,22 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
     shares = {k: mean[k] / mean["iteration_s"] for k in KEYS[:-1]}
     lines += [
         "",
-        f"Start-up before the first trial (data, base model from the cache, inventory, base FPS, "
+        "Start-up before the first trial (data, base model from the cache, inventory, base FPS, "
         f"study creation, MLflow parent run): {data['startup_s']:.1f} s, of which tracking "
-        f"{data['tracking_start_s']:.2f} s. End of search (test accuracy of the front, MLflow front "
-        f"artifacts, model registry): {data['end_s']:.1f} s, of which tracking {data['tracking_end_s']:.2f} s. "
-        f"Saving trial weights (in total_s, outside the three phases): {save_s:.2f} s per trial.",
+        f"{data['tracking_start_s']:.2f} s. End of search (test accuracy of the front, MLflow "
+        f"front artifacts, model registry): {data['end_s']:.1f} s, of which tracking "
+        f"{data['tracking_end_s']:.2f} s. Saving trial weights (in total_s, outside the three "
+        f"phases): {save_s:.2f} s per trial.",
         "",
         "Shares of a mean iteration: "
         + ", ".join(f"{k.removesuffix('_s')} {v:.0%}" for k, v in shares.items())
         + f". **Trials per hour on this machine: {data['trials_per_hour']:.0f}** (mean iteration "
         f"{mean['iteration_s']:.1f} s"
         + (
-            f"; {3600 / statistics.fmean(later):.0f}/h counting only the trials after the 3 warm-start "
-            f"trials, of which the unpruned 8-bit one alone took {warm[0]['iteration_s']:.0f} s: fine-tuning "
-            "cost follows the size of fc1, so a study's early, lightly pruned trials are its dearest"
+            f"; {3600 / statistics.fmean(later):.0f}/h counting only the trials after the 3 "
+            "warm-start trials, of which the unpruned 8-bit one alone took "
+            f"{warm[0]['iteration_s']:.0f} s: fine-tuning cost follows the size of fc1, so a "
+            "study's early, lightly pruned trials are its dearest"
             if later
             else ""
         )
@@ -343,10 +345,10 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
         "",
         "## Part 2: FPS measurement noise",
         "",
-        f"{data.get('fps_reps', len(noise['11']['raw']))} back-to-back measurements of the same two models, as a trial measures "
-        "(interleaved pair, 50 ms samples, batch 1, torch, 1 thread); the 11-sample block ran first, "
-        "then the 3-sample block. CV = sd / mean over the measurements; IQR spread = within one "
-        "measurement (median over measurements).",
+        f"{data.get('fps_reps', len(noise['11']['raw']))} back-to-back measurements of the same "
+        "two models, as a trial measures (interleaved pair, 50 ms samples, batch 1, torch, 1 "
+        "thread); the 11-sample block ran first, then the 3-sample block. CV = sd / mean over the "
+        "measurements; IQR spread = within one measurement (median over measurements).",
         "",
     ]
     lines += _common.table(
@@ -389,20 +391,22 @@ def render(data: dict, out=None, regenerated: bool = False) -> None:
         + (
             ": interleaving makes the ratio the steadier number."
             if where == "below both"
-            else ": on this run the ratio was not clearly steadier than absolute FPS (the load from other "
-            "jobs changed within measurements, not only between them)."
+            else ": on this run the ratio was not clearly steadier than absolute FPS (the load "
+            "from other jobs changed within measurements, not only between them)."
         )
     )
     if n3:
         reading += (
             f" With 3 samples the speedup's CV is {n3['cv_speedup']:.1%} and its median "
-            f"{n3['speedup']:.1f} against {n11['speedup']:.1f} with 11: too few samples are noisier "
-            "and, here, also read lower (the blocks ran at different moments of a changing load, "
-            "so part of the gap may be the load). Use 3 only when FPS is not an objective."
+            f"{n3['speedup']:.1f} against {n11['speedup']:.1f} with 11: too few samples are "
+            "noisier and, here, also read lower (the blocks ran at different moments of a "
+            "changing load, so part of the gap may be the load). Use 3 only when FPS is not an "
+            "objective."
         )
     reading += (
         " Two FPS values (or speedups) of different trials closer than about 2 x CV are not "
-        "distinguishable; FPS as an objective carries that noise into the front, accuracy and FLOPs do not."
+        "distinguishable; FPS as an objective carries that noise into the front, accuracy and "
+        "FLOPs do not."
     )
     lines += ["", "Reading: " + reading]
     lines += screen_lines(data.get("screen"))

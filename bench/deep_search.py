@@ -3,9 +3,10 @@ screening) beat uniform pruning and global ranking at equal wall time?
 
 Protocol. For each net (zoo adaptations on mnist5k, base trained once per net, seed 0, cached) and
 each strategy -- `targets` (the default since issue 22: MACs targets met by construction, uniform
-and global first at each, then allocations ranked by a short-fine-tune proxy), `screened` (`--strategy search --screen K`, multi-fidelity screening on),
-`unscreened` (`--strategy search`, no `--screen`), `allocation` (`--strategy search --parametrization
-allocation`: one MACs-weighted level + per-group allocations), `uniform`, `global`, `sensitivity` -- and each seed
+and global first at each, then allocations ranked by a short-fine-tune proxy), `screened`
+(`--strategy search --screen K`, multi-fidelity screening on), `unscreened` (`--strategy search`,
+no `--screen`), `allocation` (`--strategy search --parametrization allocation`: one MACs-weighted
+level + per-group allocations), `uniform`, `global`, `sensitivity` -- and each seed
 (study seed = trial fine-tune seeds' root = final fine-tune seed), one `run_search` with the same
 `--timeout` (wall clock of the trial loop; the trial in flight finishes) and no trial budget.
 Objectives accuracy + MACs, pruning only (bits 32), layer granularity, ratios in
@@ -79,7 +80,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.01,
         help="ratio grid of the sweeps (uniform, global, "
-        "sensitivity): fine enough that a sweep can use its --timeout (the search's per-group grid is 0.05)",
+        "sensitivity): fine enough that a sweep can use its --timeout (the search's per-group grid "
+        "is 0.05)",
     )
     p.add_argument("--base-epochs", type=int, default=5)
     p.add_argument("--final-epochs", type=int, default=2)
@@ -235,7 +237,8 @@ def _rho(values: list) -> str:
 
 
 def final_key(args: dict, weights: str, seed: int) -> str:
-    """The cache name of one final fine-tune (the same weights, seed and recipe give the same result)."""
+    """The cache name of one final fine-tune (the same weights, seed and recipe give the same
+    result)."""
     import hashlib
 
     text = f"{weights}|{seed}|{args['final_epochs']}|{args['final_lr']:g}"
@@ -390,15 +393,19 @@ def render(data: dict, out: Path | None) -> None:
         "",
         " ".join(__doc__.split("\n\n")[1].split()),
         "",
-        f"Budgets: --timeout {args['timeout']:g} s per run; brief fine-tune {args['epochs']} epoch(s) x "
-        f"{args['subset']} images; ratios >= {args['ratio_min']:g} (sweeps on a {args['sweep_step']:g} grid, the search's per-group grid 0.05); screening {args['screen']} configs per full trial; final recipe "
+        f"Budgets: --timeout {args['timeout']:g} s per run; brief fine-tune "
+        f"{args['epochs']} epoch(s) x "
+        f"{args['subset']} images; ratios >= {args['ratio_min']:g} (sweeps on a "
+        f"{args['sweep_step']:g} grid, the search's per-group grid 0.05); screening "
+        f"{args['screen']} configs per full trial; final recipe "
         f"{args['final_epochs']} epoch(s) on the whole training split at lr {args['final_lr']:g}.",
         "",
     ]
     for net in bases:
         b = bases[net]
         lines += [
-            f"## {net} (base {b['macs'] / 1e6:.1f} M MACs, test {b.get('test_accuracy', float('nan')):.3f})",
+            f"## {net} (base {b['macs'] / 1e6:.1f} M MACs, "
+            f"test {b.get('test_accuracy', float('nan')):.3f})",
             "",
         ]
         rows = []
@@ -445,7 +452,8 @@ def render(data: dict, out: Path | None) -> None:
             "",
         ]
     lines += [
-        "Seconds per full trial vs per screened config: see `cost_anatomy.md` (part 3); per run here: "
+        "Seconds per full trial vs per screened config: see `cost_anatomy.md` (part 3); "
+        "per run here: "
         + "; ".join(
             f"{r['study']}: {r['full_trials']} full trials, {r['configs_screened']} screened "
             f"({r['screen_s']:.0f} s screening) in {r['wall_s']:.0f} s"

@@ -135,8 +135,8 @@ def markdown(rep: dict) -> str:
         b, base = r["best_10x"], r["base"]
         best = (
             (
-                f"trial {b['trial']}: {base['macs'] / b['macs']:.1f}x fewer MACs, {100 * b['test_accuracy']:.1f} % "
-                f"(-{r['drop_points']:.1f} points)"
+                f"trial {b['trial']}: {base['macs'] / b['macs']:.1f}x fewer MACs, "
+                f"{100 * b['test_accuracy']:.1f} % (-{r['drop_points']:.1f} points)"
             )
             if b
             else "none"
@@ -167,11 +167,11 @@ def markdown(rep: dict) -> str:
         "",
         _common.machine_line(rep["facts"], "torch default threads"),
         "",
-        "Each run: `prunetune search --export out` with all defaults (mnist_net on mnist5k, 30 trials, "
-        "3 fine-tune epochs on 2,500 class-balanced images, objectives accuracy, FLOPs, FPS) in a fresh "
-        "folder; **cold** = empty model cache (the base is trained first), **warm** = base cached. "
-        f"The bar: front of at least 3 points with a member of >= {MACS_FACTOR:.0f}x fewer MACs at <= "
-        f"{MAX_DROP_POINTS:.0f} points of test-accuracy drop.",
+        "Each run: `prunetune search --export out` with all defaults (mnist_net on mnist5k, 30 "
+        "trials, 3 fine-tune epochs on 2,500 class-balanced images, objectives accuracy, FLOPs, "
+        "FPS) in a fresh folder; **cold** = empty model cache (the base is trained first), "
+        "**warm** = base cached. The bar: front of at least 3 points with a member of >= "
+        f"{MACS_FACTOR:.0f}x fewer MACs at <= {MAX_DROP_POINTS:.0f} points of test-accuracy drop.",
         "",
         *_common.table(
             [

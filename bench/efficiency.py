@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             [
                 [
                     "at start",
-                    f"{ceil_start['gemm_gflops_median']:.1f} / {ceil_start['gemm_gflops_best']:.1f}",
+                    f"{ceil_start['gemm_gflops_median']:.1f} / "
+                    f"{ceil_start['gemm_gflops_best']:.1f}",
                     f"{ceil_start['copy_gbs_median']:.1f}",
                 ],
                 [
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
         ),
         "",
-        f"Fractions below use the better median of the two: GEMM {gemm:.1f} GFLOP/s, copy {bw:.1f} GB/s.",
+        f"Fractions below use the better median of the two: GEMM {gemm:.1f} GFLOP/s, copy {bw:.1f} "
+        "GB/s.",
         "",
     ]
     data = {
@@ -253,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Reading",
         "",
         f"- Base at batch 1: {b1['base (16, 32, 1024)']['1']['gflops']:.1f} GFLOP/s = "
-        f"{b1['base (16, 32, 1024)']['1']['gflops'] / gemm:.0%} of the GEMM ceiling; its fc1 streams "
-        f"{b1['base (16, 32, 1024)']['1']['weight_gbs']:.1f} GB/s of weights "
+        f"{b1['base (16, 32, 1024)']['1']['gflops'] / gemm:.0%} of the GEMM ceiling; its fc1 "
+        f"streams {b1['base (16, 32, 1024)']['1']['weight_gbs']:.1f} GB/s of weights "
         f"({b1['base (16, 32, 1024)']['1']['weight_gbs'] / bw:.0%} of the copy bandwidth)"
         + (
             ": batch-1 inference of the base is bound by memory traffic, not arithmetic."
@@ -264,21 +266,21 @@ def main(argv: list[str] | None = None) -> int:
         f"- At batch 64 the base reaches {b1['base (16, 32, 1024)']['64']['gflops']:.1f} GFLOP/s "
         f"({b1['base (16, 32, 1024)']['64']['gflops'] / gemm:.0%}): reusing each weight 64 times "
         "moves it toward the compute roof.",
-        f"- The pruned shapes at batch 1 run at {b1['(4, 2, 1024)']['1']['gflops']:.1f} ((4, 2)) and "
-        f"{b1[small]['1']['gflops']:.1f} ((1, 1)) GFLOP/s, "
+        f"- The pruned shapes at batch 1 run at {b1['(4, 2, 1024)']['1']['gflops']:.1f} ((4, 2)) "
+        f"and {b1[small]['1']['gflops']:.1f} ((1, 1)) GFLOP/s, "
         + (
             "a lower"
             if b1[small]["1"]["gflops"] < b1["base (16, 32, 1024)"]["1"]["gflops"]
             else "a higher"
         )
-        + " fraction of the machine than the base: "
-        f"(4, 2) has {macs['base (16, 32, 1024)'] / macs['(4, 2, 1024)']:.0f}x fewer MACs and runs "
-        f"{b1['(4, 2, 1024)']['1']['fps'] / b1['base (16, 32, 1024)']['1']['fps']:.0f}x faster at batch 1, "
-        f"(1, 1) {macs['base (16, 32, 1024)'] / macs[small]:.0f}x fewer MACs, "
-        f"{b1[small]['1']['fps'] / b1['base (16, 32, 1024)']['1']['fps']:.0f}x faster. "
-        "Speed follows MACs only loosely: the base is held back by memory traffic, a sub-millisecond "
-        "forward pass by fixed per-call costs (Python, dispatch, tiny kernels) "
-        "that no pruning removes, so MACs are a proxy for speed, not a predictor of it; measure FPS.",
+        + " fraction of the machine than the base: (4, 2) has "
+        f"{macs['base (16, 32, 1024)'] / macs['(4, 2, 1024)']:.0f}x fewer MACs and runs "
+        f"{b1['(4, 2, 1024)']['1']['fps'] / b1['base (16, 32, 1024)']['1']['fps']:.0f}x faster at "
+        f"batch 1, (1, 1) {macs['base (16, 32, 1024)'] / macs[small]:.0f}x fewer MACs, "
+        f"{b1[small]['1']['fps'] / b1['base (16, 32, 1024)']['1']['fps']:.0f}x faster. Speed "
+        "follows MACs only loosely: the base is held back by memory traffic, a sub-millisecond "
+        "forward pass by fixed per-call costs (Python, dispatch, tiny kernels) that no pruning "
+        "removes, so MACs are a proxy for speed, not a predictor of it; measure FPS.",
     ]
     _common.write(
         "efficiency",

@@ -1,6 +1,7 @@
 """Prunability over the registries: which torchvision and timm architectures prunetune prunes.
 
-    python bench/prunability.py [--quick] [--all] [--jobs 2] [--models timm:resnet10t,torchvision:convnext_tiny]
+    python bench/prunability.py [--quick] [--all] [--jobs 2]
+                                [--models timm:resnet10t,torchvision:convnext_tiny]
 
 Runs `check` of tests/test_prunability.py (untrained model, small input, one torch thread; prune
 every group at 0.3 and at random ratios in [0, 0.7); forward, output shape, fewer MACs, exact
@@ -85,17 +86,18 @@ def report(rows: list[dict], facts: dict, argv: list[str], jobs: int) -> str:
             facts, f"{jobs} worker process{'es' if jobs > 1 else ''}, 1 torch thread each"
         ),
         "",
-        "Protocol: `tests/test_prunability.py::check` per model: untrained (pretrained=False), 10 classes, "
-        "3x32x32 input (inception 75, googlenet/alexnet/squeezenet 64), every prunable group at 0.3 and "
-        "at random ratios in [0, 0.7) (L1 importance); asserts forward works, same output shape, fewer "
-        "MACs, and that save_compressed -> load_compressed_file gives identical outputs. The slow test "
-        f"`tests/test_prunability.py::test_prunability` sweeps the same models but {', '.join(sorted(BENCH_ONLY))}. "
-        "Big variants of a swept architecture (same code, minutes each on this machine) are left to "
-        f"`--all`: {', '.join(sorted(BIG_VARIANTS))}.",
+        "Protocol: `tests/test_prunability.py::check` per model: untrained (pretrained=False), 10 "
+        "classes, 3x32x32 input (inception 75, googlenet/alexnet/squeezenet 64), every prunable "
+        "group at 0.3 and at random ratios in [0, 0.7) (L1 importance); asserts forward works, "
+        "same output shape, fewer MACs, and that save_compressed -> load_compressed_file gives "
+        "identical outputs. The slow test `tests/test_prunability.py::test_prunability` sweeps "
+        f"the same models but {', '.join(sorted(BENCH_ONLY))}. Big variants of a swept "
+        "architecture (same code, minutes each on this machine) are left to `--all`: "
+        f"{', '.join(sorted(BIG_VARIANTS))}.",
         "",
-        f"**{len(rows)} tried: {len(pruned)} pruned, {len(refused)} refused (gracefully, layers named), "
-        f"{len(errors)} errors.** Not tried: {', '.join(sorted(NOT_SWEPT))} (transformers whose "
-        "builders fix a 224 px input; too slow for this sweep).",
+        f"**{len(rows)} tried: {len(pruned)} pruned, {len(refused)} refused (gracefully, layers "
+        f"named), {len(errors)} errors.** Not tried: {', '.join(sorted(NOT_SWEPT))} (transformers "
+        "whose builders fix a 224 px input; too slow for this sweep).",
         "",
         "## Pruned: MACs at a uniform 0.3",
         "",

@@ -178,19 +178,20 @@ def markdown(cmd: str, facts: dict, runs: list[dict], summ: dict, same: int, tot
     for n in CONFIGS:
         s = summ[n]
         rows.append(
-            f"| {n} | {s['wall_s']['median']:.1f} ({s['wall_s']['min']:.1f}-{s['wall_s']['max']:.1f}) | "
-            f"{s['fixed_s']['median']:.1f} | {s['trial_phase_s']['median']:.1f} | "
-            f"{s['first_wait_s']['median']:.1f} | {s['steady_per_trial_s']['median']:.2f} | "
-            f"{s['trial_compute_s']['median']:.1f} | {s['overlap']['median']:.2f} | "
-            f"{s['finetune_s_median']['median']:.2f} | {s['measure_s_median']['median']:.2f} |"
+            f"| {n} | {s['wall_s']['median']:.1f} "
+            f"({s['wall_s']['min']:.1f}-{s['wall_s']['max']:.1f}) | {s['fixed_s']['median']:.1f} | "
+            f"{s['trial_phase_s']['median']:.1f} | {s['first_wait_s']['median']:.1f} | "
+            f"{s['steady_per_trial_s']['median']:.2f} | {s['trial_compute_s']['median']:.1f} | "
+            f"{s['overlap']['median']:.2f} | {s['finetune_s_median']['median']:.2f} | "
+            f"{s['measure_s_median']['median']:.2f} |"
         )
     raw = [
         "| repeat | config | wall s | trial phase s | fixed s | load avg (1 min) at start |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     raw += [
-        f"| {r['repeat']} | {r['config']} | {r['wall_s']:.1f} | {r['trial_phase_s']:.1f} | {r['fixed_s']:.1f} | "
-        f"{r['load_avg_1m']:.1f} |"
+        f"| {r['repeat']} | {r['config']} | {r['wall_s']:.1f} | {r['trial_phase_s']:.1f} | "
+        f"{r['fixed_s']:.1f} | {r['load_avg_1m']:.1f} |"
         for r in runs
     ]
     return "\n".join(
@@ -199,24 +200,25 @@ def markdown(cmd: str, facts: dict, runs: list[dict], summ: dict, same: int, tot
             "",
             f"Command: `{cmd}` (all runs: {total_s / 60:.1f} min).",
             "",
-            f"Machine: {facts['cpu']}, {facts['logical_cpus']} logical CPUs, shared with other jobs "
-            f"(1-minute load average {facts['load_start']:.1f} at start, {facts['load_end']:.1f} at end); "
-            f"{facts['versions']}; {facts['date']}.",
+            f"Machine: {facts['cpu']}, {facts['logical_cpus']} logical CPUs, shared with other "
+            f"jobs (1-minute load average {facts['load_start']:.1f} at start, "
+            f"{facts['load_end']:.1f} at end); {facts['versions']}; {facts['date']}.",
             "",
             f"Search: `prunetune search {shlex.join(SETTINGS)} --trials {runs[0]['trials']}`; "
-            f"{len(runs) // len(CONFIGS)} repeat(s); configurations interleaved. {same} of the {runs[0]['trials']} "
-            "trials had the same configuration in every run (the warm-start and random start-up trials; "
-            "TPE's later suggestions depend on the measured objectives, and FPS is noisy).",
+            f"{len(runs) // len(CONFIGS)} repeat(s); configurations interleaved. {same} of the "
+            f"{runs[0]['trials']} trials had the same configuration in every run (the warm-start "
+            "and random start-up trials; TPE's later suggestions depend on the measured "
+            "objectives, and FPS is noisy).",
             "",
-            "Columns (medians over repeats): *fixed* = wall - trial phase (imports, data, base model, Ray "
-            "start/stop, MLflow, final test scoring); *trial phase* = first trial asked to last trial told "
-            "(from the study); *longest wait* = the largest time a trial was asked but not computing "
-            "(under Ray: the first trials waiting for their actors to start); *steady s per trial* = "
-            "(trial phase - longest wait) / trials; *trial compute* = sum of the trials' own compress + "
-            "fine-tune + measure time; *overlap* = trial compute / (trial phase - longest wait), above 1 "
-            "when trials ran at the same time; *fine-tune s* and "
-            "*measure s* = median per trial (measure includes validation, runner building and waiting for "
-            "the QuietLock).",
+            "Columns (medians over repeats): *fixed* = wall - trial phase (imports, data, base "
+            "model, Ray start/stop, MLflow, final test scoring); *trial phase* = first trial asked "
+            "to last trial told (from the study); *longest wait* = the largest time a trial was "
+            "asked but not computing (under Ray: the first trials waiting for their actors to "
+            "start); *steady s per trial* = (trial phase - longest wait) / trials; *trial compute* "
+            "= sum of the trials' own compress + fine-tune + measure time; *overlap* = trial "
+            "compute / (trial phase - longest wait), above 1 when trials ran at the same time; "
+            "*fine-tune s* and *measure s* = median per trial (measure includes validation, runner "
+            "building and waiting for the QuietLock).",
             "",
             *rows,
             "",
@@ -254,30 +256,34 @@ def reading(summ: dict) -> list[str]:
         return f"pays off after about {max(0.0, extra[n]) / saving[n]:.0f} trials against {n}"
 
     return [
-        f"- **Fixed cost.** Ray costs {extra['optuna-1t']:.1f} s more per invocation than the embedded "
-        f"runner (optuna-1t): {r['fixed_s'] - o1['fixed_s']:.1f} s outside the trials (starting a local Ray: GCS, "
-        "raylet, agents, idle workers; shutting it down) plus the wait for the first trial actors "
-        f"({r['first_wait_s']:.1f} s: each actor imports torch and prunetune and fetches the SearchSetup "
-        "from the object store, on the same two busy cores). The reference figure of 3-4 s for `ray.init` "
-        "is for an idle machine.",
-        f"- **Trials in parallel.** Once the actors were up, a trial cost {r['steady_per_trial_s']:.2f} s of "
-        f"wall time under Ray vs {o1['steady_per_trial_s']:.2f} s embedded with one thread "
-        f"({o1['steady_per_trial_s'] / r['steady_per_trial_s']:.2f}x faster, of an ideal 2x) and "
-        f"{o['steady_per_trial_s']:.2f} s with default threads. Short of 2x because each trial's own "
-        f"compute took {r['trial_compute_s'] / o1['trial_compute_s']:.2f}x as long as alone: two actors, "
-        "the driver (Optuna's sampler, MLflow logging, Tune's event loop) and the machine's other jobs "
-        "share two cores, and the QuietLock makes each FPS measurement wait for the other trial's compute "
-        f"and vice versa (median measure step {r['measure_s_median']:.2f} s vs {o1['measure_s_median']:.2f} s, "
-        f"fine-tune {r['finetune_s_median']:.2f} s vs {o1['finetune_s_median']:.2f} s); trials overlapped "
-        f"{r['overlap']:.2f}x (embedded: {o1['overlap']:.2f}x, the rest being ask, tell and MLflow logging).",
-        f"- **Threads.** The embedded runner fine-tunes with torch's default thread count; on this "
-        f"shared 2-core machine one thread was {o['finetune_s_median'] / max(o1['finetune_s_median'], 1e-9):.1f}x "
-        f"faster per trial (fine-tune {o1['finetune_s_median']:.2f} s vs {o['finetune_s_median']:.2f} s). "
-        "Ray actors get one thread each (one CPU reserved), so part of any Ray-vs-optuna gap is this "
+        f"- **Fixed cost.** Ray costs {extra['optuna-1t']:.1f} s more per invocation than the "
+        f"embedded runner (optuna-1t): {r['fixed_s'] - o1['fixed_s']:.1f} s outside the trials "
+        "(starting a local Ray: GCS, raylet, agents, idle workers; shutting it down) plus the "
+        f"wait for the first trial actors ({r['first_wait_s']:.1f} s: each actor imports torch and "
+        "prunetune and fetches the SearchSetup from the object store, on the same two busy "
+        "cores). The reference figure of 3-4 s for `ray.init` is for an idle machine.",
+        "- **Trials in parallel.** Once the actors were up, a trial cost "
+        f"{r['steady_per_trial_s']:.2f} s of wall time under Ray vs {o1['steady_per_trial_s']:.2f} "
+        f"s embedded with one thread ({o1['steady_per_trial_s'] / r['steady_per_trial_s']:.2f}x "
+        f"faster, of an ideal 2x) and {o['steady_per_trial_s']:.2f} s with default threads. Short "
+        "of 2x because each trial's own compute took "
+        f"{r['trial_compute_s'] / o1['trial_compute_s']:.2f}x as long as alone: two actors, the "
+        "driver (Optuna's sampler, MLflow logging, Tune's event loop) and the machine's other "
+        "jobs share two cores, and the QuietLock makes each FPS measurement wait for the other "
+        f"trial's compute and vice versa (median measure step {r['measure_s_median']:.2f} s vs "
+        f"{o1['measure_s_median']:.2f} s, fine-tune {r['finetune_s_median']:.2f} s vs "
+        f"{o1['finetune_s_median']:.2f} s); trials overlapped {r['overlap']:.2f}x (embedded: "
+        f"{o1['overlap']:.2f}x, the rest being ask, tell and MLflow logging).",
+        "- **Threads.** The embedded runner fine-tunes with torch's default thread count; on this "
+        "shared 2-core machine one thread was "
+        f"{o['finetune_s_median'] / max(o1['finetune_s_median'], 1e-9):.1f}x faster per trial "
+        f"(fine-tune {o1['finetune_s_median']:.2f} s vs {o['finetune_s_median']:.2f} s). Ray "
+        "actors get one thread each (one CPU reserved), so part of any Ray-vs-optuna gap is this "
         "thread effect, not parallelism; optuna-1t isolates it.",
-        f"- **Break-even** (extra fixed cost / steady time saved per trial), at these settings: Ray "
-        f"{even('optuna')}; it {even('optuna-1t')}. Longer trials (bigger models, more fine-tune "
-        "epochs) move it down; more than two cores or several machines are where the backend is for.",
+        "- **Break-even** (extra fixed cost / steady time saved per trial), at these settings: "
+        f"Ray {even('optuna')}; it {even('optuna-1t')}. Longer trials (bigger models, more "
+        "fine-tune epochs) move it down; more than two cores or several machines are where the "
+        "backend is for.",
     ]
 
 
@@ -323,7 +329,8 @@ def main() -> None:
             r.update(repeat=rep + 1, trials=args.trials)
             runs.append(r)
             print(
-                f"repeat {rep + 1} {name}: {r['wall_s']:.1f} s (trial phase {r['trial_phase_s']:.1f} s)",
+                f"repeat {rep + 1} {name}: {r['wall_s']:.1f} s (trial phase "
+                f"{r['trial_phase_s']:.1f} s)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -132,11 +132,12 @@ def model_section(model: str, groups: Grouped, s: Settings) -> tuple[list[str], 
             "failed": sum(r2["state"] != "complete" for r in rs for r2 in r["records"]),
             "seeds": [r["seed"] for r in rs],
         }
-        fmt = lambda xs: (
-            _common.ms([x for x in xs if x is not None])
-            if any(x is not None for x in xs)
-            else "none"
-        )  # noqa: E731
+
+        def fmt(xs):
+            if any(x is not None for x in xs):
+                return _common.ms([x for x in xs if x is not None])
+            return "none"
+
         rows.append(
             [
                 smp,
@@ -294,7 +295,10 @@ def render(data: dict, name: str, out, regenerated: bool = False) -> None:
     settings = {k: Settings(**v) for k, v in data["settings"].items()}
     groups = Grouped.of(results)
     if "seeds" not in data:  # recorded before these keys existed: read them off the results
-        seeds_of = lambda m, smp: [r["seed"] for r in groups.by.get((m, smp), [])]  # noqa: E731
+
+        def seeds_of(m, smp):
+            return [r["seed"] for r in groups.by.get((m, smp), [])]
+
         data["seeds"] = {
             "main": seeds_of("mnist_net", "tpe"),
             "nsga2": seeds_of("mnist_net", "nsga2"),
@@ -333,26 +337,26 @@ def render(data: dict, name: str, out, regenerated: bool = False) -> None:
         "alone), the split the search selects on.",
         "",
         "Scaled down to fit ~40 min of compute on 2 shared cores (for all benches together): "
-        f"mnist_net fine-tunes 2 epochs on 500 images per trial (defaults: 3 on 2,000 at the time; now 3 on 2,500), 24 "
-        f"trials; seeds: TPE and random {len(seeds['main'])}, NSGA-II {len(seeds['nsga2'])}, "
-        f"uniform sweep {len(seeds['uniform'])} (its seed only changes the fine-tuning draws). "
-        "resnet18 and mobilenet_v2: a 2-epoch base (default 5), block granularity (5 and 19 "
-        "ratio dimensions), 1 fine-tune epoch on 500 images, 12 trials, samplers "
-        f"{', '.join(data['big_samplers'])} and a 6-ratio uniform sweep, {len(seeds['big'])} "
-        "seed(s): single runs, not distributions (NSGA-II left out there: at 12 trials it is 8 "
-        "random trials and 4 offspring).",
+        "mnist_net fine-tunes 2 epochs on 500 images per trial (defaults: 3 on 2,000 at the time; "
+        f"now 3 on 2,500), 24 trials; seeds: TPE and random {len(seeds['main'])}, NSGA-II "
+        f"{len(seeds['nsga2'])}, uniform sweep {len(seeds['uniform'])} (its seed only changes the "
+        "fine-tuning draws). resnet18 and mobilenet_v2: a 2-epoch base (default 5), block "
+        "granularity (5 and 19 ratio dimensions), 1 fine-tune epoch on 500 images, 12 trials, "
+        f"samplers {', '.join(data['big_samplers'])} and a 6-ratio uniform sweep, "
+        f"{len(seeds['big'])} seed(s): single runs, not distributions (NSGA-II left out there: at "
+        "12 trials it is 8 random trials and 4 offspring).",
         "",
     ]
     reused = [r["task"] for r in results if r["kind"] in ("study", "uniform") and r["wall_s"] < 30]
     if reused:
         lines += [
-            f"{len(reused)} of the studies were finished by an earlier invocation of this bench with the "
-            "same settings (stopped to cut NSGA-II and uniform-sweep seeds, then restarted; finished "
-            "studies are read back from their storage, interrupted trials re-run with their own seeds) "
-            "and only read here: "
+            f"{len(reused)} of the studies were finished by an earlier invocation of this bench "
+            "with the same settings (stopped to cut NSGA-II and uniform-sweep seeds, then "
+            "restarted; finished studies are read back from their storage, interrupted trials "
+            "re-run with their own seeds) and only read here: "
             + ", ".join(f"`{t}`" for t in sorted(reused))
-            + ". The wall time "
-            "above covers this invocation only; per-study times of the earlier one are not in the JSON.",
+            + ". The wall time above covers this invocation only; per-study times of the earlier "
+            "one are not in the JSON.",
             "",
         ]
     models, verdict_lines = {}, []
@@ -387,16 +391,16 @@ def render(data: dict, name: str, out, regenerated: bool = False) -> None:
     big = [m for m in BIG_MODELS if m in models]
     if big:
         lines += [
-            "Reading the residual and depthwise results: at this fine-tuning budget (one epoch on 500 "
-            "images: 8 Adam steps at the default lr 1e-3) almost every pruned "
-            "ResNet-18 / MobileNetV2 collapses to chance accuracy, and even the unpruned network loses "
+            "Reading the residual and depthwise results: at this fine-tuning budget (one epoch on "
+            "500 images: 8 Adam steps at the default lr 1e-3) almost every pruned ResNet-18 / "
+            "MobileNetV2 collapses to chance accuracy, and even the unpruned network loses "
             "accuracy from fine-tuning alone (lines above). Their fronts therefore hold only the "
             "lightly pruned trials, and the hypervolume ranks whoever happened to propose light "
             "pruning: the uniform sweep's grid starts at ratio 0.05; on resnet18 one of TPE's two "
-            "model-based trials (the last) went to low ratios and survived, on mobilenet_v2 neither "
-            "did, so TPE and random are equal there. That is a statement about the fine-tuning "
-            "budget, not about the samplers; the sampler comparison on these models needs far more "
-            "fine-tuning per trial (and more than 12 trials) than fitted here.",
+            "model-based trials (the last) went to low ratios and survived, on mobilenet_v2 "
+            "neither did, so TPE and random are equal there. That is a statement about the "
+            "fine-tuning budget, not about the samplers; the sampler comparison on these models "
+            "needs far more fine-tuning per trial (and more than 12 trials) than fitted here.",
             "",
         ]
     lines += ["Per-study wall time and every trial's record are in the JSON."]

@@ -67,16 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(__doc__.split("\n\n")[3].split()),
         "",
         f"Settings: {s.trials} trials per study; pruning ratios only (bits 32), layer granularity "
-        f"(3 ratio dimensions: conv1, conv2, fc1 hidden units; step 0.05 in [0, 0.95]); fine-tuning "
-        f"{s.epochs} epoch(s) on {s.subset} class-balanced images per trial (default at the time: 3 on 2,000; now 3 on 2,500; "
-        "scaled down to fit the compute budget; the same for both samplers); one base checkpoint "
-        f"(seed 0; validation accuracy {base['accuracy']:.3f}, {base['macs']:,} MACs) for every "
-        "study; `fps_repeats` 3. TPE is prunetune's (multivariate, 10 random start-up trials); "
-        "both samplers start with the same 3 enqueued warm-start trials (ratios 0, 0.5, 0.75 "
-        "everywhere), and Optuna's TPE draws its start-up trials from a RandomSampler with the "
-        "same seed, so for one seed both studies run identical trials 1-10; TPE proposes from its "
-        "model from trial 11 on. The comparison is therefore paired: per-seed differences come "
-        "from trials 11-24 only.",
+        "(3 ratio dimensions: conv1, conv2, fc1 hidden units; step 0.05 in [0, 0.95]); "
+        f"fine-tuning {s.epochs} epoch(s) on {s.subset} class-balanced images per trial (default "
+        "at the time: 3 on 2,000; now 3 on 2,500; scaled down to fit the compute budget; the same "
+        "for both samplers); one base checkpoint (seed 0; validation accuracy "
+        f"{base['accuracy']:.3f}, {base['macs']:,} MACs) for every study; `fps_repeats` 3. TPE is "
+        "prunetune's (multivariate, 10 random start-up trials); both samplers start with the same "
+        "3 enqueued warm-start trials (ratios 0, 0.5, 0.75 everywhere), and Optuna's TPE draws "
+        "its start-up trials from a RandomSampler with the same seed, so for one seed both "
+        "studies run identical trials 1-10; TPE proposes from its model from trial 11 on. The "
+        "comparison is therefore paired: per-seed differences come from trials 11-24 only.",
         "",
         (
             "The studies were reused from the scratch storage (computed by search_quality.py's run "
@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, seed in enumerate(seeds):
         t, r = runs["tpe"][i], runs["random"][i]
-        b = lambda x: f"{x:.3f}" if x is not None else "none"  # noqa: E731
+
+        def b(x):
+            return f"{x:.3f}" if x is not None else "none"
+
         rows.append(
             [
                 seed,
@@ -146,18 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         f"| TPE's mean final hypervolume above random's at an equal budget ({s.trials} trials, "
         f"{len(seeds)} seeds) | tpe {st['mean']:.3f} ± {st['sd']:.3f} vs random {sr['mean']:.3f} ± "
-        f"{sr['sd']:.3f}: {d:+.3f} ({d / sr['mean']:+.1%}); TPE ahead in {wins} of {len(diffs)} seeds "
-        f"| {'pass' if passed else '**FAIL**'} |",
-        f"| best validation accuracy at <= 5 % of the base's MACs (the cheap end of the front) | "
+        f"{sr['sd']:.3f}: {d:+.3f} ({d / sr['mean']:+.1%}); TPE ahead in {wins} of {len(diffs)} "
+        f"seeds | {'pass' if passed else '**FAIL**'} |",
+        "| best validation accuracy at <= 5 % of the base's MACs (the cheap end of the front) | "
         f"tpe {_common.ms(cheap['tpe'])} vs random {_common.ms(cheap['random'])}; TPE higher in "
-        f"{sum(a > b for a, b in zip(cheap['tpe'], cheap['random']))} of {len(seeds)} seeds | info |",
+        f"{sum(a > b for a, b in zip(cheap['tpe'], cheap['random']))} of {len(seeds)} seeds | info "
+        "|",
         "",
         "Reading: "
         + (
             f"the difference ({d:+.3f}) is larger than the seed spread (sd up to {spread:.3f})"
             if abs(d) > spread
-            else f"the difference ({d:+.3f}) is within the seed spread (sd up to {spread:.3f}): with "
-            f"{len(seeds)} seeds it is not evidence that one sampler is better"
+            else f"the difference ({d:+.3f}) is within the seed spread (sd up to {spread:.3f}): "
+            f"with {len(seeds)} seeds it is not evidence that one sampler is better"
         )
         + f". Mean trial time: tpe {sum(secs['tpe']) / max(len(secs['tpe']), 1):.1f} s, random "
         f"{sum(secs['random']) / max(len(secs['random']), 1):.1f} s (the sampler's own cost is "

@@ -4,11 +4,11 @@
                                       [--workloads mnist_net:mnist5k,tiny_cnn:digits]
 
 For each workload (MODEL:DATASET), each repeat runs two real searches of --trials trials (the
-default search's 30 unless told; default search settings otherwise: TPE, accuracy/FLOPs/FPS, 3 fine-tune epochs on 2,500 images, 11 FPS samples), each in a
-fresh process, in one fresh scratch folder: the first creates the SQLite tracking store (what a
-user's first search pays), the second is another study in the same folder (what every later search
-or resume pays). The base model comes from the checkpoint cache ($PRUNETUNE_HOME; trained once if
-missing). Measured per search:
+default search's 30 unless told; default search settings otherwise: TPE, accuracy/FLOPs/FPS, 3
+fine-tune epochs on 2,500 images, 11 FPS samples), each in a fresh process, in one fresh scratch
+folder: the first creates the SQLite tracking store (what a user's first search pays), the second is
+another study in the same folder (what every later search or resume pays). The base model comes from
+the checkpoint cache ($PRUNETUNE_HOME; trained once if missing). Measured per search:
 
 - `MlflowTracker.seconds`: all time inside the tracker (search start: import MLflow, open or
   create the store, experiment, parent run, params; one child run per trial; the end-of-search
@@ -24,7 +24,8 @@ Overhead = tracker seconds / sum of trial times; the issue's budget is 5 %. Medi
 tiny_cnn on digits is the stress case: its trials are a few times shorter than mnist_net's, the
 tracker's cost is not.
 Since the tracker's cost is a fixed part per search plus a part per trial, the report also
-projects the overhead for other trial counts (same trial length, same machine state). Writes tracking_overhead.md/.json.
+projects the overhead for other trial counts (same trial length, same machine state). Writes
+tracking_overhead.md/.json.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def run_workload(model: str, dataset: str, args: argparse.Namespace) -> dict[str
                 )
                 if proc.returncode != 0:
                     sys.exit(
-                        f"{model}:{dataset} repeat {i + 1} ({scenario}) failed:\n{proc.stderr[-4000:]}"
+                        f"{model}:{dataset} repeat {i + 1} ({scenario}) "
+                        f"failed:\n{proc.stderr[-4000:]}"
                     )
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 runs[scenario].append(r)
@@ -236,7 +238,8 @@ def main() -> None:
 
 
 def _medians(runs: list[dict]) -> dict:
-    """Medians over the repeats of one scenario; `fixed_s` is the tracker time not spent per trial."""
+    """Medians over the repeats of one scenario; `fixed_s` is the tracker time not spent per
+    trial."""
 
     def med(key) -> float:
         return statistics.median(key(r) for r in runs)
@@ -345,7 +348,8 @@ def _workload_markdown(name: str, w: dict, budget: float) -> list[str]:
         )
         + " |",
         "",
-        f"Below {100 * budget:.0f} % of trial time in every repeat: **{'yes' if w['pass'] else 'NO'}**.",
+        f"Below {100 * budget:.0f} % of trial time in every repeat: "
+        f"**{'yes' if w['pass'] else 'NO'}**.",
         "",
         "Where the tracking time goes (medians, s):",
         "",
@@ -396,8 +400,9 @@ def _workload_markdown(name: str, w: dict, budget: float) -> list[str]:
     lines += [
         "",
         f"Projection: a later search pays a fixed {later['fixed_s']:.2f} s (start + end) and "
-        f"{1000 * later['per_trial_s']:.0f} ms per trial, its trials take {later['trial_s'] / trials:.1f} s "
-        "each (medians above, same machine state); overhead for other trial counts:",
+        f"{1000 * later['per_trial_s']:.0f} ms per trial, its trials take "
+        f"{later['trial_s'] / trials:.1f} s each (medians above, same machine state); overhead for "
+        "other trial counts:",
         "",
         "| trials | " + " | ".join(str(n) for n in proj) + " |",
         "|---|" + "---:|" * len(proj),
@@ -413,16 +418,19 @@ def markdown(rep: dict) -> str:
         "",
         f"Command: `{rep['command']}`",
         "",
-        f"Machine: {rep['machine']}; Python {rep['versions']['python']}, torch {rep['versions']['torch']}, "
-        f"MLflow {rep['versions']['mlflow']}; {rep['date_utc']} UTC; load average (1, 5, 15 min) at start "
+        f"Machine: {rep['machine']}; Python {rep['versions']['python']}, torch "
+        f"{rep['versions']['torch']}, MLflow {rep['versions']['mlflow']}; {rep['date_utc']} UTC; "
+        "load average (1, 5, 15 min) at start "
         f"{', '.join(map(str, rep['load_average']['start']))}, at end "
-        f"{', '.join(map(str, rep['load_average']['end']))}. The machine is shared with other jobs. Under load, "
-        "trials (torch training on both cores) stretch far more than the tracker's mostly single-threaded imports "
-        "and SQLite writes, so a loaded machine flatters the ratio: on an idle machine the tracker's wall "
-        "time is close to its CPU time (row below), to be set against idle trial times.",
+        f"{', '.join(map(str, rep['load_average']['end']))}. The machine is shared with other "
+        "jobs. Under load, trials (torch training on both cores) stretch far more than the "
+        "tracker's mostly single-threaded imports and SQLite writes, so a loaded machine flatters "
+        "the ratio: on an idle machine the tracker's wall time is close to its CPU time (row "
+        "below), to be set against idle trial times.",
         "",
-        f"Each workload: {rep['search']['trials']} trials with default settings and a cached base model; "
-        f"{rep['search']['repeats']} repeat(s) of two searches, each in a fresh process, in one fresh folder: "
+        f"Each workload: {rep['search']['trials']} trials with default settings and a cached base "
+        f"model; {rep['search']['repeats']} repeat(s) of two searches, each in a fresh process, in "
+        "one fresh folder: "
         + "; ".join(f"**{n}** = {d}" for n, d in rep["scenarios"].items())
         + ". Medians, every repeat in brackets.",
         "",

@@ -44,7 +44,8 @@ def digits() -> tuple[
     tuple[torch.Tensor, torch.Tensor],
     tuple[torch.Tensor, torch.Tensor],
 ]:
-    """(train, val, test) splits of the 1,797 digits as (images, labels), images scaled to [0, 1]."""
+    """(train, val, test) splits of the 1,797 digits as (images, labels), images scaled to
+    [0, 1]."""
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(data.target)

@@ -98,7 +98,7 @@ def test_the_device_is_recorded_and_a_distilled_trial_leaves_the_base_model_alon
 def test_training_and_evaluation_run_on_cuda_and_leave_models_on_the_cpu():
     from prunetune.models import Recipe, evaluate, train
     from prunetune.models.training import device_of
-    from tests.test_training import _bn_net, _data
+    from tests.models.test_training import _bn_net, _data
 
     model, teacher, data = _bn_net(), _bn_net(), _data()
     teacher_before = _state(teacher)

@@ -333,3 +333,87 @@ def test_no_module_reaches_into_another_modules_private_names():
     assert not PRIVATE_IMPORTS_ALLOWED - uses, (
         f"remove from PRIVATE_IMPORTS_ALLOWED: {PRIVATE_IMPORTS_ALLOWED - uses}"
     )
+
+
+MAX_DATACLASS_FIELDS = 15
+TESTS = PACKAGE.parent / "tests"
+
+
+def _is_dataclass(node: ast.ClassDef) -> bool:
+    """Decorated `@dataclass`, `@dataclass(...)`, `@dataclasses.dataclass` or its call."""
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if ast.unparse(target) in ("dataclass", "dataclasses.dataclass"):
+            return True
+    return False
+
+
+def _dataclass_fields(node: ast.ClassDef) -> list[str]:
+    """The fields a dataclass body declares: annotated names that are not ClassVar."""
+    return [
+        s.target.id
+        for s in node.body
+        if isinstance(s, ast.AnnAssign)
+        and isinstance(s.target, ast.Name)
+        and "ClassVar" not in ast.unparse(s.annotation)
+    ]
+
+
+def dataclass_sizes(tree: ast.Module) -> dict[str, int]:
+    """Field count of every dataclass defined in `tree` (nested classes included), by name."""
+    return {
+        n.name: len(_dataclass_fields(n))
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ClassDef) and _is_dataclass(n)
+    }
+
+
+def test_the_dataclass_counter_counts_fields_and_only_fields():
+    tree = ast.parse(
+        "from dataclasses import dataclass\nimport dataclasses\nfrom typing import ClassVar\n"
+        "@dataclass(frozen=True)\nclass A:\n    x: int\n    y: str = ''\n"
+        "    K: ClassVar[int] = 3\n    z = 4\n    def f(self) -> int:\n        return 1\n"
+        "@dataclasses.dataclass\nclass B:\n    a: int\nclass C:\n    b: int\n"
+    )
+    assert dataclass_sizes(tree) == {"A": 2, "B": 1}
+
+
+def test_no_dataclass_has_more_than_15_fields():
+    """A dataclass of many fields mixes concerns (issue 25: SearchConfig had 43): split it into
+    parts, each a dataclass of its own."""
+    sizes = {f"{m}.{c}": n for m, tree in TREES.items() for c, n in dataclass_sizes(tree).items()}
+    assert len(sizes) > 20  # the walk reaches the package's dataclasses
+    too_big = [
+        f"{name}: {n} fields" for name, n in sorted(sizes.items()) if n > MAX_DATACLASS_FIELDS
+    ]
+    assert not too_big, "\n".join(too_big)
+
+
+def mirror_test(module: str) -> Path:
+    """Where the tests of a module live: tests/<subpackage path>/test_<name>.py
+    (prunetune.search.pareto -> tests/search/test_pareto.py)."""
+    *packages, name = module.split(".")[1:]
+    return TESTS.joinpath(*packages, f"test_{name}.py")
+
+
+def public_modules() -> list[str]:
+    """The modules of the package whose own name does not start with '_' (packages' `__init__`
+    and `__main__` are not modules of their own here)."""
+    return [m for m, path in MODULES.items() if not path.stem.startswith("_")]
+
+
+def test_the_mirror_of_a_module_is_its_test_file_in_the_same_subpackage_path():
+    assert mirror_test("prunetune.search.pareto") == TESTS / "search" / "test_pareto.py"
+    assert mirror_test("prunetune.names") == TESTS / "test_names.py"
+    assert "prunetune.search.pareto" in public_modules()
+    assert not {"prunetune", "prunetune.search", "prunetune.__main__"} & set(public_modules())
+
+
+def test_every_public_module_has_a_mirror_test_file():
+    """tests/ is laid out like the package, so a module's tests are found where the module is."""
+    missing = [
+        f"{MODULES[m].relative_to(PACKAGE.parent)} -> {mirror_test(m).relative_to(PACKAGE.parent)}"
+        for m in public_modules()
+        if not mirror_test(m).is_file()
+    ]
+    assert not missing, "modules without a mirror test file:\n" + "\n".join(missing)

@@ -12,7 +12,6 @@ from prunetune.cli import main
 from prunetune.compress import CompressionConfig, compress
 from prunetune.measure import count_macs
 from prunetune.models import build_for
-from prunetune.search.objective import _bitops
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,18 +62,6 @@ def test_fake_quantized_layers_keep_their_names_and_macs():
     _, float_per = count_macs(model, example, per_module=True)
     small = compress(model, CompressionConfig(bits={n: 8 for n in float_per}), example)
     assert count_macs(small, example, per_module=True)[1] == float_per
-
-
-def test_bitops_fall_with_the_bit_width():
-    model = build_for("mnist_net", (1, 28, 28), 10)
-    example = torch.zeros(1, 1, 28, 28)
-    ops = {}
-    for bits in (8, 32):
-        config = CompressionConfig(bits={n: bits for n in MNIST_NET_LAYER_MACS})
-        macs, per = count_macs(compress(model, config, example), example, per_module=True)
-        ops[bits] = _bitops(per, config.bits, macs)
-    assert ops[32] == 29_425_920 * 32 * 32
-    assert ops[8] == 29_425_920 * 8 * 8
 
 
 def test_info_json_shows_each_layers_macs(capsys):

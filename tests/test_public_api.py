@@ -1,7 +1,9 @@
 """`prunetune.__all__` is what its docstrings say in any import order: each name is the function or
 class its module defines (never a module that an import of a subpackage put in its place), and the
-cheap functions work when called. Checked in a fresh interpreter that imports every subpackage
-and module of prunetune first (the order that once turned `prunetune.compress` into a module)."""
+cheap functions work when called. Checked in a fresh interpreter that takes every public name
+before any subpackage is imported, then imports every subpackage and module of prunetune (the
+order that once turned `prunetune.compress` into a module): the names are still the same objects,
+and each is then checked and called."""
 
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ import torch
 from torch import nn
 import prunetune
 
+first = {name: getattr(prunetune, name) for name in prunetune.__all__}  # before any subpackage
 for info in pkgutil.walk_packages(prunetune.__path__, "prunetune."):
     if info.name != "prunetune.__main__":
         importlib.import_module(info.name)
+changed = [name for name in prunetune.__all__ if getattr(prunetune, name) is not first[name]]
+assert not changed, f"importing the subpackages replaced prunetune.{changed}"
 
 kinds = {}
 for name in prunetune.__all__:

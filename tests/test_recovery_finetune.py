@@ -10,7 +10,7 @@ import pytest
 
 from prunetune.cli import main
 from tests.helpers import search_args
-from tests.test_python_api import evaluate, searched, trained  # noqa: F401 - fixtures
+from tests.search.test_python_api import evaluate, searched, trained  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

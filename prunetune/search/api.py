@@ -164,7 +164,7 @@ def pareto_text(result: SearchResult) -> str:
         marks += "!" if row.get("under_load") else ""
         row["trial"] = f"{row['trial']}{marks}"
     counts = result.counts()
-    base = result.base_metrics
+    context = result.base_context
     notes = [
         f"Pareto front of study {result.study_name!r}: {len(result.front)} of "
         f"{counts.get('complete', 0)} complete trials ({counts.get('failed', 0)} failed, "
@@ -173,13 +173,13 @@ def pareto_text(result: SearchResult) -> str:
         f"* default pick (export, registry): the fewest MACs within {max_drop(result) * 100:.1f} point(s) of the "
         "base's validation accuracy (--max-drop), else the knee; k: knee point. Selection used validation "
         "accuracy; test accuracy is on the held-out test split.",
-        f"FPS: batch 1, {base.get('threads', 1)} thread(s), runtime {base.get('runtime', 'torch')}, median; "
+        f"FPS: batch 1, {context.get('threads', 1)} thread(s), runtime {context.get('runtime', 'torch')}, median; "
         f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
     ]
     loaded = [row for row in rows if row["under_load"]]
     if loaded:
         loads = ", ".join(f"{row['load_1m']:.1f}" for row in loaded if row["load_1m"] is not None)
-        notes.append(render.LOAD_NOTE.format(loads=loads or "-", cpus=base.get("cpus", "?")))
+        notes.append(render.LOAD_NOTE.format(loads=loads or "-", cpus=context.get("cpus", "?")))
     if result.hypervolume:
         notes.append(f"hypervolume {result.hypervolume[-1]:.3f} on [0, 1] ({pareto.UNIT_HV_NOTE})")
     return "\n".join(notes)

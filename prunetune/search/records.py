@@ -6,6 +6,7 @@ attributes (`record_from_trial`), so nothing about a trial lives only in memory.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 from prunetune.errors import PrunetuneError
@@ -33,9 +34,22 @@ METRIC_KEYS = (
     "speedup",
 )
 MEASURED_KEYS = METRIC_KEYS[1:]
-# names prunetune's own record uses besides the metrics: the run context stored with the base
-# metrics, the timings, MLflow's per-trial and parent metrics, the data frame's fixed columns
-CONTEXT_KEYS = ("runtime", "threads", "device")
+# the conditions the base model and each trial ran under, not results (the study's base context,
+# TrialRecord.context): where FPS was measured (runtime, threads, device), the machine's load at
+# that time (measure.machine_load) and the fine-tune's thread decision (threads.Decision)
+CONTEXT_KEYS = (
+    "runtime",
+    "threads",
+    "device",
+    "load_1m",
+    "runnable",
+    "cpus",
+    "train_threads",
+    "train_threads_policy",
+)
+CONTEXT_PREFIXES = ("train_step_ms_",)
+# names prunetune's own record uses besides the metrics: the run context, the timings, MLflow's
+# per-trial and parent metrics, the data frame's fixed columns
 TIMING_KEYS = ("compress_s", "finetune_s", "recalibrate_s", "measure_s", "total_s")
 RESERVED_NAMES = frozenset(
     (
@@ -60,7 +74,12 @@ RESERVED_NAMES = frozenset(
         "weights",
     )
 )
-RESERVED_PREFIXES = ("time_", "base_", "params_", "metric_", "screen")
+RESERVED_PREFIXES = ("time_", "base_", "params_", "metric_", "screen", *CONTEXT_PREFIXES)
+
+
+def is_context(name: str) -> bool:
+    """Whether `name` is part of a run's context (CONTEXT_KEYS, CONTEXT_PREFIXES), not a metric."""
+    return name in CONTEXT_KEYS or name.startswith(CONTEXT_PREFIXES)
 
 
 def reserved_name(name: str) -> bool:
@@ -115,8 +134,9 @@ class TrialRecord:
 
 
 def record_from_trial(frozen) -> TrialRecord:
-    """Rebuild a TrialRecord from an optuna FrozenTrial."""
-    stored = dict(frozen.user_attrs.get("record", {}))
+    """Rebuild a TrialRecord from an optuna FrozenTrial: a copy (changing the record never changes
+    the trial, which may be the storage's cached one)."""
+    stored = copy.deepcopy(frozen.user_attrs.get("record", {}))
     state = frozen.state.name
     if state == "RUNNING":
         stored["state"] = RUNNING

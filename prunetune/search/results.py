@@ -18,7 +18,13 @@ import optuna
 
 from prunetune.search import pareto, selection
 from prunetune.search.objectives import OBJECTIVES, get_objective
-from prunetune.search.records import COMPLETE, METRIC_KEYS, TrialRecord, record_from_trial
+from prunetune.search.records import (
+    COMPLETE,
+    METRIC_KEYS,
+    TrialRecord,
+    is_context,
+    record_from_trial,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -41,7 +47,12 @@ TABLE_COLUMNS = (
 
 @dataclass
 class SearchResult:
-    """A study's state: all records, the front (trial numbers, selection on validation accuracy)."""
+    """A study's state: all records, the front (trial numbers, selection on validation accuracy).
+    `records` are as stored; the front members' test accuracy lives once, in `test_accuracy` (by
+    trial number): `metrics_of` gives a trial's metrics with it, as every report shows them. The
+    base model's reference is kept apart from the conditions it was measured under:
+    `base_metrics` (measured, and a Python API search's user metrics), `base_context` (runtime,
+    threads, device, the machine's load: records.CONTEXT_KEYS)."""
 
     study_name: str
     objectives: list[str]
@@ -55,6 +66,7 @@ class SearchResult:
     constraints: dict = field(default_factory=dict)
     pick: int | None = None
     num_classes: int | None = None
+    base_context: dict = field(default_factory=dict)
 
     def record(self, number: int) -> TrialRecord:
         for r in self.records:
@@ -64,6 +76,12 @@ class SearchResult:
 
     def front_records(self) -> list[TrialRecord]:
         return [self.record(n) for n in self.front]
+
+    def metrics_of(self, record: TrialRecord) -> dict:
+        """A trial's metrics as reported (tables, JSON, the data frame, selection rules): a copy of
+        its record's metrics with its test accuracy where it was scored on the test split."""
+        test = self.test_accuracy.get(record.number)
+        return {**record.metrics, **({"test_accuracy": test} if test is not None else {})}
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -82,11 +100,19 @@ def feasible(r: TrialRecord, constraints: dict) -> bool:
     return not (flops is not None and r.metrics.get("flops", 0) > flops)
 
 
+def base_metrics_and_context(attrs: dict) -> tuple[dict, dict]:
+    """(metrics, context) of the base model from a study's user attrs: its "base_metrics" hold
+    both, the run context (records.is_context) beside the measured and user metrics."""
+    stored = dict(attrs.get("base_metrics", {}))
+    metrics = {k: v for k, v in stored.items() if not is_context(k)}
+    return metrics, {k: v for k, v in stored.items() if is_context(k)}
+
+
 def summarize(study: optuna.Study) -> SearchResult:
     """Records, front, knee and hypervolume history of a study created by prunetune."""
     attrs = study.user_attrs
     objectives = list(attrs.get("objectives", []))
-    base = dict(attrs.get("base_metrics", {}))
+    base, base_context = base_metrics_and_context(attrs)
     constraints = dict(attrs.get("constraints", {}))
     records = sorted(
         (record_from_trial(t) for t in study.get_trials(deepcopy=False)), key=lambda r: r.number
@@ -101,9 +127,6 @@ def summarize(study: optuna.Study) -> SearchResult:
         knee = front[k]
     history = pareto.unit_hypervolume_history(points, objectives, base) if base and points else []
     tests = {int(k): float(v) for k, v in attrs.get("test_accuracy", {}).items()}
-    for r in records:
-        if r.number in tests:
-            r.metrics["test_accuracy"] = tests[r.number]
     config = dict(attrs.get("config", {}))
     result = SearchResult(
         study_name=study.study_name,
@@ -117,6 +140,7 @@ def summarize(study: optuna.Study) -> SearchResult:
         config=config,
         constraints=constraints,
         num_classes=attrs.get("num_classes"),
+        base_context=base_context,
     )
     result.pick = default_pick(result)
     return result
@@ -173,7 +197,8 @@ def selected(result: SearchResult, select: str | None = None) -> TrialRecord | N
         return None
     if select:
         front = result.front_records()
-        return front[selection.select([r.metrics for r in front], selection.parse_rule(select))]
+        points = [result.metrics_of(r) for r in front]
+        return front[selection.select(points, selection.parse_rule(select))]
     return result.record(result.pick if result.pick is not None else result.knee)
 
 
@@ -199,9 +224,10 @@ def front_rows(result: SearchResult) -> list[dict]:
     base_fps = result.base_metrics.get("fps")
     extra = user_metric_keys(result)
     for r in result.front_records():
+        metrics = result.metrics_of(r)
         row = {
             "trial": r.number,
-            **{k: r.metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"},
+            **{k: metrics.get(k) for k in (*TABLE_COLUMNS, *extra) if k != "trial"},
         }
         row["fps_measured"] = r.metrics.get("fps")
         row["fps"] = scaled_fps(r.metrics, base_fps)
@@ -226,8 +252,8 @@ def table_rows(result: SearchResult) -> list[dict]:
         "knee": False,
         "pick": False,
         "config": "uncompressed",
-        "load_1m": result.base_metrics.get("load_1m"),
-        "under_load": measured_under_load(result, result.base_metrics),
+        "load_1m": result.base_context.get("load_1m"),
+        "under_load": measured_under_load(result, result.base_context),
     }
     rows = [base]
     for row in front_rows(result):
@@ -237,7 +263,7 @@ def table_rows(result: SearchResult) -> list[dict]:
 
 def measured_under_load(result: SearchResult, load: dict) -> bool:
     """Whether the FPS measurement whose measure.machine_load() reading `load` holds (a record's
-    context, the base metrics) ran on a busy machine: the tasks runnable besides it plus its own
+    context, the base's) ran on a busy machine: the tasks runnable besides it plus its own
     threads (the study's FPS threads) were more than the CPUs; without a runnable count (not
     Linux), the 1-minute load average above the CPUs. False without a reading (older studies).
     The 1-minute average alone would also count this user's own training of the last minute,
@@ -245,7 +271,7 @@ def measured_under_load(result: SearchResult, load: dict) -> bool:
     if "cpus" not in load:
         return False
     if load.get("runnable") is not None:
-        return load["runnable"] + int(result.base_metrics.get("threads") or 1) > load["cpus"]
+        return load["runnable"] + int(result.base_context.get("threads") or 1) > load["cpus"]
     return load.get("load_1m", 0.0) > load["cpus"]
 
 
@@ -303,7 +329,8 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
     A metric named like one of the fixed columns gets the prefix `metric_`."""
     import pandas
 
-    metrics = _ordered({k for r in result.records for k in r.metrics}, METRIC_KEYS)
+    reported = {r.number: result.metrics_of(r) for r in result.records}
+    metrics = _ordered({k for m in reported.values() for k in m}, METRIC_KEYS)
     timings = _ordered({k for r in result.records for k in r.timings}, TIMING_ORDER)
     params = sorted({k for r in result.records for k in r.params})
     fixed = {
@@ -322,7 +349,7 @@ def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
             "number": r.number,
             "state": r.state,
             **{f"params_{k}": r.params.get(k) for k in params},
-            **{named[m]: r.metrics.get(m) for m in metrics},
+            **{named[m]: reported[r.number].get(m) for m in metrics},
             **{t: r.timings.get(t) for t in timings},
             "front": r.number in front,
             "knee": r.number == result.knee,

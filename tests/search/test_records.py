@@ -29,6 +29,19 @@ def test_a_finished_record_round_trips_through_the_stored_trial(state):
     assert record_from_trial(add(new_study(), rec)) == rec
 
 
+def test_a_record_is_its_own_copy_of_what_is_stored():
+    """Changing a record (a report adding a value, a user editing `run.records`) never changes the
+    study's stored trial: Optuna's cached trials are read without copying."""
+    study = new_study()
+    add(study, record(0, COMPLETE))
+    rec = record_from_trial(study.get_trials(deepcopy=False)[0])
+    rec.metrics["test_accuracy"] = 0.5
+    rec.config["ratios"]["0"] = 0.9
+    rec.curve.append(9.9)
+    again = record_from_trial(study.get_trials(deepcopy=False)[0])
+    assert again == record(0, COMPLETE)
+
+
 def test_what_is_stored_is_json_without_number_params_or_traceback():
     """RDB storages keep user attrs as JSON: the stored form must survive it unchanged."""
     rec = record(0, FAILED)

@@ -17,11 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, RUNNING
+from prunetune.search.records import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    REJECTED,
+    RUNNING,
+    record_from_trial,
+)
 from prunetune.search.results import (
     csv_text,
     feasible,
     front_rows,
+    selected,
     summarize,
     table_rows,
     trials_dataframe,
@@ -90,10 +98,16 @@ def test_only_complete_trials_are_feasible():
     assert not feasible(record(0, accuracy=0.5, flops=11), {"max_flops": 10})
 
 
-def test_test_accuracy_is_merged_into_the_scored_records():
-    result = summarize(study_of(test_accuracy={"0": 0.79, "6": 0.84}))
+def test_test_accuracy_is_stored_once_and_reported_with_the_scored_trials():
+    """The study's `test_accuracy` attr is the one place: summarize leaves every record as stored
+    (it used to write test accuracy into the records' metrics too), the reports add it."""
+    study = study_of(test_accuracy={"0": 0.79, "6": 0.84})
+    result = summarize(study)
     assert result.test_accuracy == {0: 0.79, 6: 0.84}
-    assert [r.metrics.get("test_accuracy") for r in result.records] == [
+    assert result.records == [record_from_trial(t) for t in study.get_trials()]
+    assert not any("test_accuracy" in r.metrics for r in result.records)
+    assert "test_accuracy" not in study.get_trials()[0].user_attrs["record"]["metrics"]
+    assert [result.metrics_of(r).get("test_accuracy") for r in result.records] == [
         0.79,
         None,
         None,
@@ -102,50 +116,15 @@ def test_test_accuracy_is_merged_into_the_scored_records():
         None,
         0.84,
     ]
-
-
-def test_the_hypervolume_history_is_on_the_base_models_scale():
-    """Unit scale: error 1 - accuracy and FLOPs / base FLOPs, reference (1, 1). Trial 0: error 0.2
-    at 0.5 -> 0.8 x 0.5 = 0.4; trial 1 (0.4, 0.25) adds 0.6 x 0.25 = 0.15; trial 2 is dominated;
-    trial 6 (0.15, 0.9) adds 0.05 x 0.1. One value per feasible trial, in trial order."""
-    assert summarize(study_of()).hypervolume == pytest.approx([0.4, 0.55, 0.55, 0.555])
-    assert summarize(study_of(base=None)).hypervolume == []
-    worse = {**BASE, "flops": 400}  # cheaper than every trial but trial 1 (error 0.4, 250/400)
-    assert summarize(study_of(base=worse)).hypervolume == pytest.approx(
-        [0.0, 0.6 * 0.375, 0.225, 0.225]
-    )
-
-
-def test_a_study_without_complete_trials_has_an_empty_front():
-    study = new_study()
-    add(study, record(0, FAILED))
-    add(study, record(1, RUNNING))
-    result = summarize(study)
-    assert (result.front, result.knee, result.hypervolume) == ([], None, [])
-    assert front_rows(result) == [] and len(table_rows(result)) == 1
-
-
-def test_front_rows_rescale_fps_to_the_base_clock_best_accuracy_first():
-    result = summarize(study_of())
-    rows = front_rows(result)
-    assert [r["trial"] for r in rows] == [6, 0, 1]
-    assert [(r["fps"], r["fps_measured"]) for r in rows] == [
-        (700.0, 630.0),
-        (100.0, 90.0),
-        (200.0, 180.0),
-    ]
-    assert [r["knee"] for r in rows] == [False, True, False]
-    assert rows[0]["config"] == {
-        "ratios": {"0": 0.5, "3": 0.5},
-        "bits": {"0": 8, "3": 8},
-        "importance": "l2",
+    assert result.metrics_of(result.record(0)) == {
+        **result.record(0).metrics,
+        "test_accuracy": 0.79,
     }
-    assert rows[1]["accuracy"] == 0.8 and rows[1]["flops"] == 500 and rows[1]["macs"] == 250
-
-
-def test_without_a_base_fps_a_row_keeps_its_own():
-    result = summarize(study_of(base={k: v for k, v in BASE.items() if k != "fps"}))
-    assert [r["fps"] for r in front_rows(result)] == [630.0, 90.0, 180.0]
+    rows = {row["trial"]: row["test_accuracy"] for row in front_rows(result)}
+    assert rows == {0: 0.79, 1: None, 6: 0.84}
+    df = trials_dataframe(result)
+    assert list(df["test_accuracy"].fillna(-1)) == [0.79, -1, -1, -1, -1, -1, 0.84]
+    assert selected(result, "max test_accuracy").number == 6
 
 
 def test_the_table_starts_with_the_base_model_and_summarises_configs():
@@ -294,3 +273,20 @@ def test_fps_measured_under_load_is_flagged_in_the_table():
     quiet = new_study(base={**BASE, "threads": 1, "cpus": 2, "runnable": 0})
     add(quiet, record(0, accuracy=0.8, flops=500))
     assert "figure to trust" not in pareto_text(summarize(quiet))
+
+
+def test_the_base_models_metrics_and_run_context_are_apart():
+    """The study stores the base model's reference as one mapping ("base_metrics": metrics, a
+    Python API search's user metrics and the run context, as written by every prunetune so far);
+    the result keeps the context apart, so no report reads a thread count as a metric or one of
+    the base's metrics as its context."""
+    from prunetune.search.api import pareto_text
+
+    context = {"runtime": "torch", "threads": 2, "device": "cpu", "load_1m": 0.4, "cpus": 2}
+    study = new_study(base={**BASE, "confidence": 0.7, **context, "train_step_ms_1t": 9.5})
+    add(study, record(0, accuracy=0.8, flops=500))
+    result = summarize(study)
+    assert result.base_metrics == {**BASE, "confidence": 0.7}
+    assert result.base_context == {**context, "train_step_ms_1t": 9.5}
+    assert table_rows(result)[0]["load_1m"] == 0.4
+    assert "FPS: batch 1, 2 thread(s), runtime torch, median" in pareto_text(result)

@@ -1,4 +1,6 @@
-"""The dataset layer: embedded sets, torchvision-format files written here, errors, sampling."""
+"""The data set registry (prunetune.data.registry): embedded sets, torchvision-format files
+written here, image folders, errors. Splitting and sampling: tests/data/test_bundle.py,
+test_sampling.py."""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from prunetune.data import BalancedSubsetSampler, DataBundle, balanced_indices, create_dataset
-from prunetune.data.bundle import stratified_split
+from prunetune.data import DataBundle, create_dataset
 from prunetune.data.registry import (
     CIFAR_STATS,
     DATASETS,
@@ -159,20 +160,6 @@ def test_embedded_normalization(embedded):
     x_items, y_items = items(ds)
     assert torch.allclose(x_all, x_items) and torch.equal(y_all, y_items)
     assert torch.equal(denormalize(x_all, spec["stats"], spec["scale"]), ds.images.float())
-
-
-def test_stratified_split_gives_exact_sizes():
-    """Rounding per class must neither drop samples nor shrink a part (60 -> 54 / 6 / 0)."""
-    labels = torch.arange(60) % 10
-    tr, va, te = stratified_split(labels, (54, 6, 0), 0)
-    assert (len(tr), len(va), len(te)) == (54, 6, 0)
-    assert sorted(torch.cat([tr, va]).tolist()) == list(range(60))
-    uneven = torch.tensor([0] * 7 + [1] * 13 + [2] * 23)
-    tr, va, te = stratified_split(uneven, (30, 5, 8), 3)
-    assert (len(tr), len(va), len(te)) == (30, 5, 8)
-    assert sorted(torch.cat([tr, va, te]).tolist()) == list(range(43))
-    with pytest.raises(ValueError):
-        stratified_split(uneven, (30, 10, 10), 0)
 
 
 # --------------------------------------------------------- 2. torchvision formats on disk
@@ -441,70 +428,6 @@ def test_download_without_network_fails_fast(name, tmp_path):
         create_dataset(name, data_root=tmp_path, download=True)
     assert time.monotonic() - t0 < 60
     assert socket.getdefaulttimeout() == old  # the loader restores the global timeout
-
-
-# --------------------------------------------------------------------------- 4. sampling
-TARGETS = torch.tensor([0] * 30 + [1] * 25 + [2] * 4 + [3] * 40)[
-    torch.randperm(99, generator=torch.Generator().manual_seed(0))
-]
-
-
-def test_balanced_indices_counts():
-    idx = balanced_indices(TARGETS, 10, seed=0)
-    assert len(idx) == len(set(idx.tolist())) == 34
-    assert int(idx.min()) >= 0 and int(idx.max()) < len(TARGETS)
-    assert torch.bincount(TARGETS[idx]).tolist() == [10, 10, 4, 10]  # all of the small class
-    assert torch.bincount(TARGETS[balanced_indices(TARGETS, 1, seed=2)]).tolist() == [1, 1, 1, 1]
-    with pytest.raises(ValueError):
-        balanced_indices(TARGETS, 0, seed=0)
-
-
-def test_balanced_indices_seeded():
-    a, b = balanced_indices(TARGETS, 10, seed=5), balanced_indices(TARGETS, 10, seed=5)
-    assert torch.equal(a, b)
-    subsets = {tuple(sorted(balanced_indices(TARGETS, 10, seed=s).tolist())) for s in range(5)}
-    assert len(subsets) == 5  # a new subset for each seed
-    # the order is shuffled, not grouped by class
-    assert TARGETS[a].tolist() != sorted(TARGETS[a].tolist())
-
-
-def epoch_subset(sampler: BalancedSubsetSampler, epoch: int) -> list[int]:
-    sampler.set_epoch(epoch)
-    out = list(sampler)
-    assert len(out) == len(sampler) == len(set(out))
-    return out
-
-
-def test_sampler_new_subset_every_epoch():
-    sampler = BalancedSubsetSampler(TARGETS, 10, seed=3)
-    assert len(sampler) == 34
-    draws = [epoch_subset(sampler, e) for e in range(4)]
-    for d in draws:
-        assert torch.bincount(TARGETS[d]).tolist() == [10, 10, 4, 10]
-    assert len({tuple(sorted(d)) for d in draws}) == 4
-    assert epoch_subset(sampler, 2) == draws[2]  # deterministic in (seed, epoch)
-    other_seed = BalancedSubsetSampler(TARGETS, 10, seed=4)
-    assert epoch_subset(other_seed, 0) != draws[0]
-
-
-def test_sampler_keeps_subset_for_refresh_every_epochs():
-    sampler = BalancedSubsetSampler(TARGETS, 5, seed=1, refresh_every=3)
-    draws = [epoch_subset(sampler, e) for e in range(7)]
-    assert draws[0] == draws[1] == draws[2]
-    assert draws[3] == draws[4] == draws[5]
-    assert sorted(draws[3]) != sorted(draws[0]) and sorted(draws[6]) != sorted(draws[3])
-    assert len(sampler) == 5 + 5 + 4 + 5
-    assert len(BalancedSubsetSampler(TARGETS, 100)) == 99  # every class smaller than per_class
-    assert BalancedSubsetSampler(TARGETS, 5, refresh_every=0).refresh_every == 1
-
-
-def test_sampler_drives_a_dataloader():
-    bundle_like = torch.utils.data.TensorDataset(torch.arange(len(TARGETS)), TARGETS)
-    sampler = BalancedSubsetSampler(TARGETS, 3, seed=0)
-    loader = torch.utils.data.DataLoader(bundle_like, batch_size=4, sampler=sampler)
-    sampler.set_epoch(1)
-    got = torch.cat([x for x, _ in loader]).tolist()
-    assert got == list(sampler) and len(got) == 12
 
 
 @pytest.mark.parametrize("bad", ["not-an-image", "truncated"])

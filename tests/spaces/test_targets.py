@@ -17,7 +17,8 @@ from prunetune.config import SearchSettings
 from prunetune.measure import count_macs
 from prunetune.models.factory import create_model
 from prunetune.search.objective import prepare_search
-from prunetune.search.optuna_runner import Deadline, run_search, weights_dir
+from prunetune.paths import weights_dir
+from prunetune.search.optuna_runner import Deadline, run_search
 from prunetune.search.study import load_existing, open_study
 from prunetune.search.targets import TargetPlanner
 from prunetune.search.target_report import target_rows, targets_text
@@ -179,7 +180,7 @@ def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
 
 @pytest.mark.slow
 def test_the_default_search_is_targets_and_prints_the_table(isolated, capsys):
-    assert SearchSettings().plan.strategy == "targets"
+    assert SearchSettings().strategy == "targets"
     assert (
         main(
             search_args(

@@ -1,0 +1,1 @@
+"""Unit tests of prunetune.compress (mirrors prunetune/compress/)."""

@@ -1,0 +1,1 @@
+"""Unit tests of prunetune.export (mirrors prunetune/export/)."""

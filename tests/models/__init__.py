@@ -1,0 +1,1 @@
+"""Unit tests of prunetune.models (mirrors prunetune/models/)."""

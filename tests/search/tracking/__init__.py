@@ -1,0 +1,1 @@
+"""Unit tests of prunetune.search.tracking (mirrors prunetune/search/tracking/)."""

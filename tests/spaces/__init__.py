@@ -1,0 +1,1 @@
+"""Unit tests of prunetune.spaces (mirrors prunetune/spaces/)."""
