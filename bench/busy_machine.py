@@ -156,8 +156,8 @@ def part1(root: Path, home: Path, args, partial: dict) -> list[dict]:
     srcs = {"old": old_source(root), "new": _common.REPO, "default": _common.REPO}
     runs = []
     for rep in range(args.repeats):
-        order = BEHAVIOURS if rep % 2 == 0 else BEHAVIOURS[::-1]
-        for situation in ("alone",) if args.alone_only else SITUATIONS:
+        order = args.behaviours if rep % 2 == 0 else args.behaviours[::-1]
+        for situation in args.situations:
             for behaviour in order:
                 env = search_env(home, srcs[behaviour])
                 work = root / f"{situation}-{behaviour}-{rep}"
@@ -358,17 +358,20 @@ def verdicts(s: dict) -> list[str]:
     """One line per Done-when item of issue 23 that the runs can answer."""
     try:
         return _verdicts(s)
-    except (TypeError, KeyError):  # a stopped bench: the items its runs cannot answer are left out
+    except (TypeError, KeyError):  # a stopped bench or a subset: what its runs answer
         lines = []
-        for key in ("busy/alone", "shared/alone"):
-            if s["new"][key] is not None:
-                old = s["old"][key]
-                lines.append(
-                    f"- {key}: new {s['new'][key]:.2f}x (per repeat "
-                    f"{s['new'][key + ' per repeat']}), "
-                    f"old {'-' if old is None else f'{old:.2f}x'}."
-                )
-        return lines + ["- (the bench was stopped before every situation ran: see the runs below)"]
+        for b in BEHAVIOURS:
+            for key in ("busy/alone", "shared/alone"):
+                if s[b][key] is not None:
+                    lines.append(
+                        f"- {key}: {b} {s[b][key]:.2f}x (per repeat {s[b][key + ' per repeat']})."
+                    )
+        if s["new/old alone"] is not None:
+            lines.append(f"- Same work, alone: new / old {s['new/old alone']:.2f}x.")
+        for b in BEHAVIOURS:
+            if s[b]["alone"] is not None:
+                lines.append(f"- First trial ({b}, alone): {s[b]['alone']['first_trial_s']:.1f} s.")
+        return lines + ["- (not every situation and behaviour ran: see the runs below)"]
 
 
 def _verdicts(s: dict) -> list[str]:
@@ -459,6 +462,16 @@ def markdown(rep: dict) -> str:
             run_rows(rep["runs"]),
         ),
         "",
+        *step_section(rep["steps"]),
+    ]
+    return "\n".join(lines)
+
+
+def step_section(steps: list[dict]) -> list[str]:
+    """The step-time table (none when the run measured no steps)."""
+    if not steps:
+        return []
+    return [
         "## Training step times (ms, median and interquartile range)",
         "",
         *_common.table(
@@ -470,11 +483,10 @@ def markdown(rep: dict) -> str:
                 "1 thread, PASSIVE",
                 "2 threads, PASSIVE",
             ],
-            step_rows(rep["steps"]),
+            step_rows(steps),
         ),
         "",
     ]
-    return "\n".join(lines)
 
 
 def main() -> int:
@@ -484,10 +496,21 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per cell (part 2)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
-        "--alone-only",
-        action="store_true",
-        help="only the runs alone, no step times: the quiet check (first trial, old vs new "
-        "alone), for a window when the machine is quiet; writes busy_machine_quiet.md/.json",
+        "--situations",
+        type=lambda v: [x for x in SITUATIONS if x in v.split(",")],
+        default=list(SITUATIONS),
+        help="comma list of alone,busy,shared (default all); a subset skips the step times",
+    )
+    ap.add_argument(
+        "--behaviours",
+        type=lambda v: [x for x in BEHAVIOURS if x in v.split(",")],
+        default=list(BEHAVIOURS),
+        help="comma list of old,new,default (default all)",
+    )
+    ap.add_argument(
+        "--name",
+        default="busy_machine",
+        help="results file name (e.g. busy_machine_quiet for a rerun in a quiet window)",
     )
     ap.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
@@ -515,71 +538,18 @@ def main() -> int:
         "command": _common.command("busy_machine.py", sys.argv[1:]),
         "trials": args.trials,
         "repeats": args.repeats,
-        "steps": [] if args.alone_only else part2(args.steps),
+        "steps": part2(args.steps) if args.situations == list(SITUATIONS) else [],
+        "name": args.name,
     }
     rep["runs"] = part1(root, root / "home", args, {**rep, "facts": facts})
     rep["facts"] = _common.finish_facts(facts)
-    if args.alone_only:
-        _common.write(
-            "busy_machine_quiet", quiet_markdown(rep), rep, out=root if args.quick else None
-        )
-        return 0
     return report(rep, root if args.quick else None)
-
-
-def quiet_markdown(rep: dict) -> str:
-    """The alone-only runs: per behaviour the median wall and first-trial seconds (range), and the
-    two quiet items of issue 23 (new not slower than old alone; first trial <= 10 s)."""
-    of = {b: [r for r in rep["runs"] if r["behaviour"] == b] for b in BEHAVIOURS}
-    med = {b: {k: _median(rs, k) for k in ("wall_s", "first_trial_s")} for b, rs in of.items()}
-    span = lambda rs, k: f"{min(r[k] for r in rs):.1f}-{max(r[k] for r in rs):.1f}"  # noqa: E731
-    rows = [
-        [
-            b,
-            f"{med[b]['wall_s']:.1f} ({span(rs, 'wall_s')})",
-            f"{med[b]['first_trial_s']:.1f} ({span(rs, 'first_trial_s')})",
-            json.dumps(rs[0]["train_threads"]) if rs[0]["train_threads"] else "-",
-        ]
-        for b, rs in of.items()
-    ]
-    ratio = med["new"]["wall_s"] / med["old"]["wall_s"]
-    return "\n".join(
-        [
-            "# Busy machine, the quiet check: the main job alone (issue 23)",
-            "",
-            f"Command: `{rep['command']}`",
-            "",
-            _common.machine_line(rep["facts"], "see busy_machine.md's protocol"),
-            "",
-            f"`prunetune search --trials {rep['trials']}` (mnist_net, base cached), each run in a "
-            f"fresh folder, {rep['repeats']} repeats interleaved; behaviours as in "
-            "busy_machine.md.",
-            "",
-            *_common.table(
-                [
-                    "behaviour",
-                    "wall s, median (range)",
-                    "first trial s, median (range)",
-                    "train threads (first repeat)",
-                ],
-                rows,
-            ),
-            "",
-            f"- Same work, alone: new {med['new']['wall_s']:.1f} s vs old "
-            f"{med['old']['wall_s']:.1f} s "
-            f"({ratio:.2f}x); not worse: {'**met**' if ratio <= 1.0 else '**NOT met**'}.",
-            f"- First trial after {med['new']['first_trial_s']:.1f} s (new), "
-            f"{med['default']['first_trial_s']:.1f} s (default); target <= 10 s: "
-            f"{'**met**' if med['new']['first_trial_s'] <= 10 else '**NOT met**'}.",
-            "",
-        ]
-    )
 
 
 def report(rep: dict, out: Path | None) -> int:
     """Summarise the runs and write busy_machine.md / .json (to `out`, else bench/results)."""
     rep["summary"] = summary(rep["runs"])
-    _common.write("busy_machine", markdown(rep), rep, out=out)
+    _common.write(rep.get("name", "busy_machine"), markdown(rep), rep, out=out)
     return 0
 
 

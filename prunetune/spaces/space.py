@@ -178,7 +178,8 @@ class SearchSpace:
         return False
 
     def decode(self, params: dict) -> CompressionConfig:
-        """Turn a params dict (from Optuna or Ray) into a CompressionConfig over groups and layers."""
+        """Turn a params dict (from Optuna or Ray) into a CompressionConfig over groups and
+        layers."""
         ratios = {n: g.low for n, g in self.groups.items()}
         for dim, members in self.ratio_dims().items():
             value = float(params.get(f"ratio:{dim}", self._ratio_range(members)[0]))

@@ -14,7 +14,7 @@ uniform config at `t`.
 
 MACs come from a `CostModel`, exact for Conv2d/Linear layers (the MACs prunetune counts): a
 layer's MACs are its base MACs times (kept / channels)^e for every group that prunes its inputs
-or outputs, e measured once per model by pruning each group alone (`CostModel.probe`).
+or outputs, e measured once per model by pruning each group alone (prunetune.spaces.cost_model).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import torch
 from torch import nn
 
 from prunetune.compress import CompressionConfig
-from prunetune.compress.inventory import layer_macs
-from prunetune.compress.prune import kept_channels, prune
 from prunetune.config import check_targets
 from prunetune.errors import ConfigError
+from prunetune.spaces.cost_model import CostModel, cost_model
 from prunetune.spaces.space import OverSearchSpace, SearchSpace
 
 GAMMA = math.log(4.0)  # an allocation of +-1 keeps 4x more / fewer channels than the scale s
@@ -38,69 +37,6 @@ TOLERANCE = 0.02  # a candidate's MACs lie in [t * (1 - TOLERANCE), t] x base MA
 TARGET = "target"
 ALLOC = "alloc:"
 SERIES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)  # default targets (1-2-5 series)
-PROBE_RATIO = 0.5
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """MACs of a pruned model as a function of its per-group ratios (see module docstring).
-    `terms`: (base MACs of a layer, ((group, exponent), ...)) for layers some group shrinks;
-    `fixed`: MACs of the Conv2d/Linear layers no group touches."""
-
-    total: int
-    fixed: int
-    terms: tuple[tuple[int, tuple[tuple[str, float], ...]], ...]
-    channels: dict[str, int]
-    divisors: dict[str, int]
-    round_to: int = 1
-
-    @classmethod
-    def probe(
-        cls,
-        model: nn.Module,
-        example: torch.Tensor,
-        groups: dict[str, tuple[int, int]],
-        round_to: int = 1,
-    ) -> CostModel:
-        """Measure the model: `groups` maps group name -> (channels, divisor). Each group is
-        pruned alone (PROBE_RATIO) once and the per-layer MACs compared with the base's."""
-        base = layer_macs(model, example)
-        effects: dict[str, list[tuple[str, float]]] = {}
-        for name, (channels, divisor) in groups.items():
-            kept = kept_channels(channels, PROBE_RATIO, 1, divisor)
-            if kept >= channels:
-                continue
-            pruned = layer_macs(prune(model, {name: PROBE_RATIO}, example), example)
-            for layer, macs in base.items():
-                after = pruned.get(layer, macs)
-                if 0 < after < macs:
-                    exponent = round(math.log(after / macs) / math.log(kept / channels))
-                    effects.setdefault(layer, []).append((name, float(max(1, exponent))))
-        terms = tuple((base[layer], tuple(effect)) for layer, effect in effects.items())
-        fixed = sum(m for layer, m in base.items() if layer not in effects)
-        return cls(
-            total=sum(base.values()),
-            fixed=fixed,
-            terms=terms,
-            channels={n: c for n, (c, _) in groups.items()},
-            divisors={n: d for n, (_, d) in groups.items()},
-            round_to=round_to,
-        )
-
-    def kept_fraction(self, group: str, ratio: float) -> float:
-        channels = self.channels[group]
-        return kept_channels(channels, ratio, self.round_to, self.divisors[group]) / channels
-
-    def macs(self, ratios: dict[str, float]) -> int:
-        """MACs of the model pruned with `ratios` (groups not named keep every channel)."""
-        fractions = {g: self.kept_fraction(g, r) for g, r in ratios.items() if r > 0}
-        total = float(self.fixed)
-        for macs, effect in self.terms:
-            factor = 1.0
-            for group, exponent in effect:
-                factor *= fractions.get(group, 1.0) ** exponent
-            total += macs * factor
-        return int(round(total))
 
 
 def default_targets(cheapest: float, lightest: float) -> list[float]:
@@ -280,7 +216,7 @@ def make_target_space(
     the base's MACs; None: default_targets over what the space allows). ConfigError for a target
     the space cannot reach."""
     groups = {g.name: (g.channels, g.divisor) for g in inv.groups if g.name in space.groups}
-    cost = CostModel.probe(model, example, groups, round_to=space.round_to)
+    cost = cost_model(model, example, groups, space.round_to)
     probe = TargetSpace(space, cost, [])
     dims = probe.dims()
     cheapest = probe.macs_fraction({d: high for d, (_, _, high) in dims.items()})
