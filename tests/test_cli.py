@@ -92,7 +92,8 @@ def test_user_model_by_module_function(tmp_path, monkeypatch, capsys):
     (tmp_path / "mynets.py").write_text(
         "import torch.nn as nn\n"
         "def build(num_classes):\n"
-        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4*26*26, num_classes))\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), "
+        "nn.Linear(4*26*26, num_classes))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["info", "--model", "mynets:build", "--format", "json"]) == 0
@@ -284,8 +285,8 @@ def test_argparse_errors_are_one_line_in_a_real_process(isolated):
     assert (
         res.returncode == 2
         and res.stderr.strip()
-        == "prunetune: error: unknown model 'no_such_net'; known: cifar_cnn, lenet300_100, lenet5, mnist_net, "
-        "mobilenet_v2, resnet18, tiny_cnn, vgg16_bn"
+        == "prunetune: error: unknown model 'no_such_net'; known: cifar_cnn, lenet300_100, lenet5, "
+        "mnist_net, mobilenet_v2, resnet18, tiny_cnn, vgg16_bn"
     )
 
 
@@ -486,7 +487,8 @@ def test_checkpoint_without_metrics_gets_them_measured(isolated, capsys):
 @pytest.mark.slow
 def test_select_that_picks_nothing_keeps_the_report(isolated, capsys):
     """The budget is spent either way: the table and CSV are written, a one-line warning says
-    nothing was selected, nothing is registered, exit 0. (A dotted, dashed study name on the way.)"""
+    nothing was selected, nothing is registered, exit 0. (A dotted, dashed study name on the
+    way.)"""
     from mlflow.tracking import MlflowClient
 
     study = "run.1-a_b"

@@ -409,9 +409,9 @@ def test_ray_search_stops_too_when_every_trial_fails_alike(isolated, prunetune_h
     proc = run_cli(argv, isolated, env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert (
-        f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: injected fault"
-        in proc.stderr.strip().splitlines()[-1]
-    )
+        f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: "
+        "injected fault"
+    ) in proc.stderr.strip().splitlines()[-1]
     trials = load_study(isolated, "rs").trials
     assert (
         FAILURE_STREAK <= len(trials) <= FAILURE_STREAK + 1

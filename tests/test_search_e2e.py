@@ -187,11 +187,15 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
     args = search_args("killed", 8)
     first = start_cli(args, isolated)
     second = start_cli(args, isolated)
-    mine = lambda proc, state: [
-        t
-        for t in load_study(isolated, "killed").get_trials(deepcopy=False)  # noqa: E731
-        if t.state.name == state and str(t.user_attrs.get("worker", "")).endswith(f":{proc.pid}")
-    ]
+
+    def mine(proc, state):
+        return [
+            t
+            for t in load_study(isolated, "killed").get_trials(deepcopy=False)
+            if t.state.name == state
+            and str(t.user_attrs.get("worker", "")).endswith(f":{proc.pid}")
+        ]
+
     assert wait_for(
         lambda: mine(second, "COMPLETE") and mine(first, "RUNNING"), timeout=300, step=0.05
     )

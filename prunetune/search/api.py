@@ -73,7 +73,10 @@ class ProgressBar:
                 self.last = finished
                 if finished:
                     print(
-                        f"search: {finished}/{total} trials finished, front {len(summarize(study).front)}"
+                        (
+                            f"search: {finished}/{total} trials finished, "
+                            f"front {len(summarize(study).front)}"
+                        )
                         + (f", {left} left" if left else ""),
                         file=sys.stderr,
                         flush=True,
@@ -112,9 +115,10 @@ def near_chance(accuracy: float, num_classes: int) -> str | None:
     if accuracy >= limit:
         return None
     return (
-        f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance ({chance:.1%} for "
-        f"{num_classes} classes; warned below {limit:.1%}): its compressed versions will be no better. "
-        "Train it longer (--base-epochs) or pass a trained model (--checkpoint FILE)."
+        f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance "
+        f"({chance:.1%} for {num_classes} classes; warned below {limit:.1%}): its compressed "
+        "versions will be no better. Train it longer (--base-epochs) or pass a trained model "
+        "(--checkpoint FILE)."
     )
 
 
@@ -170,11 +174,14 @@ def pareto_text(result: SearchResult) -> str:
         f"{counts.get('complete', 0)} complete trials ({counts.get('failed', 0)} failed, "
         f"{counts.get('rejected', 0)} rejected); objectives: {', '.join(result.objectives)}.",
         render.table(rows, TABLE_COLS, headers=HEADERS),
-        f"* default pick (export, registry): the fewest MACs within {max_drop(result) * 100:.1f} point(s) of the "
-        "base's validation accuracy (--max-drop), else the knee; k: knee point. Selection used validation "
-        "accuracy; test accuracy is on the held-out test split.",
-        f"FPS: batch 1, {context.get('threads', 1)} thread(s), runtime {context.get('runtime', 'torch')}, median; "
-        f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
+        "* default pick (export, registry): the fewest MACs within "
+        f"{max_drop(result) * 100:.1f} point(s) of the base's validation accuracy (--max-drop), "
+        "else the knee; k: knee point. Selection used validation accuracy; test accuracy is on the "
+        "held-out test split.",
+        f"FPS: batch 1, {context.get('threads', 1)} thread(s), "
+        f"runtime {context.get('runtime', 'torch')}, median; "
+        f"{render.FPS_NOTE} Accuracy on small splits is noisy "
+        "(about +-1.3 points on 500 validation images).",
     ]
     loaded = [row for row in rows if row["under_load"]]
     if loaded:
@@ -294,8 +301,9 @@ def search_and_report(
     out(pareto_report(cfg.study_name, storage=cfg.stores.storage_url))
     paths = write_front(result, study_dir(cfg.study_name))
     out(
-        f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
-        f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})"
+        f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} "
+        "(`prunetune ui`, then "
+        f"{experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})"
     )
     for warning in (selection_warning(result, cfg.selection.select), near_chance_pick(result)):
         if warning:

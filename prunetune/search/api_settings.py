@@ -33,7 +33,8 @@ def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
     `metric:direction` for the caller's own metrics (see get_objective)."""
     if isinstance(objectives, str):
         raise ConfigError(
-            "objectives must be a sequence of names or a mapping {metric: direction}, not one string"
+            "objectives must be a sequence of names or a mapping {metric: direction}, "
+            "not one string"
         )
     if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
         raise ConfigError(
@@ -90,13 +91,13 @@ def search_config(
     cfg = SearchSettings(task=Task(model=label, dataset="user"), **parts)
     if cfg.plan.screen:
         raise ConfigError(
-            "screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
-            "prunetune's own data: not available around your loop (screen=0)"
+            "screening scores configs without fine-tuning, with batch-norm statistics re-estimated "
+            "on prunetune's own data: not available around your loop (screen=0)"
         )
     if cfg.plan.strategy == "sensitivity":
         raise ConfigError(
-            "strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
-            "or global around your own loop"
+            "strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, "
+            "uniform or global around your own loop"
         )
     if "taylor" in cfg.space_spec.importance:
         raise ConfigError(

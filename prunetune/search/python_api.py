@@ -117,8 +117,9 @@ def prepare_user_search(
     dims = space.summary()
     if not dims["ratio_dims"] and not dims["bits_dims"]:
         raise ConfigError(
-            f"nothing to search in {type(base_model).__name__}: no prunable channel group and one bit-width "
-            f"(left unpruned: {', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})"
+            f"nothing to search in {type(base_model).__name__}: no prunable channel group and "
+            "one bit-width (left unpruned: "
+            f"{', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})"
         )
     setup = SearchSetup(
         config=cfg,

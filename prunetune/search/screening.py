@@ -8,8 +8,9 @@ most promising screened config not yet promoted -- lowest Pareto rank by non-dom
 over the screening objectives, ties broken by its exclusive hypervolume contribution in that rank
 -- is `enqueue_trial`-ed into the full study, whose next ask runs it as a normal full-fidelity
 trial (user attr `screened_from`). The enqueue happens under the study's budget lock, only when
-no trial waits and the budget is not reached, so parallel searches never leave a trial behind. The screening objectives are the search's with `fps` replaced
-by `macs` (FPS is not measured at screening; MACs are its proxy).
+no trial waits and the budget is not reached, so parallel searches never leave a trial behind.
+The screening objectives are the search's with `fps` replaced by `macs` (FPS is not measured at
+screening; MACs are its proxy).
 
 Only full trials live in the full study, so only they can reach the front, the `pareto` tags,
 hypervolume and export. The screening study holds every screened config (resume continues it);
@@ -143,7 +144,8 @@ class Screener:
 
     def best_unpromoted(self) -> optuna.trial.FrozenTrial | None:
         """The screened config to promote: lowest Pareto rank among those neither promoted (a full
-        trial says `screened_from` it) nor with the params of a full trial; within that rank the largest exclusive hypervolume contribution."""
+        trial says `screened_from` it) nor with the params of a full trial; within that rank the
+        largest exclusive hypervolume contribution."""
         done = [
             t
             for t in self.screen.get_trials(deepcopy=False)

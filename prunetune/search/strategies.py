@@ -124,7 +124,8 @@ def global_ratios(
 
 def sensitivity_weights(model: nn.Module, bundle, space: SearchSpace) -> dict[str, float]:
     """Weight per searched group: 1 / (mean accuracy drop when pruned alone + 0.01), scaled so the
-    MACs-weighted mean weight is 1 (a target t then prunes about t of the MACs-weighted channels)."""
+    MACs-weighted mean weight is 1 (a target t then prunes about t of the MACs-weighted
+    channels)."""
     from torch.utils.data import Subset
 
     from prunetune import sensitivity
@@ -149,7 +150,8 @@ def sensitivity_weights(model: nn.Module, bundle, space: SearchSpace) -> dict[st
 
 
 class _Bundle:
-    """A DataBundle seen through another validation split (the scan reads .val and example_input)."""
+    """A DataBundle seen through another validation split (the scan reads .val and
+    example_input)."""
 
     def __init__(self, bundle, val) -> None:
         self._bundle, self.val = bundle, val
