@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 
 import mlflow
 import pytest
@@ -179,6 +180,14 @@ def test_constraints_reject_before_training_and_filter_the_front(isolated, capsy
         assert row["flops"] <= 40000 and row["accuracy"] >= 0.3
 
 
+def ended_early(*procs: subprocess.Popen, note: object = "") -> str:
+    """Which of `procs` ended, with its exit code and the tail of its stderr (for a failure)."""
+    lines = [str(note)]
+    for proc in (p for p in procs if p.poll() is not None):
+        lines.append(f"pid {proc.pid} exited {proc.returncode}: {proc.communicate()[1][-2000:]}")
+    return "\n".join(lines)
+
+
 def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated):
     """Two searches on one study; the first is killed with kill -9 while the second runs trials:
     the dead process's RUNNING trial is failed and re-run by the survivor, which ends with exactly
@@ -188,17 +197,20 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
     first = start_cli(args, isolated)
     second = start_cli(args, isolated)
 
-    def mine(proc, state):
-        return [
-            t
-            for t in load_study(isolated, "killed").get_trials(deepcopy=False)
-            if t.state.name == state
-            and str(t.user_attrs.get("worker", "")).endswith(f":{proc.pid}")
-        ]
+    def mine(proc: subprocess.Popen, state: str) -> list:
+        trials = load_study(isolated, "killed").get_trials(deepcopy=False)
+        worker = lambda t: str(t.user_attrs.get("worker", ""))  # noqa: E731
+        return [t for t in trials if t.state.name == state and worker(t).endswith(f":{proc.pid}")]
 
-    assert wait_for(
-        lambda: mine(second, "COMPLETE") and mine(first, "RUNNING"), timeout=300, step=0.05
-    )
+    def both_alive() -> bool:
+        return first.poll() is None and second.poll() is None
+
+    def overlap() -> bool:
+        return bool(mine(second, "COMPLETE") and mine(first, "RUNNING"))
+
+    wait_for(lambda: not both_alive() or overlap(), timeout=300, step=0.05)
+    assert both_alive(), ended_early(first, second, note=states(load_study(isolated, "killed")))
+    assert overlap(), states(load_study(isolated, "killed"))
     first.kill()
     first.communicate(timeout=60)
     _, err = second.communicate(timeout=600)
