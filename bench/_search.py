@@ -90,9 +90,11 @@ def uniform_ratios(n: int, step: float = 0.05, high: float = 0.95) -> list[float
 
 
 def base_recipe_for(settings: Settings):
-    from prunetune.models import Recipe
+    """The search's base recipe (prunetune's defaults) with the bench's base epochs."""
+    from prunetune.config import BaseRecipe
+    from prunetune.search.objective import base_recipe
 
-    return Recipe(epochs=settings.base_epochs, lr=1e-3, batch_size=64)
+    return base_recipe(BaseRecipe(epochs=settings.base_epochs))
 
 
 def base_path(model: str, settings: Settings) -> Path:
@@ -107,10 +109,10 @@ def base_path(model: str, settings: Settings) -> Path:
 
 
 def _config(task: Task, workdir: Path, *, granularity: str | None = None):
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
 
     s = task.settings
-    return SearchConfig(
+    return SearchSettings.from_flat(
         model=task.model,
         dataset="mnist5k",
         checkpoint=str(base_path(task.model, s)),
@@ -193,17 +195,17 @@ def run_task(task: Task, workdir: str) -> dict:
         cfg = _config(task, workdir)
         db = workdir / "studies" / f"{task.name}.db"
         study = (
-            optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
-            if db.is_file() and cfg.study_name in optuna.get_all_study_names(cfg.storage_url)
+            optuna.load_study(study_name=cfg.study_name, storage=cfg.stores.storage_url)
+            if db.is_file() and cfg.study_name in optuna.get_all_study_names(cfg.stores.storage_url)
             else None
         )
-        if study is not None and count_finished(study) == (cfg.trials, 0):
+        if study is not None and count_finished(study) == (cfg.budget.trials, 0):
             result = summarize(
                 study
             )  # finished earlier: reuse it (no base model, no timing needed)
         else:
             result = run_search(cfg)
-            study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
+            study = optuna.load_study(study_name=cfg.study_name, storage=cfg.stores.storage_url)
         channels = {g: v["channels"] for g, v in study.user_attrs["space"]["groups"].items()}
         return {
             "task": task.name,

@@ -30,13 +30,15 @@ BUDGETS = {"1 x 500": (1, 500), "3 x 2,500 (default)": (3, 2500)}
 
 def run_model(model: str, seeds: int, base_epochs: int) -> list[dict]:
     from prunetune.compress import compress
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.data import BalancedSubsetSampler
     from prunetune.models import Recipe, evaluate, recalibrate_bn, train
     from prunetune.search.objective import prepare_search, trial_seed
     from prunetune.search.workload import RECALIBRATION_IMAGES, recalibration_sampler
 
-    cfg = SearchConfig(model=model, dataset="mnist5k", base_epochs=base_epochs, bits=[32])
+    cfg = SearchSettings.from_flat(
+        model=model, dataset="mnist5k", base_epochs=base_epochs, bits=[32]
+    )
     setup = prepare_search(
         cfg, weights_dir=_common.scratch("bn_recalibration", False) / "w", log=print
     )

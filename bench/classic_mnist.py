@@ -66,10 +66,10 @@ class BudgetListener:
 
 
 def search_config(workdir: Path, epochs: int, subset: int, seed: int):
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
 
     name = f"classic-tpe-s{seed}-e{epochs}-n{subset}"
-    return SearchConfig(
+    return SearchSettings.from_flat(
         model="mnist_net",
         dataset="mnist5k",
         seed=seed,
@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     flag.unlink(missing_ok=True)
     cfg = search_config(workdir, args.search_epochs, args.search_subset, 0)
     storage = (
-        optuna.storages.RDBStorage(cfg.storage_url)
-        if Path(cfg.storage_url.removeprefix("sqlite:///")).exists()
+        optuna.storages.RDBStorage(cfg.stores.storage_url)
+        if Path(cfg.stores.storage_url.removeprefix("sqlite:///")).exists()
         else None
     )
     if storage is not None:  # a fresh study every run: the budget is this run's hand schedule
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     flag.write_text("done")
     log(f"hand schedule done in {hand['wall_s']:.0f} s; waiting for the search's running trial")
     proc.join(timeout=600)
-    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.stores.storage_url)
     trials = [
         t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
     ]

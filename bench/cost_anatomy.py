@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from prunetune.compress import prune
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.search.optuna_runner import run_search
     from prunetune.search.tracking import MlflowTracker
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = _common.scratch("cost", args.quick)
     os.chdir(workdir)
     overrides = {"epochs": 1, "subset": 200} if args.quick else {}
-    cfg = SearchConfig(
+    cfg = SearchSettings.from_flat(
         study="cost-anatomy",
         storage=f"sqlite:///{workdir / 'optuna.db'}",
         tracking_uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         **overrides,
     )
     try:  # a fresh study every run
-        optuna.delete_study(study_name=cfg.study_name, storage=cfg.storage_url)
+        optuna.delete_study(study_name=cfg.study_name, storage=cfg.stores.storage_url)
     except KeyError:
         pass
-    tracker = TimedTracker(MlflowTracker(cfg.tracking_uri))
+    tracker = TimedTracker(MlflowTracker(cfg.stores.tracking_uri))
     marks: list[float] = []
     t0 = time.perf_counter()
     result = run_search(
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracking_start_s": tracker.start_s,
         "tracking_end_s": tracker.end_s,
         "fps_noise": {str(k): v for k, v in noise.items()},
-        "config": cfg.as_dict(),
+        "config": cfg.to_stored(),
         "screen": screen,
     }
     render(data, workdir if args.quick else None)

@@ -104,7 +104,7 @@ def _base_recipe(args):
 
 
 def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
 
     name = (
         f"{net}-{strategy}-s{seed}-t{args['timeout']:g}-e{args['epochs']}-n{args['subset']}"
@@ -117,7 +117,7 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
     sweep = STRATEGIES[strategy]["strategy"] in ("uniform", "global", "sensitivity")
     if sweep:
         name += f"-st{args['sweep_step']:g}"
-    return SearchConfig(
+    return SearchSettings.from_flat(
         model=net,
         dataset="mnist5k",
         base_epochs=args["base_epochs"],
@@ -178,7 +178,7 @@ def task_run(args: dict, net: str, strategy: str, seed: int, workdir: str) -> di
     t0 = time.perf_counter()
     result = run_search(cfg)
     wall = time.perf_counter() - t0
-    study = load_existing(cfg.storage_url, cfg.study_name)
+    study = load_existing(cfg.stores.storage_url, cfg.study_name)
     stats = screen_stats(study) or {}
     stats |= proxy_quality(study) or {}
     stats["configs_screened"] = stats.get("configs_screened", 0) + _candidates_scored(cfg, study)
@@ -218,10 +218,14 @@ def _candidates_scored(cfg, study) -> int:
 
     names = {
         s.study_name
-        for s in optuna.get_all_study_summaries(cfg.storage_url, include_best_trial=False)
+        for s in optuna.get_all_study_summaries(cfg.stores.storage_url, include_best_trial=False)
     }
     return sum(
-        len(optuna.load_study(study_name=n, storage=cfg.storage_url).get_trials(deepcopy=False))
+        len(
+            optuna.load_study(study_name=n, storage=cfg.stores.storage_url).get_trials(
+                deepcopy=False
+            )
+        )
         for n in names
         if n.startswith(study.study_name + ".target-")
     )

@@ -94,12 +94,14 @@ class Phases:
 
 def child(args: argparse.Namespace) -> None:
     """One search, run inside the scratch folder, then the profiled refresh; JSON to stdout."""
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.search.api import run
     from prunetune.search.tracking import MlflowTracker, registered_name
 
-    cfg = SearchConfig(model=args.model, dataset=args.dataset, trials=args.trials, study=args.study)
-    tracker = MlflowTracker(cfg.tracking_uri)
+    cfg = SearchSettings.from_flat(
+        model=args.model, dataset=args.dataset, trials=args.trials, study=args.study
+    )
+    tracker = MlflowTracker(cfg.stores.tracking_uri)
     phases = Phases(tracker)
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
     result = run(cfg, listeners=[phases])

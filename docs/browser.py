@@ -142,7 +142,8 @@ class Browser:
         return got.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 30.0) -> bool:
-        """Poll a JavaScript condition until it is truthy (True) or `timeout` seconds pass (False)."""
+        """Poll a JavaScript condition until it is truthy (True) or `timeout` seconds pass
+        (False)."""
         end = time.time() + timeout
         while time.time() < end:
             if self.js(expression):

@@ -49,7 +49,8 @@ def serve(port: int) -> subprocess.Popen:
 
 
 def shoot(b: Browser, url: str, ready: str, path: Path, *, then: str = "") -> None:
-    """Open `url`, wait for the JavaScript condition `ready`, close the assistant, run `then`, save."""
+    """Open `url`, wait for the JavaScript condition `ready`, close the assistant, run `then`,
+    save."""
     b.goto(url, 1)
     if not b.wait_for(ready, 60):
         raise SystemExit(f"{url}: page not ready ({ready})")
@@ -103,7 +104,8 @@ def main() -> None:
                 a.out / "mlflow-parent-run.png",
                 then="(()=>{document.querySelector("
                 "'[data-component-id=\"discovery.data_explorer.entity_comment.show_comment_text_toggle\"]')?.click();"
-                "[...document.querySelectorAll('*')].find(e => e.textContent.trim() === 'Description')"
+                "[...document.querySelectorAll('*')]"
+                ".find(e => e.textContent.trim() === 'Description')"
                 "?.scrollIntoView()})()",
             )
             html = experiment_url(base, exp, parent).replace("?", "/artifacts/pareto_front.html?")

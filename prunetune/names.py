@@ -5,7 +5,8 @@ A study name must match STUDY_NAME_PATTERN: 1 to 100 characters, letters, digits
 component (no `/`, no absolute path, no parent folder), fits in a file name with room to spare,
 and is safe inside an MLflow filter string (no quotes, no spaces). `default_study_name` turns a
 model and dataset into a valid name (unchanged for every zoo, torchvision and ordinary
-`package.module:function` model: `torchvision:resnet18` on `mnist5k` is `torchvision_resnet18-mnist5k`).
+`package.module:function` model: `torchvision:resnet18` on `mnist5k` is
+`torchvision_resnet18-mnist5k`).
 """
 
 from __future__ import annotations

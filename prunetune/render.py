@@ -6,8 +6,8 @@ import json
 
 
 FPS_NOTE = (
-    "speedup: the trial's model timed side by side with the base (interleaved samples, same window); "
-    "fps = speedup x the base's FPS from the study's start, so every row is on one clock."
+    "speedup: the trial's model timed side by side with the base (interleaved samples, same "
+    "window); fps = speedup x the base's FPS from the study's start, so every row is on one clock."
 )
 LOAD_NOTE = (
     "! measured while other processes kept every CPU busy (load at measurement: {loads}; "

@@ -45,7 +45,8 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 @contextlib.contextmanager
 def postgres_server(databases: tuple[str, ...] = ("prunetune",)) -> Iterator[str]:
     """A fresh PostgreSQL cluster on a free 127.0.0.1 port with trust authentication; yields the
-    URL prefix `postgresql://postgres@127.0.0.1:PORT` (append `/DBNAME`). Stopped and removed after."""
+    URL prefix `postgresql://postgres@127.0.0.1:PORT` (append `/DBNAME`). Stopped and removed
+    after."""
     bindir = pg_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL server programs not found (apt-get install postgresql)")
@@ -55,9 +56,12 @@ def postgres_server(databases: tuple[str, ...] = ("prunetune",)) -> Iterator[str
     if os.geteuid() == 0:
         pg = pwd.getpwnam("postgres")
         os.chown(root, pg.pw_uid, pg.pw_gid)
-    run = lambda *cmd: subprocess.run(
-        _as_postgres_user(list(cmd)), check=True, capture_output=True, text=True
-    )
+
+    def run(*cmd):
+        return subprocess.run(
+            _as_postgres_user(list(cmd)), check=True, capture_output=True, text=True
+        )
+
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         run(

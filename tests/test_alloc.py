@@ -21,7 +21,8 @@ import ctypes, json, sys
 {setup}
 class Info(ctypes.Structure):  # struct mallinfo2 (glibc >= 2.33)
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                               "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+                                               "usmblks", "fsmblks", "uordblks", "fordblks",
+                                               "keepcost")]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
 libc.malloc.argtypes, libc.free.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
@@ -31,7 +32,8 @@ ctypes.memset(block, 1, {block})
 during = libc.mallinfo2()
 libc.free(block)
 after = libc.mallinfo2()
-print(json.dumps({{"mmapped": during.hblkhd - before.hblkhd, "heap_kept": after.arena - before.arena}}))
+print(json.dumps({{"mmapped": during.hblkhd - before.hblkhd,
+                  "heap_kept": after.arena - before.arena}}))
 """
 
 glibc_only = pytest.mark.skipif(

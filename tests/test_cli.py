@@ -92,7 +92,8 @@ def test_user_model_by_module_function(tmp_path, monkeypatch, capsys):
     (tmp_path / "mynets.py").write_text(
         "import torch.nn as nn\n"
         "def build(num_classes):\n"
-        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4*26*26, num_classes))\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), "
+        "nn.Linear(4*26*26, num_classes))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["info", "--model", "mynets:build", "--format", "json"]) == 0
@@ -127,7 +128,7 @@ def test_train_and_search_with_one_recipe_share_the_cached_base(isolated, capsys
     """`train --lr 0.01 ...` caches a base; `search --base-lr 0.01 ...` (the same recipe under
     search's names) loads that file instead of training another; search's default recipe would
     not have found it."""
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.models.checkpoint import cache_key
     from prunetune.search.objective import base_recipe
     from tests.helpers import search_args
@@ -167,8 +168,10 @@ def test_train_and_search_with_one_recipe_share_the_cached_base(isolated, capsys
     )  # FAST has --base-epochs 2
     assert "training base" not in capsys.readouterr().err
     assert sorted((isolated / "home" / "checkpoints").glob("*.pt")) == cached
-    default = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, base_seed=3)
-    assert cache_key("tiny_cnn", "digits", 3, base_recipe(default)) not in cached[0].name
+    default = SearchSettings.from_flat(
+        model="tiny_cnn", dataset="digits", base_epochs=2, base_seed=3
+    )
+    assert cache_key("tiny_cnn", "digits", 3, base_recipe(default.base)) not in cached[0].name
 
 
 BAD_FLAGS = [
@@ -282,8 +285,8 @@ def test_argparse_errors_are_one_line_in_a_real_process(isolated):
     assert (
         res.returncode == 2
         and res.stderr.strip()
-        == "prunetune: error: unknown model 'no_such_net'; known: cifar_cnn, lenet300_100, lenet5, mnist_net, "
-        "mobilenet_v2, resnet18, tiny_cnn, vgg16_bn"
+        == "prunetune: error: unknown model 'no_such_net'; known: cifar_cnn, lenet300_100, lenet5, "
+        "mnist_net, mobilenet_v2, resnet18, tiny_cnn, vgg16_bn"
     )
 
 
@@ -457,7 +460,7 @@ def test_malformed_checkpoint_headers(isolated, capsys, header):
 
 def test_checkpoint_without_metrics_gets_them_measured(isolated, capsys):
     """A valid header whose meta lacks (some) metrics is usable: they are measured."""
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.data import create_dataset
     from prunetune.models import build_for, get_base_model
     from prunetune.search.objective import base_recipe
@@ -473,7 +476,10 @@ def test_checkpoint_without_metrics_gets_them_measured(isolated, capsys):
         isolated / "partial.pt",
     )
     base = get_base_model(
-        "tiny_cnn", bundle, recipe=base_recipe(SearchConfig()), checkpoint=isolated / "partial.pt"
+        "tiny_cnn",
+        bundle,
+        recipe=base_recipe(SearchSettings().base),
+        checkpoint=isolated / "partial.pt",
     )
     assert {"val_accuracy", "test_accuracy"} <= set(base.meta["metrics"])
 
@@ -481,7 +487,8 @@ def test_checkpoint_without_metrics_gets_them_measured(isolated, capsys):
 @pytest.mark.slow
 def test_select_that_picks_nothing_keeps_the_report(isolated, capsys):
     """The budget is spent either way: the table and CSV are written, a one-line warning says
-    nothing was selected, nothing is registered, exit 0. (A dotted, dashed study name on the way.)"""
+    nothing was selected, nothing is registered, exit 0. (A dotted, dashed study name on the
+    way.)"""
     from mlflow.tracking import MlflowClient
 
     study = "run.1-a_b"
@@ -518,8 +525,8 @@ def test_select_that_picks_nothing_keeps_the_report(isolated, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--epochs=0"], "--epochs and --batch-size must be >= 1"),
-        (["--batch-size=0"], "must be >= 1"),
+        (["--epochs=0"], "--epochs must be >= 1, got 0"),
+        (["--batch-size=0"], "--batch-size must be >= 1, got 0"),
         (["--lr=nan"], "--lr must be a finite number > 0"),
         (["--lr=-1"], "--lr must be"),
         (["--seed=-1"], "--seed must be in [0, 2**32)"),

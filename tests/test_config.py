@@ -4,28 +4,31 @@ import re
 
 import pytest
 
-from prunetune.config import SearchConfig
+from prunetune.config import (
+    SearchSettings,
+)
 from prunetune.errors import ConfigError
 
 
 def test_defaults_are_valid_and_name_the_study():
-    cfg = SearchConfig()
+    cfg = SearchSettings()
     assert cfg.study_name == "mnist_net-mnist5k"
-    assert cfg.storage_url == "sqlite:///mlruns/optuna.db"
-    assert cfg.objectives == ["accuracy", "flops", "fps"]
+    assert cfg.stores.storage_url == "sqlite:///mlruns/optuna.db"
+    assert cfg.selection.objectives == ["accuracy", "flops", "fps"]
 
 
 def test_yaml_then_flags_precedence(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("trials: 7\nsampler: nsga2\nbits: [32, 8]\n")
-    cfg = SearchConfig.from_sources(f, {"trials": 9, "sampler": None})
-    assert cfg.trials == 9 and cfg.sampler == "nsga2" and cfg.bits == [32, 8]
+    cfg = SearchSettings.from_sources(f, {"trials": 9, "sampler": None})
+    assert cfg.budget.trials == 9 and cfg.plan.sampler == "nsga2" and cfg.space_spec.bits == [32, 8]
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         ("trails: 3\n", "unknown config key(s) trails"),
+        ("cls: 3\n", "unknown config key(s) cls"),  # not the classmethod's own argument
         ("trials: three\n", "trials must be of type int"),
         ("trials: 0\n", "trials must be >= 1"),
         ("trials: -2\n", "trials must be >= 1"),
@@ -48,24 +51,24 @@ def test_bad_config_files_are_clear_errors(tmp_path, text, message):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        SearchConfig.from_sources(f)
+        SearchSettings.from_sources(f)
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        SearchConfig.from_sources(tmp_path / "nope.yaml")
+        SearchSettings.from_sources(tmp_path / "nope.yaml")
 
 
 def test_bool_is_not_an_int():
     with pytest.raises(ConfigError, match="trials must be of type int"):
-        SearchConfig(trials=True)
+        SearchSettings.from_flat(trials=True)
 
 
 def test_binary_config_file(tmp_path):
     f = tmp_path / "bin.yaml"
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
-        SearchConfig.from_sources(f)
+        SearchSettings.from_sources(f)
 
 
 def _alias_bomb(levels: int, key: str = "study") -> str:
@@ -82,7 +85,7 @@ def _timed_error(path, text: str) -> tuple[str, float]:
     path.write_text(text)
     t = time.perf_counter()
     with pytest.raises(ConfigError) as info:
-        SearchConfig.from_sources(path)
+        SearchSettings.from_sources(path)
     return str(info.value), time.perf_counter() - t
 
 
@@ -129,5 +132,5 @@ def test_a_long_valid_list_is_checked_in_linear_time():
 
     t = time.perf_counter()
     with pytest.raises(ConfigError, match="must not repeat"):
-        SearchConfig(objectives=["accuracy", "flops", "fps"] * 300_000)
+        SearchSettings.from_flat(objectives=["accuracy", "flops", "fps"] * 300_000)
     assert time.perf_counter() - t < 2.0

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from prunetune.cli import main
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError
 from tests.helpers import FAST, load_study, search_args
 
@@ -41,16 +41,25 @@ def _state(model: nn.Module) -> list[tuple[str, int, float]]:
 
 # -- everywhere -----------------------------------------------------------------------------------
 def test_device_names_are_checked_by_the_config():
-    assert SearchConfig().device == "auto"
+    assert SearchSettings().measurement.device == "auto"
     for ok in ("auto", "cpu", "cuda", "cuda:1"):
-        assert SearchConfig(device=ok).device == ok  # CUDA's presence is checked where it is used
+        assert (
+            SearchSettings.from_flat(device=ok).measurement.device == ok
+        )  # CUDA's presence is checked where it is used
     with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
-        SearchConfig(device="gpu")
+        SearchSettings.from_flat(device="gpu")
     with pytest.raises(ConfigError, match="--gpus-per-trial decides"):
-        SearchConfig(backend="ray", device="cuda")  # no GPU per trial: trials would run on the CPU
+        SearchSettings.from_flat(
+            backend="ray", device="cuda"
+        )  # no GPU per trial: trials would run on the CPU
     with pytest.raises(ConfigError, match="--gpus-per-trial decides"):
-        SearchConfig(backend="ray", device="cpu", gpus_per_trial=1.0)
-    assert SearchConfig(backend="ray", device="cuda", gpus_per_trial=0.5).device == "cuda"
+        SearchSettings.from_flat(backend="ray", device="cpu", gpus_per_trial=1.0)
+    assert (
+        SearchSettings.from_flat(
+            backend="ray", device="cuda", gpus_per_trial=0.5
+        ).measurement.device
+        == "cuda"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
@@ -73,7 +82,7 @@ def test_the_device_is_recorded_and_a_distilled_trial_leaves_the_base_model_alon
     happens where the trial's device is not the base's: see the CUDA test below.)"""
     from prunetune.search.objective import prepare_search, run_trial
 
-    cfg = SearchConfig(
+    cfg = SearchSettings.from_flat(
         **TINY, device="cpu", distill=0.5, study="dev", strategy="search"
     )  # warm starts
     setup = prepare_search(cfg, weights_dir=isolated / "w")
@@ -114,7 +123,9 @@ def test_a_distilled_trial_on_cuda_leaves_the_base_model_on_the_cpu(isolated):
     from prunetune.search.objective import prepare_search, run_trial
 
     setup = prepare_search(
-        SearchConfig(**TINY, device="cuda", distill=0.5, study="gpu", strategy="search"),
+        SearchSettings.from_flat(
+            **TINY, device="cuda", distill=0.5, study="gpu", strategy="search"
+        ),
         weights_dir=isolated / "w",
     )
     assert setup.device == "cuda:0" and setup.base_metrics["device"] == "cuda:0"

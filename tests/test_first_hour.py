@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from prunetune.cli import main
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import PrunetuneError
 from prunetune.search.api import near_chance, resolve_study
 from prunetune.search.records import COMPLETE, TrialRecord
@@ -37,8 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 )
 def test_help_and_argument_errors_do_not_import_torch(argv):
     code = (
-        "import sys\nfrom prunetune.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'optuna', 'mlflow', 'prunetune.compress') if m in sys.modules))"
+        "import sys\nfrom prunetune.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'optuna', 'mlflow', 'prunetune.compress') "
+        "if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, *argv],
@@ -101,7 +103,7 @@ def test_an_untrained_base_model_is_warned_about_before_the_first_trial(isolated
     assert len(warned) == 1 and warned[0] < first_trial, got.stderr
 
 
-# -- default study of pareto / export ----------------------------------------------------------------
+# -- default study of pareto / export --------------------------------------------------------------
 def _studies(cwd: Path, *names: str) -> str:
     url = f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}"
     (cwd / "mlruns").mkdir(exist_ok=True)
@@ -114,7 +116,7 @@ def test_default_study_is_the_only_one_or_the_search_default(tmp_path):
     url = _studies(tmp_path, "alpha")
     assert resolve_study(None, url) == "alpha"
     assert resolve_study("given", url) == "given"
-    _studies(tmp_path, SearchConfig().study_name)
+    _studies(tmp_path, SearchSettings().study_name)
     assert resolve_study(None, url) == "mnist_net-mnist5k"
 
 
@@ -137,7 +139,7 @@ def test_pareto_without_a_store_creates_nothing(isolated, capsys):
     assert not (isolated / "mlruns").exists()
 
 
-# -- MLflow run structure -----------------------------------------------------------------------------
+# -- MLflow run structure --------------------------------------------------------------------------
 class _Space:
     """A search space's two views the tracker logs (a real SearchSpace needs a model)."""
 
@@ -149,7 +151,7 @@ class _Space:
 
 
 def _setup(trials: int) -> SimpleNamespace:
-    cfg = SearchConfig(model="tiny_cnn", dataset="digits", study="runs", trials=trials)
+    cfg = SearchSettings.from_flat(model="tiny_cnn", dataset="digits", study="runs", trials=trials)
     return SimpleNamespace(
         config=cfg, space=_Space(), base_metrics={"accuracy": 0.9, "flops": 100.0}
     )
@@ -253,7 +255,7 @@ def test_resolve_study_error_is_a_user_error(tmp_path):
         resolve_study(None, _studies(tmp_path, "a", "b"))
 
 
-# -- numbers explained where printed ----------------------------------------------------------------
+# -- numbers explained where printed ---------------------------------------------------------------
 def test_int8_verification_is_reported_as_top1_agreement_not_a_float_diff():
     from dataclasses import replace
 
@@ -299,7 +301,7 @@ def test_fps_column_is_speedup_times_the_base_fps_and_hypervolume_is_on_0_1(tmp_
     assert perfect[0] == pytest.approx(1.0)
 
 
-# -- optuna-dashboard: a second view of the same studies ---------------------------------------------
+# -- optuna-dashboard: a second view of the same studies -------------------------------------------
 def test_optuna_dashboard_serves_a_prunetune_study(isolated):
     import json
     import shutil

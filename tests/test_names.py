@@ -8,7 +8,7 @@ import re
 import pytest
 
 from prunetune.cli import main
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.names import STUDY_NAME_PATTERN, check_study_name, default_study_name
 from prunetune.paths import inside, study_dir
@@ -63,7 +63,7 @@ def test_pareto_and_export_use_the_same_rule(isolated, capsys, command, name):
 def test_config_file_study_key_is_checked(tmp_path):
     (tmp_path / "c.yaml").write_text("study: '../up'\n")
     with pytest.raises(ConfigError, match="study name '../up' is not allowed"):
-        SearchConfig.from_sources(tmp_path / "c.yaml")
+        SearchSettings.from_sources(tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_config_file_study_key_is_checked(tmp_path):
 )
 def test_good_names_pass(name):
     assert check_study_name(name) == name
-    assert SearchConfig(study=name).study_name == name
+    assert SearchSettings.from_flat(study=name).study_name == name
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_good_names_pass(name):
 def test_default_names_of_ordinary_models_are_unchanged(model, dataset, expected):
     """Existing studies keep resuming under the name they were created with."""
     assert default_study_name(model, dataset) == expected
-    assert SearchConfig(model=model, dataset=dataset).study_name == expected
+    assert SearchSettings.from_flat(model=model, dataset=dataset).study_name == expected
 
 
 def test_derived_names_are_always_valid_and_long_ones_stay_distinct():

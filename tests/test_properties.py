@@ -1,5 +1,5 @@
 """Property-based: random YAML documents and values fed to the config loader
-(SearchConfig.from_sources / read_yaml_mapping) and the space loader (SearchSpace.from_yaml +
+(SearchSettings.from_sources / read_yaml_mapping) and the space loader (SearchSpace.from_yaml +
 check_fits) either load or raise PrunetuneError with a one-line message, never anything else.
 Each property also counts the documents that loaded (some with settings of their own): one that
 rejected them all would only have tested the error path."""
@@ -7,7 +7,6 @@ rejected them all would only have tested the error path."""
 from __future__ import annotations
 
 import collections
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prunetune.compress import inventory
-from prunetune.config import SearchConfig, read_yaml_mapping
+from prunetune.config import FLAT, SearchSettings, read_yaml_mapping
 from prunetune.errors import PrunetuneError
 from prunetune.models import build_for
 from prunetune.names import check_study_name
@@ -28,7 +27,7 @@ LOADED: collections.Counter[str] = collections.Counter()  # documents accepted, 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-FIELDS = [f.name for f in dataclasses.fields(SearchConfig)]
+FIELDS = list(FLAT)  # the flat keys a config file holds
 
 scalars = (
     st.none()
@@ -96,11 +95,11 @@ def _only_one_line_errors(load) -> object | None:
 @given(doc=config_docs)
 def _config_loader_property(doc):
     path = _write(yaml.safe_dump(doc, allow_unicode=True))
-    cfg = _only_one_line_errors(lambda: SearchConfig.from_sources(path))
+    cfg = _only_one_line_errors(lambda: SearchSettings.from_sources(path))
     if cfg is not None:
         assert check_study_name(cfg.study_name) == cfg.study_name
-        assert SearchConfig(**cfg.as_dict()) == cfg
-        LOADED["config"] += cfg != SearchConfig()  # loaded with a setting of its own
+        assert SearchSettings.from_stored(cfg.to_stored()) == cfg
+        LOADED["config"] += cfg != SearchSettings()  # loaded with a setting of its own
 
 
 def test_config_loader_on_random_mappings():
@@ -117,7 +116,7 @@ def test_yaml_reader_on_random_documents(data):
     path = _write(data)
     mapping = _only_one_line_errors(lambda: read_yaml_mapping(path, "config"))
     assert mapping is None or isinstance(mapping, dict)
-    _only_one_line_errors(lambda: SearchConfig.from_sources(path))
+    _only_one_line_errors(lambda: SearchSettings.from_sources(path))
 
 
 group_names = st.sampled_from(["0", "3", "8", "10", "features.0"]) | st.text(max_size=8)

@@ -138,7 +138,8 @@ PARTIAL = {
     # only the MLP hidden units prune: the attention's qkv is a functional linear split into heads
     "torchvision:swin_t": "AddmmBackward0",
     "torchvision:swin_v2_t": "AddmmBackward0",
-    # selective kernel: the branches are stacked on a new dim and summed, which torch-pruning cannot map
+    # selective kernel: the branches are stacked on a new dim and summed, which torch-pruning
+    # cannot map
     "timm:skresnet18": "SumBackward1",
 }
 
@@ -272,7 +273,8 @@ def test_prunability(name, one_torch_thread):
 
 
 def test_convnext_prunes_through_its_channels_last_blocks(one_torch_thread):
-    """permute -> LayerNorm -> Linear -> Linear -> permute back is mapped as torch-pruning maps it."""
+    """permute -> LayerNorm -> Linear -> Linear -> permute back is mapped as torch-pruning maps
+    it."""
     result = check("torchvision:convnext_tiny")
     assert result.groups >= 18 and result.reduction >= 0.4, result
     assert [r for r, _ in result.reasons] == ["produces the model output"]

@@ -1,7 +1,8 @@
 """Every `prunetune ...` command in README.md's code blocks parses, and the ones that read the
 quickstart's result (models, datasets, pareto, export) succeed on a tiny stand-in for it: a
 tiny_cnn-on-digits study under the quickstart's study name. Accuracy thresholds of --select rules
-are lowered to 0.3 (the tiny model's front does not reach mnist_net's 95 %); nothing else changes."""
+are lowered to 0.3 (the tiny model's front does not reach mnist_net's 95 %); nothing else
+changes."""
 
 from __future__ import annotations
 

@@ -299,15 +299,22 @@ def test_two_setups_never_share_a_base_runner(isolated):
     or a new setup, builds its own."""
     import dataclasses
 
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.search.objective import prepare_search
     from prunetune.search.speed import base_runner
 
-    cfg = SearchConfig(model="tiny_cnn", dataset="digits", base_epochs=2, fps_repeats=3, bits=[32])
+    cfg = SearchSettings.from_flat(
+        model="tiny_cnn", dataset="digits", base_epochs=2, fps_repeats=3, bits=[32]
+    )
     first = prepare_search(cfg, weights_dir=isolated / "w")
     runner = base_runner(first)
     assert base_runner(first) is runner and runner.runtime == "torch"
-    onnx = dataclasses.replace(first, config=dataclasses.replace(cfg, runtime="onnxruntime"))
+    onnx = dataclasses.replace(
+        first,
+        config=dataclasses.replace(
+            cfg, measurement=dataclasses.replace(cfg.measurement, runtime="onnxruntime")
+        ),
+    )
     assert onnx.base.model is first.base.model
     assert base_runner(onnx).runtime == "onnxruntime"
     assert base_runner(dataclasses.replace(first)) is not runner
@@ -320,13 +327,13 @@ def test_a_replayed_trial_keeps_its_own_number_and_the_replayed_seed(isolated):
     """A trial an earlier run left RUNNING (killed between ask and tag) is re-run by the next run:
     the replay is a new trial whose record and weights file carry its own number, with
     `replay_of` naming the trial it re-runs and that trial's seed."""
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.search.objective import prepare_search, trial_seed
     from prunetune.paths import weights_dir
     from prunetune.search.optuna_runner import run_search
     from prunetune.search.study import open_study
 
-    cfg = SearchConfig(
+    cfg = SearchSettings.from_flat(
         model="tiny_cnn",
         dataset="digits",
         base_epochs=2,
@@ -402,9 +409,9 @@ def test_ray_search_stops_too_when_every_trial_fails_alike(isolated, prunetune_h
     proc = run_cli(argv, isolated, env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert (
-        f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: injected fault"
-        in proc.stderr.strip().splitlines()[-1]
-    )
+        f"prunetune: error: {FAILURE_STREAK} trials in a row failed with RuntimeError: "
+        "injected fault"
+    ) in proc.stderr.strip().splitlines()[-1]
     trials = load_study(isolated, "rs").trials
     assert (
         FAILURE_STREAK <= len(trials) <= FAILURE_STREAK + 1

@@ -105,7 +105,8 @@ def test_the_base_model_is_a_function_of_its_seed(tmp_path, one_torch_thread):
 
 
 def test_trials_dataframe_of_a_real_search(workdir, now):
-    """Every trial of the search as a row: its params, its metrics as the records hold them, the front."""
+    """Every trial of the search as a row: its params, its metrics as the records hold them, the
+    front."""
     storage = make_storage(f"sqlite:///{workdir / 'mlruns' / 'optuna.db'}")
     df = trials_dataframe(summarize(optuna.load_study(study_name=STUDY, storage=storage)))
     assert df["number"].tolist() == [t["number"] for t in now["trials"]]

@@ -216,8 +216,8 @@ def test_an_unwritable_lock_folder_is_one_clear_line(isolated, monkeypatch, caps
         assert main(["pareto", "--study", "x"]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        f"prunetune: error: cannot create lock files in {str(home / 'locks')!r} (Read-only file system): "
-        "set PRUNETUNE_HOME to a writable folder"
+        f"prunetune: error: cannot create lock files in {str(home / 'locks')!r} "
+        "(Read-only file system): set PRUNETUNE_HOME to a writable folder"
     ], err
 
 

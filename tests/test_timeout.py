@@ -9,7 +9,7 @@ import time
 import pytest
 
 from prunetune.cli import main
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.search.api import ProgressBar
 from prunetune.search.optuna_runner import run_search
 from tests.helpers import finished, load_study, search_args
@@ -52,7 +52,7 @@ class SlowTrialEnd:
 @pytest.mark.slow
 def test_timeout_finishes_the_trial_in_flight_stops_and_resumes(isolated):
     # the per-group search: its three warm-start trials wait in the study, so "no other began" shows
-    cfg = SearchConfig(**TINY, study="to", trials=20, timeout=0.5, strategy="search")
+    cfg = SearchSettings.from_flat(**TINY, study="to", trials=20, timeout=0.5, strategy="search")
     slow = SlowTrialEnd(0.6)
     result = run_search(cfg, listeners=[slow])
     study = load_study(isolated, "to")
@@ -64,7 +64,9 @@ def test_timeout_finishes_the_trial_in_flight_stops_and_resumes(isolated):
     study = load_study(isolated, "to")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "WAITING"]
     # --trials first: a generous timeout, the budget of 3 stops it
-    run_search(SearchConfig(**TINY, study="to", trials=3, timeout=3600.0, strategy="search"))
+    run_search(
+        SearchSettings.from_flat(**TINY, study="to", trials=3, timeout=3600.0, strategy="search")
+    )
     assert finished(load_study(isolated, "to")) == 3
 
 

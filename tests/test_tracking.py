@@ -41,7 +41,7 @@ def _client(cwd: Path) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
 
 
-# -- prunetune ui -------------------------------------------------------------------------------------
+# -- prunetune ui ----------------------------------------------------------------------------------
 def test_ui_binds_localhost_unless_host_given(isolated):
     assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
     with pytest.raises(PrunetuneError, match="no MLflow store"):
@@ -232,7 +232,7 @@ def test_ui_serves_the_parent_run_and_its_pareto_artifacts(isolated, capsys):
     assert not leftover, "SIGTERM to `prunetune ui` left server processes running"
 
 
-# -- resume -------------------------------------------------------------------------------------------
+# -- resume ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_resume_adds_children_and_refreshes_the_front_everywhere(isolated, capsys):
     assert main(search_args("res", 2)) == 0
@@ -299,7 +299,7 @@ def test_resume_adds_children_and_refreshes_the_front_everywhere(isolated, capsy
     assert len(versions) == len(versions_1) + (selected != versions_1[0].tags["trial"])
 
 
-# -- plots --------------------------------------------------------------------------------------------
+# -- plots -----------------------------------------------------------------------------------------
 def _record(n: int, acc: float, flops: float, fps: float) -> TrialRecord:
     return TrialRecord(
         number=n, state=COMPLETE, params={}, metrics={"accuracy": acc, "flops": flops, "fps": fps}

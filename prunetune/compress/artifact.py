@@ -146,7 +146,8 @@ def in_memory_base(
     CheckpointError without `base_model`, or for a file whose base is a registry architecture."""
     if not isinstance(ref, Mapping) or not ref.get("in_memory"):
         raise CheckpointError(
-            f"{str(path)!r} was compressed from {ref.get('model') if isinstance(ref, Mapping) else ref!r}, "
+            f"{str(path)!r} was compressed from "
+            f"{ref.get('model') if isinstance(ref, Mapping) else ref!r}, "
             "not from an in-memory model: load it without base_model"
         )
     if base_model is None:
@@ -202,9 +203,9 @@ def load_compressed_file(
     needed (and must match) when the file was built from user code (`package.module:function`),
     which is never imported on the file's word. CheckpointError if the file is missing, corrupt, of
     another format or architecture, names user code the caller did not name, has a malformed header,
-    or its weights do not fit the rebuilt model. `base_model`: the in-memory base a Python API search
-    compressed (its files name no architecture to rebuild, see `in_memory_base`); it is copied, never
-    changed."""
+    or its weights do not fit the rebuilt model. `base_model`: the in-memory base a Python API
+    search compressed (its files name no architecture to rebuild, see `in_memory_base`); it is
+    copied, never changed."""
     path = Path(path)
     obj = _read(path)
     ref = obj.get("base")

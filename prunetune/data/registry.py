@@ -164,7 +164,9 @@ def _needs_root(fn: DatasetFactory) -> DatasetFactory:
 @DATASETS.register("mnist")
 @_needs_root
 def mnist(data_root=None, download: bool = True, val_size: int = 5000) -> DataBundle:
-    """torchvision MNIST (idx files under DATA_ROOT/MNIST/raw): train minus val_size / val / test."""
+    """
+    torchvision MNIST (idx files under DATA_ROOT/MNIST/raw): train minus val_size / val / test.
+    """
     from torchvision.datasets import MNIST
 
     return _torchvision_bundle(MNIST, "mnist", MNIST_STATS, data_root, download, val_size)

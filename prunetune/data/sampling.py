@@ -1,4 +1,5 @@
-"""Class-balanced subset sampling for brief fine-tuning (N images per class, seeded, refreshable)."""
+"""Class-balanced subset sampling for brief fine-tuning (N images per class, seeded,
+refreshable)."""
 
 from __future__ import annotations
 

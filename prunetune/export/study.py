@@ -35,13 +35,13 @@ def _dataset_inputs(
     from prunetune.search.objective import base_recipe
     from prunetune.search.workload import calibration_batches
 
-    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    bundle = create_dataset(cfg.task.dataset, data_root=cfg.task.data_root)
     base = get_base_model(
-        cfg.model,
+        cfg.task.model,
         bundle,
-        recipe=base_recipe(cfg),
-        seed=cfg.base_seed,
-        checkpoint=cfg.checkpoint,
+        recipe=base_recipe(cfg.base),
+        seed=cfg.base.seed,
+        checkpoint=cfg.task.checkpoint,
         log=log,
     )
     verify = torch.stack([bundle.test[i][0] for i in range(min(VERIFY_IMAGES, len(bundle.test)))])
@@ -55,7 +55,7 @@ def _dataset_inputs(
         load=lambda path: load_compressed(path, model=model),
         base_metrics=base.meta.get("metrics", {}),
         base_checkpoint=str(base.path) if base.path else None,
-        threads=cfg.threads,
+        threads=cfg.measurement.threads,
     ), bundle
 
 
@@ -65,7 +65,9 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
     from prunetune.models import resolve_device
     from prunetune.search.workload import recalibration_sampler
 
-    device = resolve_device(cfg.device)  # the search's choice; the model stays on the CPU
+    device = resolve_device(
+        cfg.measurement.device
+    )  # the search's choice; the model stays on the CPU
     log(
         f"fine-tuning trial {rec.number} for {epochs} epoch(s) on the full training split "
         f"({device})"
@@ -74,10 +76,10 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
         hist = train(
             model,
             bundle.train,
-            Recipe(epochs=epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size),
+            Recipe(epochs=epochs, lr=cfg.finetune.lr / 2, batch_size=cfg.finetune.batch_size),
             seed=rec.seed,
             device=device,
-            train_threads=cfg.train_threads,
+            train_threads=cfg.measurement.train_threads,
         )
     except DivergedError as exc:
         raise PrunetuneError(
@@ -89,7 +91,7 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
     )
     return {
         "epochs": epochs,
-        "lr": cfg.lr / 2,
+        "lr": cfg.finetune.lr / 2,
         "loss": hist.loss,
         "seconds": hist.seconds,
         "device": str(device),
@@ -100,8 +102,8 @@ def _retrain(model: nn.Module, bundle, cfg, rec: TrialRecord, epochs: int, log) 
 
 
 def _load_study(storage: str, study_name: str, trial: int | None, select: str | None):
-    """(SearchResult, chosen trial, SearchConfig) of a stored study."""
-    from prunetune.config import SearchConfig
+    """(SearchResult, chosen trial, SearchSettings) of a stored study."""
+    from prunetune.config import SearchSettings
     from prunetune.search.results import summarize
     from prunetune.search.study import load_existing
 
@@ -109,7 +111,7 @@ def _load_study(storage: str, study_name: str, trial: int | None, select: str | 
     rec = choose_trial(result, trial=trial, select=select)
     if not result.config:
         raise PrunetuneError(f"study {study_name!r} holds no prunetune search configuration")
-    return result, rec, SearchConfig(**result.config)
+    return result, rec, SearchSettings.from_stored(result.config)
 
 
 def export_model(
@@ -142,8 +144,8 @@ def export_model(
     check_export_flags(fmt, int8, retrain_epochs)
     check_output(out_dir, log)
     result, rec, cfg = _load_study(storage, study_name, trial, select)
-    check_model_name(cfg.model, model)
-    tracking_uri = search_tracking_uri(tracking_uri, cfg.tracking_uri)
+    check_model_name(cfg.task.model, model)
+    tracking_uri = search_tracking_uri(tracking_uri, cfg.stores.tracking_uri)
     rec.weights = str(trial_weights(rec, study_name, tracking_uri))
     compressed, header = load_compressed_file(rec.weights, model=model)
     check_int8(compressed, CompressionConfig.from_dict(header["config"]), rec, int8)
@@ -153,7 +155,7 @@ def export_model(
         _retrain(compressed, bundle, cfg, rec, retrain_epochs, log) if retrain_epochs else None
     )
     selection = f"trial {trial}" if trial is not None else select or "knee of the Pareto front"
-    origin = Origin(study_name, storage, selection, runtime=cfg.runtime, result=result)
+    origin = Origin(study_name, storage, selection, runtime=cfg.measurement.runtime, result=result)
     card = write_verified(
         compressed,
         header,

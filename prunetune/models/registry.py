@@ -19,7 +19,8 @@ MODELS: Registry[ModelFactory] = Registry("model")
 
 
 def register_model(fn: ModelFactory) -> ModelFactory:
-    """Register a zoo factory `fn(in_channels, num_classes, input_size) -> nn.Module` by its name."""
+    """Register a zoo factory `fn(in_channels, num_classes, input_size) -> nn.Module` by its
+    name."""
     return MODELS.register(fn.__name__)(fn)
 
 

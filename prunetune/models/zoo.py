@@ -39,7 +39,9 @@ def mnist_net(in_channels: int, num_classes: int, input_size: tuple[int, int]) -
 
 @register_model
 def lenet5(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
-    """LeNet-5 (6 and 16 5x5 filters, 120-84 hidden units); the first conv pads by 2 as for MNIST."""
+    """
+    LeNet-5 (6 and 16 5x5 filters, 120-84 hidden units); the first conv pads by 2 as for MNIST.
+    """
     features = nn.Sequential(
         nn.Conv2d(in_channels, 6, 5, padding=2),
         nn.ReLU(),
@@ -75,7 +77,9 @@ def lenet300_100(in_channels: int, num_classes: int, input_size: tuple[int, int]
 
 @register_model
 def cifar_cnn(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
-    """A small VGG-style CIFAR CNN: 32-32-pool-64-64-pool convs with batch norm, 256 hidden units."""
+    """
+    A small VGG-style CIFAR CNN: 32-32-pool-64-64-pool convs with batch norm, 256 hidden units.
+    """
 
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from prunetune import render
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.paths import study_dir
 from prunetune.redact import mask_url
 from prunetune.search import pareto
@@ -73,7 +73,10 @@ class ProgressBar:
                 self.last = finished
                 if finished:
                     print(
-                        f"search: {finished}/{total} trials finished, front {len(summarize(study).front)}"
+                        (
+                            f"search: {finished}/{total} trials finished, "
+                            f"front {len(summarize(study).front)}"
+                        )
                         + (f", {left} left" if left else ""),
                         file=sys.stderr,
                         flush=True,
@@ -112,9 +115,10 @@ def near_chance(accuracy: float, num_classes: int) -> str | None:
     if accuracy >= limit:
         return None
     return (
-        f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance ({chance:.1%} for "
-        f"{num_classes} classes; warned below {limit:.1%}): its compressed versions will be no better. "
-        "Train it longer (--base-epochs) or pass a trained model (--checkpoint FILE)."
+        f"warning: the base model's validation accuracy is {accuracy:.1%}, near chance "
+        f"({chance:.1%} for {num_classes} classes; warned below {limit:.1%}): its compressed "
+        "versions will be no better. Train it longer (--base-epochs) or pass a trained model "
+        "(--checkpoint FILE)."
     )
 
 
@@ -140,11 +144,11 @@ class BaseModelCheck:
 
 
 def run(
-    cfg: SearchConfig, *, log=lambda m: None, progress=None, listeners=(), setup=None
+    cfg: SearchSettings, *, log=lambda m: None, progress=None, listeners=(), setup=None
 ) -> SearchResult:
     """Run the search on the configured backend (`setup`: one already prepared, e.g. the Python
     API's around the caller's loop; else the runner prepares the CLI's)."""
-    if cfg.backend == "ray":
+    if cfg.runner.backend == "ray":
         from prunetune.search.ray_runner import run_search_ray
 
         return run_search_ray(
@@ -170,11 +174,14 @@ def pareto_text(result: SearchResult) -> str:
         f"{counts.get('complete', 0)} complete trials ({counts.get('failed', 0)} failed, "
         f"{counts.get('rejected', 0)} rejected); objectives: {', '.join(result.objectives)}.",
         render.table(rows, TABLE_COLS, headers=HEADERS),
-        f"* default pick (export, registry): the fewest MACs within {max_drop(result) * 100:.1f} point(s) of the "
-        "base's validation accuracy (--max-drop), else the knee; k: knee point. Selection used validation "
-        "accuracy; test accuracy is on the held-out test split.",
-        f"FPS: batch 1, {context.get('threads', 1)} thread(s), runtime {context.get('runtime', 'torch')}, median; "
-        f"{render.FPS_NOTE} Accuracy on small splits is noisy (about +-1.3 points on 500 validation images).",
+        "* default pick (export, registry): the fewest MACs within "
+        f"{max_drop(result) * 100:.1f} point(s) of the base's validation accuracy (--max-drop), "
+        "else the knee; k: knee point. Selection used validation accuracy; test accuracy is on the "
+        "held-out test split.",
+        f"FPS: batch 1, {context.get('threads', 1)} thread(s), "
+        f"runtime {context.get('runtime', 'torch')}, median; "
+        f"{render.FPS_NOTE} Accuracy on small splits is noisy "
+        "(about +-1.3 points on 500 validation images).",
     ]
     loaded = [row for row in rows if row["under_load"]]
     if loaded:
@@ -185,35 +192,34 @@ def pareto_text(result: SearchResult) -> str:
     return "\n".join(notes)
 
 
-def check_names(cfg: SearchConfig) -> None:
+def check_names(cfg: SearchSettings) -> None:
     """Fail fast, before anything is written, on names that do not exist."""
     from prunetune.compress import IMPORTANCES
     from prunetune.data import DATASETS
     from prunetune.models.factory import validate_model_name
     from prunetune.runtimes import check_runtime
 
-    validate_model_name(cfg.model)
-    DATASETS.get(cfg.dataset)
-    for (
-        o
-    ) in cfg.objectives:  # metric:direction objectives are the Python API's (its eval_fn's metrics)
+    validate_model_name(cfg.task.model)
+    DATASETS.get(cfg.task.dataset)
+    # metric:direction objectives are the Python API's (its eval_fn's metrics)
+    for o in cfg.selection.objectives:
         if o not in OBJECTIVES:
             from prunetune.errors import UnknownNameError
 
             raise UnknownNameError("objective", o, list(OBJECTIVES))
-    for imp in cfg.importance:
+    for imp in cfg.space_spec.importance:
         IMPORTANCES.get(imp)
-    check_runtime(cfg.runtime)
-    if cfg.select:
-        check_rule_metrics(parse_rule(cfg.select))
+    check_runtime(cfg.measurement.runtime)
+    if cfg.selection.select:
+        check_rule_metrics(parse_rule(cfg.selection.select))
     from prunetune.paths import check_home, prepare_sqlite
     from prunetune.search.tracking import requested_uri
 
     study_dir(cfg.study_name)  # the name is valid and its folder stays under mlruns/prunetune
 
-    check_storage(cfg.storage_url)  # a supported, writable Optuna storage (or a new one)
+    check_storage(cfg.stores.storage_url)  # a supported, writable Optuna storage (or a new one)
     check_home()  # caches and locks: a file or an unwritable folder fails now, not after training
-    prepare_sqlite(requested_uri(cfg.tracking_uri), "tracking", create=False)
+    prepare_sqlite(requested_uri(cfg.stores.tracking_uri), "tracking", create=False)
 
 
 def threads_warning(threads: int) -> str | None:
@@ -262,7 +268,7 @@ def selection_warning(result: SearchResult, select: str | None) -> str | None:
 
 
 def search_and_report(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     *,
     log=print,
     out=print,
@@ -274,27 +280,32 @@ def search_and_report(
     from prunetune.search.tracking import MlflowTracker, check_store, experiment_url
 
     check_names(cfg)
-    for warning in filter(None, [threads_warning(cfg.threads)]):
+    for warning in filter(None, [threads_warning(cfg.measurement.threads)]):
         log(warning)
-    check_store(cfg.tracking_uri)  # an unreachable or broken store fails here, before any write
+    check_store(
+        cfg.stores.tracking_uri
+    )  # an unreachable or broken store fails here, before any write
     if export_dir:  # an --export folder that cannot take the export fails now, not after the search
         from prunetune.export import check_output
 
         check_output(export_dir)
-    bar = ProgressBar(cfg.timeout)
+    bar = ProgressBar(cfg.budget.timeout)
     # with --export the export registers the selected trial (one version per trial, not two)
-    tracker = MlflowTracker(cfg.tracking_uri, select=cfg.select, register=not export_dir)
+    tracker = MlflowTracker(
+        cfg.stores.tracking_uri, select=cfg.selection.select, register=not export_dir
+    )
     try:
         result = run(cfg, log=log, progress=bar, listeners=[BaseModelCheck(log), tracker])
     finally:
         bar.close()
-    out(pareto_report(cfg.study_name, storage=cfg.storage_url))
+    out(pareto_report(cfg.study_name, storage=cfg.stores.storage_url))
     paths = write_front(result, study_dir(cfg.study_name))
     out(
-        f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} (`prunetune ui`, "
-        f"then {experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})"
+        f"saved: {paths['csv']} and {paths['json']}; MLflow run {tracker.parent_run_id} "
+        "(`prunetune ui`, then "
+        f"{experiment_url('http://127.0.0.1:5000', tracker.experiment_id, tracker.parent_run_id)})"
     )
-    for warning in (selection_warning(result, cfg.select), near_chance_pick(result)):
+    for warning in (selection_warning(result, cfg.selection.select), near_chance_pick(result)):
         if warning:
             log(warning)
     if export_dir:
@@ -302,10 +313,10 @@ def search_and_report(
 
         card = export_model(
             cfg.study_name,
-            storage=cfg.storage_url,
+            storage=cfg.stores.storage_url,
             out_dir=export_dir,
-            select=cfg.select,
-            tracking_uri=cfg.tracking_uri,
+            select=cfg.selection.select,
+            tracking_uri=cfg.stores.tracking_uri,
             retrain_epochs=retrain_epochs,
             log=log,
         )
@@ -332,7 +343,7 @@ def resolve_study(name: str | None, storage: str) -> str:
     names = sorted(
         s.study_name for s in summaries if "screen_of" not in s.user_attrs
     )  # a search's screening study is not one to read
-    default = SearchConfig().study_name
+    default = SearchSettings().study_name
     if len(names) == 1:
         return names[0]
     if default in names:

@@ -29,7 +29,7 @@ from prunetune.compress import (
     inventory,
     save_compressed,
 )
-from prunetune.config import SearchConfig
+from prunetune.config import BaseRecipe, SearchSettings, SpaceSpec
 from prunetune.data import create_dataset
 from prunetune.measure import count_macs, count_params
 from prunetune.models import Recipe, get_base_model, resolve_device
@@ -48,64 +48,72 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
 
 
-def base_recipe(cfg: SearchConfig) -> Recipe:
-    """How the base model is trained when no checkpoint is given: `base_epochs`, `base_lr`,
-    `base_batch_size` (seed `base_seed`). The one definition: `prunetune train`, `search` and
-    `sensitivity` all build their base through it, so the same flags find the same cached base."""
-    return Recipe(epochs=cfg.base_epochs, lr=cfg.base_lr, batch_size=cfg.base_batch_size)
+def base_recipe(base: BaseRecipe) -> Recipe:
+    """How the base model is trained when no checkpoint is given (the training part of the
+    BaseRecipe; its seed is the other). The one definition: `prunetune train`, `search`,
+    `sensitivity` and `export` all build their base through it, so the same recipe finds the same
+    cached base."""
+    return Recipe(epochs=base.epochs, lr=base.lr, batch_size=base.batch_size)
 
 
-def build_space(cfg: SearchConfig, inv) -> SearchSpace:
-    """The space from `--space FILE` (checked against the model) or derived from the inventory."""
-    if cfg.space:
-        space = SearchSpace.from_yaml(cfg.space)
+def build_space(spec: SpaceSpec, model_name: str, inv) -> SearchSpace:
+    """The space from `spec.space` (a YAML file, checked against the model) or derived from the
+    inventory with the spec's ranges."""
+    if spec.space:
+        space = SearchSpace.from_yaml(spec.space)
         space.check_fits(inv)
-        space.model = space.model or cfg.model
+        space.model = space.model or model_name
         return space
     return SearchSpace.from_inventory(
         inv,
-        granularity=cfg.granularity,
-        ratio_min=cfg.ratio_min,
-        ratio_max=cfg.ratio_max,
-        ratio_step=cfg.ratio_step,
-        round_to=cfg.round_to,
-        bits=cfg.bits,
-        importance=cfg.importance,
-        model=cfg.model,
+        granularity=spec.granularity,
+        ratio_min=spec.ratio_min,
+        ratio_max=spec.ratio_max,
+        ratio_step=spec.ratio_step,
+        round_to=spec.round_to,
+        bits=spec.bits,
+        importance=spec.importance,
+        model=model_name,
     )
 
 
-def prepare_search(cfg: SearchConfig, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
-    """Load data and the base model (training and caching it if needed), derive the space,
-    measure the base model. The device (`cfg.device`; with Ray the driver's own, as trials get
+def prepare_search(cfg: SearchSettings, *, weights_dir: Path, log=lambda m: None) -> SearchSetup:
+    """Load data and the base model (training and caching it if needed), derive the space, measure
+    the base model. The device (`cfg.measurement.device`; with Ray the driver's own, as trials get
     theirs from --gpus-per-trial) is decided once, first: a CUDA device that is not there is a
     ConfigError before anything is loaded. Raises PrunetuneError subclasses for user mistakes."""
     # under Ray the driver may have no GPU of its own: "auto" unless the user said cpu
-    device = resolve_device(cfg.device if cfg.backend != "ray" or cfg.device == "cpu" else "auto")
-    bundle = create_dataset(cfg.dataset, data_root=cfg.data_root)
+    device = resolve_device(
+        cfg.measurement.device
+        if cfg.runner.backend != "ray" or cfg.measurement.device == "cpu"
+        else "auto"
+    )
+    bundle = create_dataset(cfg.task.dataset, data_root=cfg.task.data_root)
     base = get_base_model(
-        cfg.model,
+        cfg.task.model,
         bundle,
-        recipe=base_recipe(cfg),
-        seed=cfg.base_seed,
-        checkpoint=cfg.checkpoint,
+        recipe=base_recipe(cfg.base),
+        seed=cfg.base.seed,
+        checkpoint=cfg.task.checkpoint,
         log=log,
         device=device,
-        train_threads=cfg.train_threads,
+        train_threads=cfg.measurement.train_threads,
     )
     example = bundle.example_input(1)
     inv = inventory(base.model, example)
-    space = strategies.make_space(cfg, build_space(cfg, inv), base.model, example, bundle)
+    space = strategies.make_space(
+        cfg, build_space(cfg.space_spec, cfg.task.model, inv), base.model, example, bundle
+    )
     workload = DatasetWorkload(
         bundle,
-        epochs=cfg.epochs,
-        subset=cfg.subset,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        distill=cfg.distill,
+        epochs=cfg.finetune.epochs,
+        subset=cfg.finetune.subset,
+        lr=cfg.finetune.lr,
+        batch_size=cfg.finetune.batch_size,
+        distill=cfg.finetune.distill,
         teacher=base.model,
         proxy_steps=cfg.proxy_fine_tune_steps,
-        train_threads=cfg.train_threads,
+        train_threads=cfg.measurement.train_threads,
     )
     setup = SearchSetup(
         config=cfg,
@@ -174,7 +182,7 @@ def _train_and_measure(
     with setup.lock.busy():
         rec.metrics.update(setup.workload.evaluate(model, setup.device))
     rec.metrics.update(measure_speed(setup, model, config, seed, rec.context))
-    missing_objectives(setup.config.objectives, rec.metrics)
+    missing_objectives(setup.config.selection.objectives, rec.metrics)
     rec.timings["measure_s"] = time.perf_counter() - t2
 
 
@@ -186,7 +194,7 @@ def run_trial(
     `failed` (with the reason and the full traceback) or `rejected` (a constraint broken before
     any training)."""
     cfg = setup.config
-    seed = trial_seed(cfg.seed, number if replay_of is None else replay_of)
+    seed = trial_seed(cfg.plan.seed, number if replay_of is None else replay_of)
     rec = TrialRecord(
         number=number,
         state=COMPLETE,
@@ -226,9 +234,9 @@ def _compressed(
             setup.base.model, config, example, data=setup.workload.importance_data(seed), seed=seed
         )
         _record_costs(setup, model, config, rec)
-    if cfg.max_flops is not None and rec.metrics["flops"] > cfg.max_flops:
+    if cfg.selection.max_flops is not None and rec.metrics["flops"] > cfg.selection.max_flops:
         rec.state = REJECTED
-        rec.reason = f"flops {rec.metrics['flops']:,} > max_flops {cfg.max_flops:,.0f}"
+        rec.reason = f"flops {rec.metrics['flops']:,} > max_flops {cfg.selection.max_flops:,.0f}"
     return config, model
 
 
@@ -255,7 +263,7 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
     Never raises for the config's own failure (the record says `failed` or `rejected`, as
     run_trial's)."""
     cfg = setup.config
-    seed = trial_seed(cfg.seed, number)
+    seed = trial_seed(cfg.plan.seed, number)
     rec = TrialRecord(number=number, state=COMPLETE, params=dict(params), seed=seed)
     t0 = time.perf_counter()
     try:
@@ -265,7 +273,7 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         with setup.lock.busy():
             rec.metrics.update(setup.workload.screen(model, seed, setup.device))
             missing_objectives(
-                [o for o in cfg.objectives if o != "fps"], rec.metrics
+                [o for o in cfg.selection.objectives if o != "fps"], rec.metrics
             )  # fps: screened as macs
     except Exception as exc:  # a config's own failure must not end the search
         rec.state, rec.reason = FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -280,7 +288,7 @@ def base_reference(setup: SearchSetup) -> dict:
     example = setup.example_input()
     if setup.in_memory:
         return {
-            "model": setup.config.model,
+            "model": setup.config.task.model,
             "in_memory": True,
             "dataset": setup.workload.label,
             "input_shape": list(example.shape[1:]),
@@ -288,7 +296,7 @@ def base_reference(setup: SearchSetup) -> dict:
             "base_checkpoint": None,
         }
     return {
-        "model": setup.config.model,
+        "model": setup.config.task.model,
         "dataset": setup.bundle.name,
         "input_shape": list(setup.bundle.input_shape),
         "num_classes": setup.bundle.num_classes,

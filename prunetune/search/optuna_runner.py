@@ -2,9 +2,9 @@
 
 Call order: `run_search(cfg)` -> prepare_search (data, base model, space, base metrics) ->
 open_study (create + warm start, or resume) -> recover_unfinished -> loop {ask, run_trial, tell,
-listeners.on_trial_end} until `cfg.trials` trials have finished, `cfg.timeout` seconds have passed
-(the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in a row
-failed the same way (RepeatedFailureError); with screening, each ask is preceded by
+listeners.on_trial_end} until `cfg.budget.trials` trials have finished, `cfg.budget.timeout` seconds
+have passed (the trial in flight finishes), a strategy's sweep is done, or FAILURE_STREAK trials in
+a row failed the same way (RepeatedFailureError); with screening, each ask is preceded by
 `Screener.refill` (cheap configs screened, the most promising enqueued) -> end_search: finalize
 (test accuracy of the front, weights of dominated trials dropped), listeners.on_search_end.
 Ctrl-C marks the running trial interrupted (it is re-run on resume) and re-raises; nothing
@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 import optuna
 
 from prunetune import interrupts
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import PrunetuneError
 from prunetune.paths import weights_dir
 from prunetune.search.objective import SearchSetup, prepare_search, run_trial
@@ -67,17 +67,19 @@ def objective_values(record: TrialRecord, objectives: list[str]) -> list[float]:
 
 
 def tell(
-    study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchConfig
+    study: optuna.Study, trial: optuna.trial.Trial, record: TrialRecord, cfg: SearchSettings
 ) -> None:
     """Store the record on the trial and finish it in the state the record says."""
     for k, v in record.user_attrs().items():
         trial.set_user_attr(k, v)
     if record.state == COMPLETE:
-        if cfg.min_accuracy is not None:  # feasible when <= 0
-            trial.set_constraint("min_accuracy", cfg.min_accuracy - record.metrics["accuracy"])
-        if cfg.max_flops is not None:
-            trial.set_constraint("max_flops", record.metrics["flops"] - cfg.max_flops)
-        study.tell(trial, objective_values(record, cfg.objectives))
+        if cfg.selection.min_accuracy is not None:  # feasible when <= 0
+            trial.set_constraint(
+                "min_accuracy", cfg.selection.min_accuracy - record.metrics["accuracy"]
+            )
+        if cfg.selection.max_flops is not None:
+            trial.set_constraint("max_flops", record.metrics["flops"] - cfg.selection.max_flops)
+        study.tell(trial, objective_values(record, cfg.selection.objectives))
     elif record.state == REJECTED:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
@@ -95,11 +97,11 @@ class Proposer(Protocol):
 def make_proposer(setup: SearchSetup, study: optuna.Study) -> Proposer | None:
     """The `targets` strategy's planner, the screener of `--screen N`, or None (the sampler
     proposes)."""
-    if setup.config.strategy == "targets":
+    if setup.config.plan.strategy == "targets":
         from prunetune.search.targets import TargetPlanner
 
         return TargetPlanner(setup, study)
-    return Screener(setup, study) if setup.config.screening else None
+    return Screener(setup, study) if setup.config.plan.screening else None
 
 
 def next_trial(
@@ -118,12 +120,16 @@ def next_trial(
     cfg = setup.config
     if deadline.passed() or setup.space.exhausted(study):
         return None
-    if screen is not None and count_finished(study)[0] < cfg.trials and not screen.refill(deadline):
+    if (
+        screen is not None
+        and count_finished(study)[0] < cfg.budget.trials
+        and not screen.refill(deadline)
+    ):
         return None
     with budget_lock(study):
         requeue_unfinished(study)  # a dead process's RUNNING trial no longer holds budget
         finished, running = count_finished(study)
-        if finished + running >= cfg.trials:
+        if finished + running >= cfg.budget.trials:
             return None
         trial = study.ask()
         trial.set_user_attr("worker", worker_id())
@@ -139,7 +145,7 @@ def wait_for_others(study: optuna.Study, setup: SearchSetup, deadline: Deadline)
     this search re-runs its trial and `--trials N` still means N finished. False: stop."""
     if deadline.passed() or setup.space.exhausted(study):
         return False
-    if count_finished(study)[0] >= setup.config.trials or not others_running_here(study):
+    if count_finished(study)[0] >= setup.config.budget.trials or not others_running_here(study):
         return False
     time.sleep(OTHERS_POLL_S)
     return True
@@ -156,7 +162,7 @@ def finish_trial(
     study: optuna.Study,
     trial: optuna.trial.Trial,
     record: TrialRecord,
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     listeners: list[SearchListener],
     log: Callable[[str], None],
 ) -> None:
@@ -169,15 +175,15 @@ def finish_trial(
 
 
 def run_search(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     *,
     listeners: list[SearchListener] = (),
     log=lambda m: None,
     progress=None,
     setup: SearchSetup | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search described by cfg until cfg.trials trials have finished. Raises
-    RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
+    """Run (or resume) the search described by cfg until cfg.budget.trials trials have finished.
+    Raises RepeatedFailureError (a PrunetuneError) when FAILURE_STREAK trials in a row failed alike.
     `setup`: one already prepared (the Python API's, around the caller's model and loop); else
     `prepare_search(cfg)` (the CLI's data set and recipe)."""
     setup = setup or prepare_search(cfg, weights_dir=weights_dir(cfg.study_name), log=log)
@@ -191,12 +197,14 @@ def run_search(
     streak = FailureStreak()
 
     def loop() -> None:
-        deadline = Deadline(cfg.timeout)  # each run its own window; trials already run are kept
+        deadline = Deadline(
+            cfg.budget.timeout
+        )  # each run its own window; trials already run are kept
         screen = make_proposer(setup, study)
         while True:
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
             if progress:
-                progress(count_finished(study)[0], cfg.trials, study)
+                progress(count_finished(study)[0], cfg.budget.trials, study)
             asked = next_trial(study, setup, deadline, screen)
             if asked is None:
                 if wait_for_others(study, setup, deadline):
@@ -220,7 +228,7 @@ def run_search(
 
 
 def drive(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     setup: SearchSetup,
     study: optuna.Study,
     listeners: list[SearchListener],
@@ -254,7 +262,7 @@ def drive(
 
 
 def end_search(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     setup: SearchSetup,
     study: optuna.Study,
     listeners: list[SearchListener],
@@ -272,7 +280,7 @@ def end_search(
         )
     try:
         result = (
-            finalize(study, setup, keep_all_weights=cfg.keep_all_weights)
+            finalize(study, setup, keep_all_weights=cfg.stores.keep_all_weights)
             if outcome == "finished"
             else summarize(study)
         )

@@ -23,7 +23,8 @@ PANELS = (("flops", "FLOPs (2 x MACs, log)"), ("fps", "FPS, batch 1: speedup x b
 
 @dataclass
 class Series:
-    """One panel's points: x = the panel's metric, y = validation accuracy in %, label = 'trial N'."""
+    """One panel's points: x = the panel's metric, y = validation accuracy in %,
+    label = 'trial N'."""
 
     x: list[float] = field(default_factory=list)
     y: list[float] = field(default_factory=list)
@@ -56,7 +57,8 @@ def _panel(result: SearchResult, key: str) -> tuple[Series, Series, Series]:
 
 
 def _shown(metrics: dict, key: str, base: dict) -> dict:
-    """The metrics a panel plots: FPS on the study's one clock (results.scaled_fps), as the table."""
+    """The metrics a panel plots: FPS on the study's one clock (results.scaled_fps), as the
+    table."""
     if key != "fps":
         return metrics
     return {**metrics, "fps": scaled_fps(metrics, base.get("fps"))}
@@ -160,11 +162,17 @@ def pareto_html(result: SearchResult, path: Path) -> Path:
         "<tr>" + "".join(f"<td>{html.escape(_cell(row, c))}</td>" for c in cols) + "</tr>"
         for row in rows
     )
-    path.write_text(f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(_title(result))}</title>
-<style>body{{font-family:sans-serif;margin:8px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}svg{{max-width:1100px;height:auto}}</style>
-</head><body>{svg}<h3>Pareto front (base model first; * = knee)</h3><table><tr>{head}</tr>{body}</table>
-<p>{html.escape(render.FPS_NOTE)}</p></body></html>""")
+    path.write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>{html.escape(_title(result))}</title>\n"
+        "<style>body{font-family:sans-serif;margin:8px}"
+        "table{border-collapse:collapse;font-size:13px}\n"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "svg{max-width:1100px;height:auto}</style>\n"
+        f"</head><body>{svg}<h3>Pareto front (base model first; * = knee)</h3>"
+        f"<table><tr>{head}</tr>{body}</table>\n"
+        f"<p>{html.escape(render.FPS_NOTE)}</p></body></html>"
+    )
     return path
 
 

@@ -3,15 +3,14 @@
 The same runners, study storage, resume, MLflow tracking, Pareto front, constraints and Ray backend
 as `prunetune search`; only the workload differs: the CLI's data set and recipe there
 (`DatasetWorkload`), the caller's `train_fn` / `eval_fn` here (`UserWorkload`). Call order:
-check the arguments -> a SearchConfig from them (`search_config`) -> `prepare_user_search` (the base
-measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
+check the arguments -> a SearchSettings from them (`search_config`) -> `prepare_user_search` (the
+base measured with eval_fn, the space from its inventory) -> the runner of `backend` with the MLflow
 tracker -> a `SearchRun` (front, knee, reloaded models, export, a pandas table).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,125 +18,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError
 from prunetune.models import BaseModel
 from prunetune.models.factory import check_single_output
 from prunetune.search import strategies
 from prunetune.search.objective import SearchSetup, build_space, measure_base, missing_objectives
-from prunetune.search.objectives import get_objective, user_objective
+from prunetune.search.api_settings import search_config
 from prunetune.search.records import TrialRecord
 from prunetune.search.results import SearchResult
 from prunetune.search.workload import UserFunctionError, UserWorkload, metrics_of
-
-# SearchConfig fields the caller's loop replaces (its data, its base model, its fine-tune recipe)
-NOT_OPTIONS = (
-    "model",
-    "dataset",
-    "data_root",
-    "checkpoint",
-    "base_epochs",
-    "base_lr",
-    "base_batch_size",
-    "base_seed",
-    "epochs",
-    "subset",
-    "lr",
-    "batch_size",
-    "distill",
-    "device",
-    "objectives",
-    "trials",
-    "study",
-    "storage",
-    "tracking_uri",
-    "backend",
-    "train_threads",
-)
-DATA_FREE_RUNTIMES = (
-    "torch",
-    "onnxruntime",
-)  # int8 runtimes calibrate on data prunetune does not have here
-
-
-def objective_names(objectives: Sequence[str] | Mapping[str, str]) -> list[str]:
-    """Objective names for the config: built-in names (`accuracy`, `flops`, `macs`, `fps`, `size`,
-    `params`) as they are, a mapping {metric: "maximize" | "minimize"} as built-in names or
-    `metric:direction` for the caller's own metrics (see get_objective)."""
-    if isinstance(objectives, str):
-        raise ConfigError(
-            "objectives must be a sequence of names or a mapping {metric: direction}, not one string"
-        )
-    if isinstance(objectives, set | frozenset):  # its order would change with the hash seed
-        raise ConfigError(
-            "objectives must be ordered (a list, a tuple or a dict), not a set: "
-            "their order is "
-            "the study's, and a set's order changes from run to run (resume would "
-            "be refused)"
-        )
-    if isinstance(objectives, Mapping):
-        return [user_objective(str(m), str(d)) for m, d in objectives.items()]
-    names = [str(o) for o in objectives]
-    for name in names:
-        get_objective(name)
-    return names
-
-
-def search_config(
-    label: str,
-    *,
-    objectives,
-    trials: int,
-    study_name: str | None,
-    storage: str | None,
-    tracking_uri: str | None,
-    backend: str,
-    options: dict,
-) -> SearchConfig:
-    """The validated SearchConfig of a Python API search (ConfigError naming a bad option)."""
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    bad = sorted(set(options) & set(NOT_OPTIONS)) + sorted(set(options) - fields)
-    if bad:
-        raise ConfigError(
-            f"run_search does not take {', '.join(bad)}: the fine-tune and the data are train_fn's "
-            f"and eval_fn's; options are {', '.join(sorted(fields - set(NOT_OPTIONS)))}"
-        )
-    from prunetune.paths import absolute_sqlite
-    from prunetune.search.tracking import requested_uri
-
-    cfg = SearchConfig(
-        model=label,
-        dataset="user",
-        objectives=objective_names(objectives),
-        trials=trials,
-        study=study_name,
-        storage=absolute_sqlite(storage or SearchConfig().storage_url),
-        tracking_uri=absolute_sqlite(requested_uri(tracking_uri)),
-        backend=backend,
-        device="cpu",
-        **options,
-    )
-    if cfg.screen:
-        raise ConfigError(
-            "screening scores configs without fine-tuning, with batch-norm statistics re-estimated on "
-            "prunetune's own data: not available around your loop (screen=0)"
-        )
-    if cfg.strategy == "sensitivity":
-        raise ConfigError(
-            "strategy 'sensitivity' scans the data prunetune holds for the CLI: use search, uniform "
-            "or global around your own loop"
-        )
-    if "taylor" in cfg.importance:
-        raise ConfigError(
-            "importance 'taylor' needs labelled batches prunetune does not have here: use l1, l2 "
-            "or another data-free criterion"
-        )
-    if cfg.runtime not in DATA_FREE_RUNTIMES:
-        raise ConfigError(
-            f"runtime {cfg.runtime!r} calibrates int8 on data prunetune does not have here: "
-            f"use {' or '.join(DATA_FREE_RUNTIMES)}"
-        )
-    return cfg
 
 
 def _checked_input(
@@ -194,7 +84,7 @@ def _check_example(example_input: object) -> None:
 
 
 def prepare_user_search(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     base_model: nn.Module,
     example: torch.Tensor,
     workload: UserWorkload,
@@ -221,12 +111,15 @@ def prepare_user_search(
     }
     base = BaseModel(model=base_model, meta=meta, path=None)
     inv = inventory(base_model, example)
-    space = strategies.make_space(cfg, build_space(cfg, inv), base_model, example, None)
+    space = strategies.make_space(
+        cfg, build_space(cfg.space_spec, cfg.task.model, inv), base_model, example, None
+    )
     dims = space.summary()
     if not dims["ratio_dims"] and not dims["bits_dims"]:
         raise ConfigError(
-            f"nothing to search in {type(base_model).__name__}: no prunable channel group and one bit-width "
-            f"(left unpruned: {', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})"
+            f"nothing to search in {type(base_model).__name__}: no prunable channel group and "
+            "one bit-width (left unpruned: "
+            f"{', '.join(f'{n} ({why})' for n, why in inv.skipped) or 'nothing'})"
         )
     setup = SearchSetup(
         config=cfg,
@@ -242,7 +135,7 @@ def prepare_user_search(
     )
     setup.base_metrics = measure_base(setup)
     try:
-        missing_objectives(cfg.objectives, setup.base_metrics)
+        missing_objectives(cfg.selection.objectives, setup.base_metrics)
     except UserFunctionError as exc:
         raise ConfigError(f"the base model: {exc}") from None
     return setup
@@ -275,7 +168,7 @@ class SearchRun:
 
     @property
     def tracking_uri(self) -> str:
-        return self.setup.config.tracking_uri
+        return self.setup.config.stores.tracking_uri
 
     @property
     def study_name(self) -> str:
@@ -374,7 +267,7 @@ def run_search(
     eval_fn without "accuracy" or a named objective's metric, fails that trial with the reason
     (five alike in a row stop the search). Raises ConfigError (one line) for bad arguments; with
     backend="ray" the functions must be picklable."""
-    from prunetune.paths import inside, study_dir
+    from prunetune.paths import weights_dir
 
     base_model, example, classes = _checked_input(model, example_input)
     for name, fn in (("train_fn", train_fn), ("eval_fn", eval_fn), ("test_fn", test_fn)):
@@ -393,7 +286,7 @@ def run_search(
     workload = UserWorkload(train_fn, eval_fn, test_fn, num_classes=classes or None)
     if backend == "ray":
         _check_picklable(workload)
-    weights = inside(study_dir(cfg.study_name), "weights").resolve()
+    weights = weights_dir(cfg.study_name).resolve()
     setup = prepare_user_search(cfg, base_model, example, workload, weights, classes)
     return SearchRun(_run(cfg, setup, log), setup)
 
@@ -424,7 +317,8 @@ class SameBaseCheck:
         elif stored != self.fingerprint:
             raise ConfigError(
                 f"study {study.study_name!r} was searched from other weights of "
-                f"{setup.config.model}; pass another study_name (or the same model to resume it)"
+                f"{setup.config.task.model}; pass another study_name (or the same model to resume "
+                "it)"
             )
 
     def on_trial_end(self, record, study) -> None:
@@ -434,7 +328,7 @@ class SameBaseCheck:
         pass
 
 
-def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
+def _run(cfg: SearchSettings, setup: SearchSetup, log: Callable[[str], None]) -> SearchResult:
     """The CLI's runner dispatch (search.api.run) with the same MLflow tracking and --select
     registration; the store is checked before anything is written."""
     from prunetune.search.api import run, selection_warning, threads_warning
@@ -442,14 +336,17 @@ def _run(cfg: SearchConfig, setup: SearchSetup, log: Callable[[str], None]) -> S
     from prunetune.search.study import check_storage
     from prunetune.search.tracking import MlflowTracker, check_store
 
-    check_storage(cfg.storage_url)
-    check_store(cfg.tracking_uri)
+    check_storage(cfg.stores.storage_url)
+    check_store(cfg.stores.tracking_uri)
     check_home()  # its lock files
-    for warning in filter(None, [threads_warning(cfg.threads)]):
+    for warning in filter(None, [threads_warning(cfg.measurement.threads)]):
         log(warning)
-    listeners = [SameBaseCheck(setup), MlflowTracker(cfg.tracking_uri, select=cfg.select)]
+    listeners = [
+        SameBaseCheck(setup),
+        MlflowTracker(cfg.stores.tracking_uri, select=cfg.selection.select),
+    ]
     result = run(cfg, log=log, listeners=listeners, setup=setup)
-    warning = selection_warning(result, cfg.select)
+    warning = selection_warning(result, cfg.selection.select)
     if warning:
         log(warning)
     return result

@@ -7,7 +7,7 @@ import logging
 import socket
 import warnings
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import PrunetuneError
 
 CONNECT_TIMEOUT_S = 5.0
@@ -41,57 +41,58 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def init_ray(cfg: SearchConfig) -> None:
-    """Join the cluster at cfg.address (`auto`: RAY_ADDRESS, or the one `ray start` made on this
-    machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's CPUs
-    (as Ray counts them: container CPU limits respected)."""
+def init_ray(cfg: SearchSettings) -> None:
+    """Join the cluster at cfg.runner.address (`auto`: RAY_ADDRESS, or the one `ray start` made on
+    this machine; `ray://HOST:PORT`: Ray Client), or start a private local Ray with this machine's
+    CPUs (as Ray counts them: container CPU limits respected)."""
     import ray
 
-    if cfg.address and cfg.address != "auto":
-        _check_reachable(cfg.address)
+    if cfg.runner.address and cfg.runner.address != "auto":
+        _check_reachable(cfg.runner.address)
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if cfg.address:
-                ray.init(address=cfg.address, **kwargs)
+            if cfg.runner.address:
+                ray.init(address=cfg.runner.address, **kwargs)
             else:  # "local": never attach to a cluster that happens to run on this machine
                 ray.init(address="local", include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise PrunetuneError(
-            f"cannot {'join' if cfg.address else 'start'} Ray "
-            f"({cfg.address or 'local'}): {str(exc).splitlines()[0][:200]}"
+            f"cannot {'join' if cfg.runner.address else 'start'} Ray "
+            f"({cfg.runner.address or 'local'}): {str(exc).splitlines()[0][:200]}"
         ) from None
 
 
-def _trials_fitting(node: dict, cfg: SearchConfig) -> int:
+def _trials_fitting(node: dict, cfg: SearchSettings) -> int:
     """How many trials one node's resources hold at once."""
     counts = [
         int(node.get(key, 0.0) // need)
-        for key, need in (("CPU", cfg.cpus_per_trial), ("GPU", cfg.gpus_per_trial))
+        for key, need in (("CPU", cfg.runner.cpus_per_trial), ("GPU", cfg.runner.gpus_per_trial))
         if need > 0
     ]
-    return min(counts) if counts else cfg.workers
+    return min(counts) if counts else cfg.runner.workers
 
 
-def check_resources(cfg: SearchConfig, remaining: int, log) -> None:
+def check_resources(cfg: SearchSettings, remaining: int, log) -> None:
     """Log what will run where; refuse trials no node of a local Ray can hold (Tune would wait
     forever). A joined cluster may grow (autoscaler): there it is a warning."""
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     fit = sum(_trials_fitting(n, cfg) for n in nodes)
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
     log(
-        f"ray: {remaining} trial(s), at most {cfg.workers} at once, {resources} each; cluster: "
-        f"{len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
-        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.workers else "")
+        f"ray: {remaining} trial(s), at most {cfg.runner.workers} at once, {resources} each; "
+        f"cluster: {len(nodes)} node(s), {sum(n.get('CPU', 0.0) for n in nodes):g} CPU(s)"
+        + (f" (only {fit} trial(s) fit at once)" if fit < cfg.runner.workers else "")
     )
     if fit == 0:
         msg = (
-            f"no node of the Ray cluster has {cfg.cpus_per_trial:g} CPU(s) and "
-            f"{cfg.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, --gpus-per-trial)"
+            f"no node of the Ray cluster has {cfg.runner.cpus_per_trial:g} CPU(s) and "
+            f"{cfg.runner.gpus_per_trial:g} GPU(s) for one trial (see --cpus-per-trial, "
+            f"--gpus-per-trial)"
         )
-        if not cfg.address:
+        if not cfg.runner.address:
             raise PrunetuneError(msg)
         log(f"warning: {msg}; trials wait until the cluster grows")

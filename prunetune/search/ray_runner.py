@@ -45,7 +45,7 @@ import warnings
 
 import optuna
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.paths import inside, study_dir, weights_dir
 from prunetune.search.objective import prepare_search
 from prunetune.search.optuna_runner import SearchListener, drive
@@ -58,19 +58,19 @@ from prunetune.search.study import count_finished, open_study, recover_unfinishe
 
 
 def run_search_ray(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     *,
     listeners: list[SearchListener] = (),
     log=lambda m: None,
     progress=None,
     setup: SearchSetup | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search with Ray Tune until cfg.trials trials have finished, at most
-    cfg.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or joined, or if
-    no node of a local Ray can hold one trial. A Ray the caller started is used and left running;
-    one this function started (or joined) is shut down (disconnected) before it returns. `setup`:
-    one already prepared (the Python API's; its weights folder must be absolute), else prepared
-    here."""
+    """Run (or resume) the search with Ray Tune until cfg.budget.trials trials have finished, at
+    most cfg.runner.workers at once. Raises PrunetuneError (one line) if Ray cannot be started or
+    joined, or if no node of a local Ray can hold one trial. A Ray the caller started is used and
+    left running; one this function started (or joined) is shut down (disconnected) before it
+    returns. `setup`: one already prepared (the Python API's; its weights folder must be absolute),
+    else prepared here."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -79,7 +79,7 @@ def run_search_ray(
 
     owns_ray = not ray.is_initialized()
     try:
-        if cfg.address and owns_ray:
+        if cfg.runner.address and owns_ray:
             init_ray(
                 cfg
             )  # a wrong address fails before the base model is trained or anything written
@@ -91,7 +91,7 @@ def run_search_ray(
         if replayed:
             log(f"re-running {len(replayed)} trial(s) an earlier run left unfinished: {replayed}")
         finished, running = count_finished(study)
-        remaining = cfg.trials - finished - running
+        remaining = cfg.budget.trials - finished - running
         if remaining > 0:
             if not ray.is_initialized():
                 init_ray(cfg)
@@ -103,7 +103,7 @@ def run_search_ray(
 
 
 def _run(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     setup: SearchSetup,
     study: optuna.Study,
     remaining: int,
@@ -116,7 +116,7 @@ def _run(
     def run_trials() -> None:
         nonlocal searcher
         if progress:
-            progress(count_finished(study)[0], cfg.trials, study)
+            progress(count_finished(study)[0], cfg.budget.trials, study)
         if remaining > 0:
             searcher = make_searcher(cfg, setup, study, listeners, log, progress)
             _fit(cfg, setup, searcher, remaining)
@@ -130,13 +130,13 @@ def _run(
     return drive(cfg, setup, study, listeners, run_trials, cleanup, log=log)
 
 
-def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> None:
-    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.workers at
-    once."""
+def _fit(cfg: SearchSettings, setup: SearchSetup, searcher, remaining: int) -> None:
+    """Tune runs `remaining` trials at most (the searcher stops at the budget), cfg.runner.workers
+    at once."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    resources = {"cpu": cfg.runner.cpus_per_trial, "gpu": cfg.runner.gpus_per_trial}
     sink = weights_sink(setup.weights_dir)
     trainable = tune.with_resources(
         tune.with_parameters(trainable_class(), setup=setup, sink=sink), resources
@@ -145,7 +145,7 @@ def _fit(cfg: SearchConfig, setup: SearchSetup, searcher, remaining: int) -> Non
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.workers),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.runner.workers),
             num_samples=remaining,
             reuse_actors=True,
         ),

@@ -9,7 +9,7 @@ from typing import Callable
 
 import optuna
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.search.objectives import get_objective
 from prunetune.search.optuna_runner import (
     Deadline,
@@ -38,7 +38,7 @@ class RayTrials:
 
     def __init__(
         self,
-        cfg: SearchConfig,
+        cfg: SearchSettings,
         setup: SearchSetup,
         study: optuna.Study,
         listeners: list[SearchListener],
@@ -47,7 +47,7 @@ class RayTrials:
     ) -> None:
         self.cfg, self.setup, self.study = cfg, setup, study
         self.listeners, self.log, self.progress = listeners, log, progress
-        self.deadline = Deadline(cfg.timeout)  # starts with the searcher: this run's window
+        self.deadline = Deadline(cfg.budget.timeout)  # starts with the searcher: this run's window
         self.screen = make_proposer(setup, study)  # runs here, in the driver
         self.asked: dict[str, optuna.trial.Trial] = {}
         self.completed: set[str] = set()
@@ -74,7 +74,7 @@ class RayTrials:
         finish_trial(self.study, trial, record, self.cfg, self.listeners, self.log)
         self.completed.add(trial_id)
         if self.progress:
-            self.progress(count_finished(self.study)[0], self.cfg.trials, self.study)
+            self.progress(count_finished(self.study)[0], self.cfg.budget.trials, self.study)
         try:
             self.streak.observe(record)
         except RepeatedFailureError as exc:
@@ -110,7 +110,7 @@ def _record_of(trial: optuna.trial.Trial, result: dict | None, error: bool) -> T
 
 
 def make_searcher(
-    cfg: SearchConfig, setup: SearchSetup, study: optuna.Study, listeners, log, progress
+    cfg: SearchSettings, setup: SearchSetup, study: optuna.Study, listeners, log, progress
 ):
     """A plain Tune Searcher on the study: it hands every call to a RayTrials (its `.trials`), so
     the Optuna study, with the sampler `open_study` gave it, is the only search state."""
@@ -139,7 +139,7 @@ def make_searcher(
         def restore(self, checkpoint_path: str) -> None:
             """Nothing to restore: a re-run resumes from the study (see recover_unfinished)."""
 
-    objectives = [get_objective(o) for o in cfg.objectives]
+    objectives = [get_objective(o) for o in cfg.selection.objectives]
     modes = ["max" if o.direction == "maximize" else "min" for o in objectives]
     return StudySearcher(
         RayTrials(cfg, setup, study, listeners, log, progress), [o.key for o in objectives], modes

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.search.objective import run_trial
 from prunetune.search.objectives import get_objective
 from prunetune.search.records import TrialRecord
@@ -64,7 +64,7 @@ def trainable_class():
                 "ray_worker": worker_id(),
             }
             # Tune insists the searcher's metrics are in every result; the searcher uses the record
-            for o in self._prunetune.config.objectives:
+            for o in self._prunetune.config.selection.objectives:
                 key = get_objective(o).key
                 out[key] = record.metrics.get(key)
             return out
@@ -120,9 +120,9 @@ def weights_sink(directory: Path):
     ).remote(str(directory))
 
 
-def trial_device(cfg: SearchConfig):
+def trial_device(cfg: SearchSettings):
     """A Ray trial's device: the GPU Ray gave its actor (CUDA_VISIBLE_DEVICES) when
-    --gpus-per-trial > 0, else the CPU (cfg.device agrees: SearchConfig checks it)."""
+    --gpus-per-trial > 0, else the CPU (cfg.measurement.device agrees: SearchSettings checks it)."""
     from prunetune.models import resolve_device
 
-    return resolve_device("cuda" if cfg.gpus_per_trial > 0 else "cpu")
+    return resolve_device("cuda" if cfg.runner.gpus_per_trial > 0 else "cpu")

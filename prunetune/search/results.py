@@ -1,5 +1,6 @@
 """From an Optuna study to a search result: records, the Pareto front, hypervolume, the knee, the
-front members' test accuracy, and the rows of the Pareto table. Compute only; rendering is elsewhere.
+front members' test accuracy, and the rows of the Pareto table. Compute only; rendering is
+elsewhere.
 
 Everything here reads the study's storage, so `prunetune pareto` works on a finished, an
 interrupted or a still-running search, from any process.
@@ -183,9 +184,10 @@ def near_chance_pick(result: SearchResult) -> str | None:
     if base is None or accuracy is None or accuracy >= chance + 0.25 * (base - chance):
         return None
     return (
-        f"warning: the default pick, trial {result.pick}, scores {accuracy:.1%} on validation, near chance "
-        f"({chance:.0%}) against the base's {base:.1%}: no front member was within --max-drop of the base, and "
-        "the brief fine-tune is too short to rank these configs (try more --epochs or --subset, or --distill)"
+        f"warning: the default pick, trial {result.pick}, scores {accuracy:.1%} on validation, "
+        f"near chance ({chance:.0%}) against the base's {base:.1%}: no front member was within "
+        "--max-drop of the base, and the brief fine-tune is too short to rank these configs "
+        "(try more --epochs or --subset, or --distill)"
     )
 
 

@@ -1,15 +1,16 @@
 """Multi-fidelity screening for `--strategy search --screen N` (experimental, off by default).
 
-Before each full trial the runner calls `Screener.refill`: when the full study has no trial
-waiting, `cfg.screen` configs are proposed by a *screening study* (`<study>.screen`, same storage,
-same sampler kind and seed) and scored with the cheap fidelity (`objective.screen_trial`: prune,
+Before each full trial the runner calls `Screener.refill`: when the full study has no trial waiting,
+`cfg.plan.screen` configs are proposed by a *screening study* (`<study>.screen`, same storage, same
+sampler kind and seed) and scored with the cheap fidelity (`objective.screen_trial`: prune,
 batch-norm statistics re-estimated, part of the validation split, no fine-tuning, no FPS). The
 most promising screened config not yet promoted -- lowest Pareto rank by non-dominated sorting
 over the screening objectives, ties broken by its exclusive hypervolume contribution in that rank
 -- is `enqueue_trial`-ed into the full study, whose next ask runs it as a normal full-fidelity
 trial (user attr `screened_from`). The enqueue happens under the study's budget lock, only when
-no trial waits and the budget is not reached, so parallel searches never leave a trial behind. The screening objectives are the search's with `fps` replaced
-by `macs` (FPS is not measured at screening; MACs are its proxy).
+no trial waits and the budget is not reached, so parallel searches never leave a trial behind.
+The screening objectives are the search's with `fps` replaced by `macs` (FPS is not measured at
+screening; MACs are its proxy).
 
 Only full trials live in the full study, so only they can reach the front, the `pareto` tags,
 hypervolume and export. The screening study holds every screened config (resume continues it);
@@ -55,7 +56,7 @@ def open_screen_study(setup: SearchSetup, study: optuna.Study) -> optuna.Study:
     """The screening study of `study` (created on first use, in the same storage). A study of that
     name that is not this study's screening study is refused (ConfigError)."""
     cfg = setup.config
-    objectives = screen_objectives(cfg.objectives)
+    objectives = screen_objectives(cfg.selection.objectives)
     name = screen_study_name(study.study_name)
     screen = load(
         storage_of(study, required=True),
@@ -82,16 +83,17 @@ class Screener:
     def __init__(self, setup: SearchSetup, study: optuna.Study) -> None:
         self.setup, self.study = setup, study
         self.screen = open_screen_study(setup, study)
-        self.objectives = screen_objectives(setup.config.objectives)
+        self.objectives = screen_objectives(setup.config.selection.objectives)
 
     def refill(self, deadline) -> bool:
-        """Make sure the full study has a trial waiting: if none is, screen `cfg.screen` configs and
-        enqueue the best one not run yet. False when `deadline` (an object with `passed()`) passed
-        while screening (nothing enqueued: the search should stop); True otherwise (also when no
-        screened config qualifies: the full study's sampler then proposes the trial)."""
+        """Make sure the full study has a trial waiting: if none is, screen `cfg.plan.screen`
+        configs and enqueue the best one not run yet. False when `deadline` (an object with
+        `passed()`) passed while screening (nothing enqueued: the search should stop); True
+        otherwise (also when no screened config qualifies: the full study's sampler then proposes
+        the trial)."""
         if self._waiting():
             return True
-        for _ in range(self.setup.config.screen):
+        for _ in range(self.setup.config.plan.screen):
             if deadline.passed():
                 return False
             self.screen_one()
@@ -100,7 +102,7 @@ class Screener:
             finished, running = count_finished(self.study)
             best = (
                 self.best_unpromoted()
-                if finished + running < cfg.trials and not self._waiting()
+                if finished + running < cfg.budget.trials and not self._waiting()
                 else None
             )
             if best is not None:
@@ -142,7 +144,8 @@ class Screener:
 
     def best_unpromoted(self) -> optuna.trial.FrozenTrial | None:
         """The screened config to promote: lowest Pareto rank among those neither promoted (a full
-        trial says `screened_from` it) nor with the params of a full trial; within that rank the largest exclusive hypervolume contribution."""
+        trial says `screened_from` it) nor with the params of a full trial; within that rank the
+        largest exclusive hypervolume contribution."""
         done = [
             t
             for t in self.screen.get_trials(deepcopy=False)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from prunetune.compress import load_compressed_file
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.data import DataBundle
 from prunetune.models import BaseModel
 from prunetune.search.quiet import QuietLock
@@ -26,7 +26,7 @@ class SearchSetup:
     `workload`: what trials do with data (see prunetune.search.workload); `bundle` is the CLI's data
     set (None for a search of the Python API, whose `example` is the user's one-sample input)."""
 
-    config: SearchConfig
+    config: SearchSettings
     bundle: DataBundle | None
     base: BaseModel
     space: SearchSpace
@@ -60,4 +60,4 @@ class SearchSetup:
         """A trial's saved model, rebuilt from this search's base model."""
         if self.in_memory:
             return load_compressed_file(path, base_model=self.base.model)[0]
-        return load_compressed_file(path, model=self.config.model)[0]
+        return load_compressed_file(path, model=self.config.task.model)[0]

@@ -16,12 +16,16 @@ def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
     """A runner of `model` on the search's runtime and threads (int8 runtimes calibrated with the
     workload's batches of `seed`), weight bits per layer `bits`."""
     cfg = setup.config
-    calib = setup.workload.calibration_batches(seed) if cfg.runtime.endswith("int8") else None
+    calib = (
+        setup.workload.calibration_batches(seed)
+        if cfg.measurement.runtime.endswith("int8")
+        else None
+    )
     return make_runner(
         model,
-        cfg.runtime,
+        cfg.measurement.runtime,
         setup.example_input(),
-        threads=cfg.threads,
+        threads=cfg.measurement.threads,
         calibration_batches=calib,
         layer_bits=bits,
     )
@@ -30,12 +34,12 @@ def _runner(setup: SearchSetup, model: nn.Module, bits: dict | None, seed: int):
 def base_runner(setup: SearchSetup):
     """The base model's runner on the setup's runtime and threads, built once per setup and
     process (ONNX export and int8 calibration cost) and kept in `setup.runners`."""
-    key = (setup.config.runtime, setup.config.threads)
+    key = (setup.config.measurement.runtime, setup.config.measurement.threads)
     if (
         key not in setup.runners
     ):  # the uncompressed reference: every layer float, on the same runtime
         float_bits = {name: 32 for name in setup.space.quant_layers}
-        setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.seed)
+        setup.runners[key] = _runner(setup, setup.base.model, float_bits, setup.config.plan.seed)
     return setup.runners[key]
 
 
@@ -48,7 +52,9 @@ def measure_base(setup: SearchSetup) -> dict:
     with setup.lock.quiet():
         load = machine_load()
         timing = measure_fps(
-            {"base": base_runner(setup)}, example, repeats=max(setup.config.fps_repeats, 21)
+            {"base": base_runner(setup)},
+            example,
+            repeats=max(setup.config.measurement.fps_repeats, 21),
         )["base"]
     # user metrics first: they never replace prunetune's own (see records.reserved_name)
     return {
@@ -65,8 +71,8 @@ def measure_base(setup: SearchSetup) -> dict:
         "latency_ms": timing.median_ms,
         "fps_spread": timing.spread,
         "speedup": 1.0,
-        "runtime": setup.config.runtime,
-        "threads": setup.config.threads,
+        "runtime": setup.config.measurement.runtime,
+        "threads": setup.config.measurement.threads,
         "device": setup.device,
     }
 
@@ -83,7 +89,9 @@ def measure_speed(
         base = base_runner(setup)
     with setup.lock.quiet():
         context.update(machine_load())
-        t = measure_fps({"trial": candidate, "base": base}, example, repeats=cfg.fps_repeats)
+        t = measure_fps(
+            {"trial": candidate, "base": base}, example, repeats=cfg.measurement.fps_repeats
+        )
     return {
         "fps": t["trial"].fps,
         "latency_ms": t["trial"].median_ms,

@@ -59,24 +59,26 @@ class StrategyAllocation:
 
 
 def make_space(cfg, space: SearchSpace, model: nn.Module, example: torch.Tensor, bundle):
-    """The space of cfg.strategy: `space` itself for `search`, its TargetSpace for `targets`
+    """The space of cfg.plan.strategy: `space` itself for `search`, its TargetSpace for `targets`
     (prunetune.spaces.targets), else its SweepSpace over the ratio grid (multiples of the step
     from the groups' lowest ratio, above 0, to their highest)."""
-    if cfg.strategy == "search":
-        return AllocationSpace(space) if cfg.parametrization == "allocation" else space
-    if cfg.strategy == "targets":
+    if cfg.plan.strategy == "search":
+        return AllocationSpace(space) if cfg.plan.parametrization == "allocation" else space
+    if cfg.plan.strategy == "targets":
         from prunetune.compress import inventory
         from prunetune.spaces.targets import make_target_space
 
-        return make_target_space(space, model, example, inventory(model, example), cfg.targets)
+        return make_target_space(space, model, example, inventory(model, example), cfg.plan.targets)
     searched = [g for g in space.groups.values() if g.high > 0.0]
     high = max((g.high for g in searched), default=0.0)
     low = min((g.low for g in searched), default=0.0)
     step = space.ratio_step
     first = max(1, math.ceil(low / step - 1e-9))  # targets from the ranges' lowest ratio (above 0)
     grid = [round(step * i, 6) for i in range(first, int(high / step + 1e-9) + 1)] or [0.0]
-    allocate = StrategyAllocation(cfg.strategy, space, model=model, example=example, bundle=bundle)
-    return SweepSpace(cfg.strategy, space, grid, allocate)
+    allocate = StrategyAllocation(
+        cfg.plan.strategy, space, model=model, example=example, bundle=bundle
+    )
+    return SweepSpace(cfg.plan.strategy, space, grid, allocate)
 
 
 def global_ratios(
@@ -122,7 +124,8 @@ def global_ratios(
 
 def sensitivity_weights(model: nn.Module, bundle, space: SearchSpace) -> dict[str, float]:
     """Weight per searched group: 1 / (mean accuracy drop when pruned alone + 0.01), scaled so the
-    MACs-weighted mean weight is 1 (a target t then prunes about t of the MACs-weighted channels)."""
+    MACs-weighted mean weight is 1 (a target t then prunes about t of the MACs-weighted
+    channels)."""
     from torch.utils.data import Subset
 
     from prunetune import sensitivity
@@ -147,7 +150,8 @@ def sensitivity_weights(model: nn.Module, bundle, space: SearchSpace) -> dict[st
 
 
 class _Bundle:
-    """A DataBundle seen through another validation split (the scan reads .val and example_input)."""
+    """A DataBundle seen through another validation split (the scan reads .val and
+    example_input)."""
 
     def __init__(self, bundle, val) -> None:
         self._bundle, self.val = bundle, val

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import optuna
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError, PrunetuneError
 from prunetune.paths import check_sqlite_file, file_lock, prepare_sqlite
 from prunetune.redact import mask_config, mask_url, scrub
@@ -88,22 +88,24 @@ def check_storage(url: str, *, create: bool = True) -> str:
     return url
 
 
-def make_sampler(cfg: SearchConfig, space=None) -> optuna.samplers.BaseSampler:
-    """The sampler named by cfg.sampler, seeded; populations sized to the budget. A space
+def make_sampler(cfg: SearchSettings, space=None) -> optuna.samplers.BaseSampler:
+    """The sampler named by cfg.plan.sampler, seeded; populations sized to the budget. A space
     that brings its own (a sweep's grid: Space.sampler) gets that instead."""
-    own = space.sampler(cfg.seed) if space is not None else None
+    own = space.sampler(cfg.plan.seed) if space is not None else None
     if own is not None:
         return own
-    pop = max(8, min(50, cfg.trials // 4))
-    if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=10)
-    if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=pop)
-    if cfg.sampler == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=cfg.seed, population_size=pop)
-    if cfg.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=cfg.seed)
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
+    pop = max(8, min(50, cfg.budget.trials // 4))
+    if cfg.plan.sampler == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=cfg.plan.seed, multivariate=True, n_startup_trials=10
+        )
+    if cfg.plan.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=cfg.plan.seed, population_size=pop)
+    if cfg.plan.sampler == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=cfg.plan.seed, population_size=pop)
+    if cfg.plan.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=cfg.plan.seed)
+    return optuna.samplers.RandomSampler(seed=cfg.plan.seed)
 
 
 def lock_name(storage_url: str, study: str, purpose: str) -> str:
@@ -148,7 +150,7 @@ def load_existing(cfg_storage: str, name: str) -> optuna.Study:
 
 
 def open_study(
-    cfg: SearchConfig,
+    cfg: SearchSettings,
     space: SearchSpace,
     base_metrics: dict,
     *,
@@ -157,8 +159,8 @@ def open_study(
     """Create the study (with warm-start trials) or load it for resuming. A study keeps one space
     and one set of objectives: reusing its name with others is refused. A resume with another
     recipe is recorded (see record_recipe) and logged in one line."""
-    objectives = [get_objective(o) for o in cfg.objectives]
-    storage = make_storage(cfg.storage_url)
+    objectives = [get_objective(o) for o in cfg.selection.objectives]
+    storage = make_storage(cfg.stores.storage_url)
     with _file_lock(storage.url, cfg.study_name, "create"):
         exists = study_exists(storage, cfg.study_name)
         study = load(
@@ -174,22 +176,23 @@ def open_study(
                 log(note)
         else:
             study.set_user_attr("objectives", [o.name for o in objectives])
-            study.set_user_attr("strategy", cfg.strategy)
+            study.set_user_attr("strategy", cfg.plan.strategy)
             study.set_user_attr("space_fingerprint", space.fingerprint())
             study.set_user_attr("space", space.to_dict())
-            study.set_user_attr("config", mask_config(cfg.as_dict()))  # no password stored
+            study.set_user_attr("config", mask_config(cfg.to_stored()))  # no password stored
             study.set_user_attr("base_metrics", base_metrics)
             study.set_user_attr(
-                "constraints", {"min_accuracy": cfg.min_accuracy, "max_flops": cfg.max_flops}
+                "constraints",
+                {"min_accuracy": cfg.selection.min_accuracy, "max_flops": cfg.selection.max_flops},
             )
-            study.set_user_attr("model", cfg.model)
-            study.set_user_attr("dataset", cfg.dataset)
+            study.set_user_attr("model", cfg.task.model)
+            study.set_user_attr("dataset", cfg.task.dataset)
             for params in space.warm_start():
                 enqueue(study, params, skip_if_exists=True)
     return study
 
 
-def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> None:
+def _check_same(study: optuna.Study, cfg: SearchSettings, space: SearchSpace) -> None:
     attrs = study.user_attrs
     if attrs.get("screen_of"):
         raise ConfigError(
@@ -202,15 +205,15 @@ def _check_same(study: optuna.Study, cfg: SearchConfig, space: SearchSpace) -> N
             f"(model {attrs.get('model')!r}, dataset {attrs.get('dataset')!r}); "
             f"use another --study name, or the original space to resume it"
         )
-    if attrs.get("strategy", "search") != cfg.strategy:
+    if attrs.get("strategy", "search") != cfg.plan.strategy:
         raise ConfigError(
             f"study {cfg.study_name!r} was created with --strategy "
-            f"{attrs.get('strategy', 'search')}, not {cfg.strategy}; use another --study name"
+            f"{attrs.get('strategy', 'search')}, not {cfg.plan.strategy}; use another --study name"
         )
-    if attrs.get("objectives") != list(cfg.objectives):
+    if attrs.get("objectives") != list(cfg.selection.objectives):
         raise ConfigError(
             f"study {cfg.study_name!r} optimises {attrs.get('objectives')}, not "
-            f"{list(cfg.objectives)}; use another --study name"
+            f"{list(cfg.selection.objectives)}; use another --study name"
         )
 
 
@@ -240,6 +243,8 @@ RECIPE_KEYS = (
     "dataset",
     "checkpoint",
     "base_epochs",
+    "base_lr",
+    "base_batch_size",
     "base_seed",
     "seed",
     "subset",
@@ -255,12 +260,12 @@ RECIPE_KEYS = (
 )
 
 
-def record_recipe(study: optuna.Study, cfg: SearchConfig) -> str | None:
+def record_recipe(study: optuna.Study, cfg: SearchSettings) -> str | None:
     """On a resume whose recipe (RECIPE_KEYS) differs from the stored config: store the new config
     as the study's "config" and append {"from_trial", "changed": {key: [old, new]}} to its
     "config_history" (trials numbered from_trial on ran with it); return the one-line warning
     naming the keys. None (nothing written) when the recipe is the same."""
-    stored, now = study.user_attrs.get("config") or {}, mask_config(cfg.as_dict())
+    stored, now = study.user_attrs.get("config") or {}, mask_config(cfg.to_stored())
     changed = {k: [stored[k], now[k]] for k in RECIPE_KEYS if k in stored and stored[k] != now[k]}
     if not changed:
         return None

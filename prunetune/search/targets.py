@@ -11,7 +11,7 @@ that target's MACs within the tolerance, by construction):
 2. **Then searched candidates, target after target** (the target with the fewest so far, the
    cheapest first): the
    target's *candidate study* (`<study>.target-<t>`, same storage, TPE over allocations, bits and
-   importance) proposes `cfg.candidates` allocations; each is scored with the cheap proxy
+   importance) proposes `cfg.plan.candidates` allocations; each is scored with the cheap proxy
    (`objective.screen_trial`: a short fine-tune, batch norms re-estimated, part of the validation
    split); the best not yet promoted becomes the full trial. A new target's candidate study
    starts from the best allocations found at the nearest target searched before it (what is
@@ -51,7 +51,7 @@ class TargetPlanner:
     def __init__(self, setup: SearchSetup, study: optuna.Study) -> None:
         self.setup, self.study = setup, study
         self.space: TargetSpace = setup.space
-        self.storage = make_storage(setup.config.storage_url)
+        self.storage = make_storage(setup.config.stores.storage_url)
         self._studies: dict[float, optuna.Study] = {}
         self._global: dict[float, dict[str, float]] = {}
         self._barren: set[float] = set()  # targets where no scored candidate could be promoted
@@ -101,7 +101,7 @@ class TargetPlanner:
                 if self._planned(target, kind, attrs.get("screened_from")):
                     continue
                 finished, running = count_finished(self.study)
-                if finished + running < self.setup.config.trials and not self._waiting():
+                if finished + running < self.setup.config.budget.trials and not self._waiting():
                     enqueue(self.study, params, target=target, candidate=kind, **attrs)
                 return True
         return True
@@ -206,7 +206,7 @@ class TargetPlanner:
                 load_if_exists=True,
                 direction="maximize",
                 sampler=optuna.samplers.TPESampler(
-                    seed=cfg.seed + index, multivariate=True, n_startup_trials=8
+                    seed=cfg.plan.seed + index, multivariate=True, n_startup_trials=8
                 ),
             )
             if "screen_of" not in study.user_attrs:
@@ -234,9 +234,10 @@ class TargetPlanner:
         return []
 
     def _searched(self, target: float, deadline) -> tuple[dict, dict] | None:
-        """Score `cfg.candidates` new candidates at `target`, then the best not yet promoted."""
+        """Score `cfg.plan.candidates` new candidates at `target`, then the best not yet
+        promoted."""
         study = self.candidate_study(target)
-        for _ in range(self.setup.config.candidates):
+        for _ in range(self.setup.config.plan.candidates):
             if deadline.passed():
                 return None
             self._score_one(study, target)

@@ -69,7 +69,7 @@ def export_user_trial(
         load=lambda path: load_compressed(path, base_model=base),
         base_metrics=setup.base.meta["metrics"],
         base_checkpoint=None,
-        threads=setup.config.threads,
+        threads=setup.config.measurement.threads,
         verify_label="inputs (example_input, then seeded random inputs of its shape)",
     )
     card = write_verified(
@@ -83,9 +83,9 @@ def export_user_trial(
         fps_repeats=fps_repeats,
         origin=Origin(
             run.study_name,
-            setup.config.storage_url,
+            setup.config.stores.storage_url,
             f"trial {rec.number}",
-            runtime=setup.config.runtime,
+            runtime=setup.config.measurement.runtime,
             result=run.result,
         ),
         retrain=retrained,

@@ -5,7 +5,8 @@ Two kinds, one contract (`Workload`):
 - `DatasetWorkload`: the CLI's. A prunetune data set (`prunetune.data`) and the fixed recipe of the
   search config (Adam, cross-entropy, a class-balanced subset per trial, optional distillation).
 - `UserWorkload`: the Python API's (`prunetune.run_search`). The user's own `train_fn(model)` and
-  `eval_fn(model) -> {"accuracy": ..., ...}` (and optionally `test_fn`); prunetune never sees the data.
+  `eval_fn(model) -> {"accuracy": ..., ...}` (and optionally `test_fn`); prunetune never sees the
+  data.
 
 Every method leaves the model on the CPU in eval mode (the runners, FPS and saved weights expect
 it there). Seeds are the trial's (see objective.trial_seed).

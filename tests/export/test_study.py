@@ -445,7 +445,8 @@ def test_error_weights_not_kept(in_study, tmp_path, capsys):
 
 
 def test_error_trial_file_naming_user_code_is_refused_unless_named(in_study, tmp_path, capsys):
-    """A stored trial file that names `module:function` is not rebuilt on its own word (issue 14)."""
+    """A stored trial file that names `module:function` is not rebuilt on its own word
+    (issue 14)."""
     rec = in_study.result().record(in_study.result().knee)
     weights = Path(rec.weights)
     aside = tmp_path / weights.name

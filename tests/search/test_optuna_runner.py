@@ -7,7 +7,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.search.optuna_runner import Deadline, mark_interrupted, objective_values, tell
 from prunetune.search.records import COMPLETE, FAILED, INTERRUPTED, REJECTED, record_from_trial
 from tests.search.studies import new_study, record
@@ -25,7 +25,7 @@ def test_a_told_record_comes_back_from_the_study_as_it_was(state, optuna_state):
     objectives = ["accuracy", "size"]
     study = new_study(tuple(objectives))
     rec = record(0, state, size_bytes=4096.0)
-    tell(study, study.ask(), rec, SearchConfig(objectives=objectives, min_accuracy=0.5))
+    tell(study, study.ask(), rec, SearchSettings.from_flat(objectives=objectives, min_accuracy=0.5))
     [frozen] = study.get_trials()
     assert frozen.state == optuna_state
     again = record_from_trial(frozen)

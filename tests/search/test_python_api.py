@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class TwoOutputs(nn.Module):
-    """A model whose forward returns (logits, features) or {"logits": ...}: refused with one line."""
+    """A model whose forward returns (logits, features) or {"logits": ...}: refused with one
+    line."""
 
     def __init__(self, as_dict: bool) -> None:
         super().__init__()
@@ -438,7 +439,8 @@ def test_the_example_script_runs_with_both_backends(tmp_path, backend):
 
 
 def _changes_the_head_of_the_second(model):
-    """A train_fn that fine-tunes, and on its second call replaces the head by Linear-ReLU-Linear."""
+    """A train_fn that fine-tunes, and on its second call replaces the head by
+    Linear-ReLU-Linear."""
     finetune(model)
     _changes_the_head_of_the_second.calls += 1
     if _changes_the_head_of_the_second.calls == 2:
@@ -508,7 +510,8 @@ def test_a_user_metric_never_overwrites_prunetunes_own_record(trained, tmp_path,
 
 
 def test_an_eval_fn_calling_sys_exit_fails_its_trial_and_the_search_goes_on(trained):
-    """Decided: the trial fails with the reason (it used to stay RUNNING: sys.exit ended the process)."""
+    """Decided: the trial fails with the reason (it used to stay RUNNING: sys.exit ended the
+    process)."""
 
     def exits_on_pruned(model):
         exits_on_pruned.calls += 1

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import PrunetuneError
 from prunetune.search.ray_cluster import init_ray
 
@@ -23,12 +23,12 @@ def _free_port() -> int:
 @pytest.mark.parametrize("address", ["head-node", "ray://:6379", "h:port"])
 def test_an_address_that_is_no_host_and_port_is_refused(address):
     with pytest.raises(PrunetuneError, match="--address must be auto or HOST:PORT"):
-        init_ray(SearchConfig(backend="ray", address=address))
+        init_ray(SearchSettings.from_flat(backend="ray", address=address))
 
 
 def test_an_address_nobody_listens_on_is_one_error_at_once():
     address = f"127.0.0.1:{_free_port()}"
     start = time.monotonic()
     with pytest.raises(PrunetuneError, match=f"no Ray cluster at {address}"):
-        init_ray(SearchConfig(backend="ray", address=address))
+        init_ray(SearchSettings.from_flat(backend="ray", address=address))
     assert time.monotonic() - start < 5

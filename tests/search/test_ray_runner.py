@@ -46,8 +46,8 @@ from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
 worker = cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
-print(json.dumps({"address": cluster.address, "nodes": [cluster.head_node.node_id, worker.node_id]}),
-      flush=True)
+print(json.dumps({"address": cluster.address,
+                  "nodes": [cluster.head_node.node_id, worker.node_id]}), flush=True)
 sys.stdin.read()
 cluster.shutdown()
 """
@@ -86,8 +86,12 @@ out = {}
 for first, second in (("busy", "quiet"), ("quiet", "busy"), ("busy", "busy")):
     if os.path.exists(mark):
         os.remove(mark)
-    a = hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[0], soft=False)).remote(first, 1.5)
-    b = ask.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[1], soft=False)).remote(second)
+    a = hold.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[0], soft=False)
+    ).remote(first, 1.5)
+    b = ask.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[1], soft=False)
+    ).remote(second)
     out[f"{first}-{second}"] = ray.get([a, b])
 print(json.dumps(out))
 """

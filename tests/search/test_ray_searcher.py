@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.search.ray_searcher import RayTrials
 from prunetune.search.ray_worker import NUMBER_KEY, RECORD_KEY, REPLAY_KEY
 from prunetune.search.records import FAILED, INTERRUPTED, record_from_trial
@@ -22,7 +22,7 @@ from tests.search.studies import record
 
 @pytest.fixture
 def trials(tmp_path) -> RayTrials:
-    cfg = SearchConfig(trials=2, strategy="search", objectives=["accuracy", "flops"])
+    cfg = SearchSettings.from_flat(trials=2, strategy="search", objectives=["accuracy", "flops"])
     space = SearchSpace(groups={"0": GroupSpec(8, 0.5, 0.0, 0.5)}, quant_layers=["0"], bits=[32])
     storage = make_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = load(storage, "s", directions=["maximize", "minimize"])

@@ -37,7 +37,8 @@ from prunetune.search.results import (
 )
 from tests.search.studies import BASE, add, new_study, params, record
 
-# (accuracy, flops) of the complete trials; trial 2 is dominated by trial 0. BASE: 0.9 at 1000 FLOPs.
+# (accuracy, flops) of the complete trials; trial 2 is dominated by trial 0.
+# BASE: 0.9 at 1000 FLOPs.
 POINTS = {0: (0.8, 500), 1: (0.6, 250), 2: (0.7, 600), 6: (0.85, 900)}
 OTHERS = {3: FAILED, 4: REJECTED, 5: RUNNING}
 
@@ -67,7 +68,8 @@ def study_of(
 def test_the_front_is_the_non_dominated_complete_trials_and_the_knee_is_balanced():
     result = summarize(study_of())
     assert result.front == [0, 1, 6]
-    # rescaled to the front's range (accuracy 0.6..0.85, flops 250..900), trial 0 is nearest the ideal
+    # rescaled to the front's range (accuracy 0.6..0.85, flops 250..900), trial 0 is nearest the
+    # ideal
     assert result.knee == 0
     assert result.front_records() == [result.record(0), result.record(1), result.record(6)]
     assert result.counts() == {COMPLETE: 4, FAILED: 1, REJECTED: 1, RUNNING: 1}
@@ -233,7 +235,8 @@ def test_results_and_records_import_no_torch():
         "import sys; import prunetune.search.results as r, tests.search.studies as s;"
         "assert 'pandas' not in sys.modules, 'pandas at import';"
         "r.trials_dataframe(r.summarize(s.new_study()));"
-        "bad = [m for m in ('torch', 'torchvision', 'mlflow', 'ray') if m in sys.modules]; assert not bad, bad"
+        "bad = [m for m in ('torch', 'torchvision', 'mlflow', 'ray') if m in sys.modules]; "
+        "assert not bad, bad"
     )
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}

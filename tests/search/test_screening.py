@@ -83,11 +83,11 @@ def test_no_screen_runs_the_sampler_alone(isolated):
 def test_ray_backend_screens_in_the_driver_and_stops_at_the_timeout(isolated):
     """Under Ray the driver screens between the workers' trials (3 warm-start trials, then one
     promoted); a later run whose window closes during its first trial stops there."""
-    from prunetune.config import SearchConfig
+    from prunetune.config import SearchSettings
     from prunetune.search.ray_runner import run_search_ray
     from tests.test_timeout import TINY, SlowTrialEnd
 
-    cfg = SearchConfig(
+    cfg = SearchSettings.from_flat(
         **TINY, study="rs", trials=4, strategy="search", screen=2, backend="ray", workers=1
     )
     run_search_ray(cfg)
@@ -96,7 +96,7 @@ def test_ray_backend_screens_in_the_driver_and_stops_at_the_timeout(isolated):
     assert len(load_study(isolated, "rs.screen").trials) == 2
     slow = SlowTrialEnd(6.0)
     run_search_ray(
-        SearchConfig(
+        SearchSettings.from_flat(
             **TINY,
             study="rs",
             trials=40,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from prunetune.compress import CompressionConfig, compress, inventory
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.measure import count_macs
 from prunetune.models import BaseModel
 from prunetune.search.records import is_context
@@ -30,7 +30,7 @@ def setup(tmp_path, monkeypatch):
     ).eval()
     metrics = {"val_accuracy": 0.9, "test_accuracy": 0.8, "user_metrics": {"confidence": 0.7}}
     return SearchSetup(
-        config=SearchConfig(threads=1, fps_repeats=3),
+        config=SearchSettings.from_flat(threads=1, fps_repeats=3),
         bundle=None,
         base=BaseModel(model, {"metrics": metrics, "num_classes": 10}, None),
         space=SearchSpace.from_inventory(inventory(model, X)),

@@ -8,7 +8,7 @@ import pytest
 
 from prunetune.cli import main
 from prunetune.compress import kept_channels
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError
 from prunetune.search.optuna_runner import run_search
 from prunetune.search.screening import screen_stats
@@ -54,11 +54,11 @@ def _runs(isolated, study: str):
 @pytest.mark.slow
 def test_uniform_sweeps_each_ratio_once_then_stops(isolated):
     # grid 0.1, 0.2, 0.3: a budget of 20 trials still runs each ratio exactly once
-    cfg = SearchConfig(
+    cfg = SearchSettings.from_flat(
         **TINY, study="uni", trials=20, strategy="uniform", ratio_max=0.3, ratio_step=0.1
     )
     assert make_space(
-        SearchConfig(strategy="uniform", ratio_min=0.6, ratio_max=0.8, ratio_step=0.1),
+        SearchSettings.from_flat(strategy="uniform", ratio_min=0.6, ratio_max=0.8, ratio_step=0.1),
         _space(0.6, 0.8, 0.1),
         None,
         None,
@@ -84,7 +84,7 @@ def test_uniform_sweeps_each_ratio_once_then_stops(isolated):
     assert len(load_study(isolated, "uni").trials) == 3
     with pytest.raises(ConfigError, match="created with --strategy uniform, not global"):
         run_search(
-            SearchConfig(
+            SearchSettings.from_flat(
                 **TINY, study="uni", trials=2, strategy="global", ratio_max=0.3, ratio_step=0.1
             )
         )
@@ -93,7 +93,7 @@ def test_uniform_sweeps_each_ratio_once_then_stops(isolated):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["global", "sensitivity"])
 def test_ranking_strategies_run_through_the_trial_pipeline(isolated, strategy):
-    cfg = SearchConfig(**TINY, study=strategy, trials=2, strategy=strategy, seed=1)
+    cfg = SearchSettings.from_flat(**TINY, study=strategy, trials=2, strategy=strategy, seed=1)
     result = run_search(cfg, listeners=[MlflowTracker()])
     study = load_study(isolated, strategy)
     assert study.user_attrs["strategy"] == strategy and len(result.records) == 2

@@ -14,7 +14,7 @@ import uuid
 import optuna
 import pytest
 
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.errors import ConfigError
 from prunetune.paths import open_lock_file
 from prunetune.search.records import (
@@ -146,7 +146,7 @@ def stored(objectives: list[str], space: SearchSpace, **attrs) -> optuna.Study:
 
 def test_a_study_is_resumed_only_with_its_space_strategy_and_objectives():
     # a study stored without a strategy attr is an older one: "search", the default before "targets"
-    cfg = SearchConfig(study="s", objectives=["accuracy", "flops"], strategy="search")
+    cfg = SearchSettings.from_flat(study="s", objectives=["accuracy", "flops"], strategy="search")
     _check_same(stored(["accuracy", "flops"], space_of()), cfg, space_of())  # the same: resumes
     refused = [
         (
@@ -182,7 +182,7 @@ def test_a_study_is_resumed_only_with_its_space_strategy_and_objectives():
 
 def test_open_study_stores_the_study_attrs_and_refuses_other_objectives(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cfg = SearchConfig(
+    cfg = SearchSettings.from_flat(
         study="s", storage=storage, objectives=["accuracy", "flops"], min_accuracy=0.5
     )
     study = open_study(cfg, space_of(), {"accuracy": 0.9, "flops": 1000})
@@ -201,5 +201,7 @@ def test_open_study_stores_the_study_attrs_and_refuses_other_objectives(tmp_path
     )
     with pytest.raises(ConfigError, match="optimises"):
         open_study(
-            SearchConfig(study="s", storage=storage, objectives=["accuracy", "fps"]), space_of(), {}
+            SearchSettings.from_flat(study="s", storage=storage, objectives=["accuracy", "fps"]),
+            space_of(),
+            {},
         )

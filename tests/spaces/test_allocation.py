@@ -1,4 +1,5 @@
-"""The level + allocation parametrization (prunetune.spaces.allocation, `--parametrization allocation`)."""
+"""The level + allocation parametrization (prunetune.spaces.allocation,
+`--parametrization allocation`)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from prunetune.compress import inventory
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.models.factory import create_model
 from prunetune.search.strategies import make_space
 from prunetune.spaces import SearchSpace, Space
@@ -35,7 +35,7 @@ def test_each_strategy_space_is_a_space_and_decodes_what_it_suggests(strategy, e
     model = create_model("mnist_net", in_channels=1, num_classes=10, input_size=(28, 28)).eval()
     x = torch.zeros(1, 1, 28, 28)
     inner = SearchSpace.from_inventory(inventory(model, x), ratio_min=0.5, bits=[32, 8])
-    space = make_space(SearchConfig(strategy=strategy, **extra), inner, model, x, None)
+    space = make_space(SearchSettings.from_flat(strategy=strategy, **extra), inner, model, x, None)
     assert isinstance(space, Space), type(space)
     study = optuna.create_study(directions=["maximize"], sampler=space.sampler(0))
     assert space.exhausted(study) is False

@@ -13,7 +13,7 @@ import torch
 
 from prunetune.cli import main
 from prunetune.compress import compress, inventory
-from prunetune.config import SearchConfig
+from prunetune.config import SearchSettings
 from prunetune.measure import count_macs
 from prunetune.models.factory import create_model
 from prunetune.search.objective import prepare_search
@@ -113,9 +113,9 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
     """Two targets, 7 trials: uniform and global at both first, then searched candidates (the
     cheaper target first); every full trial has its proxy score; the per-target table, the
     proxy's Spearman and the vs-uniform metrics reach the MLflow parent run."""
-    cfg = SearchConfig(**TINY, study="tg", trials=7, targets=[0.4, 0.15])
+    cfg = SearchSettings.from_flat(**TINY, study="tg", trials=7, targets=[0.4, 0.15])
     result = run_search(cfg, listeners=[MlflowTracker()])
-    study = load_existing(cfg.storage_url, "tg")
+    study = load_existing(cfg.stores.storage_url, "tg")
     full = [t for t in study.trials if t.state.name == "COMPLETE"]
     kinds = [
         (t.user_attrs["target"], t.user_attrs["candidate"])
@@ -159,7 +159,7 @@ def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
     baseline at 0.4, the second plans that same step and its process takes the trial. The first
     then drops its copy and plans the next step: each (target, baseline) is one full trial.
     Before the fix both enqueued it (two processes ran every baseline twice)."""
-    cfg = SearchConfig(**TINY, study="two", trials=6, targets=[0.4, 0.15])
+    cfg = SearchSettings.from_flat(**TINY, study="two", trials=6, targets=[0.4, 0.15])
     setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     study = open_study(cfg, setup.space, setup.base_metrics)
     first, second = TargetPlanner(setup, study), TargetPlanner(setup, study)
@@ -180,7 +180,7 @@ def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
 
 @pytest.mark.slow
 def test_the_default_search_is_targets_and_prints_the_table(isolated, capsys):
-    assert SearchConfig().strategy == "targets"
+    assert SearchSettings().strategy == "targets"
     assert (
         main(
             search_args(

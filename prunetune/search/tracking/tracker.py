@@ -108,7 +108,7 @@ class MlflowTracker:
             cfg = setup.config
             self.experiment_id = self._experiment(cfg.study_name)
             mark_dead_parents(self.client, self.experiment_id)
-            run_tags = {"strategy": cfg.strategy, "screening": str(cfg.screening).lower()}
+            run_tags = {"strategy": cfg.plan.strategy, "screening": str(cfg.plan.screening).lower()}
             reopened = self._reopen_parent(study.user_attrs.get(PARENT_ATTR))
             if reopened is None:
                 run = self.client.create_run(
@@ -117,10 +117,10 @@ class MlflowTracker:
                     tags={
                         "prunetune.role": "search",
                         "study": cfg.study_name,
-                        "model": cfg.model,
-                        "dataset": cfg.dataset,
-                        "backend": cfg.backend,
-                        "sampler": cfg.sampler,
+                        "model": cfg.task.model,
+                        "dataset": cfg.task.dataset,
+                        "backend": cfg.runner.backend,
+                        "sampler": cfg.plan.sampler,
                         "prunetune.worker": worker_id(),
                         **run_tags,
                     },
@@ -135,7 +135,7 @@ class MlflowTracker:
                     self.parent_run_id,
                     tags={"prunetune.worker": worker_id(), **run_tags},
                 )
-            params = flat_params("", mask_config(cfg.as_dict())) | flat_params(
+            params = flat_params("", mask_config(cfg.to_stored())) | flat_params(
                 "space.", setup.space.summary()
             )
             params = {k: v for k, v in params.items() if k not in known and k != "trials"}
@@ -146,8 +146,8 @@ class MlflowTracker:
                 self.client,
                 self.parent_run_id,
                 params=params,
-                metrics=as_metrics(base | {"budget": cfg.trials}),
-                tags={"budget": str(cfg.trials)},
+                metrics=as_metrics(base | {"budget": cfg.budget.trials}),
+                tags={"budget": str(cfg.budget.trials)},
             )
             if reopened is None:
                 self.client.log_dict(self.parent_run_id, setup.space.to_dict(), "search_space.json")
