@@ -89,6 +89,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spearman-configs", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
+        "--name",
+        default="deep_search",
+        help="results file name (e.g. deep_search_300s for a run at another budget)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="a smoke run: the report goes to the scratch "
@@ -462,7 +467,7 @@ def render(data: dict, out: Path | None) -> None:
         + (" ..." if len(runs) > 6 else "")
         + "."
     ]
-    _common.write("deep_search", "\n".join(lines) + "\n", data, out)
+    _common.write(args.get("name", "deep_search"), "\n".join(lines) + "\n", data, out)
 
 
 if __name__ == "__main__":

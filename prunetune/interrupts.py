@@ -14,7 +14,10 @@ dropped, and a search would run on. So the handlers also remember the signal, an
 `handle_interrupts()` (and off the main thread) `check()` never raises.
 
 `deferred()` holds a signal back for the few writes that must happen together (ending a run):
-it is raised when the block ends.
+it is raised when the block ends. A signal that arrives while `handle_interrupts()` restores the
+previous handlers (the command has just ended) is raised once they are back, as KeyboardInterrupt
+out of the block (the caller's outer `except KeyboardInterrupt` still exits 128 + signal), never
+from inside the restoring.
 """
 
 from __future__ import annotations
@@ -30,11 +33,16 @@ _seen: signal.Signals | None = None
 _depth = 0  # nesting of handle_interrupts()
 _deferring = 0  # nesting of deferred()
 _held = False  # a signal arrived inside deferred()
+_closing = False  # handle_interrupts() is restoring the previous handlers
+_late = False  # a signal arrived while it did
 
 
 def _handler(signum: int, frame) -> None:  # noqa: ARG001
-    global _seen, _held
+    global _seen, _held, _late
     _seen = signal.Signals(signum)
+    if _closing:
+        _late = True
+        return
     if _deferring:
         _held = True
         return
@@ -49,8 +57,9 @@ def _main_thread() -> bool:
 def handle_interrupts() -> Iterator[None]:
     """Within: SIGINT and SIGTERM raise KeyboardInterrupt and are remembered for `check()` and
     `received()`. Nests (an inner use re-installs the handlers after a library replaced them, as
-    ray.init does); the previous handlers are restored on exit, and the outermost exit forgets the
-    signal. A no-op off the main thread."""
+    ray.init does); the previous handlers are restored on exit (a signal meanwhile:
+    KeyboardInterrupt once they are), and the outermost entry forgets an earlier signal. A no-op
+    off the main thread."""
     global _seen, _depth
     if not _main_thread():
         yield
@@ -61,22 +70,37 @@ def handle_interrupts() -> Iterator[None]:
     _depth += 1
     try:
         yield
-    finally:
+    except BaseException:
+        _restore(old)
+        raise
+    if _restore(old):
+        raise KeyboardInterrupt
+
+
+def _restore(old: dict) -> bool:
+    """Put `old` handlers back and leave one level; whether a signal arrived meanwhile (recorded
+    by `_handler`, not raised: an exception raised while the handlers are half restored would
+    leave them so). The outermost level keeps the signal for `received()` until the next entry."""
+    global _closing, _late, _depth
+    _closing, _late = True, False
+    try:
         for s, h in old.items():
             signal.signal(s, h)
+    finally:
+        _closing = False
         _depth -= 1
-        if _depth == 0:
-            _seen = None
+    return _late
 
 
 def check() -> None:
     """Raise KeyboardInterrupt if SIGINT or SIGTERM arrived inside `handle_interrupts()`."""
-    if _seen is not None:
+    if _depth and _seen is not None:
         raise KeyboardInterrupt
 
 
 def received() -> signal.Signals | None:
-    """The last SIGINT or SIGTERM that arrived inside the current `handle_interrupts()`, or None."""
+    """The last SIGINT or SIGTERM that arrived inside the current (or, after it, the last)
+    `handle_interrupts()`, or None."""
     return _seen
 
 

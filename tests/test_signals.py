@@ -48,7 +48,7 @@ class Process:
                 not temp_folder or any(p.is_dir() for p in self.tmp.iterdir())
             )
 
-        seen = wait_for(lambda: ready() or self.proc.poll() is not None, 300)
+        seen = wait_for(lambda: ready() or self.proc.poll() is not None, 300, step=0.02)
         assert seen and self.proc.poll() is None, f"never saw {line!r}: {''.join(self.err)[-3000:]}"
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(timeout=120)

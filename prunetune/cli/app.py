@@ -145,33 +145,41 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.get("MLFLOW_TRACKING_URI"),
     )  # their secrets never reach an error line
     _quiet_libraries()
-    with interrupts.handle_interrupts():
-        try:
-            return args.fn(args)
-        except PrunetuneError as exc:
-            message = scrub(" ".join(str(exc).splitlines()))  # one line, no secret in it
-            print(f"prunetune: error: {message}", file=sys.stderr)
-            return EXIT_FAULT if isinstance(exc, EnvironmentFault) else EXIT_USER_ERROR
-        except KeyboardInterrupt:
-            return _interrupted(args.command)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        except Exception as exc:
-            if _read_only(exc):
-                print(
-                    "prunetune: error: a store became read-only while the command ran "
-                    f"({scrub(str(exc).splitlines()[0][:200])}); finished trials are saved",
-                    file=sys.stderr,
-                )
-                return EXIT_FAULT
-            if not _disk_full(exc):
-                raise
+    try:
+        with interrupts.handle_interrupts():
+            return _run(args)
+    except KeyboardInterrupt:  # as the handlers were restored: the command had just ended
+        return _interrupted(args.command)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """`args.fn(args)` with what it may raise turned into one line and an exit code."""
+    try:
+        return args.fn(args)
+    except PrunetuneError as exc:
+        message = scrub(" ".join(str(exc).splitlines()))  # one line, no secret in it
+        print(f"prunetune: error: {message}", file=sys.stderr)
+        return EXIT_FAULT if isinstance(exc, EnvironmentFault) else EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return _interrupted(args.command)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if _read_only(exc):
             print(
-                f"prunetune: error: no space left on the disk ({type(exc).__name__}: "
-                f"{scrub(str(exc).splitlines()[0][:200])}); free some space and re-run the same "
-                f"command "
-                "(finished trials are saved)",
+                "prunetune: error: a store became read-only while the command ran "
+                f"({scrub(str(exc).splitlines()[0][:200])}); finished trials are saved",
                 file=sys.stderr,
             )
             return EXIT_FAULT
+        if not _disk_full(exc):
+            raise
+        print(
+            f"prunetune: error: no space left on the disk ({type(exc).__name__}: "
+            f"{scrub(str(exc).splitlines()[0][:200])}); free some space and re-run the same "
+            f"command "
+            "(finished trials are saved)",
+            file=sys.stderr,
+        )
+        return EXIT_FAULT
