@@ -124,7 +124,8 @@ def test_config_loading_is_bounded(tmp_path, text, message):
     check). Each fails fast now, naming the key, never the whole value."""
     error, seconds = _timed_error(tmp_path / "c.yaml", text)
     assert message in error, error[:300]
-    assert len(error) < 400 and seconds < 2.0, (len(error), seconds)
+    # bounded, not timed: the quadratic checks took minutes; 10 s leaves room for a loaded machine
+    assert len(error) < 400 and seconds < 10.0, (len(error), seconds)
 
 
 def test_a_long_valid_list_is_checked_in_linear_time():

@@ -20,7 +20,9 @@ def _planner(tmp_path, done: list[tuple[float, str]], **extra_attrs) -> TargetPl
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
     setup = SimpleNamespace(
         space=SimpleNamespace(targets=[0.4, 0.15]),
-        config=SimpleNamespace(storage_url=f"sqlite:///{tmp_path / 'optuna.db'}"),
+        config=SimpleNamespace(
+            stores=SimpleNamespace(storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
+        ),
     )
     return TargetPlanner(setup, study)
 

@@ -180,7 +180,7 @@ def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
 
 @pytest.mark.slow
 def test_the_default_search_is_targets_and_prints_the_table(isolated, capsys):
-    assert SearchSettings().strategy == "targets"
+    assert SearchSettings().plan.strategy == "targets"
     assert (
         main(
             search_args(
