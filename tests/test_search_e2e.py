@@ -189,13 +189,14 @@ def ended_early(*procs: subprocess.Popen, note: object = "") -> str:
 
 
 def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated):
-    """Two searches on one study; the first is killed with kill -9 while the second runs trials:
-    the dead process's RUNNING trial is failed and re-run by the survivor, which ends with exactly
-    --trials finished (stale trials used to be recovered only at start-up: 5 of 6, exit 0)."""
-    assert run_cli(search_args("killed", 1), isolated).returncode == 0  # study + base cache
-    args = search_args("killed", 8)
-    first = start_cli(args, isolated)
-    second = start_cli(args, isolated)
+    """Two searches on one study; whichever runs a trial while the other has finished one is
+    killed with kill -9: its RUNNING trial is failed and re-run by the survivor, which ends with
+    exactly --trials finished (stale trials used to be recovered only at start-up: 5 of 6, exit 0).
+    Trials train 4 epochs on 600 images, so a RUNNING trial lasts long enough to be seen and killed
+    whichever process started first."""
+    slow = ("--epochs", "4", "--subset", "600")
+    assert run_cli(search_args("killed", 1, *slow), isolated).returncode == 0  # study + base
+    procs = [start_cli(search_args("killed", 8, *slow), isolated) for _ in range(2)]
 
     def mine(proc: subprocess.Popen, state: str) -> list:
         trials = load_study(isolated, "killed").get_trials(deepcopy=False)
@@ -203,20 +204,30 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
         return [t for t in trials if t.state.name == state and worker(t).endswith(f":{proc.pid}")]
 
     def both_alive() -> bool:
-        return first.poll() is None and second.poll() is None
+        return all(p.poll() is None for p in procs)
 
-    def overlap() -> bool:
-        return bool(mine(second, "COMPLETE") and mine(first, "RUNNING"))
+    def overlap() -> tuple[subprocess.Popen, subprocess.Popen] | None:
+        """(victim, survivor): the victim runs a trial, the survivor has finished one."""
+        for victim, survivor in (procs, procs[::-1]):
+            if mine(survivor, "COMPLETE") and mine(victim, "RUNNING"):
+                return victim, survivor
+        return None
 
-    wait_for(lambda: not both_alive() or overlap(), timeout=300, step=0.05)
-    assert both_alive(), ended_early(first, second, note=states(load_study(isolated, "killed")))
-    assert overlap(), states(load_study(isolated, "killed"))
-    first.kill()
-    first.communicate(timeout=60)
-    _, err = second.communicate(timeout=600)
-    assert second.returncode == 0, err
+    wait_for(lambda: not both_alive() or overlap() is not None, timeout=300, step=0.05)
+    pair = overlap()
+    assert both_alive(), ended_early(*procs, note=states(load_study(isolated, "killed")))
+    assert pair is not None, states(load_study(isolated, "killed"))
+    victim, survivor = pair
+    victim.kill()
+    victim.communicate(timeout=60)
+    cut = mine(victim, "RUNNING") + [
+        t for t in mine(victim, "FAIL") if t.user_attrs.get("interrupted")
+    ]
+    assert cut, "the victim's trial ended before kill -9 reached it"
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err
     study = load_study(isolated, "killed")
     assert finished(study) == 8, states(study)
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
     replays = [t for t in study.trials if t.user_attrs.get("replay_of") is not None]
-    assert len(replays) == 1 and replays[0].user_attrs["worker"].endswith(f":{second.pid}")
+    assert len(replays) == 1 and replays[0].user_attrs["worker"].endswith(f":{survivor.pid}")

@@ -12,6 +12,29 @@ COMPLETE = optuna.trial.TrialState.COMPLETE
 WEAK_PROXY = 0.6  # proxy Spearman below this: the ranking is not to be trusted (said, logged)
 
 
+def candidate_study_name(study_name: str, target: float) -> str:
+    """The name of the study holding the candidates scored at `target` of study `study_name`."""
+    return f"{study_name}.target-{target:g}"
+
+
+def baseline_proxy_key(kind: str, target: float) -> str:
+    """The full study's user attr holding the proxy score of baseline `kind` at `target` (scored
+    in the target's candidate study, so its full trial never waits for it)."""
+    return f"proxy.{kind}.t{target:g}"
+
+
+def proxy_of(trial: optuna.trial.FrozenTrial, study_attrs: dict) -> float | None:
+    """The proxy score of a full trial of a `targets` search: its own `proxy` (a searched
+    candidate), or its baseline's score kept in the study's user attrs `study_attrs`; None when
+    not (yet) scored."""
+    if trial.user_attrs.get("proxy") is not None:
+        return float(trial.user_attrs["proxy"])
+    kind, target = trial.user_attrs.get("candidate"), trial.user_attrs.get("target")
+    if kind is None or target is None:
+        return None
+    return study_attrs.get(baseline_proxy_key(kind, float(target)))
+
+
 def target_rows(study: optuna.Study) -> list[dict]:
     """One row per target of a `targets` search, lightest first: {"target", "uniform", "global",
     "search" (best validation accuracy of each kind; None when none finished), "best" (the best
@@ -100,8 +123,9 @@ def proxy_quality(study: optuna.Study) -> dict[str, float] | None:
     within-target Spearman of proxy vs brief fine-tune accuracy, weighted by pairs,
     "proxy_pairs": pairs used}; None with fewer than 3 pairs at every target."""
     by_target: dict[float, list[tuple[float, float]]] = {}
+    study_attrs = study.user_attrs
     for t in study.get_trials(deepcopy=False):
-        proxy = t.user_attrs.get("proxy")
+        proxy = proxy_of(t, study_attrs)
         if (
             t.state == optuna.trial.TrialState.COMPLETE
             and proxy is not None

@@ -17,13 +17,16 @@ that target's MACs within the tolerance, by construction):
    starts from the best allocations found at the nearest target searched before it (what is
    learned is shared).
 
-Baselines are scored by the proxy too, so each full trial carries its proxy score (`proxy`) and
+Baselines are planned without any scoring (the first full trial starts as soon as the base is
+ready). Their proxy scores come when their target is first searched: they are the first candidates
+of the target's candidate study (user attr `baseline`; anchors for its sampler, never promoted),
+and each score is kept in the full study's user attr `target_report.baseline_proxy_key(...)`. So
 `proxy_quality` can say how well the proxy ranks: the Spearman correlation of proxy and brief
 fine-tune accuracy within each target, averaged over targets, weighted by pairs.
 
-Full trials carry user attrs `target`, `candidate` ("uniform", "global" or "search"), `proxy` and,
-for searched ones, `screened_from` (the candidate trial's number). Only full trials live in the
-full study, so only they reach the front.
+Full trials carry user attrs `target`, `candidate` ("uniform", "global" or "search") and, for
+searched ones, `proxy` and `screened_from` (the candidate trial's number). Only full trials live in
+the full study, so only they reach the front.
 """
 
 from __future__ import annotations
@@ -34,15 +37,12 @@ from prunetune import interrupts
 from prunetune.search.objective import SearchSetup, screen_trial
 from prunetune.search.records import COMPLETE
 from prunetune.search.study import budget_lock, count_finished, enqueue, make_storage
+from prunetune.search.target_report import baseline_proxy_key, candidate_study_name
 from prunetune.spaces.targets import ALLOC, TargetSpace
 
 BASELINES = ("uniform", "global")
 SHARED = 2  # a new target's candidate study starts from this many of the best allocations before it
 GLOBAL_STEPS = 7  # bisection steps on torch-pruning's global ratio (then the exact scalar solve)
-
-
-def candidate_study_name(study_name: str, target: float) -> str:
-    return f"{study_name}.target-{target:g}"
 
 
 class TargetPlanner:
@@ -140,9 +140,19 @@ class TargetPlanner:
 
     # -- baselines --------------------------------------------------------------------------------
     def _baseline(self, target: float, kind: str) -> tuple[dict, dict]:
-        """The uniform or global-ranking config at `target` with its proxy score. When its shape
-        cannot meet the target within the tolerance (channels too coarse for the window), the
-        config of that shape nearest below the target, marked `below_tolerance`."""
+        """The uniform or global-ranking config at `target` (its proxy is scored later, see the
+        module docstring). When its shape cannot meet the target within the tolerance (channels
+        too coarse for the window), the config of that shape nearest below the target, marked
+        `below_tolerance`."""
+        candidate = self._baseline_candidate(target, kind)
+        params = self.space.candidate_params(candidate, target)
+        if params is None:  # the target cannot be met by this shape: the closest config below it
+            return self._closest(candidate, target), {"below_tolerance": True}
+        return params, {}
+
+    def _baseline_candidate(self, target: float, kind: str) -> dict:
+        """The uniform (every allocation 0) or global-ranking candidate at `target`, widest bits,
+        first importance."""
         alloc = {d: 0.0 for d in self.space.dims()}
         if kind == "global":
             alloc = self.space.allocation_of(self._global_ratios(target))
@@ -150,13 +160,7 @@ class TargetPlanner:
         candidate |= {f"bits:{d}": self.space.inner.bits[0] for d in self.space.inner.bits_dims()}
         if len(self.space.inner.importance) > 1:
             candidate["importance"] = self.space.inner.importance[0]
-        params = self.space.candidate_params(candidate, target)
-        attrs: dict = {}
-        if params is None:  # the target cannot be met by this shape: the closest config below it
-            params, attrs = self._closest(candidate, target), {"below_tolerance": True}
-        record = screen_trial(self.setup, params, self._proxy_number(target, kind))
-        proxy = record.metrics.get("accuracy") if record.state == COMPLETE else None
-        return params, {"proxy": proxy, **attrs}
+        return candidate
 
     def _closest(self, candidate: dict, target: float) -> dict:
         """Full-trial params of `candidate` at the lowest target below `target` it can meet."""
@@ -165,10 +169,6 @@ class TargetPlanner:
             if params is not None:
                 return params | {"target": target}
         raise RuntimeError(f"no config of this shape meets {target:g} of the base's MACs")
-
-    def _proxy_number(self, target: float, kind: str) -> int:
-        """A seed number for a baseline's proxy score (stable across resumes)."""
-        return 1_000_000 + self.space.targets.index(target) * 10 + BASELINES.index(kind)
 
     def _global_ratios(self, target: float) -> dict[str, float]:
         """Per-dimension ratios of torch-pruning's global ranking whose MACs are closest to
@@ -195,8 +195,8 @@ class TargetPlanner:
 
     # -- searched candidates ----------------------------------------------------------------------
     def candidate_study(self, target: float) -> optuna.Study:
-        """The candidate study of `target` (created on first use, seeded with the best allocations
-        of the targets before it)."""
+        """The candidate study of `target` (created on first use, seeded with the baselines at
+        `target`, then the best allocations of the targets before it)."""
         if target not in self._studies:
             cfg = self.setup.config
             index = self.space.targets.index(target)
@@ -212,6 +212,9 @@ class TargetPlanner:
             if "screen_of" not in study.user_attrs:
                 study.set_user_attr("screen_of", self.study.study_name)
                 study.set_user_attr("target", target)
+                for kind in BASELINES:
+                    candidate = self._baseline_candidate(target, kind)
+                    enqueue(study, candidate, skip_if_exists=True, baseline=kind)
                 for params in self._best_before(index):
                     enqueue(study, params, skip_if_exists=True)
             self._studies[target] = study
@@ -237,7 +240,12 @@ class TargetPlanner:
         """Score `cfg.plan.candidates` new candidates at `target`, then the best not yet
         promoted."""
         study = self.candidate_study(target)
-        for _ in range(self.setup.config.plan.candidates):
+        waiting = optuna.trial.TrialState.WAITING
+        baselines = sum(
+            t.state == waiting and "baseline" in t.user_attrs
+            for t in study.get_trials(deepcopy=False)
+        )
+        for _ in range(baselines + self.setup.config.plan.candidates):
             if deadline.passed():
                 return None
             self._score_one(study, target)
@@ -250,7 +258,9 @@ class TargetPlanner:
         done = [
             t
             for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.number not in promoted
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.number not in promoted
+            and "baseline" not in t.user_attrs
         ]
         if not done:
             return None
@@ -266,6 +276,9 @@ class TargetPlanner:
         try:
             candidate = self.space.suggest_candidate(trial)
             params = self.space.candidate_params(candidate, target)
+            baseline = trial.user_attrs.get("baseline")
+            if params is None and baseline is not None:  # as its full trial: nearest below
+                params = self._closest(candidate, target)
             if params is None:
                 trial.set_user_attr("reason", f"cannot meet {target:g} of the base's MACs")
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -287,5 +300,8 @@ class TargetPlanner:
         )
         if record.state == COMPLETE:
             study.tell(trial, float(record.metrics["accuracy"]))
+            if baseline is not None:
+                key = baseline_proxy_key(baseline, target)
+                self.study.set_user_attr(key, float(record.metrics["accuracy"]))
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -7,6 +7,8 @@ import optuna
 import pytest
 
 from prunetune.search.target_report import (
+    baseline_proxy_key,
+    proxy_of,
     proxy_quality,
     spearman,
     target_metrics,
@@ -66,3 +68,20 @@ def test_the_parent_runs_metrics():
     metrics = target_metrics(_study(TRIALS))
     assert metrics["best.t0.4"] == 0.82 and metrics["vs_uniform.t0.2"] == pytest.approx(0.10)
     assert "global.t0.2" not in metrics and metrics["proxy_pairs"] == 3
+
+
+def test_a_baselines_proxy_is_read_from_the_study():
+    """Baselines' full trials carry no proxy of their own: their scores sit in the study's user
+    attrs (scored with the target's candidates), and the Spearman uses them."""
+    bare = optuna.create_study(directions=["maximize"])
+    for t in _study(TRIALS).trials:
+        if t.user_attrs["candidate"] != "search":
+            del t.user_attrs["proxy"]
+        bare.add_trial(t)
+    assert proxy_quality(bare) is None  # 0.2 has one searched proxy and no baseline's
+    bare.set_user_attr(baseline_proxy_key("uniform", 0.2), 0.30)
+    assert proxy_quality(bare) == {"proxy_spearman": pytest.approx(1.0), "proxy_pairs": 3}
+    assert (
+        proxy_of(bare.trials[1], bare.user_attrs) == 0.30
+        and baseline_proxy_key("global", 0.4) == "proxy.global.t0.4"
+    )

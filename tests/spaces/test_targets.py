@@ -21,7 +21,8 @@ from prunetune.paths import weights_dir
 from prunetune.search.optuna_runner import Deadline, run_search
 from prunetune.search.study import load_existing, open_study
 from prunetune.search.targets import TargetPlanner
-from prunetune.search.target_report import target_rows, targets_text
+from prunetune.search import targets
+from prunetune.search.target_report import proxy_of, target_rows, targets_text
 from prunetune.search.tracking import MlflowTracker
 from prunetune.spaces import SearchSpace
 from prunetune.spaces.targets import TOLERANCE, default_targets, make_target_space
@@ -111,7 +112,8 @@ TINY = dict(
 @pytest.mark.slow
 def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolated):
     """Two targets, 7 trials: uniform and global at both first, then searched candidates (the
-    cheaper target first); every full trial has its proxy score; the per-target table, the
+    cheaper target first); every full trial has its proxy score (the baselines' from the
+    candidate study of their target, searched at trials 5 and 6); the per-target table, the
     proxy's Spearman and the vs-uniform metrics reach the MLflow parent run."""
     cfg = SearchSettings.from_flat(**TINY, study="tg", trials=7, targets=[0.4, 0.15])
     result = run_search(cfg, listeners=[MlflowTracker()])
@@ -134,7 +136,7 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
             "below_tolerance"
         ):  # a baseline whose channels are too coarse for the window
             assert target * (1 - TOLERANCE) * base - 1 <= macs, (target, macs / base)
-        assert t.user_attrs["proxy"] is not None
+        assert proxy_of(t, study.user_attrs) is not None, t.user_attrs
     assert all(
         not t.user_attrs.get("below_tolerance")
         for t in full
@@ -152,6 +154,31 @@ def test_baselines_at_every_target_then_searched_candidates_proxy_logged(isolate
     ][0]
     assert {"best.t0.4", "uniform.t0.15", "vs_uniform.t0.15"} <= set(parent.data.metrics)
     assert "proxy_spearman" in parent.data.metrics  # 0.15 has uniform, global and >= 1 searched
+
+
+def test_baselines_start_at_once_and_are_scored_with_their_targets_candidates(
+    isolated, monkeypatch
+):
+    """Issue 23: the first full trial (uniform at the lightest target) is planned without any
+    proxy scoring (it used to wait ~2.5 s for one). The baselines' proxies are scored first when
+    their target is searched: anchors of its candidate study, kept on the full study, never
+    promoted."""
+    cfg = SearchSettings.from_flat(**TINY, study="quick", trials=6, targets=[0.4, 0.15])
+    setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
+    study = open_study(cfg, setup.space, setup.base_metrics)
+    planner, scored = TargetPlanner(setup, study), []
+    real = targets.screen_trial
+    monkeypatch.setattr(targets, "screen_trial", lambda *a: scored.append(a) or real(*a))
+    assert planner.refill(Deadline(None)) and scored == []
+    assert [(t.user_attrs["target"], t.user_attrs["candidate"]) for t in study.trials] == [
+        (0.4, "uniform")
+    ]
+    params, attrs = planner._searched(0.15, Deadline(None))
+    candidates = planner.candidate_study(0.15).trials
+    assert [t.user_attrs.get("baseline") for t in candidates[:2]] == ["uniform", "global"]
+    assert len(scored) == len(candidates) == 2 + TINY["candidates"]
+    assert {"proxy.uniform.t0.15", "proxy.global.t0.15"} <= set(study.user_attrs)
+    assert attrs["screened_from"] >= 2 and attrs["proxy"] is not None
 
 
 def test_two_searches_sharing_a_study_never_plan_one_baseline_twice(isolated):
