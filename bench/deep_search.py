@@ -20,6 +20,11 @@ hypervolume (accuracy x MACs, normalised by the base). Proxy check: per net `--s
 complete trials spread over MACs (from all that net's runs) get the same final fine-tune; the
 Spearman rank correlation of their brief (as searched) vs final test accuracy is reported.
 
+`--nets` takes zoo names and user models (`package.module:function`, as `prunetune search
+--model` does): `unseen_nets:regnet` (bench/unseen_nets.py) is an architecture outside the zoo,
+written as a user would, for the check on a model the search was not designed on; `--first-seed`
+picks seeds nobody tuned for.
+
 Runs go to worker processes (`--workers`, one torch thread each), studies to per-run SQLite files
 in the scratch folder (a stopped bench resumes: finished runs are reused; a run that was cut off
 continues its study with a new timeout window, which the report cannot tell apart). No MLflow.
@@ -34,6 +39,7 @@ _common.ensure_env()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from multiprocessing import get_context  # noqa: E402
@@ -56,6 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nets", default="resnet18,mobilenet_v2,vgg16_bn")
     p.add_argument("--strategies", default="targets,uniform,global")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1"
+    )
     p.add_argument("--timeout", type=float, default=100.0, help="seconds of trial loop per run")
     p.add_argument(
         "--targets", default="0.05,0.02,0.01", help="MACs targets, fractions of the base's"
@@ -111,8 +120,9 @@ def _base_recipe(args):
 def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
     from prunetune.config import SearchSettings
 
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", net)  # a user model's `package.module:function`
     name = (
-        f"{net}-{strategy}-s{seed}-t{args['timeout']:g}-e{args['epochs']}-n{args['subset']}"
+        f"{label}-{strategy}-s{seed}-t{args['timeout']:g}-e{args['epochs']}-n{args['subset']}"
         f"-r{args['ratio_min']:g}"
     )
     if strategy == "screened":
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [
         (args, n, s, seed, str(workdir))
         for n in nets
-        for seed in range(ns.seeds)
+        for seed in range(ns.first_seed, ns.first_seed + ns.seeds)
         for s in strategies
     ]
     runs = list(pool.map(task_run, *zip(*specs)))

@@ -31,6 +31,8 @@ the full study, so only they reach the front.
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 
 from prunetune import interrupts
@@ -273,10 +275,12 @@ class TargetPlanner:
         that cannot meet the target is PRUNED; Ctrl-C fails it and propagates)."""
         interrupts.check()
         trial = study.ask()
+        baseline = trial.user_attrs.get("baseline")
         try:
-            candidate = self.space.suggest_candidate(trial)
+            with warnings.catch_warnings():  # a global ranking's allocation may exceed [-1, 1]
+                warnings.filterwarnings("ignore", "Fixed parameter .* out of range")
+                candidate = self.space.suggest_candidate(trial)
             params = self.space.candidate_params(candidate, target)
-            baseline = trial.user_attrs.get("baseline")
             if params is None and baseline is not None:  # as its full trial: nearest below
                 params = self._closest(candidate, target)
             if params is None:

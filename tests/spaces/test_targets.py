@@ -6,6 +6,7 @@ logged; bad --targets values are one line, exit 2."""
 from __future__ import annotations
 
 import random
+import warnings
 
 import mlflow
 import pytest
@@ -162,7 +163,7 @@ def test_baselines_start_at_once_and_are_scored_with_their_targets_candidates(
     """Issue 23: the first full trial (uniform at the lightest target) is planned without any
     proxy scoring (it used to wait ~2.5 s for one). The baselines' proxies are scored first when
     their target is searched: anchors of its candidate study, kept on the full study, never
-    promoted."""
+    promoted; a global ranking's allocation outside the sampler's range is no warning."""
     cfg = SearchSettings.from_flat(**TINY, study="quick", trials=6, targets=[0.4, 0.15])
     setup = prepare_search(cfg, weights_dir=weights_dir(cfg.study_name))
     study = open_study(cfg, setup.space, setup.base_metrics)
@@ -173,7 +174,13 @@ def test_baselines_start_at_once_and_are_scored_with_their_targets_candidates(
     assert [(t.user_attrs["target"], t.user_attrs["candidate"]) for t in study.trials] == [
         (0.4, "uniform")
     ]
-    params, attrs = planner._searched(0.15, Deadline(None))
+    dims = list(planner.space.dims())  # a global ranking that prunes one group far harder
+    planner._global[0.15] = {d: 0.9 if d == dims[0] else 0.0 for d in dims}
+    assert max(abs(a) for a in planner.space.allocation_of(planner._global[0.15]).values()) > 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        params, attrs = planner._searched(0.15, Deadline(None))
+    assert not [w for w in caught if "out of range" in str(w.message)]  # it is meant to be
     candidates = planner.candidate_study(0.15).trials
     assert [t.user_attrs.get("baseline") for t in candidates[:2]] == ["uniform", "global"]
     assert len(scored) == len(candidates) == 2 + TINY["candidates"]
