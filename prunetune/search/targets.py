@@ -239,8 +239,9 @@ class TargetPlanner:
         return []
 
     def _searched(self, target: float, deadline) -> tuple[dict, dict] | None:
-        """Score `cfg.plan.candidates` new candidates at `target`, then the best not yet
-        promoted."""
+        """Score the baselines still waiting in `target`'s candidate study (the first time it is
+        searched) and `cfg.plan.candidates` new candidates, then return the best searched one not
+        yet promoted (baselines are full trials already)."""
         study = self.candidate_study(target)
         waiting = optuna.trial.TrialState.WAITING
         baselines = sum(
@@ -272,7 +273,8 @@ class TargetPlanner:
 
     def _score_one(self, study: optuna.Study, target: float) -> None:
         """Ask `study` for one candidate, score it with the proxy, tell the result (a candidate
-        that cannot meet the target is PRUNED; Ctrl-C fails it and propagates)."""
+        that cannot meet the target is PRUNED; Ctrl-C fails it and propagates). A baseline is
+        scored as its full trial is configured, and its score kept on the full study."""
         interrupts.check()
         trial = study.ask()
         baseline = trial.user_attrs.get("baseline")
