@@ -260,8 +260,9 @@ def final_key(args: dict, weights: str, seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def task_final(args: dict, weights: str, seed: int, workdir: str) -> dict:
-    """The final recipe on one trial's weights: brief test accuracy (as searched), then
+def task_final(args: dict, weights: str, seed: int, workdir: str, net: str) -> dict:
+    """The final recipe on one trial's weights (of `net`, named so a user model's file is rebuilt
+    from its code): brief test accuracy (as searched), then
     --final-epochs on the whole training split, batch norms re-estimated, test accuracy (reused
     from workdir/finals/ when this final already ran)."""
     cached = Path(workdir) / "finals" / f"{final_key(args, weights, seed)}.json"
@@ -277,7 +278,7 @@ def task_final(args: dict, weights: str, seed: int, workdir: str) -> dict:
     torch.set_num_threads(1)
     os.chdir(workdir)
     bundle = create_dataset("mnist5k")
-    model, _ = load_compressed_file(weights)
+    model, _ = load_compressed_file(weights, model=net)
     brief = evaluate(model, bundle.test)["accuracy"]
     t0 = time.perf_counter()
     train(
@@ -350,21 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     ]
     runs = list(pool.map(task_run, *zip(*specs)))
     picks, finals, seeds = {}, {}, {r["study"]: r["seed"] for r in runs}
+    net_of: dict[str, str] = {}  # weights file -> net
     for run in runs:
         for target in targets:
             best = best_within(run, target * bases[run["net"]]["macs"])
             picks[(run["study"], target)] = best
             if best:
                 finals[(best["weights"], run["seed"])] = None
+                net_of[best["weights"]] = run["net"]
     checks = {
         n: spread_over_macs([r for r in runs if r["net"] == n], ns.spearman_configs) for n in nets
     }
     for n, trials in checks.items():
         for t in trials:
             finals[(t["weights"], t["seed"])] = None
+            net_of[t["weights"]] = n
     keys = list(finals)
     for key, res in zip(
-        keys, pool.map(task_final, *zip(*[(args, w, s, str(workdir)) for w, s in keys]))
+        keys,
+        pool.map(task_final, *zip(*[(args, w, s, str(workdir), net_of[w]) for w, s in keys])),
     ):
         finals[key] = res
     pool.shutdown()
