@@ -10,6 +10,8 @@ import mlflow
 import pytest
 
 from prunetune.cli import main
+from prunetune.search import study_store
+from prunetune.search.study import make_storage
 from tests.helpers import finished, load_study, run_cli, search_args, start_cli, states, wait_for
 
 pytestmark = pytest.mark.slow
@@ -75,22 +77,30 @@ def test_resume_counts_the_budget_and_adds_children(isolated):
 
 
 def _running_after_complete(isolated, name):
+    """A condition for wait_for: >= 2 trials complete and one running with its params. One storage
+    for every poll and one read of the trials per poll, so a poll stays short on a loaded machine
+    (two opened storages per poll missed every 2-s trial of a search under CI load)."""
+    storage = []
+
     def cond():
-        if not (isolated / "mlruns" / "optuna.db").exists():
-            return False
+        if not storage:
+            if not (isolated / "mlruns" / "optuna.db").exists():
+                return False
+            storage.append(make_storage(f"sqlite:///{isolated / 'mlruns' / 'optuna.db'}"))
         try:
-            s = states(load_study(isolated, name))
+            trials = study_store.load(storage[0], name).get_trials(deepcopy=False)
         except KeyError:  # the study is not created yet
             return False
-        running = [t for t in load_study(isolated, name).trials if t.state.name == "RUNNING"]
-        return s.get("COMPLETE", 0) >= 2 and len(running) == 1 and bool(running[0].params)
+        running = [t for t in trials if t.state.name == "RUNNING"]
+        complete = sum(t.state.name == "COMPLETE" for t in trials)
+        return complete >= 2 and len(running) == 1 and bool(running[0].params)
 
     return cond
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_search_resumes_to_the_budget(isolated, sig):
-    args = search_args("intr", 6, "--epochs", "4", "--subset", "600")
+    args = search_args("intr", 6, "--epochs", "8", "--subset", "1000")
     proc = start_cli(args, isolated)
     assert wait_for(_running_after_complete(isolated, "intr")), proc.communicate()[1]
     proc.send_signal(sig)
