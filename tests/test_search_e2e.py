@@ -208,26 +208,31 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
     assert run_cli(search_args("killed", 1, *slow), isolated).returncode == 0  # study + base
     procs = [start_cli(search_args("killed", 8, *slow), isolated) for _ in range(2)]
 
-    def mine(proc: subprocess.Popen, state: str) -> list:
-        trials = load_study(isolated, "killed").get_trials(deepcopy=False)
+    def mine(proc: subprocess.Popen, state: str, trials: list | None = None) -> list:
+        if trials is None:
+            trials = load_study(isolated, "killed").get_trials(deepcopy=False)
         worker = lambda t: str(t.user_attrs.get("worker", ""))  # noqa: E731
         return [t for t in trials if t.state.name == state and worker(t).endswith(f":{proc.pid}")]
 
     def both_alive() -> bool:
         return all(p.poll() is None for p in procs)
 
-    def overlap() -> tuple[subprocess.Popen, subprocess.Popen] | None:
-        """(victim, survivor): the victim runs a trial, the survivor has finished one."""
-        for victim, survivor in (procs, procs[::-1]):
-            if mine(survivor, "COMPLETE") and mine(victim, "RUNNING"):
-                return victim, survivor
-        return None
+    found: list[tuple[subprocess.Popen, subprocess.Popen]] = []
 
-    wait_for(lambda: not both_alive() or overlap() is not None, timeout=300, step=0.05)
-    pair = overlap()
+    def overlap() -> bool:
+        """Whether a victim runs a trial while a survivor has finished one (kept in `found`):
+        one read of the trials per poll, so the pair is the one this poll saw."""
+        trials = load_study(isolated, "killed").get_trials(deepcopy=False)
+        for victim, survivor in (procs, procs[::-1]):
+            if mine(survivor, "COMPLETE", trials) and mine(victim, "RUNNING", trials):
+                found.append((victim, survivor))
+                return True
+        return False
+
+    wait_for(lambda: not both_alive() or overlap(), timeout=300, step=0.05)
     assert both_alive(), ended_early(*procs, note=states(load_study(isolated, "killed")))
-    assert pair is not None, states(load_study(isolated, "killed"))
-    victim, survivor = pair
+    assert found, states(load_study(isolated, "killed"))
+    victim, survivor = found[0]
     victim.kill()
     victim.communicate(timeout=60)
     cut = mine(victim, "RUNNING") + [
