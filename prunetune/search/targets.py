@@ -146,9 +146,13 @@ class TargetPlanner:
         module docstring). When its shape cannot meet the target within the tolerance (channels
         too coarse for the window), the config of that shape nearest below the target, marked
         `below_tolerance`."""
-        candidate = self._baseline_candidate(target, kind)
+        return self._baseline_params(self._baseline_candidate(target, kind), target)
+
+    def _baseline_params(self, candidate: dict, target: float) -> tuple[dict, dict]:
+        """(full-trial params, attrs) of a baseline's `candidate` at `target`: on the target, or
+        when its shape cannot meet it, the closest config below it with `below_tolerance`."""
         params = self.space.candidate_params(candidate, target)
-        if params is None:  # the target cannot be met by this shape: the closest config below it
+        if params is None:
             return self._closest(candidate, target), {"below_tolerance": True}
         return params, {}
 
@@ -282,9 +286,10 @@ class TargetPlanner:
             with warnings.catch_warnings():  # a global ranking's allocation may exceed [-1, 1]
                 warnings.filterwarnings("ignore", "Fixed parameter .* out of range")
                 candidate = self.space.suggest_candidate(trial)
-            params = self.space.candidate_params(candidate, target)
-            if params is None and baseline is not None:  # as its full trial: nearest below
-                params = self._closest(candidate, target)
+            if baseline is None:
+                params = self.space.candidate_params(candidate, target)
+            else:  # scored as its full trial is configured
+                params, _ = self._baseline_params(candidate, target)
             if params is None:
                 trial.set_user_attr("reason", f"cannot meet {target:g} of the base's MACs")
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
