@@ -326,7 +326,7 @@ def requeue_unfinished(study: optuna.Study) -> list[int]:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             storage.set_trial_user_attr(trial_id, "interrupted", True)
             storage.set_trial_user_attr(trial_id, "fail_reason", "its process died (killed?)")
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         elif not (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted")):
             continue
         origin = t.user_attrs.get("replay_of", t.number)
