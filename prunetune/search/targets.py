@@ -17,6 +17,11 @@ that target's MACs within the tolerance, by construction):
    starts from the best allocations found at the nearest target searched before it (what is
    learned is shared).
 
+With the default targets, the plan follows accuracy: once every planned baseline has finished, a
+target is added where the front drops steeply (prunetune.search.target_refine: at most two per
+search, listed in the full study's user attr `refined_targets`), its baselines first as at every
+target.
+
 Baselines are planned without any scoring (the first full trial starts as soon as the base is
 ready). Their proxy scores come when their target is first searched: they are the first candidates
 of the target's candidate study (user attr `baseline`; anchors for its sampler, never promoted),
@@ -39,7 +44,8 @@ from prunetune import interrupts
 from prunetune.search.objective import SearchSetup, screen_trial
 from prunetune.search.records import COMPLETE
 from prunetune.search.study import budget_lock, count_finished, enqueue, make_storage
-from prunetune.search.target_report import baseline_proxy_key, candidate_study_name
+from prunetune.search.target_refine import MAX_REFINED, REFINED_KEY, refinement
+from prunetune.search.target_report import baseline_proxy_key, candidate_study_name, target_rows
 from prunetune.spaces.targets import ALLOC, TargetSpace
 
 BASELINES = ("uniform", "global")
@@ -69,24 +75,45 @@ class TargetPlanner:
             and t.user_attrs.get("replay_of") is None
         ]
 
+    def targets(self) -> list[float]:
+        """The plan's targets, lightest first: the space's and those added where the front drops
+        steeply (see the module docstring)."""
+        added = self.study.user_attrs.get(REFINED_KEY, [])
+        return sorted({*self.space.targets, *map(float, added)}, reverse=True)
+
+    def _index(self, target: float) -> int:
+        """A stable number of `target` (seeds its candidate study): its place in the space's
+        targets, then in the order targets were added."""
+        if target in self.space.targets:
+            return self.space.targets.index(target)
+        added = [float(t) for t in self.study.user_attrs.get(REFINED_KEY, [])]
+        return len(self.space.targets) + (added.index(target) if target in added else len(added))
+
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
-        target first; then a searched candidate at the target with the fewest so far, the cheapest
-        first (where allocations matter most: MetaPruning's gain over uniform is largest at the
-        cheapest budgets), skipping targets where no candidate could be promoted. None: nothing
-        is left to propose."""
+        target first; then, with the default targets, a target added where the front drops
+        steeply (its baselines first); then a searched candidate at the target with the fewest so
+        far: an added target first (the front is steepest there: a better config buys the most
+        hypervolume), else the cheapest first (where allocations matter most: MetaPruning's gain
+        over uniform is largest at the cheapest budgets), skipping targets where no candidate
+        could be promoted. None: nothing is left to propose."""
         done = [
             (float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()
         ]
+        targets = self.targets()
         for kind in BASELINES:
-            for target in self.space.targets:
+            for target in targets:
                 if (target, kind) not in done:
                     return target, kind
-        open_targets = [t for t in self.space.targets if t not in self._barren]
+        added = self._refine(targets)
+        if added is not None:
+            return added, BASELINES[0]
+        open_targets = [t for t in targets if t not in self._barren]
         if not open_targets:
             return None
         searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
-        return min(open_targets, key=lambda t: (searched[t], t)), "search"
+        planned = self.space.targets  # targets added where the front is steep come first
+        return min(open_targets, key=lambda t: (searched[t], t in planned, t)), "search"
 
     def refill(self, deadline) -> bool:
         """Make sure the full study has a trial waiting (see the module docstring). False when the
@@ -135,6 +162,26 @@ class TargetPlanner:
             and (kind in BASELINES or t.user_attrs.get("screened_from") == screened_from)
             for t in self._full_trials()
         )
+
+    def _refine(self, targets: list[float]) -> float | None:
+        """The target added to the plan now (stored in the study's REFINED_KEY), or None: targets
+        the user gave, MAX_REFINED added already, a baseline not finished yet, or no gap steep
+        enough (prunetune.search.target_refine.refinement)."""
+        added = list(self.study.user_attrs.get(REFINED_KEY, []))
+        base = self.setup.base_metrics.get("accuracy")
+        if self.setup.config.plan.targets is not None or len(added) >= MAX_REFINED or not base:
+            return None
+        if any(
+            not t.state.is_finished()
+            for t in self._full_trials()
+            if t.user_attrs["candidate"] in BASELINES
+        ):
+            return None
+        best = {r["target"]: r["best"] for r in target_rows(self.study) if r["target"] in targets}
+        target = refinement(best, float(base), self.space.bounds()[1])
+        if target is not None:
+            self.study.set_user_attr(REFINED_KEY, [*added, target])
+        return target
 
     def _waiting(self) -> bool:
         waiting = optuna.trial.TrialState.WAITING
@@ -205,7 +252,7 @@ class TargetPlanner:
         `target`, then the best allocations of the targets before it)."""
         if target not in self._studies:
             cfg = self.setup.config
-            index = self.space.targets.index(target)
+            index = self._index(target)
             study = optuna.create_study(
                 study_name=candidate_study_name(self.study.study_name, target),
                 storage=self.storage,
@@ -221,15 +268,16 @@ class TargetPlanner:
                 for kind in BASELINES:
                     candidate = self._baseline_candidate(target, kind)
                     enqueue(study, candidate, skip_if_exists=True, baseline=kind)
-                for params in self._best_before(index):
+                for params in self._best_before(target):
                     enqueue(study, params, skip_if_exists=True)
             self._studies[target] = study
         return self._studies[target]
 
-    def _best_before(self, index: int) -> list[dict]:
+    def _best_before(self, target: float) -> list[dict]:
         """The SHARED best candidates (by proxy) of the nearest target (cheaper first) whose
         candidate study has some; allocations are relative, so they transfer between targets."""
-        targets = self.space.targets
+        targets = self.targets()
+        index = targets.index(target)
         for distance in range(1, len(targets)):
             for i in (index + distance, index - distance):
                 if 0 <= i < len(targets) and targets[i] in self._studies:
@@ -295,7 +343,7 @@ class TargetPlanner:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 return
             record = screen_trial(
-                self.setup, params, trial.number + 100_000 * (1 + self.space.targets.index(target))
+                self.setup, params, trial.number + 100_000 * (1 + self._index(target))
             )
         except KeyboardInterrupt:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

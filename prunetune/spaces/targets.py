@@ -85,6 +85,13 @@ class TargetSpace(OverSearchSpace):
     def macs_fraction(self, dim_ratios: dict[str, float]) -> float:
         return self.cost.macs(self.group_ratios(dim_ratios)) / self.cost.total
 
+    def bounds(self) -> tuple[float, float]:
+        """(cheapest, lightest): the fractions of the base's MACs with every dimension at its
+        highest ratio, and at its lowest."""
+        dims = self.dims()
+        cheapest = self.macs_fraction({d: high for d, (_, _, high) in dims.items()})
+        return cheapest, self.macs_fraction({d: low for d, (_, low, _) in dims.items()})
+
     def _at_scale(self, alloc: dict[str, float], scale: float) -> dict[str, float]:
         out = {}
         for dim, (_, low, high) in self.dims().items():
@@ -217,10 +224,7 @@ def make_target_space(
     the space cannot reach."""
     groups = {g.name: (g.channels, g.divisor) for g in inv.groups if g.name in space.groups}
     cost = cost_model(model, example, groups, space.round_to)
-    probe = TargetSpace(space, cost, [])
-    dims = probe.dims()
-    cheapest = probe.macs_fraction({d: high for d, (_, _, high) in dims.items()})
-    lightest = probe.macs_fraction({d: low for d, (_, low, _) in dims.items()})
+    cheapest, lightest = TargetSpace(space, cost, []).bounds()
     chosen = (
         default_targets(cheapest, lightest) if targets is None else check_targets(list(targets))
     )

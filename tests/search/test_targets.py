@@ -12,19 +12,30 @@ from prunetune.search.targets import TargetPlanner, candidate_study_name
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _planner(tmp_path, done: list[tuple[float, str]], **extra_attrs) -> TargetPlanner:
-    """A planner over targets 0.4 and 0.15 whose study holds full trials `done` (target, kind)."""
+def _planner(
+    tmp_path, done: list[tuple[float, str]], *, given=True, accuracy=None, **extra_attrs
+) -> TargetPlanner:
+    """A planner over targets 0.4 and 0.15 (given by the user, or the defaults when not `given`)
+    whose study holds finished full trials `done` (target, kind), scored `accuracy[target]`
+    (default 0.5), of a base at 0.9 in a space whose lightest config keeps all its MACs."""
     study = optuna.create_study(directions=["maximize"])
     for target, kind in done:
-        attrs = {"target": target, "candidate": kind, **extra_attrs}
+        record = {"metrics": {"accuracy": (accuracy or {}).get(target, 0.5)}}
+        attrs = {"target": target, "candidate": kind, "record": record, **extra_attrs}
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
     setup = SimpleNamespace(
-        space=SimpleNamespace(targets=[0.4, 0.15]),
+        space=SimpleNamespace(targets=[0.4, 0.15], bounds=lambda: (0.001, 1.0)),
+        base_metrics={"accuracy": 0.9},
         config=SimpleNamespace(
-            stores=SimpleNamespace(storage_url=f"sqlite:///{tmp_path / 'optuna.db'}")
+            stores=SimpleNamespace(storage_url=f"sqlite:///{tmp_path / 'optuna.db'}"),
+            plan=SimpleNamespace(targets=[0.4, 0.15] if given else None),
         ),
     )
     return TargetPlanner(setup, study)
+
+
+BASELINES = [(t, k) for k in ("uniform", "global") for t in (0.4, 0.15)]
+STEEP = {0.4: 0.5, 0.15: 0.3}  # base 0.9: the gap from the base to 0.4 holds 0.27 of hypervolume
 
 
 def test_baselines_come_first_at_every_target_lightest_first(tmp_path):
@@ -36,7 +47,7 @@ def test_baselines_come_first_at_every_target_lightest_first(tmp_path):
 
 
 def test_then_the_target_with_fewest_searched_candidates_cheapest_first(tmp_path):
-    baselines = [(t, k) for k in ("uniform", "global") for t in (0.4, 0.15)]
+    baselines = BASELINES
     assert _planner(tmp_path, baselines).next_step() == (0.15, "search")
     assert _planner(tmp_path, [*baselines, (0.15, "search")]).next_step() == (0.4, "search")
     planner = _planner(tmp_path, [*baselines, (0.15, "search")])
@@ -54,3 +65,36 @@ def test_replayed_trials_do_not_count_twice_in_the_plan(tmp_path):
 def test_candidate_studies_are_named_after_the_study_and_target():
     assert candidate_study_name("net-mnist", 0.25) == "net-mnist.target-0.25"
     assert candidate_study_name("s", 0.1) == "s.target-0.1"
+
+
+def test_with_the_default_targets_a_steep_front_gets_a_lighter_target_and_its_baselines(tmp_path):
+    planner = _planner(tmp_path, BASELINES, given=False, accuracy=STEEP)
+    assert planner.next_step() == (0.7, "uniform")
+    assert planner.study.user_attrs["refined_targets"] == [0.7]
+    assert planner.targets() == [0.7, 0.4, 0.15]
+    assert planner.next_step() == (0.7, "uniform")  # planned once: its baselines come next
+    assert planner.study.user_attrs["refined_targets"] == [0.7]
+
+
+def test_targets_the_user_gave_or_a_flat_front_are_kept_as_they_are(tmp_path):
+    assert _planner(tmp_path, BASELINES, accuracy=STEEP).next_step() == (0.15, "search")
+    flat = {0.4: 0.89, 0.15: 0.88}
+    planner = _planner(tmp_path, BASELINES, given=False, accuracy=flat)
+    assert planner.next_step() == (0.15, "search")
+    assert "refined_targets" not in planner.study.user_attrs
+
+
+def test_no_target_is_added_while_a_baseline_runs_nor_past_the_most_allowed(tmp_path):
+    planner = _planner(tmp_path, BASELINES[:-1], given=False, accuracy=STEEP)
+    running = {"target": 0.15, "candidate": "global"}
+    planner.study.add_trial(
+        optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs=running)
+    )
+    assert planner.next_step() == (0.15, "search")
+    planner = _planner(tmp_path, BASELINES, given=False, accuracy=STEEP)
+    planner.study.set_user_attr("refined_targets", [0.25, 0.07])
+    assert planner.next_step()[1] in ("uniform", "global")  # the added targets' baselines
+    done = [(t, k) for k in ("uniform", "global") for t in (0.25, 0.07)]
+    planner = _planner(tmp_path, BASELINES + done, given=False, accuracy=STEEP)
+    planner.study.set_user_attr("refined_targets", [0.25, 0.07])
+    assert planner.next_step() == (0.07, "search")  # two added at most; searched: added first
