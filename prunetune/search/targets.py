@@ -92,11 +92,12 @@ class TargetPlanner:
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
         target first; then, with the default targets, a target added where the front drops
-        steeply (its baselines first); then a searched candidate at the target with the fewest so
-        far: an added target first (the front is steepest there: a better config buys the most
-        hypervolume), else the cheapest first (where allocations matter most: MetaPruning's gain
-        over uniform is largest at the cheapest budgets), skipping targets where no candidate
-        could be promoted. None: nothing is left to propose."""
+        steeply (its baselines first); then searched candidates: every other one at the target
+        where the default pick is decided (`_pick_frontier`), the others at the target with the
+        fewest so far: an added target first (the front is steepest there: a better config buys
+        the most hypervolume), else the cheapest first (where allocations matter most:
+        MetaPruning's gain over uniform is largest at the cheapest budgets), skipping targets
+        where no candidate could be promoted. None: nothing is left to propose."""
         done = [
             (float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()
         ]
@@ -112,6 +113,9 @@ class TargetPlanner:
         if not open_targets:
             return None
         searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
+        frontier = self._pick_frontier(open_targets)
+        if frontier is not None and 2 * searched[frontier] <= sum(searched.values()):
+            return frontier, "search"
         planned = self.space.targets  # targets added where the front is steep come first
         return min(open_targets, key=lambda t: (searched[t], t in planned, t)), "search"
 
@@ -182,6 +186,19 @@ class TargetPlanner:
         if target is not None:
             self.study.set_user_attr(REFINED_KEY, [*added, target])
         return target
+
+    def _pick_frontier(self, targets: list[float]) -> float | None:
+        """The target just cheaper than the cheapest whose best config is within `--max-drop` of
+        the base's validation accuracy: where the default pick (the fewest MACs within that drop)
+        is decided, so where a better config moves it. None when no target is within the drop,
+        the cheapest is, or a `--select` rule picks instead."""
+        selection, base = self.setup.config.selection, self.setup.base_metrics.get("accuracy")
+        if selection.select is not None or not base:
+            return None
+        best = {r["target"]: r["best"] for r in target_rows(self.study)}
+        within = [t for t in targets if (best.get(t) or 0.0) >= base - selection.max_drop]
+        cheaper = [t for t in targets if within and t < min(within)]
+        return max(cheaper) if cheaper else None
 
     def _waiting(self) -> bool:
         waiting = optuna.trial.TrialState.WAITING

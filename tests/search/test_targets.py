@@ -13,22 +13,31 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _planner(
-    tmp_path, done: list[tuple[float, str]], *, given=True, accuracy=None, **extra_attrs
+    tmp_path,
+    done: list[tuple[float, str]],
+    *,
+    given=True,
+    accuracy=None,
+    targets=(0.4, 0.15),
+    select=None,
+    **extra_attrs,
 ) -> TargetPlanner:
-    """A planner over targets 0.4 and 0.15 (given by the user, or the defaults when not `given`)
-    whose study holds finished full trials `done` (target, kind), scored `accuracy[target]`
-    (default 0.5), of a base at 0.9 in a space whose lightest config keeps all its MACs."""
+    """A planner over `targets` (given by the user, or the defaults when not `given`) whose study
+    holds finished full trials `done` (target, kind), scored `accuracy[target]` (default 0.5), of
+    a base at 0.9 in a space whose lightest config keeps all its MACs; the default pick within 1
+    point, or the rule `select`."""
     study = optuna.create_study(directions=["maximize"])
     for target, kind in done:
         record = {"metrics": {"accuracy": (accuracy or {}).get(target, 0.5)}}
         attrs = {"target": target, "candidate": kind, "record": record, **extra_attrs}
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
     setup = SimpleNamespace(
-        space=SimpleNamespace(targets=[0.4, 0.15], bounds=lambda: (0.001, 1.0)),
+        space=SimpleNamespace(targets=list(targets), bounds=lambda: (0.001, 1.0)),
         base_metrics={"accuracy": 0.9},
         config=SimpleNamespace(
             stores=SimpleNamespace(storage_url=f"sqlite:///{tmp_path / 'optuna.db'}"),
-            plan=SimpleNamespace(targets=[0.4, 0.15] if given else None),
+            plan=SimpleNamespace(targets=list(targets) if given else None),
+            selection=SimpleNamespace(select=select, max_drop=0.01),
         ),
     )
     return TargetPlanner(setup, study)
@@ -98,3 +107,19 @@ def test_no_target_is_added_while_a_baseline_runs_nor_past_the_most_allowed(tmp_
     planner = _planner(tmp_path, BASELINES + done, given=False, accuracy=STEEP)
     planner.study.set_user_attr("refined_targets", [0.25, 0.07])
     assert planner.next_step() == (0.07, "search")  # two added at most; searched: added first
+
+
+def test_every_other_searched_candidate_goes_where_the_default_pick_is_decided(tmp_path):
+    targets = (0.4, 0.15, 0.05)  # base 0.9: 0.4 is within 1 point, so the pick moves at 0.15
+    accuracy = {0.4: 0.895, 0.15: 0.85, 0.05: 0.6}
+    baselines = [(t, k) for k in ("uniform", "global") for t in targets]
+
+    def step(searched, **kw):
+        kw = {"accuracy": accuracy, **kw}
+        return _planner(tmp_path, baselines + searched, targets=targets, **kw).next_step()
+
+    assert step([]) == (0.15, "search")
+    assert step([(0.15, "search")]) == (0.05, "search")  # then the others, cheapest first
+    assert step([(0.15, "search"), (0.05, "search")]) == (0.15, "search")
+    assert step([], select="max fps where accuracy>=0.8") == (0.05, "search")  # a rule picks
+    assert step([], accuracy={0.4: 0.7, 0.15: 0.6, 0.05: 0.5}) == (0.05, "search")  # none within
