@@ -14,10 +14,11 @@ dropped, and a search would run on. So the handlers also remember the signal, an
 `handle_interrupts()` (and off the main thread) `check()` never raises.
 
 `deferred()` holds a signal back for the few writes that must happen together (ending a run):
-it is raised when the block ends. A signal that arrives while `handle_interrupts()` restores the
-previous handlers (the command has just ended) is raised once they are back, as KeyboardInterrupt
-out of the block (the caller's outer `except KeyboardInterrupt` still exits 128 + signal), never
-from inside the restoring.
+it is raised when the block ends. A signal that arrives while `handle_interrupts()` installs or
+restores the handlers (from the first bytecode of its exit on: the handler knows by the frame it
+lands in) is raised once they are in place, as KeyboardInterrupt out of the block when it ends
+(the caller's outer `except KeyboardInterrupt` still exits 128 + signal), never from inside the
+changing.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ _seen: signal.Signals | None = None
 _depth = 0  # nesting of handle_interrupts()
 _deferring = 0  # nesting of deferred()
 _held = False  # a signal arrived inside deferred()
-_closing = False  # handle_interrupts() is restoring the previous handlers
-_late = False  # a signal arrived while it did
+_changing = False  # handle_interrupts() is restoring the previous handlers
+_late = False  # a signal arrived while a handle_interrupts() block was entered or left
 
 
-def _handler(signum: int, frame) -> None:  # noqa: ARG001
+def _handler(signum: int, frame) -> None:
     global _seen, _held, _late
     _seen = signal.Signals(signum)
-    if _closing:
-        _late = True
+    if _changing or (frame is not None and frame.f_code in _CHANGING):
+        _late = True  # raised once the handlers are in place (see InterruptScope)
         return
     if _deferring:
         _held = True
@@ -53,43 +54,63 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-@contextlib.contextmanager
-def handle_interrupts() -> Iterator[None]:
+class InterruptScope:
+    """The context manager `handle_interrupts()` returns. A signal that arrives while it installs
+    or restores the handlers (`_handler` knows by the frame it lands in, from the first bytecode
+    on, and by `_changing` in whatever the restoring calls) is not raised there, where it would
+    leave them half changed, but once they are in place: at the next `check()` inside the block,
+    or as KeyboardInterrupt out of it once the previous handlers are back."""
+
+    def __init__(self) -> None:
+        self.old: dict | None = None
+
+    def __enter__(self) -> None:
+        global _seen, _depth, _late
+        if not _main_thread():
+            return
+        if _depth == 0:
+            _seen, _late = None, False
+        self.old = {s: signal.signal(s, _handler) for s in SIGNALS}
+        _depth += 1
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        global _changing, _late
+        old, self.old = self.old, None
+        if old is None:
+            return False
+        _changing = True
+        try:
+            _restore(old)
+        finally:
+            _changing = False
+        late, _late = _late, False
+        if late and kind is None:
+            raise KeyboardInterrupt
+        return False
+
+
+def handle_interrupts() -> InterruptScope:
     """Within: SIGINT and SIGTERM raise KeyboardInterrupt and are remembered for `check()` and
     `received()`. Nests (an inner use re-installs the handlers after a library replaced them, as
     ray.init does); the previous handlers are restored on exit (a signal meanwhile:
     KeyboardInterrupt once they are), and the outermost entry forgets an earlier signal. A no-op
     off the main thread."""
-    global _seen, _depth
-    if not _main_thread():
-        yield
-        return
-    if _depth == 0:
-        _seen = None
-    old = {s: signal.signal(s, _handler) for s in SIGNALS}
-    _depth += 1
-    try:
-        yield
-    except BaseException:
-        _restore(old)
-        raise
-    if _restore(old):
-        raise KeyboardInterrupt
+    return InterruptScope()
 
 
-def _restore(old: dict) -> bool:
-    """Put `old` handlers back and leave one level; whether a signal arrived meanwhile (recorded
-    by `_handler`, not raised: an exception raised while the handlers are half restored would
-    leave them so). The outermost level keeps the signal for `received()` until the next entry."""
-    global _closing, _late, _depth
-    _closing, _late = True, False
-    try:
-        for s, h in old.items():
-            signal.signal(s, h)
-    finally:
-        _closing = False
-        _depth -= 1
-    return _late
+def _restore(old: dict) -> None:
+    """Put `old` handlers back and leave one level. The outermost level keeps the signal for
+    `received()` until the next entry."""
+    global _depth
+    for s, h in old.items():
+        signal.signal(s, h)
+    _depth -= 1
+
+
+# code during whose frames a signal is recorded, not raised: the handlers are being changed
+_CHANGING = frozenset(
+    {InterruptScope.__enter__.__code__, InterruptScope.__exit__.__code__, _restore.__code__}
+)
 
 
 def check() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import pytest
@@ -124,3 +125,38 @@ def test_main_exits_143_when_sigterm_lands_as_the_command_ends(monkeypatch, caps
     finally:
         monkeypatch.undo()
     assert rc == 143 and "interrupted (SIGTERM)" in capsys.readouterr().err
+
+
+def _signal_landing_in(code_name: str) -> list:
+    """From now on (until sys.settrace(None)), the first frame of prunetune.interrupts' function
+    `code_name` that starts gets SIGTERM on its first bytecode: the installed handler is called
+    with that frame, as Python calls it when a signal lands there. The list records it."""
+    fired: list = []
+
+    def tracer(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and not fired and code.co_name == code_name:
+            if code.co_filename == interrupts.__file__:
+                fired.append(code_name)
+                signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame)
+        return None
+
+    sys.settrace(tracer)
+    return fired
+
+
+@pytest.mark.parametrize("where", ["__exit__", "_restore"])
+def test_a_signal_on_the_first_bytecode_of_the_ending_is_raised_once_the_handlers_are_back(where):
+    """The last gap: a signal in the few bytecodes before the restoring began was raised there,
+    the handlers left on prunetune's and the nesting count off by one. Now any bytecode of the
+    ending records it, and it is raised once the previous handlers are back."""
+    before = _handlers()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.handle_interrupts():
+                fired = _signal_landing_in(where)
+    finally:
+        sys.settrace(None)
+    assert fired == [where] and interrupts.received() is signal.SIGTERM
+    assert _handlers() == before
+    interrupts.check()  # outside every block again: never raises
