@@ -8,6 +8,8 @@ import math
 
 import optuna
 
+from prunetune.search.target_refine import REFINED_KEY
+
 COMPLETE = optuna.trial.TrialState.COMPLETE
 WEAK_PROXY = 0.6  # proxy Spearman below this: the ranking is not to be trusted (said, logged)
 
@@ -86,6 +88,8 @@ def targets_text(study: optuna.Study) -> str | None:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
+    added = {float(t) for t in study.user_attrs.get(REFINED_KEY, [])}
+
     lines = [
         "target (MACs of base)  uniform  global  searched  best (trial)  vs uniform",
         "---------------------  -------  ------  --------  ------------  ----------",
@@ -93,8 +97,9 @@ def targets_text(study: optuna.Study) -> str | None:
     for r in rows:
         gain = "-" if r["vs_uniform"] is None else f"{r['vs_uniform'] * 100:+.1f} pt"
         best = f"{pct(r['best'])} ({r['best_trial']})"
+        target = f"{'(added) ' if r['target'] in added else ''}{r['target']:.2%}"
         lines.append(
-            f"{r['target']:>21.2%}  {pct(r['uniform']):>7}  {pct(r['global']):>6}  "
+            f"{target:>21}  {pct(r['uniform']):>7}  {pct(r['global']):>6}  "
             f"{pct(r['search']):>8}  {best:>12}  {gain:>10}"
         )
     quality = proxy_quality(study)
@@ -113,7 +118,8 @@ def targets_text(study: optuna.Study) -> str | None:
         )
     lines.append(
         "validation accuracy after the brief fine-tune; every config at a target has its MACs "
-        "within 2 % below it."
+        "within 2 % below it"
+        + ("; (added): a target added where the front dropped steeply." if added else ".")
     )
     return "\n".join(lines)
 

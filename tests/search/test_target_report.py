@@ -62,6 +62,15 @@ def test_the_proxy_is_measured_where_a_target_has_three_trials():
     assert proxy_quality(_study(TRIALS[:4])) is None
     text = targets_text(_study(TRIALS[:4]))
     assert "too few configs per target" in text and "+2.0 pt" in text
+    assert "(added)" not in text
+
+
+def test_a_target_added_where_the_front_dropped_is_marked():
+    study = _study(TRIALS)
+    study.set_user_attr("refined_targets", [0.2])
+    lines = targets_text(study).splitlines()
+    assert lines[2].strip().startswith("40.00%") and lines[3].strip().startswith("(added) 20.00%")
+    assert "(added): a target added where the front dropped steeply" in lines[-1]
 
 
 def test_the_parent_runs_metrics():
