@@ -19,6 +19,7 @@ import optuna
 
 from prunetune.search import pareto, selection
 from prunetune.search.objectives import OBJECTIVES, get_objective
+from prunetune.search.target_refine import near_chance_below
 from prunetune.search.records import (
     COMPLETE,
     METRIC_KEYS,
@@ -181,7 +182,7 @@ def near_chance_pick(result: SearchResult) -> str | None:
     base = result.base_metrics.get("accuracy")
     accuracy = result.record(result.pick).metrics.get("accuracy")
     chance = 1.0 / num_classes
-    if base is None or accuracy is None or accuracy >= chance + 0.25 * (base - chance):
+    if base is None or accuracy is None or accuracy >= near_chance_below(base, num_classes):
         return None
     return (
         f"warning: the default pick, trial {result.pick}, scores {accuracy:.1%} on validation, "

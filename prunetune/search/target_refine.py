@@ -31,6 +31,13 @@ SPACING = 1.1  # a refined target is at least 10 % away (in MACs) from its neigh
 REFINED_KEY = "refined_targets"  # the full study's user attr listing the targets added
 
 
+def near_chance_below(base_accuracy: float, num_classes: int) -> float:
+    """The accuracy below which a config scores near chance: a quarter of the way from chance
+    (1 / `num_classes`) to the base's accuracy. There the brief fine-tune cannot rank configs."""
+    chance = 1.0 / num_classes
+    return chance + 0.25 * (base_accuracy - chance)
+
+
 def gap_gain(upper: tuple[float, float], lower: tuple[float, float], base: float) -> float:
     """The hypervolume (MACs fraction x accuracy / `base`) a target between two front points
     (MACs fraction, accuracy) could add at most: the rectangle between their staircase steps."""

@@ -44,7 +44,12 @@ from prunetune import interrupts
 from prunetune.search.objective import SearchSetup, screen_trial
 from prunetune.search.records import COMPLETE
 from prunetune.search.study import budget_lock, count_finished, enqueue, make_storage
-from prunetune.search.target_refine import MAX_REFINED, REFINED_KEY, refinement
+from prunetune.search.target_refine import (
+    MAX_REFINED,
+    REFINED_KEY,
+    near_chance_below,
+    refinement,
+)
 from prunetune.search.target_report import baseline_proxy_key, candidate_study_name, target_rows
 from prunetune.spaces.targets import ALLOC, TargetSpace
 
@@ -94,7 +99,8 @@ class TargetPlanner:
         target first; then, with the default targets, a target added where the front drops
         steeply (its baselines first); then searched candidates: every other one at the target
         where the default pick is decided (`_pick_frontier`), the others at the target with the
-        fewest so far: an added target first (the front is steepest there: a better config buys
+        fewest so far: a target whose best is near chance last (the brief fine-tune cannot rank
+        configs there), an added target first (the front is steepest there: a better config buys
         the most hypervolume), else the cheapest first (where allocations matter most:
         MetaPruning's gain over uniform is largest at the cheapest budgets), skipping targets
         where no candidate could be promoted. None: nothing is left to propose."""
@@ -116,8 +122,9 @@ class TargetPlanner:
         frontier = self._pick_frontier(open_targets)
         if frontier is not None and 2 * searched[frontier] <= sum(searched.values()):
             return frontier, "search"
+        near = self._near_chance(open_targets)  # last: a config there cannot be ranked
         planned = self.space.targets  # targets added where the front is steep come first
-        return min(open_targets, key=lambda t: (searched[t], t in planned, t)), "search"
+        return min(open_targets, key=lambda t: (searched[t], t in near, t in planned, t)), "search"
 
     def refill(self, deadline) -> bool:
         """Make sure the full study has a trial waiting (see the module docstring). False when the
@@ -186,6 +193,16 @@ class TargetPlanner:
         if target is not None:
             self.study.set_user_attr(REFINED_KEY, [*added, target])
         return target
+
+    def _near_chance(self, targets: list[float]) -> set[float]:
+        """The targets whose best config scores near chance (`near_chance_below`); none when the
+        base's accuracy or the number of classes is unknown."""
+        base, classes = self.setup.base_metrics.get("accuracy"), self.setup.workload.num_classes
+        if not base or not classes:
+            return set()
+        floor = near_chance_below(float(base), int(classes))
+        best = {r["target"]: r["best"] for r in target_rows(self.study)}
+        return {t for t in targets if best.get(t) is not None and best[t] < floor}
 
     def _pick_frontier(self, targets: list[float]) -> float | None:
         """The target just cheaper than the cheapest whose best config is within `--max-drop` of
