@@ -96,33 +96,44 @@ class TargetPlanner:
 
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
-        target first; then, with the default targets, a target added where the front drops
-        steeply (its baselines first); then searched candidates: every other one at the target
-        where the default pick is decided (`_pick_frontier`), the others at the target with the
-        fewest so far: a target whose best is near chance last (the brief fine-tune cannot rank
-        configs there), an added target first (the front is steepest there: a better config buys
-        the most hypervolume), else the cheapest first (where allocations matter most:
-        MetaPruning's gain over uniform is largest at the cheapest budgets), skipping targets
-        where no candidate could be promoted. None: nothing is left to propose."""
+        target first, except the global ranking where uniform scored near chance
+        (`_near_chance`): there it waits until every other target has had a searched candidate;
+        then, with the default targets, a target added where the front drops steeply (its
+        baselines first); then searched candidates: every other one at the target where the
+        default pick is decided (`_pick_frontier`), the others at the target with the fewest so
+        far: a target whose best is near chance last (the brief fine-tune cannot rank configs
+        there), an added target first (the front is steepest there: a better config buys the
+        most hypervolume), else the cheapest first (where allocations matter most: MetaPruning's
+        gain over uniform is largest at the cheapest budgets), skipping targets where no
+        candidate could be promoted. None: nothing is left to propose."""
         done = [
             (float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()
         ]
         targets = self.targets()
+        near = self._near_chance(targets)
         for kind in BASELINES:
             for target in targets:
-                if (target, kind) not in done:
+                if (target, kind) not in done and (kind == "uniform" or target not in near):
                     return target, kind
         added = self._refine(targets)
         if added is not None:
             return added, BASELINES[0]
+        return self._search_step(done, targets, near)
+
+    def _search_step(
+        self, done: list[tuple[float, str]], targets: list[float], near: set[float]
+    ) -> tuple[float, str] | None:
+        """The step after the first baselines (see `next_step`)."""
         open_targets = [t for t in targets if t not in self._barren]
+        searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
+        waiting = [t for t in targets if (t, "global") not in done]  # near chance: deferred
+        if waiting and all(searched[t] for t in open_targets if t not in near):
+            return waiting[0], "global"
         if not open_targets:
             return None
-        searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
         frontier = self._pick_frontier(open_targets)
         if frontier is not None and 2 * searched[frontier] <= sum(searched.values()):
             return frontier, "search"
-        near = self._near_chance(open_targets)  # last: a config there cannot be ranked
         planned = self.space.targets  # targets added where the front is steep come first
         return min(open_targets, key=lambda t: (searched[t], t in near, t in planned, t)), "search"
 

@@ -136,3 +136,22 @@ def test_a_target_whose_best_is_near_chance_is_searched_last(tmp_path):
     searched = [(0.15, "search"), (0.4, "search")]
     planner = _planner(tmp_path, baselines + searched, accuracy=accuracy, targets=targets)
     assert planner.next_step() == (0.05, "search")  # its turn once the others had theirs
+
+
+def test_the_global_ranking_waits_where_uniform_scored_near_chance(tmp_path):
+    """RegNetX at 300 s: 6 of its 18 baselines at near-chance targets left 2 searched configs."""
+    targets = (0.4, 0.15, 0.05)
+    accuracy = {0.4: 0.6, 0.15: 0.35, 0.05: 0.2}  # near chance below 0.3: 0.05
+
+    def step(done):
+        return _planner(tmp_path, done, accuracy=accuracy, targets=targets).next_step()
+
+    uniform = [(t, "uniform") for t in targets]
+    assert step(uniform) == (0.4, "global")
+    both = [*uniform, (0.4, "global"), (0.15, "global")]
+    assert step(both) == (0.15, "search")
+    assert step([*both, (0.15, "search")]) == (0.4, "search")
+    assert step([*both, (0.15, "search"), (0.4, "search")]) == (0.05, "global")
+    every = {t: 0.2 for t in targets}  # all near chance (mobilenet_v2): nothing waits
+    planner = _planner(tmp_path, uniform, accuracy=every, targets=targets)
+    assert planner.next_step() == (0.4, "global")
