@@ -1,4 +1,6 @@
-"""Targets that follow accuracy: where the default targets' front drops steeply, one more target.
+"""Targets that follow accuracy: where the default targets' front drops steeply, one more target;
+which targets score near chance; where the default pick is decided. (Pure: the planner,
+prunetune.search.targets, reads the study and acts on these.)
 
 The default targets are a fixed 1-2-5 series of fractions of the base's MACs (0.5, 0.2, 0.1, ...).
 On a net that loses much accuracy between two of them (or between the base and the lightest), the
@@ -36,6 +38,30 @@ def near_chance_below(base_accuracy: float, num_classes: int) -> float:
     (1 / `num_classes`) to the base's accuracy. There the brief fine-tune cannot rank configs."""
     chance = 1.0 / num_classes
     return chance + 0.25 * (base_accuracy - chance)
+
+
+def near_chance_targets(
+    best: dict[float, float], base_accuracy: float | None, num_classes: int | None
+) -> set[float]:
+    """The targets whose best accuracy (`best`: target -> accuracy) is near chance
+    (`near_chance_below`); none when the base's accuracy or the number of classes is unknown."""
+    if not base_accuracy or not num_classes:
+        return set()
+    floor = near_chance_below(float(base_accuracy), int(num_classes))
+    return {t for t, accuracy in best.items() if accuracy < floor}
+
+
+def pick_frontier(
+    best: dict[float, float], targets: list[float], base_accuracy: float | None, max_drop: float
+) -> float | None:
+    """The target of `targets` just cheaper than the cheapest whose best accuracy is within
+    `max_drop` of `base_accuracy`: where the default pick (the fewest MACs within that drop) is
+    decided, so where a better config moves it. None when none is within, or the cheapest is."""
+    if not base_accuracy:
+        return None
+    within = [t for t in targets if best.get(t, 0.0) >= base_accuracy - max_drop]
+    cheaper = [t for t in targets if within and t < min(within)]
+    return max(cheaper) if cheaper else None
 
 
 def gap_gain(upper: tuple[float, float], lower: tuple[float, float], base: float) -> float:

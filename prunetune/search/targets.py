@@ -47,7 +47,8 @@ from prunetune.search.study import budget_lock, count_finished, enqueue, make_st
 from prunetune.search.target_refine import (
     MAX_REFINED,
     REFINED_KEY,
-    near_chance_below,
+    near_chance_targets,
+    pick_frontier,
     refinement,
 )
 from prunetune.search.target_report import baseline_proxy_key, candidate_study_name, target_rows
@@ -97,10 +98,10 @@ class TargetPlanner:
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
         target first, except the global ranking where uniform scored near chance
-        (`_near_chance`): there it waits until every other target has had a searched candidate;
-        then, with the default targets, a target added where the front drops steeply (its
-        baselines first); then searched candidates: every other one at the target where the
-        default pick is decided (`_pick_frontier`), the others at the target with the fewest so
+        (`near_chance_targets`): there it waits until every other target has had a searched
+        candidate; then, with the default targets, a target added where the front drops steeply (its
+        baselines first); then searched candidates: half of them at the target where the
+        default pick is decided (`pick_frontier`), the others at the target with the fewest so
         far: a target whose best is near chance last (the brief fine-tune cannot rank configs
         there), an added target first (the front is steepest there: a better config buys the
         most hypervolume), else the cheapest first (where allocations matter most: MetaPruning's
@@ -110,18 +111,20 @@ class TargetPlanner:
             (float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()
         ]
         targets = self.targets()
-        near = self._near_chance(targets)
+        best = {r["target"]: r["best"] for r in target_rows(self.study) if r["best"] is not None}
+        base = self.setup.base_metrics.get("accuracy")
+        near = near_chance_targets(best, base, self.setup.workload.num_classes)
         for kind in BASELINES:
             for target in targets:
                 if (target, kind) not in done and (kind == "uniform" or target not in near):
                     return target, kind
-        added = self._refine(targets)
+        added = self._refine(targets, best)
         if added is not None:
             return added, BASELINES[0]
-        return self._search_step(done, targets, near)
+        return self._search_step(done, targets, near, best)
 
     def _search_step(
-        self, done: list[tuple[float, str]], targets: list[float], near: set[float]
+        self, done: list, targets: list[float], near: set[float], best: dict[float, float]
     ) -> tuple[float, str] | None:
         """The step after the first baselines (see `next_step`)."""
         open_targets = [t for t in targets if t not in self._barren]
@@ -131,7 +134,12 @@ class TargetPlanner:
             return waiting[0], "global"
         if not open_targets:
             return None
-        frontier = self._pick_frontier(open_targets)
+        selection, base = self.setup.config.selection, self.setup.base_metrics.get("accuracy")
+        frontier = (
+            None
+            if selection.select is not None  # a --select rule picks, not the default pick
+            else pick_frontier(best, open_targets, base, selection.max_drop)
+        )
         if frontier is not None and 2 * searched[frontier] <= sum(searched.values()):
             return frontier, "search"
         planned = self.space.targets  # targets added where the front is steep come first
@@ -185,7 +193,7 @@ class TargetPlanner:
             for t in self._full_trials()
         )
 
-    def _refine(self, targets: list[float]) -> float | None:
+    def _refine(self, targets: list[float], best: dict[float, float]) -> float | None:
         """The target added to the plan now (stored in the study's REFINED_KEY), or None: targets
         the user gave, MAX_REFINED added already, a baseline not finished yet, or no gap steep
         enough (prunetune.search.target_refine.refinement)."""
@@ -193,40 +201,14 @@ class TargetPlanner:
         base = self.setup.base_metrics.get("accuracy")
         if self.setup.config.plan.targets is not None or len(added) >= MAX_REFINED or not base:
             return None
-        if any(
-            not t.state.is_finished()
-            for t in self._full_trials()
-            if t.user_attrs["candidate"] in BASELINES
-        ):
+        full = self._full_trials()
+        if any(not t.state.is_finished() for t in full if t.user_attrs["candidate"] in BASELINES):
             return None
-        best = {r["target"]: r["best"] for r in target_rows(self.study) if r["target"] in targets}
-        target = refinement(best, float(base), self.space.bounds()[1])
+        mine = {t: a for t, a in best.items() if t in targets}
+        target = refinement(mine, float(base), self.space.bounds()[1])
         if target is not None:
             self.study.set_user_attr(REFINED_KEY, [*added, target])
         return target
-
-    def _near_chance(self, targets: list[float]) -> set[float]:
-        """The targets whose best config scores near chance (`near_chance_below`); none when the
-        base's accuracy or the number of classes is unknown."""
-        base, classes = self.setup.base_metrics.get("accuracy"), self.setup.workload.num_classes
-        if not base or not classes:
-            return set()
-        floor = near_chance_below(float(base), int(classes))
-        best = {r["target"]: r["best"] for r in target_rows(self.study)}
-        return {t for t in targets if best.get(t) is not None and best[t] < floor}
-
-    def _pick_frontier(self, targets: list[float]) -> float | None:
-        """The target just cheaper than the cheapest whose best config is within `--max-drop` of
-        the base's validation accuracy: where the default pick (the fewest MACs within that drop)
-        is decided, so where a better config moves it. None when no target is within the drop,
-        the cheapest is, or a `--select` rule picks instead."""
-        selection, base = self.setup.config.selection, self.setup.base_metrics.get("accuracy")
-        if selection.select is not None or not base:
-            return None
-        best = {r["target"]: r["best"] for r in target_rows(self.study)}
-        within = [t for t in targets if (best.get(t) or 0.0) >= base - selection.max_drop]
-        cheaper = [t for t in targets if within and t < min(within)]
-        return max(cheaper) if cheaper else None
 
     def _waiting(self) -> bool:
         waiting = optuna.trial.TrialState.WAITING

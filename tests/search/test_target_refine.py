@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from prunetune.search.target_refine import PREFERRED, REFINE_GAIN, gap_gain, refinement
+from prunetune.search.target_refine import (
+    PREFERRED,
+    REFINE_GAIN,
+    gap_gain,
+    near_chance_targets,
+    pick_frontier,
+    refinement,
+)
 
 # validation accuracies of RegNetX-400MF's uniform baselines on mnist5k (base 92 %), and of
 # mnist_net's best configs (base 95.7 %): bench/results/deep_search_unseen.md, the demo run
@@ -38,3 +45,16 @@ def test_no_target_lighter_than_the_space_allows_nor_next_to_a_neighbour():
 def test_refined_targets_are_round_fractions():
     assert {0.7, 0.3, 0.15, 0.07, 0.03} <= set(PREFERRED)
     assert all(0 < p < 1 for p in PREFERRED)
+
+
+def test_near_chance_is_a_quarter_of_the_way_from_chance_to_the_base():
+    # base 0.908, 10 classes: below 0.1 + 0.25 x 0.808 = 0.302
+    assert near_chance_targets(STEEP, 0.908, 10) == {0.1, 0.05}
+    assert near_chance_targets(STEEP, None, 10) == set() == near_chance_targets(STEEP, 0.9, None)
+
+
+def test_the_pick_is_decided_just_below_the_cheapest_target_within_the_drop():
+    targets = sorted(FLAT, reverse=True)
+    assert pick_frontier(FLAT, targets, 0.957, 0.01) == 0.05  # 0.1 is within 1 point
+    assert pick_frontier(FLAT, targets, 0.957, 0.2) is None  # the cheapest is within
+    assert pick_frontier(STEEP, sorted(STEEP, reverse=True), 0.92, 0.01) is None  # none within
