@@ -160,3 +160,22 @@ def test_a_signal_on_the_first_bytecode_of_the_ending_is_raised_once_the_handler
     assert fired == [where] and interrupts.received() is signal.SIGTERM
     assert _handlers() == before
     interrupts.check()  # outside every block again: never raises
+
+
+def test_main_exits_143_when_a_library_swallowed_the_signal(monkeypatch, capsys):
+    """CI, test_signals: SIGTERM landed in a weakref callback while a search scored its front;
+    Python printed "Exception ignored" and dropped the KeyboardInterrupt, and the command exited
+    0. A signal seen inside the command now ends it as interrupted even so."""
+    from prunetune.cli import app
+
+    def models(args) -> int:
+        try:
+            _send(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pass  # what "Exception ignored in: <function WeakValueDictionary...remove>" does
+        return 0
+
+    help_text, flags, _ = app.COMMANDS["models"]
+    monkeypatch.setitem(app.COMMANDS, "models", (help_text, flags, models))
+    assert app.main(["models"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "prunetune: interrupted (SIGTERM)"

@@ -153,9 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """`args.fn(args)` with what it may raise turned into one line and an exit code."""
+    """`args.fn(args)` with what it may raise turned into one line and an exit code. A signal
+    whose KeyboardInterrupt a `__del__` or weakref callback swallowed still ends the command as
+    interrupted (see prunetune.interrupts)."""
     try:
-        return args.fn(args)
+        rc = args.fn(args)
+        return _interrupted(args.command) if interrupts.received() is not None else rc
     except PrunetuneError as exc:
         message = scrub(" ".join(str(exc).splitlines()))  # one line, no secret in it
         print(f"prunetune: error: {message}", file=sys.stderr)

@@ -284,6 +284,8 @@ def end_search(
             if outcome == "finished"
             else summarize(study)
         )
+        if outcome == "finished":  # a signal a __del__ or weakref callback swallowed meanwhile
+            interrupts.check()
     except BaseException as exc:
         outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         with interrupts.deferred():
