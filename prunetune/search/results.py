@@ -19,7 +19,6 @@ import optuna
 
 from prunetune.search import pareto, selection
 from prunetune.search.objectives import OBJECTIVES, get_objective
-from prunetune.search.target_refine import near_chance_below
 from prunetune.search.records import (
     COMPLETE,
     METRIC_KEYS,
@@ -27,6 +26,7 @@ from prunetune.search.records import (
     is_context,
     record_from_trial,
 )
+from prunetune.search.target_refine import near_chance_below
 
 if TYPE_CHECKING:
     import pandas

@@ -107,21 +107,26 @@ class TargetPlanner:
         most hypervolume), else the cheapest first (where allocations matter most: MetaPruning's
         gain over uniform is largest at the cheapest budgets), skipping targets where no
         candidate could be promoted. None: nothing is left to propose."""
-        done = [
-            (float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in self._full_trials()
-        ]
+        full = self._full_trials()
+        done = [(float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in full]
         targets = self.targets()
         best = {r["target"]: r["best"] for r in target_rows(self.study) if r["best"] is not None}
-        base = self.setup.base_metrics.get("accuracy")
-        near = near_chance_targets(best, base, self.setup.workload.num_classes)
+        near = near_chance_targets(best, self._base(), self.setup.workload.num_classes)
         for kind in BASELINES:
             for target in targets:
                 if (target, kind) not in done and (kind == "uniform" or target not in near):
                     return target, kind
-        added = self._refine(targets, best)
+        baselines_running = any(
+            not t.state.is_finished() for t in full if t.user_attrs["candidate"] in BASELINES
+        )
+        added = None if baselines_running else self._refine(targets, best)
         if added is not None:
             return added, BASELINES[0]
         return self._search_step(done, targets, near, best)
+
+    def _base(self) -> float | None:
+        """The base model's validation accuracy (None: not measured)."""
+        return self.setup.base_metrics.get("accuracy")
 
     def _search_step(
         self, done: list, targets: list[float], near: set[float], best: dict[float, float]
@@ -134,11 +139,11 @@ class TargetPlanner:
             return waiting[0], "global"
         if not open_targets:
             return None
-        selection, base = self.setup.config.selection, self.setup.base_metrics.get("accuracy")
+        selection = self.setup.config.selection
         frontier = (
             None
             if selection.select is not None  # a --select rule picks, not the default pick
-            else pick_frontier(best, open_targets, base, selection.max_drop)
+            else pick_frontier(best, open_targets, self._base(), selection.max_drop)
         )
         if frontier is not None and 2 * searched[frontier] <= sum(searched.values()):
             return frontier, "search"
@@ -194,15 +199,12 @@ class TargetPlanner:
         )
 
     def _refine(self, targets: list[float], best: dict[float, float]) -> float | None:
-        """The target added to the plan now (stored in the study's REFINED_KEY), or None: targets
-        the user gave, MAX_REFINED added already, a baseline not finished yet, or no gap steep
-        enough (prunetune.search.target_refine.refinement)."""
+        """The target added to the plan now, every planned baseline having finished (stored in
+        the study's REFINED_KEY), or None: targets the user gave, MAX_REFINED added already, or
+        no gap steep enough (prunetune.search.target_refine.refinement)."""
         added = list(self.study.user_attrs.get(REFINED_KEY, []))
-        base = self.setup.base_metrics.get("accuracy")
+        base = self._base()
         if self.setup.config.plan.targets is not None or len(added) >= MAX_REFINED or not base:
-            return None
-        full = self._full_trials()
-        if any(not t.state.is_finished() for t in full if t.user_attrs["candidate"] in BASELINES):
             return None
         mine = {t: a for t, a in best.items() if t in targets}
         target = refinement(mine, float(base), self.space.bounds()[1])
