@@ -105,8 +105,9 @@ def check_scheme(url: str, kind: str) -> None:
 
 
 def tables(url: str) -> set[str] | None:
-    """The table names of the database at `url`, read without writing; None when it does not
-    exist yet (a missing or empty SQLite file). PrunetuneError, one line, when it cannot be read."""
+    """The table names of the database at `url`, read without writing (but see _sqlite_tables);
+    None when it does not exist yet (a missing or empty SQLite file). PrunetuneError, one line,
+    when it cannot be read."""
     path = sqlite_path(url)
     if path is not None:
         if not path.is_file() or path.stat().st_size == 0:
@@ -116,16 +117,27 @@ def tables(url: str) -> set[str] | None:
 
 
 def _sqlite_tables(path: Path) -> set[str]:
+    """Table names of the SQLite file `path`, read through a read-only connection. A transaction
+    that a killed process (kill -9) left half-written beside it (a hot journal) is first rolled
+    back through a read-write one: SQLite's own recovery, which the next writer does anyway and
+    which a read-only connection cannot do ("attempt to write a readonly database")."""
     try:
-        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
         try:
-            return {
-                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            con.close()
+            return _read_tables(path, "ro")
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_READONLY_ROLLBACK:
+                raise
+            return _read_tables(path, "rw")
     except sqlite3.Error as exc:
         raise PrunetuneError(f"{str(path)!r} cannot be read as a SQLite database: {exc}") from None
+
+
+def _read_tables(path: Path, mode: str) -> set[str]:
+    con = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}", uri=True, timeout=30)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
 
 
 def _server_tables(url: str) -> set[str]:

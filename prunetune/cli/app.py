@@ -7,7 +7,6 @@ into a one-line note (exit 130 / 143) saying how to resume, and a full disk into
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ from prunetune.cli.study import (
     search_flags,
 )
 from prunetune.cli.ui import cmd_ui, ui_flags
-from prunetune.errors import EnvironmentFault, PrunetuneError
+from prunetune.errors import EnvironmentFault, PrunetuneError, disk_full, read_only
 from prunetune.redact import scrub, watch
 
 EXIT_FAULT = 1
@@ -97,28 +96,6 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    """Whether `exc` (or an exception it was raised from) says the disk or a quota is full."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "database or disk is full" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _read_only(exc: BaseException) -> bool:
-    """Whether `exc` (or an exception it was raised from) says a file or database is read-only."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
-            return True
-        if "readonly database" in str(exc) or "read-only file system" in str(exc).lower():
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def _interrupted(command: str) -> int:
     """The one line for a SIGINT / SIGTERM that stopped `command`; its exit code (128 + signal)."""
     sig = interrupts.received() or signal.SIGINT
@@ -169,14 +146,14 @@ def _run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
-        if _read_only(exc):
+        if read_only(exc):
             print(
                 "prunetune: error: a store became read-only while the command ran "
                 f"({scrub(str(exc).splitlines()[0][:200])}); finished trials are saved",
                 file=sys.stderr,
             )
             return EXIT_FAULT
-        if not _disk_full(exc):
+        if not disk_full(exc):
             raise
         print(
             f"prunetune: error: no space left on the disk ({type(exc).__name__}: "

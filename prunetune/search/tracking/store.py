@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from prunetune.errors import PrunetuneError
+from prunetune.errors import PrunetuneError, disk_full
 from prunetune.redact import mask_url, scrub
 from prunetune.stores import (
     absolute_sqlite,
@@ -216,10 +216,10 @@ def _environ(**values: str):
 
 
 def _first_line(exc: BaseException) -> str:
-    """The root cause of `exc` in one short line (a full disk named as such)."""
+    """The root cause of `exc` in one short line (a full disk anywhere in its chain named so)."""
+    if disk_full(exc):
+        return NO_SPACE
     while exc.__cause__ or exc.__context__:
         exc = exc.__cause__ or exc.__context__
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text:
-        return NO_SPACE
     return text[:200]
