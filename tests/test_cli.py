@@ -617,6 +617,23 @@ def test_a_resume_with_another_recipe_is_recorded_and_named(isolated, capsys):
     assert len(load_study(isolated, "recipe").user_attrs["config_history"]) == 1
 
 
+def test_a_study_from_before_lr_scaling_resumes_with_the_change_named(isolated, capsys):
+    """A study stored before --lr-scaling existed fine-tuned every trial at --lr (scaling 0): its
+    resume names the change instead of silently mixing two recipes in one study."""
+    from tests.helpers import load_study
+
+    assert main(search_args("old", 1)) == 0
+    study = load_study(isolated, "old")
+    stored = dict(study.user_attrs["config"])
+    assert stored.pop("lr_scaling") == 0.75
+    study.set_user_attr("config", stored)
+    capsys.readouterr()
+    assert main(search_args("old", 2)) == 0
+    assert "another recipe (lr_scaling 0.0 -> 0.75)" in capsys.readouterr().err
+    assert main(search_args("old", 3, "--lr-scaling", "-1")) == 2
+    assert "lr_scaling must be in [0, 2], got -1.0" in capsys.readouterr().err
+
+
 def test_threads_beyond_the_cores_warn(isolated, capsys):
     """Decided: warn (one line) rather than refuse: FPS is measured oversubscribed."""
     assert main(search_args("t", 1, "--threads", "1000", "--tracking-uri", "file:///nowhere")) == 2

@@ -154,6 +154,8 @@ def check_finetune(recipe) -> None:
     if recipe.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {recipe.epochs}")
     _positive(lr=recipe.lr)
+    if not 0.0 <= recipe.lr_scaling <= 2.0:
+        raise ConfigError(f"lr_scaling must be in [0, 2], got {recipe.lr_scaling}")
     if not 0.0 <= recipe.distill <= 1.0:
         raise ConfigError(f"distill must be in [0, 1], got {recipe.distill}")
 

@@ -9,12 +9,20 @@ from prunetune.models.checkpoint import (
 )
 from prunetune.models.factory import create_model  # imports the zoo, which registers itself
 from prunetune.models.registry import MODELS, model_names, register_model
-from prunetune.models.training import Recipe, evaluate, recalibrate_bn, resolve_device, train
+from prunetune.models.training import (
+    Recipe,
+    evaluate,
+    pruned_lr,
+    recalibrate_bn,
+    resolve_device,
+    train,
+)
 
 __all__ = [
     "MODELS",
     "BaseModel",
     "Recipe",
+    "pruned_lr",
     "build_for",
     "create_model",
     "evaluate",

@@ -113,6 +113,7 @@ def prepare_search(cfg: SearchSettings, *, weights_dir: Path, log=lambda m: None
         distill=cfg.finetune.distill,
         teacher=base.model,
         proxy_steps=cfg.proxy_fine_tune_steps,
+        lr_scaling=cfg.finetune.lr_scaling,
         train_threads=cfg.measurement.train_threads,
     )
     setup = SearchSetup(
@@ -128,6 +129,12 @@ def prepare_search(cfg: SearchSettings, *, weights_dir: Path, log=lambda m: None
     )
     setup.base_metrics = measure_base(setup)
     return setup
+
+
+def kept_fraction(setup: SearchSetup, rec: TrialRecord) -> float:
+    """The fraction of the base's MACs the trial's compressed model kept (1.0 when unknown)."""
+    base = setup.base_metrics.get("macs")
+    return rec.metrics["macs"] / base if base else 1.0
 
 
 def _bitops(per_layer_macs: dict[str, int], bits: dict[str, int], total_macs: int) -> int:
@@ -169,7 +176,7 @@ def _train_and_measure(
     seed, t1 = rec.seed, time.perf_counter()
     shape = architecture(model)
     with setup.lock.busy(), threads.watch() as chosen:
-        rec.curve = setup.workload.finetune(model, seed, setup.device)
+        rec.curve = setup.workload.finetune(model, seed, setup.device, kept_fraction(setup, rec))
         check_architecture(shape, model)  # the saved file must rebuild this very model
         _record_costs(setup, model, config, rec)  # the model train_fn left, counted again
     rec.context.update(chosen[-1].as_context() if chosen else {})
@@ -271,7 +278,8 @@ def screen_trial(setup: SearchSetup, params: dict, number: int) -> TrialRecord:
         if rec.state == REJECTED:
             return rec
         with setup.lock.busy():
-            rec.metrics.update(setup.workload.screen(model, seed, setup.device))
+            kept = kept_fraction(setup, rec)
+            rec.metrics.update(setup.workload.screen(model, seed, setup.device, kept))
             missing_objectives(
                 [o for o in cfg.selection.objectives if o != "fps"], rec.metrics
             )  # fps: screened as macs

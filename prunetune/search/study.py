@@ -250,6 +250,7 @@ RECIPE_KEYS = (
     "subset",
     "epochs",
     "lr",
+    "lr_scaling",
     "batch_size",
     "distill",
     "runtime",
@@ -258,6 +259,8 @@ RECIPE_KEYS = (
     "min_accuracy",
     "max_flops",
 )
+# recipe keys added after studies were first stored: the value a study stored without one ran with
+RECIPE_BEFORE_KEY = {"lr_scaling": 0.0}
 
 
 def record_recipe(study: optuna.Study, cfg: SearchSettings) -> str | None:
@@ -266,7 +269,8 @@ def record_recipe(study: optuna.Study, cfg: SearchSettings) -> str | None:
     "config_history" (trials numbered from_trial on ran with it); return the one-line warning
     naming the keys. None (nothing written) when the recipe is the same."""
     stored, now = study.user_attrs.get("config") or {}, mask_config(cfg.to_stored())
-    changed = {k: [stored[k], now[k]] for k in RECIPE_KEYS if k in stored and stored[k] != now[k]}
+    before = (RECIPE_BEFORE_KEY if stored else {}) | stored
+    changed = {k: [before[k], now[k]] for k in RECIPE_KEYS if k in before and before[k] != now[k]}
     if not changed:
         return None
     first = len(study.get_trials(deepcopy=False))

@@ -26,7 +26,7 @@ from torch.utils.data import Subset
 from prunetune import threads
 from prunetune.data import BalancedSubsetSampler, DataBundle
 from prunetune.errors import PrunetuneError
-from prunetune.models import Recipe, evaluate, recalibrate_bn, train
+from prunetune.models import Recipe, evaluate, pruned_lr, recalibrate_bn, train
 from prunetune.search.records import reserved_name
 
 RECALIBRATION_IMAGES = (
@@ -44,8 +44,9 @@ class Workload(Protocol):
     label: str
     num_classes: int | None
 
-    def finetune(self, model: nn.Module, seed: int, device: str) -> list[float]:
-        """Fine-tune in place; the loss per epoch (may be empty)."""
+    def finetune(self, model: nn.Module, seed: int, device: str, kept: float = 1.0) -> list[float]:
+        """Fine-tune in place; the loss per epoch (may be empty). `kept`: the fraction of the
+        base's MACs the model kept (the built-in fine-tune scales its learning rate by it)."""
 
     def recalibrate(self, model: nn.Module, seed: int, device: str) -> bool:
         """Re-estimate batch-norm statistics after fine-tuning; whether anything was done."""
@@ -53,8 +54,11 @@ class Workload(Protocol):
     def evaluate(self, model: nn.Module, device: str) -> dict[str, float]:
         """Validation metrics, "accuracy" among them (what the search selects on)."""
 
-    def screen(self, model: nn.Module, seed: int, device: str) -> dict[str, float]:
-        """The cheap fidelity of screening: metrics of the compressed model without fine-tuning."""
+    def screen(
+        self, model: nn.Module, seed: int, device: str, kept: float = 1.0
+    ) -> dict[str, float]:
+        """The cheap fidelity of screening: metrics of the compressed model without fine-tuning
+        (or after a few steps; `kept` as in finetune)."""
 
     def test_accuracy(self, model: nn.Module) -> float | None:
         """Held-out accuracy of a front member (None: the workload has no test data)."""
@@ -100,6 +104,7 @@ class DatasetWorkload:
     distill: float = 0.0
     teacher: nn.Module | None = None
     proxy_steps: int = 0
+    lr_scaling: float = 0.0
     train_threads: int | str | None = None
 
     @property
@@ -110,13 +115,16 @@ class DatasetWorkload:
     def num_classes(self) -> int:
         return self.bundle.num_classes
 
-    def finetune(self, model: nn.Module, seed: int, device: str) -> list[float]:
+    def finetune(self, model: nn.Module, seed: int, device: str, kept: float = 1.0) -> list[float]:
         if self.epochs == 0:
             return []
         per_class = max(1, self.subset // self.bundle.num_classes)
         sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
         recipe = Recipe(
-            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, distill_alpha=self.distill
+            epochs=self.epochs,
+            lr=pruned_lr(self.lr, kept, self.lr_scaling),
+            batch_size=self.batch_size,
+            distill_alpha=self.distill,
         )
         hist = train(
             model,
@@ -147,9 +155,12 @@ class DatasetWorkload:
         with threads.decided(self.train_threads):
             return {"accuracy": evaluate(model, self.bundle.val, device=device)["accuracy"]}
 
-    def screen(self, model: nn.Module, seed: int, device: str) -> dict[str, float]:
-        """The proxy: `proxy_steps` fine-tune steps (none when 0) on images of their own, batch
-        norms re-estimated on SCREEN_IMAGES, accuracy on SCREEN_VAL_IMAGES validation images."""
+    def screen(
+        self, model: nn.Module, seed: int, device: str, kept: float = 1.0
+    ) -> dict[str, float]:
+        """The proxy: `proxy_steps` fine-tune steps (none when 0; at the brief fine-tune's learning
+        rate) on images of their own, batch norms re-estimated on SCREEN_IMAGES, accuracy on
+        SCREEN_VAL_IMAGES validation images."""
         if self.proxy_steps > 0:
             images = self.proxy_steps * self.batch_size
             per_class = max(1, images // self.bundle.num_classes)
@@ -157,7 +168,11 @@ class DatasetWorkload:
             train(
                 model,
                 self.bundle.train,
-                Recipe(epochs=1, lr=self.lr, batch_size=self.batch_size),
+                Recipe(
+                    epochs=1,
+                    lr=pruned_lr(self.lr, kept, self.lr_scaling),
+                    batch_size=self.batch_size,
+                ),
                 seed=seed,
                 sampler=proxy,
                 device=device,
@@ -206,7 +221,13 @@ class UserWorkload:
     label: str = "user"
     num_classes: int | None = None
 
-    def finetune(self, model: nn.Module, seed: int, device: str) -> list[float]:  # noqa: ARG002
+    def finetune(
+        self,
+        model: nn.Module,
+        seed: int,
+        device: str,  # noqa: ARG002
+        kept: float = 1.0,  # noqa: ARG002 - the user's train_fn has its own recipe
+    ) -> list[float]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             returned = _call("train_fn", self.train_fn, model)
@@ -224,7 +245,13 @@ class UserWorkload:
     def evaluate(self, model: nn.Module, device: str) -> dict[str, float]:  # noqa: ARG002
         return metrics_of("eval_fn", self.eval_fn, model)
 
-    def screen(self, model: nn.Module, seed: int, device: str) -> dict[str, float]:  # noqa: ARG002
+    def screen(
+        self,
+        model: nn.Module,
+        seed: int,  # noqa: ARG002
+        device: str,  # noqa: ARG002
+        kept: float = 1.0,  # noqa: ARG002
+    ) -> dict[str, float]:
         return metrics_of("eval_fn", self.eval_fn, model)
 
     def test_accuracy(self, model: nn.Module) -> float | None:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from prunetune.data import BalancedSubsetSampler
-from prunetune.models import evaluate, recalibrate_bn
+from prunetune.models import evaluate, pruned_lr, recalibrate_bn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,3 +113,12 @@ def test_device_names_resolve_or_fail_in_one_line():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_the_fine_tune_learning_rate_grows_with_pruning_up_to_ten_times():
+    assert pruned_lr(1e-3, 1.0, 0.75) == pytest.approx(1e-3)
+    assert pruned_lr(1e-3, 0.5, 0.75) == pytest.approx(1e-3 * 2**0.75)
+    assert pruned_lr(1e-3, 0.05, 0.75) == pytest.approx(1e-3 * 20**0.75)
+    assert pruned_lr(1e-3, 0.001, 0.75) == pytest.approx(1e-2)  # capped at 10x
+    assert pruned_lr(1e-3, 0.0, 0.75) == pytest.approx(1e-2)
+    assert pruned_lr(1e-3, 0.05, 0.0) == 1e-3  # scaling 0: every model at lr

@@ -4,6 +4,7 @@ tests/search/test_python_api.py)."""
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import pytest
@@ -147,3 +148,25 @@ def test_test_accuracy_is_test_fns_accuracy_or_none_without_one():
     workload = UserWorkload(_raises, _raises, test_fn=_returning({"accuracy": 0.75, "f1": 0.1}))
     assert workload.test_accuracy(_net()) == 0.75
     assert UserWorkload(_raises, _raises).importance_data(0) is None
+
+
+def test_a_heavily_pruned_model_fine_tunes_at_a_larger_learning_rate():
+    """The brief fine-tune's learning rate grows as the model keeps fewer of the base's MACs
+    (pruned_lr): at 5 % kept, 0.75 scaling, Adam's steps are 9.5x the unpruned model's, so the
+    weights move several times further from the same start; with scaling 0 they move the same."""
+    from prunetune.data import create_dataset
+    from prunetune.search.workload import DatasetWorkload
+
+    bundle = create_dataset("digits")
+    start = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def moved(kept: float, scaling: float) -> float:
+        model = copy.deepcopy(start)
+        work = DatasetWorkload(bundle, epochs=1, subset=100, lr=1e-3, batch_size=16,
+                               lr_scaling=scaling, train_threads=1)  # fmt: skip
+        work.finetune(model, seed=3, device="cpu", kept=kept)
+        return float(torch.cat([(a - b).flatten() for a, b in zip(
+            model.parameters(), start.parameters(), strict=True)]).norm())  # fmt: skip
+
+    assert moved(0.05, 0.75) > 4 * moved(1.0, 0.75)
+    assert moved(0.05, 0.0) == pytest.approx(moved(1.0, 0.0))
