@@ -7,7 +7,8 @@ For each MACs target (a fraction of the base's), the uniform config that meets i
 pruned alike, float weights, L2 importance: the `targets` strategy's uniform baseline) is
 fine-tuned exactly as a trial does (Adam, cosine, --epochs on --subset class-balanced images,
 trial seeds, batch norms re-estimated) once per learning rate: each fixed rate of --lrs, and the
-default rule (`pruned_lr`: 0.001 x kept MACs fraction ** -0.75, at most 10x). Validation and test
+default rule (`pruned_lr`: 0.001 down to a quarter of the MACs, below it x (0.25 / kept) **
+0.75, at most 3x). Validation and test
 accuracy, median over --seeds with the range. The base is trained on mnist5k (or taken from the
 cache) with --base-epochs. Writes finetune_lr.md and finetune_lr.json (`--name` for another).
 """

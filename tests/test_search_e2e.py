@@ -202,15 +202,17 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
     """Two searches on one study; whichever runs a trial while the other has finished one is
     killed with kill -9: its RUNNING trial is failed and re-run by the survivor, which ends with
     exactly --trials finished (stale trials used to be recovered only at start-up: 5 of 6, exit 0).
-    Trials train 4 epochs on 600 images, so a RUNNING trial lasts long enough to be seen and killed
-    whichever process started first."""
-    slow = ("--epochs", "4", "--subset", "600")
+    Trials train 4 epochs on 1,500 images, so a RUNNING trial lasts long enough to be seen and
+    killed whichever process started first; one study object is polled (a poll that reopened the
+    storage took long enough on a loaded CI machine to miss every overlap: 8 of 8 finished)."""
+    slow = ("--epochs", "4", "--subset", "1500")
     assert run_cli(search_args("killed", 1, *slow), isolated).returncode == 0  # study + base
+    polled = load_study(isolated, "killed")
     procs = [start_cli(search_args("killed", 8, *slow), isolated) for _ in range(2)]
 
     def mine(proc: subprocess.Popen, state: str, trials: list | None = None) -> list:
         if trials is None:
-            trials = load_study(isolated, "killed").get_trials(deepcopy=False)
+            trials = polled.get_trials(deepcopy=False)
         worker = lambda t: str(t.user_attrs.get("worker", ""))  # noqa: E731
         return [t for t in trials if t.state.name == state and worker(t).endswith(f":{proc.pid}")]
 
@@ -222,7 +224,7 @@ def test_a_survivor_finishes_the_budget_when_the_other_search_is_killed(isolated
     def overlap() -> bool:
         """Whether a victim runs a trial while a survivor has finished one (kept in `found`):
         one read of the trials per poll, so the pair is the one this poll saw."""
-        trials = load_study(isolated, "killed").get_trials(deepcopy=False)
+        trials = polled.get_trials(deepcopy=False)
         for victim, survivor in (procs, procs[::-1]):
             if mine(survivor, "COMPLETE", trials) and mine(victim, "RUNNING", trials):
                 found.append((victim, survivor))
