@@ -8,7 +8,7 @@ pruned alike, float weights, L2 importance: the `targets` strategy's uniform bas
 fine-tuned exactly as a trial does (Adam, cosine, --epochs on --subset class-balanced images,
 trial seeds, batch norms re-estimated) once per learning rate: each fixed rate of --lrs, and the
 default rule (`pruned_lr`: 0.001 down to a quarter of the MACs, below it x (0.25 / kept) **
-0.75, at most 3x). Validation and test
+1.5, at most sqrt(fine-tune steps) x and 10x). Validation and test
 accuracy, median over --seeds with the range. The base is trained on mnist5k (or taken from the
 cache) with --base-epochs. Writes finetune_lr.md and finetune_lr.json (`--name` for another).
 """
@@ -30,7 +30,6 @@ RULE = "rule"
 
 def run(args: argparse.Namespace) -> list[dict]:
     from prunetune.config import SearchSettings
-    from prunetune.models import pruned_lr
     from prunetune.compress import compress
     from prunetune.measure import count_macs
     from prunetune.search.objective import prepare_search, trial_seed
@@ -51,9 +50,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     for target in args.targets:
         params = space.candidate_params({ALLOC + d: 0.0 for d in space.dims()}, target)
         for lr in [*args.lrs, RULE]:
-            scaling = cfg.finetune.lr_scaling if lr == RULE else 0.0
             setup.workload = dataclasses.replace(
-                plain, lr=cfg.finetune.lr if lr == RULE else lr, lr_scaling=scaling
+                plain,
+                lr=cfg.finetune.lr if lr == RULE else lr,
+                lr_scaling=cfg.finetune.lr_scaling if lr == RULE else 0.0,
             )
             for s in range(args.seeds):
                 seed = trial_seed(0, s)
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "target": target,
                         "kept": kept,
                         "lr": lr,
-                        "lr_used": pruned_lr(setup.workload.lr, kept, scaling),
+                        "lr_used": setup.workload.lr_for(kept),
                         "seed": seed,
                         "val": setup.workload.evaluate(model, setup.device)["accuracy"],
                         "test": setup.workload.test_accuracy(model),

@@ -625,11 +625,11 @@ def test_a_study_from_before_lr_scaling_resumes_with_the_change_named(isolated, 
     assert main(search_args("old", 1)) == 0
     study = load_study(isolated, "old")
     stored = dict(study.user_attrs["config"])
-    assert stored.pop("lr_scaling") == 0.75
+    assert stored.pop("lr_scaling") == 1.5
     study.set_user_attr("config", stored)
     capsys.readouterr()
     assert main(search_args("old", 2)) == 0
-    assert "another recipe (lr_scaling 0.0 -> 0.75)" in capsys.readouterr().err
+    assert "another recipe (lr_scaling 0.0 -> 1.5)" in capsys.readouterr().err
     assert main(search_args("old", 3, "--lr-scaling", "-1")) == 2
     assert "lr_scaling must be in [0, 2], got -1.0" in capsys.readouterr().err
 

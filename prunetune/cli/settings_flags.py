@@ -78,8 +78,8 @@ FLAG_HELP = {
     "epochs": "fine-tune epochs per trial",
     "lr": "fine-tune learning rate (Adam) of an unpruned model (see --lr-scaling)",
     "lr_scaling": "a model that kept a fraction f < 0.25 of the base's MACs fine-tunes at "
-    "lr x (0.25 / f) ** lr_scaling, at most 3x lr (heavily pruned nets need larger steps); 0: --lr "
-    "for every model",
+    "lr x (0.25 / f) ** lr_scaling, at most sqrt(fine-tune steps) x and 10x lr (heavily pruned "
+    "nets need larger steps); 0: --lr for every model",
     "batch_size": "fine-tune batch size",
     "distill": "weight of distillation from the base model (0 = off)",
     "device": "where base and trials train and evaluate: auto (CUDA if torch sees it), cpu, cuda "

@@ -134,7 +134,7 @@ class FinetuneRecipe:
     subset: int = 2500
     epochs: int = 3
     lr: float = 1e-3
-    lr_scaling: float = 0.75  # below 1/4 of the MACs: lr x (0.25 / kept) ** lr_scaling, <= 3x
+    lr_scaling: float = 1.5  # below 1/4 of the MACs: lr x (0.25 / kept) ** lr_scaling (pruned_lr)
     batch_size: int = 64
     distill: float = 0.0
 

@@ -115,6 +115,13 @@ class DatasetWorkload:
     def num_classes(self) -> int:
         return self.bundle.num_classes
 
+    def lr_for(self, kept: float) -> float:
+        """The brief fine-tune's learning rate for a model that kept `kept` of the base's MACs
+        (pruned_lr over this fine-tune's steps); the proxy's steps use the same rate."""
+        per_class = max(1, self.subset // self.bundle.num_classes)
+        steps = self.epochs * math.ceil(per_class * self.bundle.num_classes / self.batch_size)
+        return pruned_lr(self.lr, kept, self.lr_scaling, steps)
+
     def finetune(self, model: nn.Module, seed: int, device: str, kept: float = 1.0) -> list[float]:
         if self.epochs == 0:
             return []
@@ -122,7 +129,7 @@ class DatasetWorkload:
         sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
         recipe = Recipe(
             epochs=self.epochs,
-            lr=pruned_lr(self.lr, kept, self.lr_scaling),
+            lr=self.lr_for(kept),
             batch_size=self.batch_size,
             distill_alpha=self.distill,
         )
@@ -168,11 +175,7 @@ class DatasetWorkload:
             train(
                 model,
                 self.bundle.train,
-                Recipe(
-                    epochs=1,
-                    lr=pruned_lr(self.lr, kept, self.lr_scaling),
-                    batch_size=self.batch_size,
-                ),
+                Recipe(epochs=1, lr=self.lr_for(kept), batch_size=self.batch_size),
                 seed=seed,
                 sampler=proxy,
                 device=device,

@@ -115,10 +115,11 @@ def test_device_names_resolve_or_fail_in_one_line():
             resolve_device("cuda")
 
 
-def test_the_fine_tune_learning_rate_grows_below_a_quarter_of_the_macs_up_to_three_times():
-    assert pruned_lr(1e-3, 1.0, 0.75) == pytest.approx(1e-3)
-    assert pruned_lr(1e-3, 0.25, 0.75) == pytest.approx(1e-3)
-    assert pruned_lr(1e-3, 0.15, 0.75) == pytest.approx(1e-3 * (0.25 / 0.15) ** 0.75)
-    assert pruned_lr(1e-3, 0.05, 0.75) == pytest.approx(3e-3)  # 3.3x, capped at 3x
-    assert pruned_lr(1e-3, 0.0, 0.75) == pytest.approx(3e-3)
-    assert pruned_lr(1e-3, 0.05, 0.0) == 1e-3  # scaling 0: every model at lr
+def test_the_fine_tune_learning_rate_grows_below_a_quarter_of_the_macs_as_its_steps_allow():
+    assert pruned_lr(1e-3, 1.0, 1.5, 120) == pytest.approx(1e-3)
+    assert pruned_lr(1e-3, 0.25, 1.5, 120) == pytest.approx(1e-3)
+    assert pruned_lr(1e-3, 0.15, 1.5, 120) == pytest.approx(1e-3 * (0.25 / 0.15) ** 1.5)
+    assert pruned_lr(1e-3, 0.05, 1.5, 120) == pytest.approx(1e-2)  # 11x, capped at 10x
+    assert pruned_lr(1e-3, 0.05, 1.5, 16) == pytest.approx(4e-3)  # 16 steps: at most 4x
+    assert pruned_lr(1e-3, 0.0, 1.5, 0) == pytest.approx(1e-3)  # no steps: no boost
+    assert pruned_lr(1e-3, 0.05, 0.0, 120) == 1e-3  # scaling 0: every model at lr
