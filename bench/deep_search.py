@@ -58,6 +58,8 @@ OBJECTIVES = ["accuracy", "macs"]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    from prunetune.config.parts import FinetuneRecipe
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", default="resnet18,mobilenet_v2,vgg16_bn")
     p.add_argument("--strategies", default="targets,uniform,global")
@@ -71,6 +73,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=1, help="brief fine-tune epochs per trial")
     p.add_argument("--subset", type=int, default=1000, help="brief fine-tune images per epoch")
+    p.add_argument(
+        "--lr-scaling",
+        type=float,
+        default=FinetuneRecipe.lr_scaling,
+        help="the brief fine-tune's learning-rate boost for heavily pruned configs (prunetune's "
+        "--lr-scaling); the runs committed before it existed are --lr-scaling 0",
+    )
     p.add_argument(
         "--screen", type=int, default=8, help="configs screened per full trial (screened)"
     )
@@ -129,6 +138,8 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
         name += f"-k{args['screen']}"
     if strategy == "targets":
         name += f"-c{args['candidates']}"
+    if args["lr_scaling"]:
+        name += f"-ls{args['lr_scaling']:g}"
     sweep = STRATEGIES[strategy]["strategy"] in ("uniform", "global", "sensitivity")
     if sweep:
         name += f"-st{args['sweep_step']:g}"
@@ -145,6 +156,7 @@ def _config(args: dict, net: str, strategy: str, seed: int, workdir: Path):
         bits=[32],
         epochs=args["epochs"],
         subset=args["subset"],
+        lr_scaling=args["lr_scaling"],
         ratio_min=args["ratio_min"],
         fps_repeats=3,
         threads=1,
