@@ -129,9 +129,11 @@ def test_config_loading_is_bounded(tmp_path, text, message):
 
 
 def test_a_long_valid_list_is_checked_in_linear_time():
+    """CPU seconds, not wall time (a loaded CI machine took 2.6 s of wall time for ~0.3 s of
+    work): a quadratic check of 900,000 items would take hours either way."""
     import time
 
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(ConfigError, match="must not repeat"):
         SearchSettings.from_flat(objectives=["accuracy", "flops", "fps"] * 300_000)
-    assert time.perf_counter() - t < 2.0
+    assert time.process_time() - t < 10.0

@@ -110,7 +110,7 @@ def pruned_lr(lr: float, kept: float, scaling: float, steps: int) -> float:
     the steps, the less of a large rate the cosine schedule can anneal away (bench/results/
     finetune_lr*.md, uniform configs at 5 % of the MACs: mnist_net, 120 steps, 94.6 % test at 10x
     against 91.8 % at 1x; resnet18 at 120 steps equal at 3x and 10x; at 16 steps both nets are
-    best at 3x and lose 5-10 points at 10x)."""
+    best near 3x and lose 1-10 points at 10x)."""
     if kept >= LR_BOOST_BELOW or scaling == 0:
         return lr
     cap = min(MAX_LR_BOOST, max(1.0, math.sqrt(steps)))

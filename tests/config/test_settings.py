@@ -46,7 +46,8 @@ def test_an_old_flat_stored_config_still_loads_into_the_parts():
     assert cfg.runner == Runner(backend="ray", workers=3, address="auto")
     assert cfg.stores.keep_all_weights and cfg.study_name == "old-study"
     assert cfg.measurement.train_threads == 2 and cfg.selection.objectives == ["accuracy", "macs"]
-    assert cfg.flat() == OLD_STORED  # nothing lost or renamed on the way
+    # nothing lost or renamed on the way; keys added since take their defaults
+    assert cfg.flat() == OLD_STORED | {"lr_scaling": 1.5}
 
 
 def test_stored_settings_are_versioned_and_round_trip_through_json():
