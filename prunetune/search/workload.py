@@ -115,18 +115,23 @@ class DatasetWorkload:
     def num_classes(self) -> int:
         return self.bundle.num_classes
 
+    def _per_class(self) -> int:
+        """Images per class of one brief fine-tune epoch."""
+        return max(1, self.subset // self.bundle.num_classes)
+
     def lr_for(self, kept: float) -> float:
         """The brief fine-tune's learning rate for a model that kept `kept` of the base's MACs
         (pruned_lr over this fine-tune's steps); the proxy's steps use the same rate."""
-        per_class = max(1, self.subset // self.bundle.num_classes)
-        steps = self.epochs * math.ceil(per_class * self.bundle.num_classes / self.batch_size)
+        images = self._per_class() * self.bundle.num_classes
+        steps = self.epochs * math.ceil(images / self.batch_size)
         return pruned_lr(self.lr, kept, self.lr_scaling, steps)
 
     def finetune(self, model: nn.Module, seed: int, device: str, kept: float = 1.0) -> list[float]:
         if self.epochs == 0:
             return []
-        per_class = max(1, self.subset // self.bundle.num_classes)
-        sampler = BalancedSubsetSampler(self.bundle.train_targets, per_class=per_class, seed=seed)
+        sampler = BalancedSubsetSampler(
+            self.bundle.train_targets, per_class=self._per_class(), seed=seed
+        )
         recipe = Recipe(
             epochs=self.epochs,
             lr=self.lr_for(kept),
