@@ -49,6 +49,7 @@ from prunetune.search.target_refine import (
     REFINED_KEY,
     near_chance_targets,
     pick_frontier,
+    presumed_near_chance,
     refinement,
 )
 from prunetune.search.target_report import baseline_proxy_key, candidate_study_name, target_rows
@@ -97,8 +98,9 @@ class TargetPlanner:
 
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
-        target first, except the global ranking where uniform scored near chance
-        (`near_chance_targets`): there it waits until every other target has had a searched
+        target first, except where the plan expects near chance: the global ranking where uniform
+        scored near chance (`near_chance_targets`), and both baselines at a target cheaper than
+        that (`presumed_near_chance`) wait until every other target has had a searched
         candidate; then, with the default targets, a target added where the front drops steeply (its
         baselines first); then searched candidates: half of them at the target where the
         default pick is decided (`pick_frontier`), the others at the target with the fewest so
@@ -112,9 +114,10 @@ class TargetPlanner:
         targets = self.targets()
         best = {r["target"]: r["best"] for r in target_rows(self.study) if r["best"] is not None}
         near = near_chance_targets(best, self._base(), self.setup.workload.num_classes)
+        near |= presumed_near_chance(targets, best, near)
         for kind in BASELINES:
             for target in targets:
-                if (target, kind) not in done and (kind == "uniform" or target not in near):
+                if (target, kind) not in done and target not in near:
                     return target, kind
         baselines_running = any(
             not t.state.is_finished() for t in full if t.user_attrs["candidate"] in BASELINES
@@ -134,9 +137,9 @@ class TargetPlanner:
         """The step after the first baselines (see `next_step`)."""
         open_targets = [t for t in targets if t not in self._barren]
         searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
-        waiting = [t for t in targets if (t, "global") not in done]  # near chance: deferred
+        waiting = [(t, k) for k in BASELINES for t in targets if (t, k) not in done]  # deferred
         if waiting and all(searched[t] for t in open_targets if t not in near):
-            return waiting[0], "global"
+            return waiting[0]
         if not open_targets:
             return None
         selection = self.setup.config.selection
