@@ -128,6 +128,14 @@ def machine_line(facts: dict, threads: str) -> str:
     )
 
 
+def header(title: str, command: str, facts: dict, threads: str, doc: str) -> list[str]:
+    """A report's first lines: its title, command, machine line and protocol (the third paragraph
+    of the bench's docstring `doc`), each followed by a blank line."""
+    protocol = " ".join(doc.split("\n\n")[2].split())
+    lines = [f"# {title}", f"Command: `{command}`", machine_line(facts, threads)]
+    return [line for text in [*lines, f"Protocol: {protocol}"] for line in (text, "")]
+
+
 def stats(values: list[float]) -> dict:
     values = [float(v) for v in values]
     return {

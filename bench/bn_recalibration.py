@@ -119,14 +119,13 @@ def markdown(rep: dict) -> str:
         )
     return "\n".join(
         [
-            "# Batch-norm recalibration after fine-tuning",
-            "",
-            f"Command: `{rep['command']}`",
-            "",
-            _common.machine_line(rep["facts"], "torch default threads"),
-            "",
-            "Protocol: " + " ".join(__doc__.split("\n\n")[2].split()),
-            "",
+            *_common.header(
+                "Batch-norm recalibration after fine-tuning",
+                rep["command"],
+                rep["facts"],
+                "torch default threads",
+                __doc__,
+            ),
             *_common.table(
                 [
                     "model",

@@ -102,14 +102,13 @@ def markdown(rep: dict) -> str:
     base = rows[0]
     return "\n".join(
         [
-            "# The brief fine-tune's learning rate against how much a model was pruned",
-            "",
-            f"Command: `{rep['command']}`",
-            "",
-            _common.machine_line(rep["facts"], "torch default threads"),
-            "",
-            "Protocol: " + " ".join(__doc__.split("\n\n")[2].split()),
-            "",
+            *_common.header(
+                "The brief fine-tune's learning rate against how much a model was pruned",
+                rep["command"],
+                rep["facts"],
+                "torch default threads",
+                __doc__,
+            ),
             f"{rep['model']}: base {100 * base['base_val']:.1f} % validation, "
             f"{100 * base['base_test']:.1f} % test. Test accuracy (%), median (range) over "
             f"{rep['seeds']} seeds; the best median in bold.",
