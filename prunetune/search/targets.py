@@ -18,9 +18,10 @@ that target's MACs within the tolerance, by construction):
    learned is shared).
 
 With the default targets, the plan follows accuracy: once every planned baseline has finished, a
-target is added where the front drops steeply (prunetune.search.target_refine: at most two per
-search, listed in the full study's user attr `refined_targets`), its baselines first as at every
-target.
+target is added where the front drops steeply (prunetune.search.target_refine: at most
+MAX_REFINED per search, listed in the full study's user attr `refined_targets`), its baselines
+first as at every target. Baselines at a target cheaper than one that scored near chance wait until
+every other target has had a searched candidate (`presumed_near_chance`).
 
 Baselines are planned without any scoring (the first full trial starts as soon as the base is
 ready). Their proxy scores come when their target is first searched: they are the first candidates
