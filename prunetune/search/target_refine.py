@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 
-# round fractions of the base's MACs a refined target is taken from (1-1.5-2-3-5-7 per decade, and
-# 0.85 between 0.7 and the base, where a net that is sensitive to pruning keeps its accuracy)
-PREFERRED = (0.85,) + tuple(
+# round fractions of the base's MACs a refined target is taken from: 1-1.5-2-3-5-7 per decade, and
+# 0.85, 0.6 and 0.4 where a net that is sensitive to pruning keeps most of its accuracy and a
+# sweep of uniform ratios has most of its configs
+PREFERRED = (0.85, 0.6, 0.4) + tuple(
     round(m * 10.0**-e, 6) for e in range(1, 5) for m in (7.0, 5.0, 3.0, 2.0, 1.5, 1.0)
 )
 REFINE_GAIN = 0.02  # the least hypervolume (normalised by the base) a gap must be able to hold
-MAX_REFINED = 3
+MAX_REFINED = 5
 SPACING = 1.1  # a refined target is at least 10 % away (in MACs) from its neighbours
 REFINED_KEY = "refined_targets"  # the full study's user attr listing the targets added
 
@@ -50,20 +51,6 @@ def near_chance_targets(
         return set()
     floor = near_chance_below(float(base_accuracy), int(num_classes))
     return {t for t, accuracy in best.items() if accuracy < floor}
-
-
-def presumed_near_chance(
-    targets: list[float], best: dict[float, float], near: set[float]
-) -> set[float]:
-    """The targets of `targets` not measured yet (not in `best`) that are cheaper than one whose
-    best scored near chance (`near`), when the costliest target measured scored above it: a
-    cheaper config keeps less of the net, so it scores near chance too (RegNetX-400MF on mnist5k:
-    28-30 % at 0.05 of the base's MACs, 12-22 % at 0.02, 0.01 and 0.005). None when the costliest
-    measured target is near chance itself (mobilenet_v2 at --ratio-min 0.7: every target is; the
-    plan has nothing better to spend its trials on)."""
-    if not near or not best or max(best) in near:
-        return set()
-    return {t for t in targets if t not in best and t < max(near)}
 
 
 def pick_frontier(

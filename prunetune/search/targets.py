@@ -20,8 +20,9 @@ that target's MACs within the tolerance, by construction):
 With the default targets, the plan follows accuracy: once every planned baseline has finished, a
 target is added where the front drops steeply (prunetune.search.target_refine: at most
 MAX_REFINED per search, listed in the full study's user attr `refined_targets`), its baselines
-first as at every target. Baselines at a target cheaper than one that scored near chance wait until
-every other target has had a searched candidate (`presumed_near_chance`).
+first as at every target, except the global ranking's: an added target is there to fill the front
+between two others, where uniform's config is the reference, so the global ranking waits until every
+other target has had a searched candidate (as where uniform scored near chance).
 
 Baselines are planned without any scoring (the first full trial starts as soon as the base is
 ready). Their proxy scores come when their target is first searched: they are the first candidates
@@ -50,7 +51,6 @@ from prunetune.search.target_refine import (
     REFINED_KEY,
     near_chance_targets,
     pick_frontier,
-    presumed_near_chance,
     refinement,
 )
 from prunetune.search.target_report import baseline_proxy_key, candidate_study_name, target_rows
@@ -99,26 +99,26 @@ class TargetPlanner:
 
     def next_step(self) -> tuple[float, str] | None:
         """(target, "uniform" | "global" | "search"): baselines at every target first, lightest
-        target first, except where the plan expects near chance: the global ranking where uniform
-        scored near chance (`near_chance_targets`), and both baselines at a target cheaper than
-        that (`presumed_near_chance`) wait until every other target has had a searched
-        candidate; then, with the default targets, a target added where the front drops steeply (its
-        baselines first); then searched candidates: half of them at the target where the
-        default pick is decided (`pick_frontier`), the others at the target with the fewest so
-        far: a target whose best is near chance last (the brief fine-tune cannot rank configs
-        there), an added target first (the front is steepest there: a better config buys the
-        most hypervolume), else the cheapest first (where allocations matter most: MetaPruning's
-        gain over uniform is largest at the cheapest budgets), skipping targets where no
-        candidate could be promoted. None: nothing is left to propose."""
+        target first, except the global ranking where uniform scored near chance
+        (`near_chance_targets`) and at targets added where the front drops steeply: there it
+        waits until every other target has had a searched candidate; then, with the default
+        targets, a target added where the front drops steeply (its uniform config first); then
+        searched candidates: half of them at the target where the default pick is decided
+        (`pick_frontier`), the others at the target with the fewest so far: a target whose best
+        is near chance last (the brief fine-tune cannot rank configs there), an added target
+        first (the front is steepest there: a better config buys the most hypervolume), else the
+        cheapest first (where allocations matter most: MetaPruning's gain over uniform is largest
+        at the cheapest budgets), skipping targets where no candidate could be promoted. None:
+        nothing is left to propose."""
         full = self._full_trials()
         done = [(float(t.user_attrs["target"]), t.user_attrs["candidate"]) for t in full]
         targets = self.targets()
         best = {r["target"]: r["best"] for r in target_rows(self.study) if r["best"] is not None}
         near = near_chance_targets(best, self._base(), self.setup.workload.num_classes)
-        near |= presumed_near_chance(targets, best, near)
+        waits = near | set(targets).difference(self.space.targets)  # for the global ranking
         for kind in BASELINES:
             for target in targets:
-                if (target, kind) not in done and target not in near:
+                if (target, kind) not in done and (kind == "uniform" or target not in waits):
                     return target, kind
         baselines_running = any(
             not t.state.is_finished() for t in full if t.user_attrs["candidate"] in BASELINES
@@ -138,9 +138,9 @@ class TargetPlanner:
         """The step after the first baselines (see `next_step`)."""
         open_targets = [t for t in targets if t not in self._barren]
         searched = {t: sum(1 for d in done if d == (t, "search")) for t in open_targets}
-        waiting = [(t, k) for k in BASELINES for t in targets if (t, k) not in done]  # deferred
+        waiting = [t for t in targets if (t, "global") not in done]  # deferred
         if waiting and all(searched[t] for t in open_targets if t not in near):
-            return waiting[0]
+            return waiting[0], "global"
         if not open_targets:
             return None
         selection = self.setup.config.selection

@@ -11,7 +11,6 @@ from prunetune.search.target_refine import (
     gap_gain,
     near_chance_targets,
     pick_frontier,
-    presumed_near_chance,
     refinement,
 )
 
@@ -31,6 +30,9 @@ def test_a_steep_drop_below_the_base_adds_the_round_target_in_the_widest_gap():
     assert refinement({0.7: 0.75, **STEEP}, 0.92, lightest=1.0) == 0.3  # then 0.5 -> 0.2
     steeper = {0.7: 0.73, 0.3: 0.5, **STEEP}
     assert refinement(steeper, 0.92, lightest=1.0) == 0.85  # then the base -> 0.7
+    steeper |= {0.85: 0.83}
+    assert refinement(steeper, 0.92, lightest=1.0) == 0.4  # then 0.5 -> 0.3
+    assert refinement({**steeper, 0.4: 0.55}, 0.92, lightest=1.0) == 0.6  # then 0.7 -> 0.5
 
 
 def test_a_front_that_keeps_its_accuracy_gets_no_target():
@@ -46,7 +48,7 @@ def test_no_target_lighter_than_the_space_allows_nor_next_to_a_neighbour():
 
 
 def test_refined_targets_are_round_fractions():
-    assert {0.85, 0.7, 0.3, 0.15, 0.07, 0.03} <= set(PREFERRED)
+    assert {0.85, 0.7, 0.6, 0.4, 0.3, 0.15, 0.07, 0.03} <= set(PREFERRED)
     assert all(0 < p < 1 for p in PREFERRED)
 
 
@@ -54,14 +56,6 @@ def test_near_chance_is_a_quarter_of_the_way_from_chance_to_the_base():
     # base 0.908, 10 classes: below 0.1 + 0.25 x 0.808 = 0.302
     assert near_chance_targets(STEEP, 0.908, 10) == {0.1, 0.05}
     assert near_chance_targets(STEEP, None, 10) == set() == near_chance_targets(STEEP, 0.9, None)
-
-
-def test_targets_cheaper_than_a_near_chance_one_are_presumed_near_chance_until_measured():
-    targets = [0.5, 0.2, 0.1, 0.05]
-    assert presumed_near_chance(targets, {0.5: 0.62, 0.2: 0.2}, {0.2}) == {0.1, 0.05}
-    assert presumed_near_chance(targets, {0.5: 0.62, 0.2: 0.2, 0.1: 0.4}, {0.2}) == {0.05}
-    assert presumed_near_chance(targets, {0.5: 0.62}, set()) == set()
-    assert presumed_near_chance(targets, {0.5: 0.2}, {0.5}) == set()  # the costliest is near chance
 
 
 def test_the_pick_is_decided_just_below_the_cheapest_target_within_the_drop():

@@ -80,11 +80,11 @@ def test_candidate_studies_are_named_after_the_study_and_target():
 
 def test_with_the_default_targets_a_steep_front_gets_a_lighter_target_and_its_baselines(tmp_path):
     planner = _planner(tmp_path, BASELINES, given=False, accuracy=STEEP)
-    assert planner.next_step() == (0.7, "uniform")
-    assert planner.study.user_attrs["refined_targets"] == [0.7]
-    assert planner.targets() == [0.7, 0.4, 0.15]
-    assert planner.next_step() == (0.7, "uniform")  # planned once: its baselines come next
-    assert planner.study.user_attrs["refined_targets"] == [0.7]
+    assert planner.next_step() == (0.6, "uniform")  # nearest the gap's geometric mean, 0.63
+    assert planner.study.user_attrs["refined_targets"] == [0.6]
+    assert planner.targets() == [0.6, 0.4, 0.15]
+    assert planner.next_step() == (0.6, "uniform")  # planned once: its baselines come next
+    assert planner.study.user_attrs["refined_targets"] == [0.6]
 
 
 def test_targets_the_user_gave_or_a_flat_front_are_kept_as_they_are(tmp_path):
@@ -103,7 +103,7 @@ def test_no_target_is_added_while_a_baseline_runs_nor_past_the_most_allowed(tmp_
     )
     assert planner.next_step() == (0.15, "search")
     planner = _planner(tmp_path, BASELINES, given=False, accuracy=STEEP)
-    added = [0.25, 0.07, 0.03][:MAX_REFINED]
+    added = [0.25, 0.07, 0.03, 0.015, 0.007, 0.003][:MAX_REFINED]
     planner.study.set_user_attr("refined_targets", added)
     assert planner.next_step()[1] in ("uniform", "global")  # the added targets' baselines
     done = [(t, k) for k in ("uniform", "global") for t in added]
@@ -159,21 +159,18 @@ def test_the_global_ranking_waits_where_uniform_scored_near_chance(tmp_path):
     assert planner.next_step() == (0.4, "global")
 
 
-def test_both_baselines_wait_at_targets_cheaper_than_one_that_scored_near_chance(tmp_path):
-    """RegNetX at 300 s (bench/results/deep_search_unseen_lr.md): 28 % at 0.05 of the MACs, then 7
-    of 13 trials went to baselines at 0.02, 0.01 and 0.005, none to a searched config."""
-    targets = (0.4, 0.15, 0.05, 0.02)
-    accuracy = {0.4: 0.6, 0.15: 0.2, 0.05: 0.2, 0.02: 0.2}  # near chance below 0.3
+def test_at_an_added_target_the_global_ranking_waits_for_every_searched_target(tmp_path):
+    """An added target fills the front between two others (RegNetX: 0.7, 0.3, 0.85, 0.4, 0.6);
+    its global ranking (8-15 points below uniform there) runs once every target had its turn."""
+    flat = {0.7: 0.89, 0.4: 0.88, 0.15: 0.87}  # no gap left to fill: no other target is added
 
-    def step(done, **kw):
-        kw = {"accuracy": accuracy, "targets": targets, **kw}
-        return _planner(tmp_path, done, **kw).next_step()
+    def step(done):
+        kw = {"given": False, "accuracy": flat, "select": "max fps where accuracy>=0.8"}
+        planner = _planner(tmp_path, [*BASELINES, (0.7, "uniform"), *done], **kw)
+        planner.study.set_user_attr("refined_targets", [0.7])
+        return planner.next_step()
 
-    uniform = [(0.4, "uniform"), (0.15, "uniform")]
-    assert step(uniform) == (0.4, "global")
-    assert step([*uniform, (0.4, "global")]) == (0.4, "search")
-    searched = [*uniform, (0.4, "global"), (0.4, "search")]
-    assert step(searched) == (0.05, "uniform")  # every other target has had its searched config
-    assert step([*searched, (0.05, "uniform")]) == (0.02, "uniform")
-    every = {0.4: 0.2, 0.15: 0.2}  # the costliest is near chance too (mobilenet_v2): none waits
-    assert step(uniform, accuracy=every) == (0.05, "uniform")
+    assert step([]) == (0.7, "search")  # not (0.7, "global"): the added target is searched first
+    assert step([(0.7, "search")]) == (0.15, "search")
+    assert step([(0.7, "search"), (0.15, "search")]) == (0.4, "search")
+    assert step([(0.7, "search"), (0.15, "search"), (0.4, "search")]) == (0.7, "global")
