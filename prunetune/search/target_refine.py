@@ -12,11 +12,12 @@ Once the baselines of every planned target have finished, `refinement` looks at 
 found at each target, with the base itself as the point at 1.0, and finds the neighbouring pair
 whose gap could hold the most hypervolume: (width in MACs fraction) x (accuracy step) / base
 accuracy. When that is at least REFINE_GAIN, a round target between them (PREFERRED: the one
-nearest their geometric mean) is added to the plan, with its own baselines and searched
-candidates like any target. At most MAX_REFINED are added per search, and only to the default
-targets (targets a user gave are kept as given). On a net that keeps its accuracy across the
-series (mnist_net, and the zoo nets with `--ratio-min 0.7`, whose lightest target is the lightest
-the space allows) no gap reaches REFINE_GAIN and the plan is the series alone.
+nearest their geometric mean) is added to the plan, with its own baselines (the global ranking's
+late) and searched candidates like any target. At most MAX_REFINED are added per search, and
+only to the default targets (targets a user gave are kept as given). On a net that keeps its
+accuracy across the series (mnist_net, and the zoo nets with `--ratio-min 0.7`, whose lightest
+target is the lightest the space allows) no gap reaches REFINE_GAIN and the plan is the series
+alone.
 """
 
 from __future__ import annotations
