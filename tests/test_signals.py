@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import FAST, load_study, search_args, wait_for
+from tests.helpers import FAST, load_study, run_cli, search_args, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +123,23 @@ def test_sigterm_at_the_end_of_a_search_and_during_an_export(isolated):
         if rc != 0:
             break
     assert_one_line(rc, err)
+
+
+def test_a_keyboard_interrupt_that_ended_a_string_exec_does_not_turn_the_exit_into_sigint(tmp_path):
+    """CPython remembers a KeyboardInterrupt that ended a string exec, even one handled afterwards,
+    and `python -m` then exits by SIGINT (-2, no message) instead of main()'s 130 / 143 (a CI run
+    of session 10: SIGTERM during the end-of-search MLflow writes). Here main() is a stand-in
+    that handles such an interrupt and returns 143 (installed by a sitecustomize before
+    `prunetune.__main__` runs)."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import prunetune.cli\n"
+        "def main():\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        return 143\n"
+        "prunetune.cli.main = main\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join([str(tmp_path), root, os.environ.get("PYTHONPATH", "")])
+    assert run_cli([], tmp_path, env={"PYTHONPATH": path}).returncode == 143
